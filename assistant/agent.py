@@ -1,0 +1,475 @@
+"""The agent: one chat turn as a pipeline (understand -> retrieve -> rank -> explain) of events."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Iterator
+
+from assistant.errors import NotFoundError, RecassistError
+from assistant.events import (
+    Card,
+    CardsEvent,
+    DoneEvent,
+    MessageEvent,
+    NoticeEvent,
+    ReasonDelta,
+    ReasonEvent,
+    TurnEvent,
+)
+from assistant.memory import Conversation
+from assistant.profile import apply_patch, derive_profile, profile_query
+from assistant.understand import CatalogVocabulary, Understanding, merge_constraints, parse_message
+from retrieval.records import FEEDBACK_TYPES, Candidate, Event
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 4000
+_USER_ID = re.compile(r"^[\w.@:-]{1,128}$")
+
+
+def validate_user_id(user_id: str) -> str:
+    """User ids are 1-128 characters of letters, digits and . _ - @ :"""
+    if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+        raise ValueError(
+            f"invalid user_id {user_id!r}: use 1-128 letters, digits or . _ - @ : characters"
+        )
+    return user_id
+
+
+class _Timer:
+    def __init__(self):
+        self.marks: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[name] = round(self.marks.get(name, 0.0) + (now - self._t) * 1000, 1)
+        self._t = now
+
+
+class Agent:
+    """Answers chat turns for any user from the engine's components."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.settings = engine.settings
+        self._vocab: CatalogVocabulary | None = None
+        self._vocab_size = -1
+
+    @property
+    def store(self):
+        return self.engine.store
+
+    def vocabulary(self) -> CatalogVocabulary:
+        """Catalog titles/creators/categories, rebuilt when the catalog size changes."""
+        size = self.store.item_count()
+        if self._vocab is None or size != self._vocab_size:
+            self._vocab = CatalogVocabulary(self.store.iter_items())
+            self._vocab_size = size
+        return self._vocab
+
+    # --- one chat turn ------------------------------------------------------------------
+
+    def respond(
+        self,
+        user_id: str,
+        message: str,
+        session_id: str | None = None,
+        context: dict | None = None,
+        k: int | None = None,
+        prompt_overrides: dict | None = None,
+        trace: list | None = None,
+    ) -> Iterator[TurnEvent]:
+        """Answer one message; yields cards first, then ranked cards, reasons, a summary, and Done."""
+        validate_user_id(user_id)
+        timer = _Timer()
+        notices: list[str] = []
+        if not isinstance(message, str) or not message.strip():
+            raise ValueError("message is empty: say what you would like, e.g. 'something like Dracula'")
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS]
+            notices.append(f"Your message was long; I read its first {MAX_MESSAGE_CHARS} characters.")
+        conv = Conversation.load(self.store, user_id, session_id)
+        last = conv.last_cards()
+        u = parse_message(message, self.vocabulary(), has_last_list=bool(last))
+        timer.lap("understand")
+        conv.add(self.store, "user", message, {"understanding": u.to_dict(), "context": context or {}})
+        for text in notices:
+            yield NoticeEvent(text, "warning")
+
+        target = self._target_item(u, last)
+        state = {"tokens": {}, "request": {}}
+        if u.intent == "smalltalk":
+            yield from self._smalltalk(conv, u)
+        elif u.intent == "why":
+            yield from self._why(conv, u, target, last)
+        elif u.intent == "about_item":
+            yield from self._about(conv, u, target)
+        else:
+            if u.intent == "feedback" or (u.feedback and u.item_ids):
+                yield from self._feedback_in_words(conv, u, target)
+            yield from self._recommend(conv, u, target, last, context, k, prompt_overrides, trace, timer, state)
+        timer.lap("finish")
+        yield DoneEvent(conv.session_id, u.intent, timer.marks, state["tokens"], state["request"])
+
+    def recommend(self, user_id: str, query: str = "", k: int | None = None, filters: dict | None = None) -> dict:
+        """One-shot recommendations (no conversation): items with reasons and a summary."""
+        validate_user_id(user_id)
+        filters = filters or {}
+        u = Understanding(
+            intent="recommend",
+            query=query,
+            categories=list(filters.get("categories", [])),
+            exclude_categories=list(filters.get("exclude_categories", [])),
+            creators=list(filters.get("creators", [])),
+            exclude_creators=list(filters.get("exclude_creators", [])),
+            year_min=filters.get("year_min"),
+            year_max=filters.get("year_max"),
+        )
+        if query:
+            parsed = parse_message(query, self.vocabulary())
+            u.item_ids = parsed.item_ids
+            u.language = parsed.language
+        conv = Conversation(user_id, "")
+        timer, state = _Timer(), {"tokens": {}, "request": {}}
+        cards: list[dict] = []
+        summary = ""
+        notices: list[str] = []
+        extra_exclude = set(filters.get("exclude_ids", []))
+        for event in self._recommend(conv, u, None, [], None, k, None, None, timer, state, persist=False, exclude=extra_exclude):
+            if isinstance(event, CardsEvent):
+                cards = [c.to_dict() for c in event.cards]
+            elif isinstance(event, ReasonEvent):
+                for card in cards:
+                    if card["item_id"] == event.item_id:
+                        card["reason"], card["reason_source"] = event.text, event.source
+            elif isinstance(event, MessageEvent):
+                summary = event.text
+            elif isinstance(event, NoticeEvent):
+                notices.append(event.text)
+        return {"items": cards, "summary": summary, "notices": notices, "timings_ms": timer.marks, "tokens": state["tokens"]}
+
+    # --- intents ----------------------------------------------------------------------------
+
+    def _target_item(self, u: Understanding, last: list[dict]) -> str | None:
+        """The item a message points at: a named title first, else its reference into the last list."""
+        if u.item_ids and not u.more_like:
+            return u.item_ids[0]
+        if u.reference is not None and last:
+            index = u.reference if u.reference >= 0 else len(last) + u.reference
+            if 0 <= index < len(last):
+                return last[index]["item_id"]
+        if u.item_ids:
+            return u.item_ids[0]
+        return None
+
+    def _smalltalk(self, conv: Conversation, u: Understanding) -> Iterator[TurnEvent]:
+        zh = u.language == "zh"
+        if not self.store.events_for_user(conv.user_id, limit=1) and not self._overrides(conv.user_id).get("onboarding"):
+            text = (
+                "你好！先告诉我：最近你喜欢过哪些作品？有没有不想看的类型？"
+                if zh
+                else "Hi! To get you started: which titles have you loved lately, and is there anything you'd rather avoid? "
+                "You can also just say what you're in the mood for."
+            )
+            kind = "onboarding"
+        else:
+            text = (
+                "我专门帮你找值得一读/一看的作品。想要什么样的？"
+                if zh
+                else "I'm here to help you find your next favourite. Ask for something, e.g. 'a gothic novel, nothing too long'."
+            )
+            kind = "smalltalk"
+        yield MessageEvent(text, kind)
+        conv.add(self.store, "assistant", text, {"kind": kind})
+
+    def _why(self, conv: Conversation, u: Understanding, target: str | None, last: list[dict]) -> Iterator[TurnEvent]:
+        from assistant.explain import evidence_text
+
+        card = next((c for c in last if c["item_id"] == target), None) or (last[0] if last and target is None else None)
+        if card is None:
+            text = "Which one? Say for example 'why the second one?'." if u.language != "zh" else "哪一个？比如说“为什么推荐第二个？”"
+        else:
+            text = f"{card['title']}: {card.get('reason') or ''} {evidence_text(card.get('evidence') or {}, u.language)}".strip()
+        yield MessageEvent(text, "answer")
+        conv.add(self.store, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
+
+    def _about(self, conv: Conversation, u: Understanding, target: str | None) -> Iterator[TurnEvent]:
+        from assistant.explain import summarize_item
+
+        item = self.store.get_item(target) if target else None
+        if item is None:
+            text = "Which title do you mean? Name it, or say 'tell me about the first one'."
+        else:
+            text = summarize_item(self._llm(), self._prompts(), item, u.language)
+            text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
+        yield MessageEvent(text, "answer")
+        conv.add(self.store, "assistant", text, {"kind": "about", "item_id": target})
+
+    def _feedback_in_words(self, conv: Conversation, u: Understanding, target: str | None) -> Iterator[TurnEvent]:
+        targets = [target] if target else []
+        if u.item_ids and u.feedback:
+            targets = list(dict.fromkeys(targets + u.item_ids))
+        if not targets:
+            yield MessageEvent("Which one do you mean? Say for example 'I've seen the second one'.", "feedback")
+            return
+        for item_id in targets:
+            self.feedback(conv.user_id, item_id, u.feedback or "like")
+        titles = ", ".join(self.store.get_item(i).title for i in targets if self.store.get_item(i))
+        verb = {"seen": "Noted that you've seen", "like": "Glad you liked", "dislike": "Noted, no more like",
+                "not_interested": "Got it, not interested in"}[u.feedback or "like"]
+        yield MessageEvent(f"{verb} {titles}.", "feedback")
+
+    def _recommend(self, conv, u, target, last, context, k, overrides, trace, timer, state, persist=True, exclude=None):
+        from retrieval.candidates import Request
+
+        k = max(1, min(int(k or self.settings.top_k), 20))
+        vocab = self.vocabulary()
+        last_years = [vocab.years.get(c["item_id"]) for c in last]
+        constraints = merge_constraints(conv.constraints(), u, last_years)
+        if "<last>" in constraints["exclude_creators"]:
+            constraints["exclude_creators"].remove("<last>")
+            ref = target or (last[0]["item_id"] if last else None)
+            creator = vocab.creator_of.get(ref) if ref else None
+            if creator and creator not in constraints["exclude_creators"]:
+                constraints["exclude_creators"].append(creator)
+        profile = self.get_profile(conv.user_id)
+        seeds = list(u.item_ids)
+        if u.more_like and target and target not in seeds:
+            seeds.insert(0, target)
+        history = self.store.events_for_user(conv.user_id)
+        if not history and u.query and persist and not self._overrides(conv.user_id).get("onboarding"):
+            # A new user's first words about their taste are profile signals at once.
+            self.update_profile(conv.user_id, {"onboarding": [u.query]})
+            profile = self.get_profile(conv.user_id)
+        query = " ".join(filter(None, [u.query, _context_words(context), profile_query(profile) if not u.query else ""]))
+        avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in constraints["categories"]]
+        exclude_ids = set(exclude or ()) | set(seeds)
+        if u.intent == "refine" or u.feedback:
+            exclude_ids |= set(conv.shown_ids())
+        request = Request(
+            query=query,
+            categories=constraints["categories"],
+            exclude_categories=list(dict.fromkeys(constraints["exclude_categories"] + avoid)),
+            creators=constraints["creators"],
+            exclude_creators=constraints["exclude_creators"],
+            year_min=constraints["year_min"],
+            year_max=constraints["year_max"],
+            exclude_ids=exclude_ids,
+            seed_item_ids=seeds,
+            diversity=0.3,
+        )
+        state["request"] = {**constraints, "query": query, "seed_item_ids": seeds, "avoid_categories": avoid}
+        n = max(self.settings.candidates, k)
+        candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
+        if not candidates and exclude_ids - set(seeds):
+            request.exclude_ids = set(seeds) | set(exclude or ())
+            candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
+        if not candidates and avoid:
+            request.exclude_categories = constraints["exclude_categories"]
+            candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
+        if constraints.get("shorter"):
+            candidates, note = _prefer_shorter(candidates)
+            if note:
+                yield NoticeEvent(note)
+        timer.lap("retrieve")
+        if not candidates:
+            text = "Nothing in the catalog matches all of that. Try loosening a constraint (for example a year range or a category)."
+            yield MessageEvent(text, "answer")
+            if persist:
+                conv.add(self.store, "assistant", text, {"cards": [], "constraints": constraints})
+            return
+        yield CardsEvent([_card(c) for c in candidates[:k]], "retrieved")
+
+        ranked, rank_note = self._rank(conv, candidates, history, u, context, overrides, trace, state)
+        timer.lap("rank")
+        if rank_note:
+            yield NoticeEvent(rank_note, "warning")
+        shown = ranked[:k]
+        cards = [_card(c) for c in shown]
+        yield CardsEvent(cards, "ranked")
+
+        by_id = {card.item_id: card for card in cards}
+        for event in self._reasons(shown, profile, u, context, overrides, trace, state):
+            if isinstance(event, ReasonEvent):
+                by_id[event.item_id].reason, by_id[event.item_id].reason_source = event.text, event.source
+            yield event
+        timer.lap("explain")
+        from assistant.explain import summarize_list
+
+        summary = summarize_list(self._llm(), self._prompts(overrides), cards, u.language)
+        timer.lap("summary")
+        yield MessageEvent(summary, "summary")
+        if persist:
+            conv.add(
+                self.store,
+                "assistant",
+                summary,
+                {"cards": [c.to_dict() for c in cards], "constraints": constraints, "request": state["request"]},
+            )
+
+    # --- LLM stages, each with a fallback that never leaves the user empty-handed ----------
+
+    def _llm(self):
+        return self.engine.llm
+
+    def _prompts(self, overrides: dict | None = None):
+        """The templates for the loaded model's prompt style; the prompt lab may override some."""
+        from prompts import Prompts, parse_template
+
+        prompts = Prompts.for_llm(self._llm(), self.settings.prompt_variant, self.settings.prompt_variants_dir)
+        for key, text in (overrides or {}).items():
+            template = parse_template(text, f"<prompt lab: {key}>")
+            prompts.override(template)
+        return prompts
+
+    def _rank(self, conv, candidates, history, u, context, overrides, trace, state):
+        llm = self._llm()
+        if llm is None:
+            note = None if self.settings.llm_backend == "none" else f"The language model is unavailable ({self.engine.llm_error}); showing retrieval order."
+            return candidates, note
+        from assistant.ranking import rank
+
+        items = self.store.get_items([e.item_id for e in history if e.item_id and e.weight > 0][-20:])
+        history_items = [items[e.item_id] for e in history if e.item_id in items and e.weight > 0][-10:]
+        try:
+            result = rank(
+                llm,
+                self._prompts(overrides),
+                history_items,
+                candidates,
+                shuffles=self.settings.rank_shuffles,
+                blend=self.settings.rank_blend,
+                request=u.query,
+            )
+        except RecassistError as exc:
+            log.warning("ranking failed, using retrieval order: %s", exc)
+            return candidates, "The ranking model failed; showing retrieval order."
+        state["tokens"]["rank_prompt"] = getattr(result, "prompt_tokens", 0)
+        if trace is not None:
+            trace.append({"stage": "rank", "prompt": getattr(result, "prompts", None), "raw": result.raw})
+        note = f"Ranking fell back to retrieval order ({result.fallback})." if result.fallback else None
+        return result.candidates or candidates, note
+
+    def _reasons(self, shown: list[Candidate], profile, u, context, overrides, trace, state) -> Iterator[TurnEvent]:
+        from assistant.explain import evidence_reason, llm_reasons
+
+        llm = self._llm()
+        if llm is None or not self.settings.llm_reasons:
+            for c in shown:
+                yield ReasonEvent(c.item.id, evidence_reason(c, u.language), "evidence")
+            return
+        known_titles = set(self.vocabulary().title_of.values())
+        deadline = time.monotonic() + self.settings.llm_timeout_s
+        try:
+            for item_id, delta, final, source in llm_reasons(
+                llm,
+                self._prompts(overrides),
+                shown,
+                profile.get("summary", ""),
+                u.language,
+                known_titles=known_titles,
+                deadline=deadline,
+                trace=trace,
+            ):
+                if final is None:
+                    yield ReasonDelta(item_id, delta)
+                else:
+                    yield ReasonEvent(item_id, final, source)
+        except RecassistError as exc:
+            log.warning("reasons failed, using evidence: %s", exc)
+            yield NoticeEvent("The language model could not write reasons; showing the evidence instead.", "warning")
+            for c in shown:
+                yield ReasonEvent(c.item.id, evidence_reason(c, u.language), "evidence")
+
+    # --- feedback and profile --------------------------------------------------------------
+
+    def feedback(self, user_id: str, item_id: str, kind: str) -> None:
+        """Store a card's like/dislike/not-interested/seen as an event; the next answer reflects it."""
+        validate_user_id(user_id)
+        if kind not in FEEDBACK_TYPES:
+            raise ValueError(f"feedback kind {kind!r} is not one of {', '.join(FEEDBACK_TYPES)}")
+        if self.store.get_item(item_id) is None:
+            raise NotFoundError(f"item {item_id!r} is not in the catalog")
+        self.store.add_events([Event(user_id=user_id, type=kind, timestamp=time.time(), item_id=item_id)])
+
+    def _overrides(self, user_id: str) -> dict:
+        return (self.store.get_profile(user_id) or {}).get("overrides", {})
+
+    def get_profile(self, user_id: str) -> dict:
+        """The user's profile: derived from every event so far, plus their own corrections."""
+        validate_user_id(user_id)
+        events = self.store.events_for_user(user_id)
+        items = self.store.get_items([e.item_id for e in events if e.item_id])
+        return derive_profile(user_id, events, items, self._overrides(user_id))
+
+    def update_profile(self, user_id: str, patch: dict) -> dict:
+        """Apply a user's correction (interests, summary, dislikes) and return the new profile."""
+        validate_user_id(user_id)
+        allowed = {"interests", "dislikes", "summary", "removed_interests", "removed_dislikes", "onboarding"}
+        unknown = set(patch) - allowed
+        if unknown:
+            raise ValueError(f"unknown profile fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+        stored = self.store.get_profile(user_id) or {}
+        stored["overrides"] = apply_patch(stored.get("overrides", {}), patch)
+        self.store.save_profile(user_id, stored)
+        return self.get_profile(user_id)
+
+    def delete_user(self, user_id: str) -> dict:
+        """Remove the user from every store: events, conversations, profile (vectors hold no user data)."""
+        validate_user_id(user_id)
+        removed = self.store.delete_user(user_id)
+        return removed
+
+    def sessions(self, user_id: str) -> list[dict]:
+        validate_user_id(user_id)
+        return self.store.list_sessions(user_id)
+
+    def messages(self, user_id: str, session_id: str) -> list[dict]:
+        validate_user_id(user_id)
+        return self.store.get_messages(user_id, session_id)
+
+
+def _card(c: Candidate) -> Card:
+    from assistant.explain import evidence_reason
+
+    return Card(
+        item_id=c.item.id,
+        title=c.item.title,
+        score=round(float(c.score), 4),
+        year=c.item.year,
+        creator=c.item.creator,
+        categories=list(c.item.categories),
+        reason=evidence_reason(c),
+        reason_source="evidence",
+        evidence=c.evidence.to_dict(),
+    )
+
+
+def _context_words(context: dict | None) -> str:
+    """Request context (mood, occasion...) as soft query words; device/time only shape filters."""
+    if not context:
+        return ""
+    words = [str(context[key]) for key in ("mood", "occasion", "genre", "with") if context.get(key)]
+    return " ".join(words)[:200]
+
+
+_LENGTH_KEYS = ("pages", "length", "runtime", "minutes", "duration", "word_count")
+
+
+def _prefer_shorter(candidates: list[Candidate]) -> tuple[list[Candidate], str | None]:
+    """Keep the shorter half when the catalog knows lengths; otherwise say we can't tell."""
+    def length(c):
+        for key in _LENGTH_KEYS:
+            value = c.item.extra.get(key)
+            if isinstance(value, (int, float)):
+                return float(value)
+        return None
+
+    known = [length(c) for c in candidates if length(c) is not None]
+    if not known:
+        return candidates, "This catalog has no length information, so I could not pick shorter ones."
+    median = sorted(known)[len(known) // 2]
+    return [c for c in candidates if (length(c) or median) <= median], None

@@ -1,0 +1,267 @@
+"""The `recassist` command line: ingest, recommend, chat, serve, eval, prompts, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from assistant import __version__
+from assistant.errors import RecassistError
+from assistant.settings import Settings
+
+
+def _settings(args) -> Settings:
+    overrides = {}
+    for name in ("data_dir", "llm_backend", "embedding_backend", "prompt_variant"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings.load(config_file=getattr(args, "config", None), **overrides)
+
+
+def _engine(args):
+    from assistant.engine import Engine
+
+    return Engine(_settings(args))
+
+
+def _mapping(pairs: list[str] | None, constants: list[str] | None = None) -> dict[str, str] | None:
+    """--map field=column pairs (and --set field=value constants, stored as '=value')."""
+    mapping: dict[str, str] = {}
+    for flag, pairs_, prefix in (("--map", pairs, ""), ("--set", constants, "=")):
+        for pair in pairs_ or []:
+            field, sep, column = pair.partition("=")
+            if not sep or not field or not column:
+                raise SystemExit(f"recassist: {flag} expects FIELD=COLUMN, got {pair!r}")
+            mapping[field.strip()] = prefix + column.strip()
+    return mapping or None
+
+
+def cmd_ingest_catalog(args) -> int:
+    from retrieval.ingest import format_report
+
+    engine = _engine(args)
+    report = engine.ingest_catalog_file(args.file, mapping=_mapping(args.map, args.set), progress=not args.quiet)
+    print(format_report(report))
+    return report.exit_code
+
+
+def cmd_ingest_events(args) -> int:
+    from retrieval.ingest import format_report
+
+    engine = _engine(args)
+    report = engine.ingest_events_file(args.file, mapping=_mapping(args.map, args.set), progress=not args.quiet)
+    print(format_report(report))
+    return report.exit_code
+
+
+def cmd_recommend(args) -> int:
+    engine = _engine(args)
+    filters = {}
+    if args.category:
+        filters["categories"] = args.category
+    if args.exclude_category:
+        filters["exclude_categories"] = args.exclude_category
+    if args.year_min is not None:
+        filters["year_min"] = args.year_min
+    if args.year_max is not None:
+        filters["year_max"] = args.year_max
+    result = engine.agent.recommend(args.user, query=args.query or "", k=args.k, filters=filters)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    for note in result["notices"]:
+        print(f"note: {note}")
+    for i, item in enumerate(result["items"], 1):
+        meta = ", ".join(str(x) for x in (item.get("creator"), item.get("year")) if x is not None)
+        print(f"{i}. {item['title']} ({meta})  score {item['score']:.3f}")
+        print(f"   {item['reason']}")
+    if result["summary"]:
+        print(f"\n{result['summary']}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, ReasonDelta, ReasonEvent
+
+    engine = _engine(args)
+    session = args.session
+    print(f"recassist chat as {args.user!r}. Empty line or Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        try:
+            message = input("you> ")
+        except EOFError:
+            break
+        if not message.strip():
+            break
+        streaming = None
+        for event in engine.agent.respond(args.user, message, session_id=session):
+            if isinstance(event, CardsEvent) and event.stage == "ranked":
+                print()
+                for i, card in enumerate(event.cards, 1):
+                    meta = ", ".join(str(x) for x in (card.creator, card.year) if x is not None)
+                    print(f"  {i}. {card.title} ({meta})")
+            elif isinstance(event, ReasonDelta):
+                if streaming != event.item_id:
+                    print(f"     - {event.item_id}: ", end="")
+                    streaming = event.item_id
+                print(event.text, end="", flush=True)
+            elif isinstance(event, ReasonEvent):
+                if streaming == event.item_id and event.source == "llm":
+                    print()
+                else:
+                    if streaming == event.item_id:
+                        print(" [replaced by evidence]")
+                    print(f"     - {event.item_id}: {event.text}")
+                streaming = None
+            elif isinstance(event, MessageEvent):
+                print(f"\nassistant> {event.text}")
+            elif isinstance(event, NoticeEvent):
+                print(f"note: {event.text}")
+            elif isinstance(event, DoneEvent):
+                session = event.session_id
+                if args.verbose:
+                    print(f"[{event.intent}; {event.timings_ms}]")
+    print(f"session {session}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from assistant.api import serve
+
+    settings = _settings(args)
+    settings.host, settings.port = args.host or settings.host, args.port or settings.port
+    from assistant.engine import Engine
+
+    engine = Engine(settings)
+    if args.demo:
+        if engine.store.item_count() == 0 or args.reload_demo:
+            print("Loading the demo catalog and users (first run embeds 300 items, ~10 s)...", file=sys.stderr)
+        engine.load_demo(progress=True)
+    if settings.llm_backend != "none":
+        print(f"Loading the language model ({engine.info()['llm_model']})...", file=sys.stderr)
+        engine.llm  # load before serving so the first chat is not slow
+        if engine.llm_error:
+            print(f"warning: {engine.llm_error}\nAnswers use retrieval order and evidence-based reasons.", file=sys.stderr)
+    serve(engine, settings.host, settings.port)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from evaluation.cli import main as eval_main
+
+    return eval_main(args.eval_args)
+
+
+def cmd_prompts(args) -> int:
+    from prompts import check_templates, list_templates
+
+    settings = _settings(args)
+    if args.action == "list":
+        for name in list_templates():
+            print(name)
+        return 0
+    problems = check_templates(variants_dir=settings.prompt_variants_dir)
+    if problems:
+        for problem in problems:
+            print(problem)
+        return 1
+    print("all prompt templates are valid")
+    return 0
+
+
+def cmd_info(args) -> int:
+    engine = _engine(args)
+    info = engine.info(load_llm=args.load_llm)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            if value is not None:
+                print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recassist",
+        description="A conversational recommendation assistant. Settings come from RECASSIST_* "
+        "environment variables and an optional TOML file (--config or RECASSIST_CONFIG).",
+    )
+    parser.add_argument("--version", action="version", version=f"recassist {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML settings file (also RECASSIST_CONFIG)")
+    common.add_argument("--data-dir", type=Path, help="where the database, vectors and model live (RECASSIST_DATA_DIR, default ~/.recassist)")
+    common.add_argument("--llm-backend", choices=["llama", "openai", "fake", "none"], help="language model backend (RECASSIST_LLM_BACKEND)")
+    common.add_argument("--embedding-backend", choices=["minilm", "hash"], help="embedding model (RECASSIST_EMBEDDING_BACKEND)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    mapping_help = "our field = your column, e.g. --map id=movieId --map text=overview (repeatable)"
+    p = add("ingest-catalog", cmd_ingest_catalog, "Load or update catalog items from a CSV or JSONL file.")
+    p.add_argument("file", type=Path, help="CSV (with a header) or JSONL file of items; required fields id and title")
+    p.add_argument("--map", action="append", metavar="FIELD=COLUMN", help=mapping_help)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a constant for a field missing from the file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("ingest-events", cmd_ingest_events, "Load user behaviour (views, likes, ratings, ...) from a CSV or JSONL file.")
+    p.add_argument("file", type=Path, help="CSV or JSONL of events: user_id, item_id, type, timestamp, value, text")
+    p.add_argument("--map", action="append", metavar="FIELD=COLUMN", help=mapping_help)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a constant, e.g. --set type=rate for a ratings file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("recommend", cmd_recommend, "Recommend items for a user once (no conversation).")
+    p.add_argument("--user", required=True, help="user id")
+    p.add_argument("--query", help="what the user asks for, in words")
+    p.add_argument("--k", type=int, default=None, help="how many items (default: top_k setting, 5)")
+    p.add_argument("--category", action="append", help="only these categories (repeatable)")
+    p.add_argument("--exclude-category", action="append", help="never these categories (repeatable)")
+    p.add_argument("--year-min", type=int)
+    p.add_argument("--year-max", type=int)
+    p.add_argument("--json", action="store_true", help="print JSON with id, title, score, reason and evidence per item")
+
+    p = add("chat", cmd_chat, "Chat with the assistant in the terminal, streamed.")
+    p.add_argument("--user", required=True, help="user id")
+    p.add_argument("--session", help="resume this session id")
+    p.add_argument("--verbose", action="store_true", help="show intent and timings per turn")
+
+    p = add("serve", cmd_serve, "Serve the Gradio UI at / and the HTTP API under /v1.")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; API keys are required off loopback)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--demo", action="store_true", help="load the shipped demo catalog and users first (idempotent)")
+    p.add_argument("--reload-demo", action="store_true", help=argparse.SUPPRESS)
+
+    p = add("eval", cmd_eval, "Offline evaluation: metrics.json and a Markdown report (see `recassist eval -- --help`).")
+    p.add_argument("eval_args", nargs=argparse.REMAINDER, help="options for the evaluation harness")
+
+    p = add("prompts", cmd_prompts, "Check or list the prompt templates and saved variants.")
+    p.add_argument("action", choices=["check", "list"], help="check: validate every template; list: names")
+    p.add_argument("--prompt-variant", help=argparse.SUPPRESS)
+
+    p = add("info", cmd_info, "Show version, data directory, catalog size, users, LLM and embedding model.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--load-llm", action="store_true", help="load the model to confirm it works")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except RecassistError as exc:
+        print(f"recassist: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The composition root: builds the store, vectors, retriever, LLM and agent from one Settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+from importlib.resources import files
+from pathlib import Path
+
+from assistant import __version__
+from assistant.errors import RecassistError
+from assistant.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Owns the long-lived components; everything is built lazily and can be injected for tests."""
+
+    def __init__(self, settings: Settings, *, llm=None, embedder=None, store=None):
+        self.settings = settings
+        self._llm = llm
+        self._llm_loaded = llm is not None
+        self._llm_error: str | None = None
+        self._lock = threading.RLock()
+        if embedder is not None:
+            self.__dict__["embedder"] = embedder
+        if store is not None:
+            self.__dict__["store"] = store
+
+    # Components ---------------------------------------------------------------------------
+
+    @cached_property
+    def store(self):
+        from retrieval.store import Store
+
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return Store.open(self.settings.resolved_database_url)
+
+    @cached_property
+    def embedder(self):
+        from retrieval.embeddings import create_embedder
+
+        return create_embedder(self.settings.embedding_backend, self.settings.embedding_device)
+
+    @cached_property
+    def chroma(self):
+        from retrieval.vectors import open_chroma
+
+        s = self.settings
+        return open_chroma(s.chroma_mode, path=str(s.chroma_path), host=s.chroma_host, port=s.chroma_port)
+
+    @cached_property
+    def retriever(self):
+        from retrieval.candidates import Retriever
+        from retrieval.sequential import SequentialModel
+        from retrieval.vectors import VectorIndex
+
+        content = VectorIndex(self.chroma, "content", self.embedder)
+        collab = VectorIndex(self.chroma, "collab", None)
+        retriever = Retriever(self.store, self.embedder, content, collab, SequentialModel())
+        retriever.refit(self.store)
+        return retriever
+
+    @property
+    def llm(self):
+        """The configured LLM, loaded on first use; None when disabled or it failed to load."""
+        with self._lock:
+            if not self._llm_loaded:
+                self._llm_loaded = True
+                from assistant.llm.factory import create_llm
+
+                try:
+                    self._llm = create_llm(self.settings)
+                except RecassistError as exc:
+                    self._llm_error = str(exc)
+                    log.warning("LLM unavailable, answering from retrieval alone: %s", exc)
+            return self._llm
+
+    @property
+    def llm_error(self) -> str | None:
+        return self._llm_error
+
+    @cached_property
+    def agent(self):
+        from assistant.agent import Agent
+
+        return Agent(self)
+
+    # Data in ------------------------------------------------------------------------------
+
+    def ingest_catalog_file(self, path, mapping=None, progress=True):
+        """Read, validate, store and embed a catalog file; returns the ingest report."""
+        from retrieval.ingest import ingest_catalog
+
+        return ingest_catalog(
+            Path(path), self.store, mapping=mapping, index=self.retriever.index_items, progress=progress
+        )
+
+    def ingest_events_file(self, path, mapping=None, progress=True):
+        """Read, validate and store a behaviour file, then refresh the collaborative signals."""
+        from retrieval.ingest import ingest_events
+
+        report = ingest_events(Path(path), self.store, mapping=mapping, progress=progress)
+        self.retriever.refit(self.store)
+        return report
+
+    def demo_paths(self) -> tuple[Path, Path]:
+        base = Path(str(files("assistant.demo_data")))
+        return base / "books.jsonl", base / "events.jsonl"
+
+    def demo_users(self) -> list[dict]:
+        import json
+
+        base = Path(str(files("assistant.demo_data")))
+        return json.loads((base / "users.json").read_text(encoding="utf-8"))
+
+    def load_demo(self, progress=True) -> None:
+        """Ingest the shipped demo catalog and users once (idempotent: re-runs change nothing)."""
+        books, events = self.demo_paths()
+        self.ingest_catalog_file(books, progress=progress)
+        self.ingest_events_file(events, progress=progress)
+
+    # Status -------------------------------------------------------------------------------
+
+    def info(self, load_llm: bool = False) -> dict:
+        """What is in use: version, data dir, catalog size, users, LLM backend and model, embeddings."""
+        s = self.settings
+        llm = self.llm if load_llm else self._llm
+        if llm is not None:
+            backend, model = llm.backend, llm.model
+        else:
+            backend = s.llm_backend
+            model = {
+                "llama": str(s.llm_model_path or "gemma-3-270m (embedded, Q4_K_M)"),
+                "openai": f"{s.openai_model} at {s.openai_base_url}",
+            }.get(s.llm_backend, "-")
+        return {
+            "version": __version__,
+            "data_dir": str(s.data_dir),
+            "database": _mask(s.resolved_database_url),
+            "vector_store": f"chroma {s.chroma_mode}"
+            + (f" {s.chroma_host}:{s.chroma_port}" if s.chroma_mode == "http" else f" {s.chroma_path}"),
+            "catalog_items": self.store.item_count(),
+            "users": self.store.user_count(),
+            "events": self.store.event_count(),
+            "llm_backend": backend,
+            "llm_model": model,
+            "llm_error": self._llm_error,
+            "embedding_model": getattr(self.embedder, "name", s.embedding_backend)
+            if "embedder" in self.__dict__
+            else {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "hash": "hashing-bow"}[s.embedding_backend],
+        }
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def _mask(url: str) -> str:
+    """Hide a password in a database URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

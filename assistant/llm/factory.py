@@ -1,0 +1,42 @@
+"""Build the configured LLM backend from Settings."""
+
+from __future__ import annotations
+
+from assistant.errors import ConfigError
+from assistant.llm.base import LLM
+
+
+def create_llm(settings) -> LLM | None:
+    """The backend named by settings.llm_backend; None for "none" (retrieval order, evidence reasons)."""
+    backend = settings.llm_backend
+    if backend == "none":
+        return None
+    if backend == "fake":
+        from assistant.llm.fake import FakeLLM
+
+        return FakeLLM()
+    if backend == "llama":
+        from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
+
+        path = settings.llm_model_path or ensure_embedded_model(settings.models_dir)
+        return LlamaCppLLM(
+            path,
+            n_ctx=settings.llm_context,
+            n_threads=settings.llm_threads,
+            prompt_style=settings.llm_prompt_style,
+            lock_timeout_s=max(settings.llm_timeout_s, 1.0) * 4,
+        )
+    if backend == "openai":
+        from assistant.llm.openai_compat import OpenAICompatLLM
+
+        style = "chat" if settings.llm_prompt_style == "auto" else settings.llm_prompt_style
+        return OpenAICompatLLM(
+            settings.openai_base_url,
+            settings.openai_api_key,
+            settings.openai_model,
+            settings.llm_timeout_s,
+            prompt_style=style,
+            context_window=settings.llm_context,
+            tiktoken_cache_dir=str(settings.data_dir / "tiktoken"),
+        )
+    raise ConfigError(f"unknown RECASSIST_LLM_BACKEND {backend!r}; use llama, openai, fake or none")

@@ -1,0 +1,72 @@
+"""A scripted LLM for unit tests: enqueue answers, then assert on the prompts it received."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterator, Sequence
+
+from assistant.errors import LLMError
+from assistant.llm.base import Prompt
+
+
+class FakeLLM:
+    """Answers from a queue; with an empty queue it answers `default` (an empty string by default)."""
+
+    backend = "fake"
+
+    def __init__(
+        self,
+        answers: Sequence[str | dict | Exception] = (),
+        *,
+        model: str = "fake-model",
+        prompt_style: str = "completion",
+        context_window: int = 4096,
+        supports_logprobs: bool = True,
+        supports_json_schema: bool = True,
+        default: str = "",
+    ):
+        self.model = model
+        self.prompt_style = prompt_style
+        self.context_window = context_window
+        self.supports_logprobs = supports_logprobs
+        self.supports_json_schema = supports_json_schema
+        self.default = default
+        self._answers: deque = deque(answers)
+        self.prompts: list[Prompt] = []  # every prompt received, in order
+        self.calls: list[dict] = []  # the keyword arguments of every call
+
+    def enqueue(self, *answers: str | dict | Exception) -> "FakeLLM":
+        """Queue answers: a str for stream(), a {label: logprob} dict for label_logprobs(), or an exception to raise."""
+        self._answers.extend(answers)
+        return self
+
+    def _next(self):
+        answer = self._answers.popleft() if self._answers else self.default
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def stream(self, prompt: Prompt, *, max_tokens: int, stop=None, temperature=0.0, json_schema=None) -> Iterator[str]:
+        self.prompts.append(prompt)
+        self.calls.append({"kind": "stream", "max_tokens": max_tokens, "stop": stop, "json_schema": json_schema})
+        answer = self._next()
+        if not isinstance(answer, str):
+            raise LLMError(f"FakeLLM.stream got a queued {type(answer).__name__}; enqueue a str")
+        # Stream word by word so callers exercise their incremental paths.
+        for i, word in enumerate(answer.split(" ")):
+            yield word if i == 0 else " " + word
+
+    def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
+        self.prompts.append(prompt)
+        self.calls.append({"kind": "label_logprobs", "labels": list(labels)})
+        if not self.supports_logprobs:
+            raise LLMError("this fake model was built with supports_logprobs=False")
+        answer = self._next()
+        if isinstance(answer, str):
+            # A string answer names the labels in preference order.
+            order = [x for x in answer.split() if x in labels]
+            answer = {label: -float(i) for i, label in enumerate(order)}
+        return {label: float(answer.get(label, -50.0)) for label in labels}
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())

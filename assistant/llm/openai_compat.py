@@ -1,0 +1,184 @@
+"""Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp's server, Ollama, LM Studio...
+
+Uses the `openai` SDK directly: it streams, returns logprobs and takes `extra_body`, which is all
+this backend needs (langchain's ChatOpenAI would add a layer and rename max_tokens to
+max_completion_tokens, which llama.cpp's server ignores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+from urllib.parse import urlparse
+
+from assistant.errors import LLMError
+from assistant.llm.base import Prompt
+
+# Reasoning models take max_completion_tokens and no temperature.
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+class OpenAICompatLLM:
+    """Chat prompts by default; a plain-text prompt goes to the /completions endpoint."""
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        model: str = "gpt-4o-mini",
+        timeout: float = 30.0,
+        *,
+        prompt_style: str = "chat",
+        context_window: int = 8192,
+        supports_logprobs: bool = True,
+        supports_json_schema: bool = True,
+        tiktoken_cache_dir: str | None = None,
+        client=None,
+    ):
+        if prompt_style not in ("chat", "completion"):
+            raise LLMError(f"prompt_style must be chat or completion, not {prompt_style!r}")
+        host = urlparse(base_url).hostname or ""
+        if not api_key and host.endswith("openai.com"):
+            raise LLMError(f"{base_url} needs an API key; set RECASSIST_OPENAI_API_KEY")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self.prompt_style = prompt_style
+        self.context_window = context_window
+        self.supports_logprobs = supports_logprobs
+        self.supports_json_schema = supports_json_schema
+        self._tiktoken_cache_dir = tiktoken_cache_dir
+        self._encoding = None
+        if client is None:
+            import openai
+
+            # Local servers accept any key, but the SDK refuses an empty one.
+            client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1)
+        self._client = client
+
+    # The contract ----------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int,
+        stop: Sequence[str] | None = None,
+        temperature: float = 0.0,
+        json_schema: dict | None = None,
+    ) -> Iterator[str]:
+        options = self._options(max_tokens, temperature, stop)
+        with self._errors():
+            if isinstance(prompt, str):
+                if json_schema:
+                    # Not part of OpenAI's /completions API; llama.cpp's server and vLLM read it.
+                    options["extra_body"] = {**options.get("extra_body", {}), "response_format": _response_format(json_schema)}
+                chunks = self._client.completions.create(model=self.model, prompt=prompt, stream=True, **options)
+                with _closing(chunks):
+                    for chunk in chunks:
+                        if chunk.choices and chunk.choices[0].text:
+                            yield chunk.choices[0].text
+            else:
+                if json_schema:
+                    options["response_format"] = _response_format(json_schema)
+                chunks = self._client.chat.completions.create(model=self.model, messages=prompt, stream=True, **options)
+                with _closing(chunks):
+                    for chunk in chunks:
+                        if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                            yield chunk.choices[0].delta.content
+
+    def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
+        options = self._options(1, 0.0, None)
+        with self._errors():
+            if isinstance(prompt, str):
+                response = self._client.completions.create(model=self.model, prompt=prompt, logprobs=20, **options)
+                logprobs = response.choices[0].logprobs if response.choices else None
+                top = (logprobs.top_logprobs or [{}])[0] if logprobs else {}
+                pairs = list((top or {}).items())
+            else:
+                response = self._client.chat.completions.create(
+                    model=self.model, messages=prompt, logprobs=True, top_logprobs=20, **options
+                )
+                logprobs = response.choices[0].logprobs if response.choices else None
+                first = logprobs.content[0] if logprobs and logprobs.content else None
+                pairs = [(t.token, t.logprob) for t in first.top_logprobs] if first else []
+        if not pairs:
+            raise LLMError(
+                f"{self.base_url} returned no logprobs for model {self.model}; "
+                "if this server cannot return them, the ranker falls back to generating a list"
+            )
+        return map_top_logprobs(pairs, labels)
+
+    def count_tokens(self, text: str) -> int:
+        if self._encoding is None:
+            from assistant.tokens import encoding_name_for_model, get_encoding
+
+            # Exact for OpenAI models; a close estimate (cl100k) for anything else.
+            self._encoding = get_encoding(encoding_name_for_model(self.model), self._tiktoken_cache_dir)
+        return len(self._encoding.encode(text, disallowed_special=()))
+
+    # Helpers -----------------------------------------------------------------------------------
+
+    def _options(self, max_tokens: int, temperature: float, stop: Sequence[str] | None) -> dict:
+        name = self.model.lower().rsplit("/", 1)[-1]
+        options: dict = {"timeout": self.timeout}
+        if name.startswith(_REASONING_PREFIXES):
+            options["max_completion_tokens"] = max_tokens
+        else:
+            options["max_tokens"] = max_tokens
+            options["temperature"] = temperature
+        if stop:
+            options["stop"] = list(stop)[:4]  # OpenAI accepts at most four
+        return options
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Turn SDK exceptions into LLMError messages that say where and how to fix."""
+        import openai
+
+        where = f"{self.base_url} (model {self.model})"
+        try:
+            yield
+        except openai.APITimeoutError:
+            raise LLMError(f"{where} did not answer within {self.timeout:.0f}s; raise RECASSIST_LLM_TIMEOUT_S or check the server") from None
+        except openai.APIConnectionError as exc:
+            raise LLMError(f"cannot reach {where}: {exc}. Is the server running? Check RECASSIST_OPENAI_BASE_URL") from None
+        except openai.AuthenticationError:
+            raise LLMError(f"{where} refused the API key; check RECASSIST_OPENAI_API_KEY") from None
+        except openai.NotFoundError as exc:
+            raise LLMError(f"{where} answered 404 ({_detail(exc)}); check RECASSIST_OPENAI_MODEL and the /v1 in the URL") from None
+        except openai.APIStatusError as exc:
+            raise LLMError(f"{where} answered HTTP {exc.status_code}: {_detail(exc)}") from None
+        except openai.OpenAIError as exc:
+            raise LLMError(f"{where} failed: {exc}") from None
+
+
+def map_top_logprobs(pairs: Sequence[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
+    """{label: logprob} from the server's top tokens (compared stripped); absent labels get a floor below them all."""
+    wanted = {label.strip(): label for label in labels}
+    found: dict[str, float] = {}
+    for token, logprob in pairs:
+        label = wanted.get(token.strip())
+        if label is not None:
+            found[label] = max(found.get(label, float("-inf")), float(logprob))
+    floor = min(float(lp) for _, lp in pairs) - 1.0
+    return {label: found.get(label, floor) for label in labels}
+
+
+def _closing(chunks):
+    """Close the HTTP stream when the caller stops reading early (fakes in tests may lack close())."""
+    return contextlib.closing(chunks) if hasattr(chunks, "close") else contextlib.nullcontext()
+
+
+def _response_format(json_schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": json_schema, "strict": True}}
+
+
+def _detail(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:300]
+    return str(exc)[:300]

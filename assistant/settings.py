@@ -1,0 +1,141 @@
+"""One settings object, built from RECASSIST_* environment variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from assistant.errors import ConfigError
+
+ENV_PREFIX = "RECASSIST_"
+
+
+class Settings(BaseModel):
+    """Everything configurable, with defaults that work offline on a laptop."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data_dir: Path = Field(default_factory=lambda: Path("~/.recassist").expanduser())
+    # sqlite:///path or postgresql://user:pass@host/db; empty means SQLite in data_dir.
+    database_url: str = ""
+
+    # Vector store: "persistent" (on disk in data_dir/chroma) or "http" (a `chroma run` server).
+    chroma_mode: Literal["persistent", "http"] = "persistent"
+    chroma_host: str = "127.0.0.1"
+    chroma_port: int = 8000
+
+    # Embeddings: "minilm" (all-MiniLM-L6-v2 shipped in a wheel) or "hash" (deterministic, for tests).
+    embedding_backend: Literal["minilm", "hash"] = "minilm"
+    embedding_device: str = "cpu"
+
+    # LLM: "llama" (local GGUF via llama-cpp-python), "openai" (any OpenAI-compatible server),
+    # "fake" (scripted answers, for tests) or "none" (retrieval order and evidence reasons only).
+    llm_backend: Literal["llama", "openai", "fake", "none"] = "llama"
+    llm_model_path: Path | None = None  # None: the embedded Gemma 3 270M, assembled into data_dir/models
+    llm_prompt_style: Literal["auto", "completion", "chat"] = "auto"
+    llm_context: int = 2048
+    llm_threads: int = 0  # 0: all cores
+    llm_timeout_s: float = 30.0
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = ""
+    openai_model: str = "gpt-4o-mini"
+
+    # Ranking and answers.
+    candidates: int = 20  # how many retrieved candidates the LLM ranks
+    top_k: int = 5  # how many cards an answer shows
+    rank_shuffles: int = 2  # orders averaged against position bias (1 = no shuffling)
+    rank_blend: float = 0.3  # weight of the LLM order against retrieval scores; chosen by evaluation
+    llm_reasons: bool = True  # let the LLM phrase reasons (always checked against evidence)
+    prompt_variant: str = ""  # a saved variant name from data_dir/prompts, or "" for the shipped ones
+
+    # Server.
+    host: str = "127.0.0.1"
+    port: int = 7860
+    # "KEY=admin" or "KEY=user:USER_ID", comma separated in the environment.
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    redact_pii: bool = True
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "recassist.db"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def prompt_variants_dir(self) -> Path:
+        return self.data_dir / "prompts"
+
+    @classmethod
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        config_file: str | Path | None = None,
+        **overrides,
+    ) -> "Settings":
+        """Build settings: defaults < TOML file < RECASSIST_* environment < explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict = {}
+        config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            values.update(_read_toml(Path(config_file)))
+        values.update(_from_env(env))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(
+                f"invalid settings ({problems}). Set them as {ENV_PREFIX}NAME environment "
+                f"variables or in the TOML file named by {ENV_PREFIX}CONFIG."
+            ) from None
+        settings.data_dir = settings.data_dir.expanduser()
+        return settings
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; fix {ENV_PREFIX}CONFIG") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    # Allow both a flat file and a [recassist] table.
+    return dict(data.get("recassist", data))
+
+
+def _from_env(env: Mapping[str, str]) -> dict:
+    values: dict = {}
+    for name in Settings.model_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        values[name] = _parse_api_keys(raw) if name == "api_keys" else raw
+    return values
+
+
+def _parse_api_keys(raw: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, role = part.partition("=")
+        if not sep or not (role == "admin" or role.startswith("user:")):
+            raise ConfigError(
+                f"{ENV_PREFIX}API_KEYS entry {part!r} must look like KEY=admin or KEY=user:USER_ID"
+            )
+        keys[key] = role
+    return keys

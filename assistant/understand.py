@@ -1,0 +1,383 @@
+"""Understanding a chat message: intent, constraints, references and linked catalog items.
+
+The rule-based parser always works (any model, no model); an LLM with structured output may
+refine it, but the rules stay the fallback and own references and title linking.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+from retrieval.records import Item
+
+INTENTS = ("recommend", "refine", "why", "about_item", "feedback", "smalltalk")
+
+
+@dataclass
+class Understanding:
+    """What one message asks for. Constraints are deltas to merge into the conversation's."""
+
+    intent: str = "recommend"
+    query: str = ""
+    categories: list[str] = field(default_factory=list)
+    exclude_categories: list[str] = field(default_factory=list)
+    creators: list[str] = field(default_factory=list)
+    exclude_creators: list[str] = field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+    older: bool = False  # "older ones": relative to the last list
+    newer: bool = False
+    shorter: bool = False
+    more_like: bool = False  # "more like the second one": the reference becomes a seed
+    reference: int | None = None  # 0-based index into the list shown last
+    item_ids: list[str] = field(default_factory=list)  # catalog items named in the message
+    feedback: str | None = None  # like, dislike, seen, not_interested
+    language: str = "en"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- catalog vocabulary --------------------------------------------------------------------
+
+_ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
+
+
+def normalize_title(text: str) -> str:
+    """Forgiving title key: case, accents, punctuation, leading article and a trailing year ignored."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    text = re.sub(r"\(\s*\d{4}\s*\)", " ", text)
+    text = text.replace("&", " and ").replace("'", "").replace("’", "")
+    words = re.findall(r"\w+", text)
+    if words and words[0] in _ARTICLES:
+        words = words[1:]
+    if len(words) > 1 and re.fullmatch(r"1[5-9]\d\d|20\d\d", words[-1]):
+        words = words[:-1]
+    # "Movie, The" forms (MovieLens) put the article last.
+    if len(words) > 1 and words[-1] in _ARTICLES:
+        words = words[:-1]
+    return " ".join(words)
+
+
+def _plain(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+class CatalogVocabulary:
+    """Titles, creators and categories of the catalog, for linking words in a message to items."""
+
+    def __init__(self, items: Iterable[Item]):
+        self.titles: dict[str, list[str]] = {}
+        self.creators: dict[str, str] = {}  # normalised name or surname -> display name
+        self.categories: dict[str, str] = {}  # lowercase -> display
+        self.years: dict[str, int | None] = {}
+        self.creator_of: dict[str, str | None] = {}
+        self.title_of: dict[str, str] = {}
+        for item in items:
+            self.add(item)
+        self._title_pattern: re.Pattern | None = None
+
+    def add(self, item: Item) -> None:
+        key = normalize_title(item.title)
+        if key:
+            self.titles.setdefault(key, []).append(item.id)
+        self.years[item.id] = item.year
+        self.creator_of[item.id] = item.creator
+        self.title_of[item.id] = item.title
+        if item.creator:
+            full = normalize_title(item.creator)
+            self.creators.setdefault(full, item.creator)
+            surname = full.split()[-1] if full.split() else ""
+            if len(surname) > 3:
+                self.creators.setdefault(surname, item.creator)
+        for cat in item.categories:
+            self.categories.setdefault(cat.lower(), cat)
+        self._title_pattern = None
+
+    def find_titles(self, message: str) -> list[str]:
+        """Item ids whose title appears in the message (longest titles first, no overlaps)."""
+        norm = " " + normalize_title(message) + " "
+        found: list[str] = []
+        taken: list[tuple[int, int]] = []
+        for key in sorted(self.titles, key=len, reverse=True):
+            if len(key) < 3:
+                continue
+            start = norm.find(" " + key + " ")
+            if start < 0:
+                continue
+            # One-word titles ("Emma", "Nature", "Kim") are everyday words too: they count
+            # only when written with a capital letter, as a title would be.
+            if " " not in key and not (
+                re.search(rf"(?<!\w){re.escape(key.capitalize())}(?!\w)", _plain(message))
+                or re.search(rf"\b(?:like|similar to|loved|liked|enjoyed|about)\s+(?:the\s+)?{re.escape(key)}\b", norm)
+            ):
+                continue
+            span = (start, start + len(key) + 2)
+            if any(a < span[1] and span[0] < b for a, b in taken):
+                continue
+            taken.append(span)
+            found.extend(self.titles[key][:1])
+        return found
+
+    def find_creators(self, text: str) -> list[str]:
+        norm = " " + normalize_title(text) + " "
+        hits = [name for key, name in self.creators.items() if f" {key} " in norm]
+        return list(dict.fromkeys(hits))
+
+    def find_categories(self, text: str) -> list[str]:
+        """Categories named in the text, longest phrase first ("science fiction" is not "fiction")."""
+        lowered = " " + re.sub(r"[^\w\s-]", " ", text.lower()) + " "
+        forms: dict[str, str] = {}
+        for key, name in self.categories.items():
+            for form in (key, key + "s", _SYNONYM_OF.get(key, key)):
+                forms[form] = name
+        for word, cat in _CATEGORY_WORDS.items():
+            if cat.lower() in self.categories:
+                forms[word] = self.categories[cat.lower()]
+        hits = []
+        for form in sorted(forms, key=len, reverse=True):
+            cjk = bool(_CJK.search(form))
+            pattern = re.escape(form) if cjk else rf"(?<![\w-]){re.escape(form)}(?![\w-])"
+            if re.search(pattern, lowered):
+                hits.append(forms[form])
+                lowered = re.sub(pattern, " ", lowered)
+        return list(dict.fromkeys(hits))
+
+
+# Everyday words (English and Chinese) that name a category of the catalog.
+_CATEGORY_WORDS = {
+    "scary": "Horror", "horror": "Horror", "恐怖": "Horror", "鬼": "Horror",
+    "sci-fi": "Science Fiction", "scifi": "Science Fiction", "science fiction": "Science Fiction",
+    "科幻": "Science Fiction",
+    "detective": "Mystery", "whodunit": "Mystery", "mystery": "Mystery", "mysteries": "Mystery",
+    "侦探": "Mystery", "推理": "Mystery", "悬疑": "Mystery",
+    "romantic": "Romance", "love story": "Romance", "love stories": "Romance", "爱情": "Romance",
+    "funny": "Comedy", "comedies": "Comedy", "喜剧": "Comedy", "搞笑": "Comedy",
+    "adventure": "Adventure", "冒险": "Adventure",
+    "poems": "Poetry", "poetry": "Poetry", "诗": "Poetry",
+    "philosophical": "Philosophy", "哲学": "Philosophy",
+    "fantasy": "Fantasy", "奇幻": "Fantasy", "魔幻": "Fantasy",
+    "kids": "Children", "children": "Children", "儿童": "Children",
+    "war": "War", "战争": "War",
+    "history": "History", "historical": "History", "历史": "History",
+    "gothic": "Gothic", "哥特": "Gothic",
+    "drama": "Drama", "plays": "Drama", "戏剧": "Drama",
+    "thriller": "Thriller", "惊悚": "Thriller",
+    "animated": "Animation", "animation": "Animation", "cartoon": "Animation", "动画": "Animation",
+    "documentary": "Documentary", "纪录片": "Documentary",
+    "crime": "Crime", "犯罪": "Crime",
+    "western": "Western", "musical": "Musical", "satire": "Satire", "讽刺": "Satire",
+    "tragedy": "Tragedy", "悲剧": "Tragedy",
+}
+_SYNONYM_OF = {"science fiction": "sci-fi", "mystery": "mysteries", "comedy": "comedies"}
+
+# --- the rules ------------------------------------------------------------------------------
+
+_ORDINALS = {
+    "first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3,
+    "fifth": 4, "5th": 4, "sixth": 5, "last": -1, "top": 0,
+    "第一": 0, "第二": 1, "第三": 2, "第四": 3, "第五": 4, "最后": -1,
+    "一": 0, "二": 1, "三": 2, "四": 3, "五": 4,
+}
+_ORDINAL_RE = re.compile(
+    r"\b(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|sixth|last|top)\s+(one|item|book|film|movie|title|pick|suggestion|recommendation)?"
+    r"|(?:#|number\s+|no\.\s*)(\d{1,2})\b"
+    r"|(第[一二三四五]|最后)\s*[个本部项]?"
+)
+_NEGATION = re.compile(
+    r"(?:\bno\b|\bnot\b|\bwithout\b|\bexcept\b|\bavoid\b|\bhate\b|\bdon'?t\s+(?:want|like|show)\b|\bnothing\b|\bskip\b|\bless\b|\bstop\b|不要|别|不想|没有|除了)"
+)
+_NOT_BY_THAT = re.compile(r"not\s+(?:by\s+)?(?:that|this|the same)\s+(?:author|writer|director|creator|one)|不要这个作者|换个作者")
+_BY_CREATOR = re.compile(r"\b(?:by|from|written by|directed by)\s+([A-Z][\w.'-]+(?:\s+[A-Z][\w.'-]+){0,3})")
+
+_FEEDBACK_RULES: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"\b(?:i'?ve|i have|already)\s+(?:already\s+)?(?:seen|read|watched|finished)\b|\balready (?:seen|read|watched)\b|看过|读过|已经看"), "seen"),
+    (re.compile(r"\bnot interested\b|\bnot for me\b|不感兴趣"), "not_interested"),
+    (re.compile(r"\b(?:hated?|disliked?|didn'?t like|did not like|boring|awful|terrible)\b|不喜欢|讨厌"), "dislike"),
+    (re.compile(r"\b(?:loved?|liked|adored?|enjoyed|favou?rite|amazing|great)\b|喜欢|太棒|很好看|爱"), "like"),
+]
+_WHY = re.compile(r"\bwhy\b|\bhow come\b|\breason\b|为什么|为何|理由")
+_ABOUT = re.compile(r"\b(?:tell me (?:more )?about|what(?:'s| is) .{1,60} about|more about|describe|summary of|summari[sz]e|plot of)\b|介绍一下|讲什么|是关于什么")
+_MORE_LIKE = re.compile(r"\b(?:more|others?|something|anything|books?|films?|movies?|titles?|stuff)\s+(?:\w+\s+){0,2}(?:like|similar to)\b|\blike that\b|\bsimilar\b|类似|像.{0,12}(?:一样|那样|的)")
+_OLDER = re.compile(r"\bolder\b|\bclassic(?:s)?\b|\bearlier\b|\bless recent\b|更老|更早|老一点|年代久")
+_NEWER = re.compile(r"\bnewer\b|\bmore recent\b|\brecent\b|\bmodern\b|\blater\b|更新|新一点|近一点")
+_SHORTER = re.compile(r"\bshort(?:er)?\b|\bquick(?:er)?\b|\blight(?:er)? read\b|更短|短一点|短的")
+_SMALLTALK = re.compile(
+    r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|ok(?:ay)?|cool|bye|good (?:morning|evening|night)|how are you|who are you|what can you do|你好|谢谢|再见|您好)\b[\s!.?]*$"
+    r"|\b(?:weather|joke|capital of|stock price|bitcoin|president|football score|recipe)\b|天气|笑话"
+)
+_RECOMMEND = re.compile(
+    r"\b(?:recommend|suggest|suggestions?|something|anything|what should i|looking for|in the mood|want to (?:read|watch)|give me|show me|find me|any ideas|more)\b|推荐|想看|想读|来点|有没有"
+)
+_FRESH_REQUEST = re.compile(r"\b(?:recommend|suggest|what should i|looking for|in the mood|want to (?:read|watch))\b|推荐")
+_DECADE = re.compile(r"\b(1[5-9]\d0|20[0-2]0)s\b|(1[5-9]\d0|20[0-2]0)年代")
+_YEAR_BEFORE = re.compile(r"\b(?:before|earlier than|older than|pre)[\s-]*(1[0-9]\d\d|20\d\d)\b|(1[0-9]\d\d|20\d\d)\s*年?(?:之前|以前)")
+_YEAR_AFTER = re.compile(r"\b(?:after|since|newer than|later than|post)[\s-]*(1[0-9]\d\d|20\d\d)\b|(1[0-9]\d\d|20\d\d)\s*年?(?:之后|以后)")
+_CENTURY = re.compile(r"\b(1[5-9]|2[01])(?:th|st)[\s-]century\b")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def detect_language(text: str) -> str:
+    """'zh' when the message is mostly Chinese, else 'en' (what reasons are written in)."""
+    cjk = len(_CJK.findall(text))
+    letters = len(re.findall(r"[A-Za-z]", text))
+    return "zh" if cjk and cjk * 2 >= letters / 3 else "en"
+
+
+def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = False) -> Understanding:
+    """Rule-based understanding of one message; never fails."""
+    text = message.strip()
+    lowered = text.lower()
+    u = Understanding(language=detect_language(text))
+    u.item_ids = vocab.find_titles(text)
+    remaining = lowered
+    for item_id in u.item_ids:
+        remaining = remaining.replace(vocab.title_of[item_id].lower(), " ")
+
+    match = _ORDINAL_RE.search(lowered)
+    if match:
+        word = match.group(1) or match.group(4)
+        u.reference = int(match.group(3)) - 1 if match.group(3) else _ORDINALS.get(word.rstrip("个本部项"), None)
+    elif has_last_list and re.search(r"\b(?:it|this one|that one|this|that)\b|这本|那本|这部|那部|这个|那个", lowered):
+        u.reference = 0 if re.search(r"\b(?:it|this one|this)\b|这", lowered) else None
+
+    _parse_constraints(text, remaining, vocab, u)
+
+    feedback = next((kind for rule, kind in _FEEDBACK_RULES if rule.search(lowered)), None)
+    asks_for_more = bool(_RECOMMEND.search(lowered) or _MORE_LIKE.search(lowered) or "?" in text)
+
+    if _WHY.search(lowered) and (u.reference is not None or u.item_ids or has_last_list):
+        u.intent = "why"
+    elif _ABOUT.search(lowered) and (u.reference is not None or u.item_ids):
+        u.intent = "about_item"
+    elif feedback and (u.reference is not None or (has_last_list and not u.item_ids and not asks_for_more)) and not _MORE_LIKE.search(lowered):
+        u.intent, u.feedback = "feedback", feedback
+    elif feedback and u.item_ids:
+        # "I loved The Matrix, anything like it?" is a signal AND a request.
+        u.feedback = feedback
+        u.intent = "recommend"
+        u.more_like = True
+    elif _MORE_LIKE.search(lowered) and (u.reference is not None or u.item_ids):
+        u.intent, u.more_like = ("refine" if u.reference is not None else "recommend"), True
+    elif _has_constraint(u) and has_last_list and not _FRESH_REQUEST.search(lowered):
+        u.intent = "refine"
+    elif _SMALLTALK.search(lowered) and not (_has_constraint(u) or u.item_ids):
+        u.intent = "smalltalk"
+    elif feedback and has_last_list:
+        u.intent, u.feedback = "feedback", feedback
+    else:
+        u.intent = "recommend"
+    u.query = _query_text(text, u)
+    return u
+
+
+def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: Understanding) -> None:
+    # Split on clause boundaries so "no horror, something romantic" negates only horror.
+    for clause in re.split(r"[,.;!?，。；！？]|\bbut\b|\band\b|但是|而且", remaining):
+        if not clause.strip():
+            continue
+        negated = bool(_NEGATION.search(clause.replace("有没有", "")))
+        cats = vocab.find_categories(clause)
+        creators = vocab.find_creators(clause)
+        (u.exclude_categories if negated else u.categories).extend(c for c in cats if c not in u.categories + u.exclude_categories)
+        (u.exclude_creators if negated else u.creators).extend(c for c in creators if c not in u.creators + u.exclude_creators)
+    if _NOT_BY_THAT.search(text.lower()):
+        u.exclude_creators.append("<last>")  # resolved against the referenced/last item by the agent
+    if not u.creators and not _NEGATION.search(text.lower()):
+        by = _BY_CREATOR.search(text)
+        if by:
+            u.creators.extend(vocab.find_creators(by.group(1)))
+    low = text.lower()
+    if (m := _DECADE.search(low)):
+        decade = int(m.group(1) or m.group(2))
+        u.year_min, u.year_max = decade, decade + 9
+    if (m := _CENTURY.search(low)):
+        century = int(m.group(1))
+        u.year_min, u.year_max = (century - 1) * 100, (century - 1) * 100 + 99
+    if (m := _YEAR_BEFORE.search(low)):
+        u.year_max = int(m.group(1) or m.group(2)) - 1
+    if (m := _YEAR_AFTER.search(low)):
+        u.year_min = int(m.group(1) or m.group(2)) + 1
+    u.older = bool(_OLDER.search(low)) and u.year_max is None
+    u.newer = bool(_NEWER.search(low)) and u.year_min is None and not u.older
+    u.shorter = bool(_SHORTER.search(low))
+
+
+def _has_constraint(u: Understanding) -> bool:
+    return bool(
+        u.categories or u.exclude_categories or u.creators or u.exclude_creators
+        or u.year_min is not None or u.year_max is not None or u.older or u.newer or u.shorter
+    )
+
+
+_FILLER = re.compile(
+    r"\b(?:please|can you|could you|would you|i want|i'd like|i would like|recommend|suggest|me|some|something|anything|"
+    r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|i|to|read|watch|"
+    r"books?|novels?|films?|movies?|titles?|stuff|ones?|one)\b|推荐|给我|一些|一本|一部|请|想看|想读",
+)
+
+
+def _query_text(text: str, u: Understanding) -> str:
+    """What remains of the message as free-text interest (after fillers and negated parts)."""
+    if u.intent in ("smalltalk", "feedback", "why"):
+        return ""
+    kept = []
+    for clause in re.split(r"[,.;!?，。；！？]|\bbut\b", text):
+        if _NEGATION.search(clause.lower()):
+            continue
+        kept.append(clause)
+    query = " ".join(kept)
+    query = _FILLER.sub(" ", query.lower())
+    query = re.sub(r"\s+", " ", query).strip(" -?!.")
+    return query if len(query) > 2 else ""
+
+
+# --- merging into the conversation's state ------------------------------------------------
+
+def merge_constraints(active: dict, u: Understanding, last_years: list[int]) -> dict:
+    """Constraints in force after this message: earlier ones persist unless contradicted."""
+    merged = {
+        "categories": list(active.get("categories", [])),
+        "exclude_categories": list(active.get("exclude_categories", [])),
+        "creators": list(active.get("creators", [])),
+        "exclude_creators": list(active.get("exclude_creators", [])),
+        "year_min": active.get("year_min"),
+        "year_max": active.get("year_max"),
+        "shorter": active.get("shorter", False),
+    }
+    if u.intent == "recommend" and (u.categories or u.creators) and not u.more_like:
+        # A fresh request for a kind of thing replaces the earlier kind, not the exclusions.
+        merged["categories"], merged["creators"] = [], []
+    for cat in u.categories:
+        if cat in merged["exclude_categories"]:
+            merged["exclude_categories"].remove(cat)
+        if cat not in merged["categories"]:
+            merged["categories"].append(cat)
+    for cat in u.exclude_categories:
+        if cat in merged["categories"]:
+            merged["categories"].remove(cat)
+        if cat not in merged["exclude_categories"]:
+            merged["exclude_categories"].append(cat)
+    for name in u.creators:
+        if name not in merged["creators"]:
+            merged["creators"].append(name)
+    for name in u.exclude_creators:
+        if name in merged["creators"]:
+            merged["creators"].remove(name)
+        if name not in merged["exclude_creators"]:
+            merged["exclude_creators"].append(name)
+    if u.year_min is not None or u.year_max is not None:
+        merged["year_min"], merged["year_max"] = u.year_min, u.year_max
+    years = sorted(y for y in last_years if y is not None)
+    if u.older and years:
+        merged["year_max"], merged["year_min"] = years[len(years) // 2] - 1, None
+    if u.newer and years:
+        merged["year_min"], merged["year_max"] = years[len(years) // 2] + 1, None
+    if u.shorter:
+        merged["shorter"] = True
+    return merged

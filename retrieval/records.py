@@ -1,0 +1,135 @@
+"""Plain records that flow through recassist: catalog items, behaviour events, candidates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+EVENT_TYPES = ("view", "click", "like", "dislike", "rate", "purchase", "search", "comment")
+# Feedback a card can receive in the UI/API; stored as events like any other.
+FEEDBACK_TYPES = ("like", "dislike", "not_interested", "seen")
+ALL_EVENT_TYPES = EVENT_TYPES + ("not_interested", "seen")
+
+# How much one event says about liking its item; negative pushes away. Ratings map around 3.
+EVENT_WEIGHTS = {
+    "view": 0.5,
+    "click": 0.7,
+    "seen": 0.6,
+    "comment": 1.0,
+    "purchase": 1.5,
+    "like": 2.0,
+    "rate": 1.0,  # replaced by rating_weight(value)
+    "dislike": -2.0,
+    "not_interested": -1.5,
+    "search": 0.0,
+}
+
+
+def rating_weight(value: float | None) -> float:
+    """A 1-5 rating as a preference weight: 5 -> +2, 4 -> +1, 3 -> 0.25, 2 -> -1, 1 -> -2."""
+    if value is None:
+        return 1.0
+    return {5: 2.0, 4: 1.0, 3: 0.25, 2: -1.0, 1: -2.0}.get(int(round(value)), 0.5)
+
+
+def event_weight(event_type: str, value: float | None) -> float:
+    """Preference weight of one event (positive = liked)."""
+    if event_type == "rate":
+        return rating_weight(value)
+    return EVENT_WEIGHTS.get(event_type, 0.0)
+
+
+@dataclass
+class Item:
+    """One catalog entry. `extra` keeps any platform metadata (filterable)."""
+
+    id: str
+    title: str
+    text: str = ""
+    categories: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    year: int | None = None
+    creator: str | None = None
+    popularity: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def document(self) -> str:
+        """The text that gets embedded: title, creator, year, categories, tags and description."""
+        head = self.title
+        if self.creator:
+            head += f" by {self.creator}"
+        if self.year is not None:
+            head += f" ({self.year})"
+        parts = [head]
+        if self.categories:
+            parts.append("Categories: " + ", ".join(self.categories))
+        if self.tags:
+            parts.append("Tags: " + ", ".join(self.tags))
+        if self.text:
+            parts.append(self.text)
+        return ". ".join(parts)
+
+    def fingerprint(self) -> str:
+        """Content hash: an unchanged item is not re-embedded on re-ingest."""
+        payload = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    """One thing a user did. `timestamp` is seconds since the epoch (UTC)."""
+
+    user_id: str
+    type: str
+    timestamp: float
+    item_id: str | None = None
+    value: float | None = None
+    text: str | None = None
+
+    @property
+    def id(self) -> str:
+        """Deterministic id: re-ingesting the same event never duplicates it."""
+        key = f"{self.user_id}\x1f{self.item_id}\x1f{self.type}\x1f{self.timestamp!r}\x1f{self.value!r}\x1f{self.text}"
+        return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+    @property
+    def weight(self) -> float:
+        return event_weight(self.type, self.value)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Evidence:
+    """Why a candidate was retrieved; reasons are built from this and checked against it."""
+
+    near_history: list[tuple[str, str, float]] = field(default_factory=list)  # (item_id, title, similarity)
+    matched_words: list[str] = field(default_factory=list)
+    shared_categories: list[str] = field(default_factory=list)
+    shared_creators: list[str] = field(default_factory=list)
+    signals: dict[str, float] = field(default_factory=dict)  # signal name -> its score
+
+    def to_dict(self) -> dict:
+        return {
+            "near_history": [
+                {"item_id": i, "title": t, "similarity": round(s, 4)} for i, t, s in self.near_history
+            ],
+            "matched_words": self.matched_words,
+            "shared_categories": self.shared_categories,
+            "shared_creators": self.shared_creators,
+            "signals": {k: round(v, 4) for k, v in self.signals.items()},
+        }
+
+
+@dataclass
+class Candidate:
+    """A retrieved item with its fused score and the evidence that found it."""
+
+    item: Item
+    score: float
+    evidence: Evidence = field(default_factory=Evidence)
