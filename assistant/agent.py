@@ -21,7 +21,7 @@ from assistant.events import (
 from assistant.memory import Conversation
 from assistant.profile import apply_patch, derive_profile, profile_query
 from assistant.understand import CatalogVocabulary, Understanding, merge_constraints, parse_message
-from retrieval.records import FEEDBACK_TYPES, Candidate, Event
+from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +186,17 @@ class Agent:
         conv.add(self.store, "assistant", text, {"kind": kind})
 
     def _why(self, conv: Conversation, u: Understanding, target: str | None, last: list[dict]) -> Iterator[TurnEvent]:
-        from assistant.explain import evidence_text
+        from assistant.explain import evidence_reason
 
         card = next((c for c in last if c["item_id"] == target), None) or (last[0] if last and target is None else None)
         if card is None:
             text = "Which one? Say for example 'why the second one?'." if u.language != "zh" else "哪一个？比如说“为什么推荐第二个？”"
         else:
-            text = f"{card['title']}: {card.get('reason') or ''} {evidence_text(card.get('evidence') or {}, u.language)}".strip()
+            item = self.store.get_item(card["item_id"])
+            because = evidence_reason(Candidate(item, card["score"], _evidence_from_dict(card.get("evidence") or {})), u.language) if item else ""
+            text = f"{card['title']}: {because}"
+            if card.get("reason") and card.get("reason_source") == "llm":
+                text += f" ({card['reason']})"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
 
@@ -203,7 +207,7 @@ class Agent:
         if item is None:
             text = "Which title do you mean? Name it, or say 'tell me about the first one'."
         else:
-            text = summarize_item(self._llm(), self._prompts(), item, u.language)
+            text = summarize_item(self._llm(), self._prompts(), item, u.language, known_titles=set(self.vocabulary().title_of.values()))
             text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "about", "item_id": target})
@@ -299,7 +303,10 @@ class Agent:
         timer.lap("explain")
         from assistant.explain import summarize_list
 
-        summary = summarize_list(self._llm(), self._prompts(overrides), cards, u.language)
+        summary = summarize_list(
+            self._llm(), self._prompts(overrides), cards, u.language, request=u.query,
+            known_titles=set(vocab.title_of.values()),
+        )
         timer.lap("summary")
         yield MessageEvent(summary, "summary")
         if persist:
@@ -347,9 +354,15 @@ class Agent:
         except RecassistError as exc:
             log.warning("ranking failed, using retrieval order: %s", exc)
             return candidates, "The ranking model failed; showing retrieval order."
-        state["tokens"]["rank_prompt"] = getattr(result, "prompt_tokens", 0)
+        state["tokens"]["rank_prompt"] = result.total_prompt_tokens
         if trace is not None:
-            trace.append({"stage": "rank", "prompt": getattr(result, "prompts", None), "raw": result.raw})
+            trace.append({
+                "stage": "rank",
+                "method": result.method,
+                "prompt": result.raw[0].get("prompt") if result.raw else None,
+                "raw": result.raw,
+                "fallback": result.fallback,
+            })
         note = f"Ranking fell back to retrieval order ({result.fallback})." if result.fallback else None
         return result.candidates or candidates, note
 
@@ -363,25 +376,21 @@ class Agent:
             return
         known_titles = set(self.vocabulary().title_of.values())
         deadline = time.monotonic() + self.settings.llm_timeout_s
-        try:
-            for item_id, delta, final, source in llm_reasons(
-                llm,
-                self._prompts(overrides),
-                shown,
-                profile.get("summary", ""),
-                u.language,
-                known_titles=known_titles,
-                deadline=deadline,
-                trace=trace,
-            ):
-                if final is None:
-                    yield ReasonDelta(item_id, delta)
-                else:
-                    yield ReasonEvent(item_id, final, source)
-        except RecassistError as exc:
-            log.warning("reasons failed, using evidence: %s", exc)
-            yield NoticeEvent("The language model could not write reasons; showing the evidence instead.", "warning")
-            for c in shown:
+        done: set[str] = set()
+        chunks = llm_reasons(llm, self._prompts(overrides), shown, u.query, u.language, known_titles=known_titles)
+        for chunk in chunks:
+            if chunk.final is None:
+                yield ReasonDelta(chunk.item_id, chunk.delta or "")
+            else:
+                done.add(chunk.item_id)
+                yield ReasonEvent(chunk.item_id, chunk.final, chunk.source)
+            if time.monotonic() > deadline:
+                # Out of time: the remaining cards keep their evidence-based reasons.
+                chunks.close()
+                yield NoticeEvent("The model was slow; some reasons come straight from the evidence.", "info")
+                break
+        for c in shown:
+            if c.item.id not in done:
                 yield ReasonEvent(c.item.id, evidence_reason(c, u.language), "evidence")
 
     # --- feedback and profile --------------------------------------------------------------
@@ -473,3 +482,14 @@ def _prefer_shorter(candidates: list[Candidate]) -> tuple[list[Candidate], str |
         return candidates, "This catalog has no length information, so I could not pick shorter ones."
     median = sorted(known)[len(known) // 2]
     return [c for c in candidates if (length(c) or median) <= median], None
+
+
+def _evidence_from_dict(data: dict) -> Evidence:
+    """The Evidence a stored card carried (cards are persisted as JSON in the conversation)."""
+    return Evidence(
+        near_history=[(h["item_id"], h["title"], float(h["similarity"])) for h in data.get("near_history", [])],
+        matched_words=list(data.get("matched_words", [])),
+        shared_categories=list(data.get("shared_categories", [])),
+        shared_creators=list(data.get("shared_creators", [])),
+        signals=dict(data.get("signals", {})),
+    )

@@ -53,9 +53,6 @@ USER_HEADER = "X-Recassist-User"
 SESSION_HEADER = "X-Recassist-Session"
 
 
-# Request and response models ----------------------------------------------------------------
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,7 +116,8 @@ class RecommendationResponse(BaseModel):
 
 
 class Rejection(BaseModel):
-    index: int
+    index: int = Field(description="position of the rejected object in the request list")
+    field: str | None = None
     reason: str
 
 
@@ -197,9 +195,6 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-# Folding a turn's events into one answer ----------------------------------------------------
-
-
 @dataclass
 class TurnState:
     """What a turn has said so far; `apply` folds one event in (shared by the API and the UI)."""
@@ -240,6 +235,11 @@ class TurnState:
         elif isinstance(event, DoneEvent):
             self.done = event
 
+    @property
+    def writing(self) -> set[str]:
+        """Items whose reason the model is still writing."""
+        return set(self._writing)
+
     def items(self) -> list[dict]:
         """The current cards as dicts, each with its reason so far."""
         out = []
@@ -257,11 +257,11 @@ def collect(events: Iterable) -> TurnState:
     return state
 
 
-# Markdown for the OpenAI-compatible facade ----------------------------------------------------
+def markdown_pieces(events: Iterable, stream: bool = True) -> Iterator[str]:
+    """A turn as readable Markdown, in pieces as events arrive: list lines, then the summary.
 
-
-def markdown_pieces(events: Iterable) -> Iterator[str]:
-    """A turn as readable Markdown, yielded in pieces as events arrive: list lines, then the summary."""
+    Streaming passes text deltas on as they come; otherwise only complete (checked) messages count.
+    """
     cards: list[Card] = []
     reasons: dict[str, str] = {}
     listed = 0
@@ -300,7 +300,7 @@ def markdown_pieces(events: Iterable) -> Iterator[str]:
             yield from list_upto(ready)
         elif isinstance(event, NoticeEvent):
             yield from emit(gap() + f"_{event.text}_\n\n")
-        elif isinstance(event, TextDelta):
+        elif isinstance(event, TextDelta) and stream:
             yield from list_upto(len(cards))
             if not streaming:
                 streaming = True
@@ -314,9 +314,6 @@ def markdown_pieces(events: Iterable) -> Iterator[str]:
                 yield from emit(gap() + event.text)
         elif isinstance(event, DoneEvent):
             yield from list_upto(len(cards))
-
-
-# Auth ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -345,6 +342,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def require_keys_off_loopback(host: str, api_keys: dict[str, str]) -> None:
+    """Refuse to expose user data beyond this machine without API keys."""
+    if not is_loopback(host) and not api_keys:
+        raise ConfigError(
+            f"refusing to serve on {host} without API keys: anyone on the network could read and delete "
+            "user data. Set RECASSIST_API_KEYS (e.g. 'KEY=admin,KEY2=user:alice') or bind to 127.0.0.1."
+        )
 
 
 def match_key(api_keys: dict[str, str], presented: str) -> str | None:
@@ -387,8 +393,6 @@ def require_admin(principal: Principal) -> None:
     if principal.role != "admin":
         raise ApiError(403, "forbidden", "this endpoint needs an admin API key")
 
-
-# Errors and limits --------------------------------------------------------------------------
 
 _STATUS = [  # most specific first
     (NotFoundError, 404, "not_found"),
@@ -467,9 +471,6 @@ class _BodyTooLarge(Exception):
     pass
 
 
-# SSE ----------------------------------------------------------------------------------------
-
-
 def sse(event: str | None, data: Any) -> str:
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, default=str)
     head = f"event: {event}\n" if event else ""
@@ -488,19 +489,12 @@ def _sse_events(events: Iterator) -> Iterator[str]:
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-# The app ------------------------------------------------------------------------------------
-
-
 def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> FastAPI:
     """The FastAPI app: /v1 API, /health, /openapi.json, and the Gradio UI mounted at /."""
     settings = engine.settings
     host = host or settings.host
     api_keys = dict(settings.api_keys)
-    if not is_loopback(host) and not api_keys:
-        raise ConfigError(
-            f"refusing to serve on {host} without API keys: anyone on the network could read and delete "
-            "user data. Set RECASSIST_API_KEYS (e.g. 'KEY=admin,KEY2=user:alice') or bind to 127.0.0.1."
-        )
+    require_keys_off_loopback(host, api_keys)
     authenticate = _authenticator(api_keys)
 
     app = FastAPI(
@@ -678,7 +672,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
                 _completion_chunks(events, completion_id, created, model), media_type="text/event-stream", headers=_SSE_HEADERS
             )
         recorder = _Recorder(events)
-        content = "".join(markdown_pieces(recorder)).strip()
+        content = "".join(markdown_pieces(recorder, stream=False)).strip()
         state = recorder.state
         tokens = state.done.tokens if state.done else {}
         prompt_tokens = int(tokens.get("prompt", tokens.get("prompt_tokens", 0)))
@@ -711,14 +705,16 @@ def _mount_ui(app: FastAPI, engine, api_keys: dict[str, str]) -> None:
     kwargs: dict[str, Any] = {}
     if api_keys:
         # The browser logs in with a user id (or "admin") and an API key as the password.
-        kwargs["auth"] = _ui_login(api_keys)
+        kwargs["auth"] = ui_login(api_keys)
         kwargs["auth_message"] = "Sign in with your user id and API key (admins: user 'admin' and an admin key)."
     gr.mount_gradio_app(
         app, blocks, path="/", footer_links=["settings"], run_history=False, theme=style["theme"], css=style["css"], **kwargs
     )
 
 
-def _ui_login(api_keys: dict[str, str]):
+def ui_login(api_keys: dict[str, str]):
+    """Gradio login check: user 'admin' with an admin key, or a user id with that user's key."""
+
     def check(username: str, password: str) -> bool:
         role = match_key(api_keys, password or "")
         if role is None:
@@ -797,11 +793,10 @@ def _item_fields(d: dict) -> dict:
 
 
 def _rejection(reject) -> Rejection:
-    if isinstance(reject, dict):
-        return Rejection(index=int(reject.get("index", -1)), reason=str(reject.get("reason", "")))
-    if isinstance(reject, tuple):
-        return Rejection(index=int(reject[0]), reason=str(reject[1]))
-    return Rejection(index=int(getattr(reject, "index")), reason=str(getattr(reject, "reason")))
+    """An ingest Reject (its `line` is the list index for JSON rows) as the API's rejection."""
+    d = reject.to_dict() if hasattr(reject, "to_dict") else dict(reject)
+    reason = str(d.get("reason", "")) + (f" ({d['hint']})" if d.get("hint") else "")
+    return Rejection(index=int(d.get("index", d.get("line", -1))), field=d.get("field"), reason=reason)
 
 
 def _known_item_ids(store, rows: list[dict]) -> set[str]:

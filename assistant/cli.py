@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -164,7 +163,7 @@ def cmd_prompts(args) -> int:
         for name in list_templates():
             print(name)
         return 0
-    problems = check_templates(variants_dir=settings.prompt_variants_dir)
+    problems = check_templates([settings.prompt_variants_dir])
     if problems:
         for problem in problems:
             print(problem)

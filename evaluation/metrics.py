@@ -84,29 +84,31 @@ def top_k(scores: np.ndarray, excluded: Sequence[np.ndarray], tie_key: np.ndarra
     return out
 
 
-def coverage(lists: np.ndarray, n_items: int) -> float:
+def coverage(lists: Sequence[Sequence[int]], n_items: int) -> float:
     """Share of the catalog that appears in at least one user's list."""
     if n_items == 0:
         return 0.0
-    return len(np.unique(np.asarray(lists).ravel())) / n_items
+    shown = {int(i) for items in lists for i in items}
+    return len(shown) / n_items
 
 
-def intra_list_diversity(lists: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+def intra_list_diversity(lists: Sequence[Sequence[int]], vectors: np.ndarray) -> np.ndarray:
     """Per-user mean pairwise cosine distance (1 - cos) among the listed items' content vectors."""
-    lists = np.asarray(lists)
-    k = lists.shape[1]
-    if k < 2:
-        return np.zeros(lists.shape[0])
-    v = vectors[lists]  # (users, k, dim), rows assumed L2-normalised
-    sims = np.einsum("ukd,ujd->ukj", v, v)
-    off_diagonal = sims.sum(axis=(1, 2)) - np.trace(sims, axis1=1, axis2=2)
-    return 1.0 - off_diagonal / (k * (k - 1))
+    out = np.zeros(len(lists))
+    for row, items in enumerate(lists):
+        k = len(items)
+        if k < 2:
+            continue
+        v = vectors[np.asarray(items, dtype=np.int64)]  # rows assumed L2-normalised
+        sims = v @ v.T
+        out[row] = 1.0 - (sims.sum() - np.trace(sims)) / (k * (k - 1))
+    return out
 
 
-def novelty(lists: np.ndarray, item_counts: np.ndarray, n_users: int) -> np.ndarray:
-    """Per-user mean self-information -log2 p(i), p(i) = (users who had i in training + 1) / (users + 1)."""
-    p = (np.asarray(item_counts, dtype=float) + 1.0) / (n_users + 1.0)
-    return (-np.log2(p))[np.asarray(lists)].mean(axis=1)
+def novelty(lists: Sequence[Sequence[int]], item_counts: np.ndarray, n_users: int) -> np.ndarray:
+    """Per-user mean self-information -log2 p(i), p(i) = (training users who had i + 1) / (users + 1)."""
+    info = -np.log2((np.asarray(item_counts, dtype=float) + 1.0) / (n_users + 1.0))
+    return np.array([info[np.asarray(items, dtype=np.int64)].mean() if len(items) else 0.0 for items in lists])
 
 
 def percentile(values: Iterable[float], q: float) -> float:

@@ -44,8 +44,6 @@ class Output(BaseModel):
 
     type: Literal["label", "text", "json"]
     description: str = ""
-    # label: the text before each label as the model writes it (" " when "Answer: A" is one token " A").
-    label_prefix: str = ""
     json_schema: dict | None = Field(default=None, alias="schema")
     max_tokens: int = Field(default=64, ge=1)
     stop: list[str] = Field(default_factory=list)

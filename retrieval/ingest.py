@@ -160,11 +160,12 @@ def ingest_catalog(
     re-run, duplicates nothing, and re-embeds only the items that were not marked.
     """
     started = time.perf_counter()
+    batch_size = max(1, batch_size)
     result = read_catalog(path, mapping)
     report = IngestReport(result.file, "catalog", read=result.total_rows, rejects=result.rejects,
                           rejected=len(result.rejects))
     with _bar(len(result.records), result.file, progress) as bar:
-        for start in range(0, len(result.records), max(1, batch_size)):
+        for start in range(0, len(result.records), batch_size):
             batch = result.records[start : start + batch_size]
             upserted = store.upsert_items(batch)
             report.inserted += len(upserted.inserted)
@@ -213,7 +214,7 @@ def ingest_events(
             before = store.stored_event_ids(event.id for event in batch) if on_events else set()
             added = store.add_events(batch)
             report.inserted += added
-            report.unchanged += len({event.id for event in batch}) - added
+            report.unchanged += len(batch) - added  # already stored, or repeated in the file
             if on_events is not None:
                 fresh = {event.id: event for event in batch if event.id not in before}
                 if fresh:
@@ -306,7 +307,8 @@ def _read_jsonl(name: str, lines: Iterator[tuple[int, str | None, str]]) -> _Tab
 
 
 def _read_csv(name: str, lines: Iterator[tuple[int, str | None, str]], fmt: str) -> _Table:
-    # csv needs text; undecodable lines are fed as placeholders so multi-line fields keep their shape.
+    # csv needs text: an undecodable line is fed as an empty line (so line numbers stay right) and
+    # the row that spans it is rejected.
     bad: dict[int, str] = {}
     position = [0]
 
@@ -329,7 +331,11 @@ def _read_csv(name: str, lines: Iterator[tuple[int, str | None, str]], fmt: str)
             break
         except csv.Error as exc:
             total += 1
-            rejects.append(Reject(name, start, None, f"malformed CSV: {exc}", "check quoting on this line"))
+            if "field limit" in str(exc):
+                rejects.append(Reject(name, start, None, f"a field is longer than {csv.field_size_limit():,} characters",
+                                      f"shorten it: text allows {MAX_TEXT:,} characters"))
+            else:
+                rejects.append(Reject(name, start, None, f"malformed CSV: {exc}", "check quoting on this line"))
             continue
         span = range(start, position[0] + 1)
         undecodable = [bad[n] for n in span if n in bad]
@@ -420,7 +426,7 @@ def _convert(
 
 def _as_dict(row: Any) -> dict:
     if not isinstance(row, dict):
-        raise _Bad(None, f"a {type(row).__name__}, not an object")
+        raise _Bad(None, f"a {type(row).__name__}, not an object", "send a list of JSON objects")
     return row
 
 
@@ -515,7 +521,7 @@ def _string(value: Any, name: str, limit: int | None = None) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _Bad(name, f"expected text, got a {type(value).__name__}")
+        raise _Bad(name, f"expected text, got a {type(value).__name__}", f"give {name} as a string")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # an id written as 12.0 by a spreadsheet
     text = str(value)
@@ -536,18 +542,21 @@ def _labels(value: Any, name: str) -> list[str]:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise _Bad(name, f"looks like a JSON list but is not valid JSON: {value[:60]!r}") from None
+                raise _Bad(name, f"looks like a JSON list but is not valid JSON: {value[:60]!r}",
+                           'use ["a", "b"] or a|b') from None
         else:
             separator = "|" if "|" in value else ","
             return [part.strip() for part in value.split(separator) if part.strip()]
     if not isinstance(value, (list, tuple)):
-        raise _Bad(name, f"expected a list or a |-separated string, got a {type(value).__name__}")
+        raise _Bad(name, f"expected a list or a |-separated string, got a {type(value).__name__}",
+                   'use ["a", "b"] or a|b')
     labels = []
     for entry in value:
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
             entry = entry["name"]  # TMDB style: [{"id": 28, "name": "Action"}]
         if isinstance(entry, bool) or not isinstance(entry, (str, int, float)):
-            raise _Bad(name, f"list entries must be text, got a {type(entry).__name__}")
+            raise _Bad(name, f"list entries must be text, got a {type(entry).__name__}",
+                       'use ["a", "b"] or [{"name": "a"}]')
         if str(entry).strip():
             labels.append(str(entry).strip())
     return labels
@@ -582,14 +591,15 @@ def _year(value: Any) -> int | None:
 def _number(value: Any, name: str) -> float | None:
     if value is None:
         return None
+    hint = f"give {name} as a plain number like 4 or 3.5"
     if isinstance(value, bool):
-        raise _Bad(name, f"expected a number, got {value!r}")
+        raise _Bad(name, f"expected a number, got {value!r}", hint)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise _Bad(name, f"{value!r} is not a number") from None
+        raise _Bad(name, f"{value!r} is not a number", hint) from None
     if not math.isfinite(number):
-        raise _Bad(name, f"{value!r} is not a finite number")
+        raise _Bad(name, f"{value!r} is not a finite number", hint)
     return number
 
 

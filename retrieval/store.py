@@ -106,8 +106,12 @@ class Store:
     def __init__(self, dialect: "_Dialect", pool_size: int = 8):
         self._dialect = dialect
         self._pool = _Pool(dialect, 1 if dialect.single_connection else pool_size)
-        self.url = dialect.masked_url
-        self._create_schema()
+        self.url = dialect.masked_url  # password masked: safe to log or show
+        try:
+            self._create_schema()
+        except BaseException:
+            self._pool.close()
+            raise
 
     @classmethod
     def open(cls, url: str, pool_size: int = 8) -> "Store":
@@ -376,6 +380,17 @@ class Store:
     # -- plumbing -----------------------------------------------------------------------------
 
     def _create_schema(self) -> None:
+        try:
+            self._create_tables()
+        except StoreError as exc:
+            if exc.__cause__ is None:  # already specific (cannot connect, newer schema)
+                raise
+            raise StoreError(
+                f"cannot create the tables in {self.url}: {_first_line(exc.__cause__)}; check that the SQLite "
+                "file and its directory are writable, or that the PostgreSQL user may CREATE TABLE"
+            ) from exc.__cause__
+
+    def _create_tables(self) -> None:
         with self._write() as db:
             if self._dialect.schema_lock:
                 db.execute(self._dialect.schema_lock)
@@ -474,12 +489,12 @@ class _Session:
     def all(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.execute(sql, params).fetchall()
 
-    def rows_in(self, sql: str, ids: list[str], params: tuple = ()) -> list[tuple]:
+    def rows_in(self, sql: str, ids: list[str]) -> list[tuple]:
         """Run `sql` whose `{ids}` is an IN list, in chunks; returns all rows."""
         rows: list[tuple] = []
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            rows.extend(self.all(sql.format(ids=", ".join("?" * len(chunk))), tuple(chunk) + params))
+            rows.extend(self.all(sql.format(ids=", ".join("?" * len(chunk))), tuple(chunk)))
         return rows
 
 
@@ -572,7 +587,12 @@ class _Postgres(_Dialect):
         self._url = url
         self.masked_url = masked_url
         self.errors = (psycopg.Error,)
-        info = psycopg.conninfo.conninfo_to_dict(url)
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            # libpq quotes the whole URL, password included, in this message.
+            detail = _first_line(exc).replace(url, masked_url)
+            raise StoreError(f"malformed PostgreSQL URL {masked_url!r}: {detail}") from None
         self._where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
         self._database = info.get("dbname") or info.get("user") or ""
         self._extra = {} if "connect_timeout" in info else {"connect_timeout": 10}
@@ -620,7 +640,10 @@ def _sqlite_path(rest: str) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ***, safe to log."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # malformed: show only the scheme
+        return url.partition(":")[0] + "://(malformed)"
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     if parts.password is None and not any(key == "password" for key, _ in pairs):
         return url  # untouched: urlunsplit would also rewrite sqlite:////abs as sqlite://abs
@@ -680,13 +703,19 @@ class _Pool:
             raise
 
     def _give(self, conn: Any) -> None:
+        discard: list[Any] = []
         with self._cond:
-            if self._closed or self._dialect.is_broken(conn):
-                self._open -= 1
-                self._dialect.close(conn)
+            if self._closed:
+                discard = [conn]
+            elif self._dialect.is_broken(conn):
+                # Usually the server restarted: the idle ones are dead too, so one call fails, not one per connection.
+                discard, self._idle = [conn] + self._idle, []
             else:
                 self._idle.append(conn)
-            self._cond.notify()
+            self._open -= len(discard)
+            self._cond.notify_all()
+        for dead in discard:
+            self._dialect.close(dead)
 
     def close(self) -> None:
         with self._cond:

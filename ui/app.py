@@ -4,19 +4,19 @@
 mounts the same Blocks at / (assistant/api.py). gradio is imported here, never by the core.
 """
 
-from __future__ import annotations
 
 import logging
 import time
 
 from assistant.errors import RecassistError
-from ui.cards import CSS, FEEDBACK_LABELS, card_html, chat_markdown, profile_html, status_html
+from ui.cards import CSS, FEEDBACK_LABELS, card_html, chat_markdown, profile_html, status_html, turn_status_html
+from ui.lab import LAB_SESSION_PREFIX
 
 log = logging.getLogger(__name__)
 
 MAX_SLOTS = 10  # card slots on the page; answers are capped at 20 but rarely exceed top_k
 STREAM_INTERVAL_S = 0.08  # at most this often a token-level update is pushed to the browser
-FEEDBACK_BUTTONS = (("like", "👍 Like"), ("dislike", "👎 Dislike"), ("not_interested", "🚫 Not interested"))
+FEEDBACK_BUTTONS = (("like", "Like", 64), ("dislike", "Dislike", 80), ("not_interested", "Not interested", 124))
 
 
 def _gradio():
@@ -30,7 +30,14 @@ def _gradio():
 def ui_style() -> dict:
     """Theme and CSS (gradio 6 takes them at launch/mount time, not in Blocks())."""
     gr = _gradio()
-    theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate", radius_size="md")
+    # System fonts only: the default Google fonts would be fetched from the internet by every browser.
+    theme = gr.themes.Soft(
+        primary_hue="indigo",
+        secondary_hue="slate",
+        radius_size="md",
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    )
     return {"theme": theme, "css": CSS}
 
 
@@ -62,7 +69,7 @@ def create_ui(engine, *, auth_required: bool = False):
 
     access = _Access(auth_required)
     n_slots = MAX_SLOTS
-    with gr.Blocks(title="recassist", fill_width=True) as demo:
+    with gr.Blocks(title="recassist", fill_width=True, analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## recassist · conversational recommendations", elem_id="app-title")
         status = gr.HTML("", elem_id="status-line")
@@ -103,9 +110,9 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                 )
                 with gr.Row():
                     new_user = gr.Textbox(
-                        placeholder="or any user id, e.g. new-reader", show_label=False, elem_id="new-user", scale=3
+                        placeholder="other user id", show_label=False, elem_id="new-user", scale=3
                     )
-                    new_user_btn = gr.Button("Use", elem_id="new-user-btn", scale=1, min_width=60)
+                    new_user_btn = gr.Button("Use", elem_id="new-user-btn", size="sm", scale=0, min_width=60)
             current = gr.Markdown("_No user selected._", elem_id="current-user")
             with gr.Accordion("Profile", open=True, elem_id="profile-panel"):
                 profile_view = gr.HTML(profile_html(None), elem_id="profile-view")
@@ -124,9 +131,13 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         # Middle: the conversation.
         with gr.Column(scale=4, min_width=320):
             chatbot = gr.Chatbot(
-                elem_id="chat", height=520, feedback_options=None, placeholder="Pick a user, then ask for something."
+                elem_id="chat",
+                height=520,
+                show_label=False,
+                feedback_options=None,
+                placeholder="Pick a user, then ask for something.",
             )
-            turn_status = gr.Markdown("", elem_id="turn-status")
+            turn_status = gr.HTML("", elem_id="turn-status")
             with gr.Row():
                 msg = gr.Textbox(
                     placeholder="e.g. something like Dracula, but shorter", show_label=False, scale=5, elem_id="msg", autofocus=True
@@ -143,8 +154,10 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                     body = gr.HTML("", elem_id=f"card-{i}-body")
                     with gr.Row(elem_classes=["rc-buttons"]):
                         buttons = {
-                            kind: gr.Button(label, size="sm", elem_id=f"card-{i}-{kind.replace('_', '-')}", min_width=0)
-                            for kind, label in FEEDBACK_BUTTONS
+                            kind: gr.Button(
+                                label, size="sm", elem_id=f"card-{i}-{kind.replace('_', '-')}", scale=0, min_width=width
+                            )
+                            for kind, label, width in FEEDBACK_BUTTONS
                         }
                 slot_boxes.append(box)
                 slot_htmls.append(body)
@@ -183,6 +196,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
 
     def sessions_update(user_id: str):
         rows = engine.agent.sessions(user_id) if user_id else []
+        rows = [r for r in rows if not str(r["session_id"]).startswith(LAB_SESSION_PREFIX)]
         choices = [(f"{(r.get('title') or '(untitled)')[:40]} · {r.get('turns', 0)} turns", r["session_id"]) for r in rows[:30]]
         return gr.Dropdown(choices=choices, value=None)
 
@@ -235,19 +249,21 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         state = TurnState()
         started = time.monotonic()
 
+        turn = sum(1 for m in history if m["role"] == "user")
+
         def frame(status: str, final: bool = False) -> dict:
             items = state.items()
             bubble = chat_markdown(items, state.text, state.notices, waiting=not final)
             out = {
                 chatbot: history + [{"role": "assistant", "content": bubble}],
-                turn_status: status,
+                turn_status: turn_status_html(status, turn, "done" if final else "working"),
                 cards_state: items,
             }
-            writing = {} if final else {i for i in state.reasons if i in getattr(state, "_writing", ())}
+            writing = set() if final else state.writing
             out.update(cards_updates(items, pending=state.stage == "retrieved", writing=writing, marks=marks))
             return out
 
-        yield {msg: "", **frame("⏳ Understanding your request…")}
+        yield {msg: "", **frame("Understanding your request…")}
         last_push = 0.0
         try:
             for event in engine.agent.respond(user_id, message, session_id=session_id):
@@ -299,7 +315,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
             else:
                 history.append({"role": "user", "content": m["content"]})
         return {chatbot: history, history_state: history, session_state: session_id, cards_state: items,
-                turn_status: "Resumed an earlier conversation.", **cards_updates(items, marks=marks)}
+                turn_status: turn_status_html("Resumed an earlier conversation."), **cards_updates(items, marks=marks)}
 
     sessions_dd.input(
         resume, inputs=[sessions_dd, user_state, marks_state],
@@ -364,7 +380,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         removed = engine.agent.delete_user(user_id)
         gr.Info("Deleted: " + ", ".join(f"{v} {k}" for k, v in removed.items()))
         out = select_user(user_id)
-        out[turn_status] = "Your data was deleted. You can start afresh."
+        out[turn_status] = turn_status_html("Your data was deleted. You can start afresh.")
         return out
 
     confirm_btn.click(on_delete, inputs=[user_state], outputs=user_outputs)
@@ -374,17 +390,17 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
 
 def _progress_text(state) -> str:
     if state.stage == "retrieved":
-        return f"⏳ Found {len(state.cards)} candidates; ranking them…"
+        return f"Found {len(state.cards)} candidates; ranking them…"
     if state.stage == "ranked" and not state.text:
-        return "✍️ Writing reasons…"
-    return "✍️ Writing the summary…"
+        return "Writing reasons…"
+    return "Writing the summary…"
 
 
 def _done_text(done, elapsed_s: float) -> str:
     if done is None:
         return f"Stopped after {elapsed_s:.1f} s."
     stages = ", ".join(f"{k} {v:.0f} ms" for k, v in (done.timings_ms or {}).items())
-    return f"✅ Answered in {elapsed_s:.1f} s" + (f" ({stages})" if stages else "")
+    return f"Answered in {elapsed_s:.1f} s" + (f" ({stages})" if stages else "")
 
 
 def _split(text: str) -> list[str]:
@@ -400,11 +416,18 @@ def _demo_users(engine) -> list[dict]:
 
 
 def launch(engine, host: str | None = None, port: int | None = None, **kwargs) -> None:
-    """Serve the UI alone (the API's `serve` also mounts it, with /v1 next to it)."""
-    demo = create_ui(engine)
+    """Serve the UI alone (the API's `serve` mounts the same UI next to /v1)."""
+    from assistant.api import require_keys_off_loopback, ui_login
+
+    host = host or engine.settings.host
+    keys = dict(engine.settings.api_keys)
+    require_keys_off_loopback(host, keys)
+    demo = create_ui(engine, auth_required=bool(keys))
     style = ui_style()
+    if keys:
+        kwargs.setdefault("auth", ui_login(keys))
     demo.launch(
-        server_name=host or engine.settings.host,
+        server_name=host,
         server_port=port or engine.settings.port,
         theme=style["theme"],
         css=style["css"],

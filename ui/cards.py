@@ -11,11 +11,15 @@ FEEDBACK_LABELS = {"like": "Liked", "dislike": "Disliked", "not_interested": "No
 
 CSS = """
 #status-line { font-size: 0.85rem; opacity: 0.8; }
-#turn-status { min-height: 1.6em; font-size: 0.9rem; }
-.rc-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px;
-  background: var(--background-fill-primary); }
+#turn-status { min-height: 1.6em; font-size: 0.88rem; opacity: 0.85; }
+.rc-spinner { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 6px; vertical-align: -1px;
+  border-width: 2px !important; border-style: solid !important; border-radius: 50%;
+  border-color: #6366f1 transparent #6366f1 #6366f1 !important; animation: rc-spin 0.8s linear infinite; }
+@keyframes rc-spin { to { transform: rotate(360deg); } }
+.rc-slot { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px 8px !important;
+  background: var(--background-fill-primary); gap: 6px !important; }
+.rc-slot:has(.rc-like) { border-color: #16a34a; box-shadow: inset 3px 0 0 #16a34a; }
 .rc-card.rc-pending { opacity: 0.75; }
-.rc-card.rc-like { border-color: #16a34a; box-shadow: inset 3px 0 0 #16a34a; }
 .rc-card.rc-dislike, .rc-card.rc-not_interested { opacity: 0.55; }
 .rc-head { display: flex; align-items: baseline; gap: 8px; }
 .rc-rank { font-weight: 700; color: var(--color-accent); min-width: 1.2em; }
@@ -29,9 +33,8 @@ CSS = """
 .rc-evidence { margin: 6px 0 0 1.9em; font-size: 0.82rem; }
 .rc-evidence summary { cursor: pointer; opacity: 0.75; }
 .rc-evidence ul { margin: 4px 0 0 1em; padding: 0; }
-.rc-slot { gap: 4px !important; }
-.rc-slot .rc-buttons { gap: 6px; }
-.rc-slot .rc-buttons button { min-width: 0; font-size: 0.8rem; padding: 2px 8px; }
+.rc-slot .rc-buttons { gap: 6px; margin-left: 1.9em; }
+.rc-slot .rc-buttons button { font-size: 0.78rem; padding: 2px 10px; }
 .rc-chips { display: flex; flex-wrap: wrap; gap: 4px; margin: 4px 0; }
 .rc-chip { font-size: 0.78rem; padding: 1px 8px; border-radius: 999px; background: var(--color-accent-soft); }
 .rc-chip.rc-neg { background: var(--background-fill-secondary); text-decoration: line-through; }
@@ -118,6 +121,12 @@ def status_html(info: dict) -> str:
         f" &nbsp;|&nbsp; catalog: {int(info.get('catalog_items') or 0):,} items, {int(info.get('users') or 0):,} users"
         f" &nbsp;|&nbsp; recassist {escape(str(info.get('version', '')))}"
     )
+
+
+def turn_status_html(text: str, turn: int = 0, state: str = "idle") -> str:
+    """The line under the chat: a spinner while the model works; data-turn/data-state for tests and scripts."""
+    spinner = '<span class="rc-spinner"></span>' if state == "working" else ""
+    return f'<div class="rc-status" data-turn="{turn}" data-state="{escape(state)}">{spinner}{escape(text)}</div>'
 
 
 def chat_markdown(items: list[dict], text: str, notices: list[str], *, waiting: bool = False) -> str:

@@ -1,8 +1,17 @@
-"""Local GGUF models through llama-cpp-python, including the embedded Gemma 3 270M."""
+"""Local GGUF models through llama-cpp-python, including the embedded Gemma 3 270M.
+
+Speed levers, both measured in evaluation/bench_ranking.py:
+- label_logprobs reads the last token's logits after ONE forward pass (no logits_all, no sampling);
+- prompt prefixes are reused: the KV cache keeps the last prompt, and `_PrefixSnapshots` keeps
+  copies of prefixes that were seen twice (a template's instructions and examples, a user's
+  history), so the rank prompt of the next turn skips its shared head even after the reason and
+  summary prompts have replaced the cache in between.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import threading
@@ -31,6 +40,45 @@ def ensure_embedded_model(models_dir: str | Path) -> Path:
         raise LLMError(f"could not assemble the embedded model into {target}: {exc}. Delete the file and retry.") from None
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _PrefixSnapshots:
+    """Saved KV states of prompt prefixes that recur (LRU): restoring one costs ~1 ms, not a re-read."""
+
+    def __init__(self, max_entries: int = 4, min_tokens: int = 32):
+        self.max_entries = max_entries
+        self.min_tokens = min_tokens
+        self._entries: list[tuple[list[int], ctypes.Array]] = []  # most recently used last
+
+    def best(self, tokens: Sequence[int]) -> tuple[int, tuple | None]:
+        """The snapshot sharing the longest prefix with `tokens`, and that length."""
+        found, length = None, 0
+        for entry in self._entries:
+            n = _common_prefix(entry[0], tokens)
+            if n > length:
+                found, length = entry, n
+        if found is not None:
+            self._entries.remove(found)
+            self._entries.append(found)
+        return length, found
+
+    def covers(self, tokens: Sequence[int]) -> bool:
+        return any(len(e[0]) >= len(tokens) and _common_prefix(e[0], tokens) == len(tokens) for e in self._entries)
+
+    def add(self, tokens: list[int], state: ctypes.Array) -> None:
+        # A longer prefix of the same family (same template, new history) replaces the old one.
+        self._entries = [e for e in self._entries if _common_prefix(e[0], tokens) < self.min_tokens]
+        self._entries.append((tokens, state))
+        del self._entries[: -self.max_entries]
+
+
 class LlamaCppLLM:
     """Any GGUF model. Base models get completion prompts; models with a chat template get chat prompts."""
 
@@ -46,6 +94,7 @@ class LlamaCppLLM:
         prompt_style: str = "auto",
         *,
         lock_timeout_s: float = 120.0,
+        prefix_snapshots: int = 4,
         verbose: bool = False,
     ):
         try:
@@ -57,8 +106,8 @@ class LlamaCppLLM:
             raise LLMError(f"model file {path} does not exist; set RECASSIST_LLM_MODEL_PATH to a .gguf file")
         threads = n_threads or os.cpu_count() or 1
         try:
-            # swa_full: Gemma 3 uses sliding-window attention; a full-size SWA cache is what lets
-            # llama.cpp keep a shared prompt prefix and drop only the tail between calls.
+            # swa_full: Gemma 3 uses sliding-window attention; only a full-size SWA cache can drop
+            # a prompt's tail and keep its head, which prefix reuse depends on.
             self._llama = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
@@ -81,7 +130,9 @@ class LlamaCppLLM:
         self.prompt_style = prompt_style
         self._lock = threading.Lock()
         self._lock_timeout_s = lock_timeout_s
-        self._label_ids: dict[str, int] = {}
+        self._label_cache: dict[str, list[int]] = {}
+        self._snapshots = _PrefixSnapshots(max_entries=prefix_snapshots) if prefix_snapshots else None
+        self.stats = {"prompt_tokens": 0, "evaluated_tokens": 0}  # evaluated < prompt when prefixes are reused
 
     # The contract ----------------------------------------------------------------------------
 
@@ -95,51 +146,44 @@ class LlamaCppLLM:
         json_schema: dict | None = None,
     ) -> Iterator[str]:
         grammar = self._grammar(json_schema) if json_schema else None
-        options = dict(max_tokens=max_tokens, temperature=temperature, stop=list(stop or []), grammar=grammar)
         with self._locked():
-            if isinstance(prompt, str):
-                tokens = self.tokenize(prompt)
-                self._check_fits(len(tokens) + max_tokens)
-                # Token ids, not text: the same tokenization as label_logprobs, so the KV cache prefix matches.
-                chunks = self._call(self._llama.create_completion, prompt=tokens, stream=True, **options)
-                key = "text"
-            else:
-                chunks = self._call(self._llama.create_chat_completion, messages=prompt, stream=True, **options)
-                key = "delta"
+            tokens = self._prompt_tokens(prompt)
+            self._check_fits(len(tokens) + max_tokens)
+            self._reuse_prefix(tokens)
+            # Token ids, not text: the same tokens label_logprobs reads, so the KV cache prefix matches.
+            chunks = self._call(
+                self._llama.create_completion,
+                prompt=tokens,
+                stream=True,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=list(stop or []),
+                grammar=grammar,
+            )
             with contextlib.closing(chunks):
                 for chunk in self._guard(chunks):
-                    choice = chunk["choices"][0]
-                    text = choice["text"] if key == "text" else choice["delta"].get("content")
+                    text = chunk["choices"][0]["text"]
                     if text:
                         yield text
 
     def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
         with self._locked():
-            ids = [self._label_id(label) for label in labels]
-            text = prompt if isinstance(prompt, str) else self._chat_text(prompt)
-            logits = self._last_logits(self.tokenize(text))
+            forms = [self._label_ids(label) for label in labels]
+            logits = self._last_logits(self._prompt_tokens(prompt))
         top = float(logits.max())
-        log_z = top + float(np.log(np.exp(logits - top).sum()))
-        return {label: float(logits[i] - log_z) for label, i in zip(labels, ids)}
+        logprobs = logits - (top + float(np.log(np.exp(logits - top).sum())))
+        # "Answer: B" may continue with the token "B" or " B": the label's probability is both together.
+        return {label: float(np.logaddexp.reduce(logprobs[ids])) for label, ids in zip(labels, forms)}
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     # Helpers -----------------------------------------------------------------------------------
 
-    def tokenize(self, text: str) -> list[int]:
-        """Prompt tokens with BOS; special-token text in user content stays plain text."""
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-
-    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
-        """Each label's token id; LLMError if a label is not exactly one token in this model."""
+    def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        """The single-token spellings of each label ("A" and " A"); LLMError if a label has none."""
         with self._locked():
-            return [self._label_id(label) for label in labels]
-
-    @property
-    def cached_tokens(self) -> int:
-        """How many tokens of the last prompt are in the KV cache (prefix reuse across calls)."""
-        return int(self._llama.n_tokens)
+            return [self._label_ids(label) for label in labels]
 
     def close(self) -> None:
         self._llama.close()
@@ -157,33 +201,79 @@ class LlamaCppLLM:
         finally:
             self._lock.release()
 
-    def _label_id(self, label: str) -> int:
-        if label not in self._label_ids:
-            ids = self._llama.tokenize(label.encode("utf-8"), add_bos=False, special=False)
-            if len(ids) != 1:
-                raise LLMError(
-                    f"label {label!r} is {len(ids)} tokens in {self.model}; ranking needs single-token labels"
-                )
-            self._label_ids[label] = ids[0]
-        return self._label_ids[label]
+    def _prompt_tokens(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            # special=False: text that looks like a control token in user content stays text.
+            return self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        return self._llama.tokenize(self._chat_text(prompt).encode("utf-8"), add_bos=True, special=True)
+
+    def _label_ids(self, label: str) -> list[int]:
+        if label not in self._label_cache:
+            ids: list[int] = []
+            for form in dict.fromkeys([label, label.strip(), " " + label.strip()]):
+                tokens = self._llama.tokenize(form.encode("utf-8"), add_bos=False, special=False)
+                if len(tokens) == 1 and tokens[0] not in ids:
+                    ids.append(tokens[0])
+            if not ids:
+                raise LLMError(f"label {label!r} is more than one token in {self.model}; ranking needs single-token labels")
+            self._label_cache[label] = ids
+        return self._label_cache[label]
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Leave the KV cache holding the longest available prefix of `tokens`; returns its length.
+
+        The cache keeps at most len(tokens) - 1 tokens so the next decode refreshes the logits.
+        """
+        llama, ctx = self._llama, self._llama._ctx
+        keep = min(_common_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
+        if self._snapshots is not None:
+            if keep >= self._snapshots.min_tokens and not self._snapshots.covers(tokens[:keep]):
+                # Seen twice in a row (a template head, a user's history): worth keeping.
+                if ctx.kv_cache_seq_rm(-1, keep, -1):
+                    llama.n_tokens = keep
+                    self._snapshots.add(list(tokens[:keep]), self._save_state())
+            length, snapshot = self._snapshots.best(tokens)
+            length = min(length, len(tokens) - 1)
+            if snapshot is not None and length > keep:
+                self._load_state(snapshot)
+                keep = length
+        if not ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep = 0  # this cache cannot drop a tail: start over
+            ctx.kv_cache_seq_rm(-1, 0, -1)
+        llama.input_ids[:keep] = tokens[:keep]
+        llama.n_tokens = keep
+        self.stats["prompt_tokens"] += len(tokens)
+        self.stats["evaluated_tokens"] += len(tokens) - keep
+        return keep
+
+    def _save_state(self) -> ctypes.Array:
+        import llama_cpp
+
+        ctx = self._llama._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        return buffer
+
+    def _load_state(self, snapshot: tuple) -> None:
+        import llama_cpp
+
+        tokens, buffer = snapshot
+        llama = self._llama
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        if llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buffer, len(buffer), 0) == 0:
+            llama.n_tokens = 0
+            return
+        llama.input_ids[: len(tokens)] = tokens
+        llama.n_tokens = len(tokens)
 
     def _last_logits(self, tokens: list[int]) -> np.ndarray:
         """Next-token logits after `tokens`: evaluate only what the KV cache does not already hold."""
         llama = self._llama
         self._check_fits(len(tokens))
-        cached = llama.input_ids[: llama.n_tokens]
-        prefix = 0
-        for a, b in zip(cached, tokens):
-            if a != b:
-                break
-            prefix += 1
-        prefix = min(prefix, len(tokens) - 1)  # decode at least one token to refresh the logits
-        if not llama._ctx.kv_cache_seq_rm(-1, prefix, -1):
-            prefix = 0  # this cache cannot drop a tail: start over
-            llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-        llama.n_tokens = prefix
+        keep = self._reuse_prefix(tokens)
         try:
-            llama.eval(tokens[prefix:])
+            llama.eval(tokens[keep:])
         except RuntimeError as exc:
             llama.reset()
             raise LLMError(f"llama.cpp failed to read the prompt ({len(tokens)} tokens) with {self.model}: {exc}") from None
@@ -198,14 +288,13 @@ class LlamaCppLLM:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llama = self._llama
-        formatter = Jinja2ChatFormatter(
-            template=self.chat_template,
-            eos_token=llama.detokenize([llama.token_eos()]).decode("utf-8", "ignore"),
-            bos_token=llama.detokenize([llama.token_bos()]).decode("utf-8", "ignore"),
-        )
-        text = formatter(messages=messages).prompt
-        bos = llama.detokenize([llama.token_bos()]).decode("utf-8", "ignore")
-        # tokenize() adds BOS itself; the template usually writes it too.
+        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore")
+        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
+        try:
+            text = Jinja2ChatFormatter(template=self.chat_template, eos_token=eos, bos_token=bos)(messages=messages).prompt
+        except Exception as exc:  # the model's own Jinja template can raise anything
+            raise LLMError(f"{self.model}'s chat template failed on these messages: {exc}") from None
+        # The prompt tokens get BOS added once; most templates write it too.
         return text[len(bos) :] if bos and text.startswith(bos) else text
 
     def _grammar(self, json_schema: dict):

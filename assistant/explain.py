@@ -1,0 +1,423 @@
+"""Reasons and summaries: LLM-written where it stays grounded, evidence-built where it does not.
+
+Every LLM sentence is checked against what we know (the item's own data and the retrieval
+evidence); one that names another title, a number or a name we cannot trace is replaced by a
+deterministic sentence built from the evidence, which is always available.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Collection, Iterable, Iterator, Sequence
+
+from assistant.ranking import item_line
+from retrieval.records import Candidate, Item
+
+log = logging.getLogger(__name__)
+
+MAX_REASON_TOKENS = 60  # a base model left alone babbles; one sentence fits easily
+MAX_REASON_CHARS = 300
+# Words that may be capitalised mid-sentence without being a claim about the world.
+_FREE_WORDS = {"i", "you", "your", "it", "its", "this", "if", "and", "a", "an", "the", "like", "also", "both"}
+# Words any recommendation may use; they claim nothing about the item.
+_GENERIC_WORDS = set(
+    "that with from they them their these those which what where when have this will would could should "
+    "just more most very much such into about than then also only other another same like likes liked enjoy "
+    "enjoyed love loved favourite favourites favorite favorites pick picks list item items title titles "
+    "film films movie movies book books read story stories tale classic classics great good perfect fans "
+    "similar asked request recommended recommendation recommendations choice choices here both mostly mainly "
+    "some many three four five several selection".split()
+)
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def is_chinese(language: str) -> bool:
+    return language.lower().startswith("zh") or language.lower() in {"chinese", "中文"}
+
+
+def language_name(language: str) -> str:
+    """An English name for the prompt ('Chinese' for zh, 'English' otherwise)."""
+    return "Chinese" if is_chinese(language) else "English"
+
+
+# Evidence-only text --------------------------------------------------------------------------
+
+
+def _signal_kinds(signals: dict[str, float]) -> list[str]:
+    """Map retrieval's signal names (whatever they are called) to the few ideas a reason can state."""
+    kinds: list[str] = []
+    for name, value in sorted(signals.items(), key=lambda kv: -kv[1]):
+        if value <= 0:
+            continue
+        name = name.lower()
+        kind = (
+            "collab" if "collab" in name or name in {"cf", "als"}
+            else "sequence" if "seq" in name or "next" in name or "session" in name
+            else "popular" if "pop" in name
+            else ""
+        )
+        if kind and kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
+def _join(words: Sequence[str], zh: bool) -> str:
+    if zh:
+        return "、".join(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _predicates(candidate: Candidate, zh: bool) -> list[str]:
+    ev = candidate.evidence
+    preds: list[str] = []
+    if ev.matched_words:
+        words = _join(ev.matched_words[:3], zh)
+        preds.append(f"符合你的要求（{words}）" if zh else f"matches what you asked for ({words})")
+    if ev.near_history:
+        titles = [t for _, t, _ in ev.near_history[:2]]
+        preds.append(
+            "与你喜欢的" + "".join(f"《{t}》" for t in titles) + "相近" if zh else f"is close to {_join(titles, False)}, which you liked"
+        )
+    if ev.shared_creators:
+        names = _join(ev.shared_creators[:2], zh)
+        preds.append(f"出自你欣赏的 {names}" if zh else f"is by {names}, whose work you have enjoyed")
+    if ev.shared_categories:
+        cats = _join(ev.shared_categories[:3], zh)
+        preds.append(f"和你喜欢的作品同属{cats}类" if zh else f"shares {cats} with your favourites")
+    for kind in _signal_kinds(ev.signals):
+        preds.append(
+            {
+                "collab": ("也受到口味相近的用户喜爱", "is liked by people with similar taste"),
+                "sequence": ("常在你最近喜欢的作品之后被选择", "often comes next after what you enjoyed recently"),
+                "popular": ("很受其他用户欢迎", "is popular with other users"),
+            }[kind][0 if zh else 1]
+        )
+    return preds
+
+
+def evidence_reason(candidate: Candidate, language: str = "en") -> str:
+    """A deterministic one-sentence reason built only from the candidate's evidence."""
+    zh = is_chinese(language)
+    preds = _predicates(candidate, zh)[:2]
+    if not preds:
+        cats = candidate.item.categories[:2]
+        if zh:
+            return f"这是目录中与你很匹配的{_join(cats, True)}作品。" if cats else "这是目录中与你很匹配的一项。"
+        return f"A strong {_join(cats, False)} match from the catalog." if cats else "A strong match from the catalog."
+    if zh:
+        return "它" + "，并且".join(preds) + "。"
+    return "It " + (", and " if "," in preds[0] else " and ").join(preds) + "."
+
+
+def evidence_facts(candidate: Candidate) -> list[str]:
+    """The evidence as short English facts for the reason prompt."""
+    ev = candidate.evidence
+    facts = [f"you liked {t}" for _, t, _ in ev.near_history[:2]]
+    if ev.shared_creators:
+        facts.append(f"by {_join(ev.shared_creators[:2], False)}, whose work you liked before")
+    if ev.shared_categories:
+        facts.append(f"shares {_join(ev.shared_categories[:3], False)} with your favourites")
+    if ev.matched_words:
+        facts.append(f"matches your request: {', '.join(ev.matched_words[:3])}")
+    facts += [
+        {"collab": "liked by people with similar taste", "sequence": "often chosen next after your recent items", "popular": "popular with other users"}[k]
+        for k in _signal_kinds(ev.signals)
+    ]
+    return facts
+
+
+# Grounding check ---------------------------------------------------------------------------------
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"[^\W\d_]+", text)}
+
+
+def _year_forms(years: Iterable[int | None]) -> set[str]:
+    forms: set[str] = set()
+    for year in years:
+        if year is None:
+            continue
+        decade = year // 10 * 10
+        forms |= {str(year), str(year)[-2:], str(decade), str(decade)[-2:]}
+    return forms
+
+
+def _title_forms(title: str) -> list[str]:
+    """'Godfather, The' (MovieLens style) is also written 'The Godfather'."""
+    forms = [title]
+    match = re.match(r"^(.*), (The|A|An)$", title)
+    if match:
+        forms.append(f"{match.group(2)} {match.group(1)}")
+    return forms
+
+
+def grounding_problems(
+    text: str,
+    *,
+    allowed_texts: Iterable[str],
+    allowed_titles: Iterable[str],
+    known_titles: Collection[str] = (),
+    years: Iterable[int | None] = (),
+    foreign_words: Collection[str] = (),
+    min_overlap: float = 0.0,
+) -> list[str]:
+    """What in `text` cannot be traced to the allowed facts: empty, looping, other titles, numbers, names.
+
+    `foreign_words` (e.g. other items' categories) may appear only if the allowed facts contain
+    them; `min_overlap` is the share of the text's content words that must come from those facts.
+    """
+    stripped = text.strip()
+    if len(stripped) < 3:
+        return ["empty"]
+    words = re.findall(r"\w+", stripped.lower())
+    grams = Counter(tuple(words[i : i + 4]) for i in range(len(words) - 3))
+    if len(stripped) > MAX_REASON_CHARS or (grams and grams.most_common(1)[0][1] > 1):
+        return ["loops or rambles"]
+    problems: list[str] = []
+    allowed_titles = [f for t in allowed_titles if t for f in _title_forms(t)]
+    allowed_texts = list(allowed_texts) + allowed_titles
+    allowed_blob = " ".join(allowed_texts)
+    allowed_lower = allowed_blob.lower()
+    # Cut the allowed titles out first so "The Godfather" inside "The Godfather Part II" is not flagged.
+    rest = stripped
+    for title in sorted(allowed_titles, key=len, reverse=True):
+        rest = rest.replace(title, " ")
+    for title in known_titles:
+        for form in _title_forms(title):
+            if len(form) >= 4 and form in rest and form.lower() not in allowed_lower:
+                if re.search(r"(?<!\w)" + re.escape(form) + r"(?!\w)", rest):
+                    problems.append(f"names another title: {form}")
+                    rest = rest.replace(form, " ")  # reported once, not again as a name
+    for quoted in re.findall(r"《([^》]+)》", rest):
+        if quoted.strip() and quoted.lower() not in allowed_lower:
+            problems.append(f"names a title not in the evidence: {quoted}")
+    allowed_numbers = set(re.findall(r"\d+", allowed_blob)) | _year_forms(years)
+    for number in re.findall(r"\d+", rest):
+        if number not in allowed_numbers:
+            problems.append(f"mentions a number not in the evidence: {number}")
+    vocabulary = _words(allowed_blob) | _FREE_WORDS
+    # Latin-script capitalised words that do not start a sentence are names or titles: claims to check.
+    for match in re.finditer(r"(?<![.!?:;\"'“(\s])\s+([A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*)", rest):
+        name = re.sub(r"['’]s$", "", match.group(1))
+        if any(part.lower() not in vocabulary for part in re.findall(r"[^\W\d_]+", name)):
+            problems.append(f"mentions {name!r}, which is not in the evidence")
+    text_words = _words(rest)
+    for word in sorted({w.lower() for w in foreign_words} & text_words - vocabulary):
+        problems.append(f"claims {word!r}, which belongs to other items")
+    content = [w for w in re.findall(r"[^\W\d_]+", rest.lower()) if len(w) > 3 and w not in _GENERIC_WORDS]
+    if min_overlap and content and not _CJK.search(rest):
+        share = sum(w in vocabulary for w in content) / len(content)
+        if share < min_overlap:
+            problems.append(f"only {share:.0%} of its words come from the facts")
+    return problems
+
+
+def reason_problems(
+    reason: str,
+    candidate: Candidate,
+    known_titles: Collection[str] = (),
+    request: str = "",
+    other_categories: Collection[str] = (),
+) -> list[str]:
+    """Why `reason` is not grounded in the candidate's own data and evidence ([] when it is).
+
+    `other_categories`: categories of the other candidates; naming one this item lacks is a false claim.
+    """
+    item, ev = candidate.item, candidate.evidence
+    allowed = [
+        item.title, item.text, item.creator or "", " ".join(item.categories), " ".join(item.tags),
+        " ".join(ev.matched_words), " ".join(ev.shared_categories), " ".join(ev.shared_creators),
+        " ".join(evidence_facts(candidate)),
+        # The request may be echoed, except for words that claim something about the item
+        # (a category or a name) that the item does not have.
+        _strip_claims(request, other_categories),
+    ]
+    titles = [item.title] + [t for _, t, _ in ev.near_history]
+    return grounding_problems(
+        reason,
+        allowed_texts=allowed,
+        allowed_titles=titles,
+        known_titles=known_titles,
+        years=[item.year],
+        foreign_words=_category_words(other_categories),
+    )
+
+
+def check_reason(
+    reason: str, candidate: Candidate, known_titles: Collection[str] = (), request: str = "", other_categories: Collection[str] = ()
+) -> bool:
+    """True when the reason names only the item, its evidence titles and facts found in them."""
+    return not reason_problems(reason, candidate, known_titles, request, other_categories)
+
+
+def _strip_claims(request: str, categories: Iterable[str]) -> str:
+    claims = _category_words(categories)
+    return " ".join(w for w in re.findall(r"\w+", request) if w.lower() not in claims and not w[:1].isupper())
+
+
+def _category_words(categories: Iterable[str]) -> set[str]:
+    return {w for cat in categories for w in _words(cat)} - _GENERIC_WORDS
+
+
+def clean_generated(text: str, max_sentences: int = 2) -> str:
+    """Trim quotes and whitespace and keep the first sentences (a base model rarely stops on its own)."""
+    text = text.strip().strip('"“”').strip()
+    sentences = re.findall(r".+?(?:[.!?。！？](?=\s|$)|$)", text)
+    return " ".join(s.strip() for s in sentences[:max_sentences] if s.strip()) or text
+
+
+# LLM-written reasons -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReasonChunk:
+    """A streamed piece (delta set, final None) or the checked final reason (final set)."""
+
+    item_id: str
+    delta: str | None
+    final: str | None
+    source: str  # "llm" or "evidence"
+
+
+def llm_reasons(
+    llm,
+    prompts,
+    candidates: Sequence[Candidate],
+    user_context: str = "",
+    language: str = "en",
+    known_titles: Collection[str] = (),
+) -> Iterator[ReasonChunk]:
+    """Per candidate: the reason's pieces as the model writes them, then one final checked reason.
+
+    `user_context` is the user's request this turn; `known_titles` the catalog titles (for the check).
+    Without an LLM, or after it fails once, reasons come from the evidence.
+    """
+    llm_ok = llm is not None
+    template = prompts.get("reason") if llm_ok else None
+    batch_categories = {cat for c in candidates for cat in c.item.categories}
+    for candidate in candidates:
+        item_id = candidate.item.id
+        if not llm_ok:
+            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")
+            continue
+        prompt = template.render(
+            item=item_line(candidate.item), facts=evidence_facts(candidate), request=user_context, language=language_name(language)
+        )
+        text = ""
+        try:
+            for piece in llm.stream(
+                prompt,
+                max_tokens=min(template.output.max_tokens, MAX_REASON_TOKENS),
+                stop=template.output.stop or ["\n"],
+                temperature=0.0,
+            ):
+                text += piece
+                yield ReasonChunk(item_id, piece, None, "llm")
+                if len(text) > MAX_REASON_CHARS:
+                    break
+        except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
+            log.warning("LLM reason failed, using evidence reasons: %s", exc)
+            llm_ok = False
+        reason = clean_generated(text)
+        problems = reason_problems(reason, candidate, known_titles, user_context, batch_categories) if llm_ok else ["llm failed"]
+        if problems:
+            log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason)
+            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")
+        else:
+            yield ReasonChunk(item_id, None, reason, "llm")
+
+
+# Summaries ------------------------------------------------------------------------------------
+
+
+def _card_item(card) -> Item:
+    """Cards (assistant.events.Card), Candidates or Items all summarise alike."""
+    if isinstance(card, Item):
+        return card
+    if isinstance(card, Candidate):
+        return card.item
+    return Item(id=card.item_id, title=card.title, categories=list(card.categories), year=card.year, creator=card.creator)
+
+
+def evidence_summary(cards: Sequence, language: str = "en") -> str:
+    """'5 picks, mostly Crime and Drama, from 1972 to 1999.' from the cards alone."""
+    items = [_card_item(c) for c in cards]
+    zh = is_chinese(language)
+    if not items:
+        return "暂时没有合适的推荐。" if zh else "Nothing to recommend yet."
+    counts = Counter(cat for it in items for cat in it.categories)
+    top = [cat for cat, n in counts.most_common(2) if n > 1 or len(items) == 1]
+    years = sorted(it.year for it in items if it.year is not None)
+    if zh:
+        text = f"为你挑选了 {len(items)} 项"
+        if top:
+            text += f"，以{_join(top, True)}为主"
+        if years:
+            text += f"，年份 {years[0]}–{years[-1]}" if years[0] != years[-1] else f"，均为 {years[0]} 年"
+        return text + "。"
+    text = f"{len(items)} pick{'s' if len(items) != 1 else ''}"
+    if top:
+        text += f", mostly {_join(top, False)}"
+    if years:
+        text += f", from {years[0]} to {years[-1]}" if years[0] != years[-1] else f", all from {years[0]}"
+    return text + "."
+
+
+def _generate_checked(llm, template, values: dict, allowed_texts, allowed_titles, known_titles, years, min_overlap=0.5) -> str | None:
+    """One generation with the template's limits, cleaned and checked; None if it fails either."""
+    try:
+        out = "".join(
+            llm.stream(
+                template.render(**values),
+                max_tokens=template.output.max_tokens,
+                stop=template.output.stop or ["\n"],
+                temperature=0.0,
+            )
+        )
+    except Exception as exc:
+        log.warning("LLM summary failed, using the fallback: %s", exc)
+        return None
+    text = clean_generated(out)
+    problems = grounding_problems(
+        text,
+        allowed_texts=allowed_texts,
+        allowed_titles=allowed_titles,
+        known_titles=known_titles,
+        years=years,
+        min_overlap=min_overlap,
+    )
+    if problems:
+        log.info("summary rejected (%s): %r", "; ".join(problems), text)
+        return None
+    return text
+
+
+def summarize_list(llm, prompts, cards: Sequence, language: str = "en", request: str = "", known_titles: Collection[str] = ()) -> str:
+    """One sentence about the shown list; an evidence-only sentence when there is no LLM or it strays."""
+    items = [_card_item(c) for c in cards]
+    if llm is None or not items:
+        return evidence_summary(items, language)
+    template = prompts.get("summary")
+    values = {"items": [item_line(it) for it in items], "request": request, "language": language_name(language)}
+    allowed = [item_line(it) for it in items] + [request, str(len(items))]
+    text = _generate_checked(llm, template, values, allowed, [it.title for it in items], known_titles, [it.year for it in items])
+    return text or evidence_summary(items, language)
+
+
+def summarize_item(llm, prompts, item: Item, language: str = "en", known_titles: Collection[str] = ()) -> str:
+    """Two sentences about one item from its own description; falls back to that description."""
+    if llm is not None:
+        template = prompts.get("item_summary")
+        values = {"item": item_line(item), "text": item.text, "language": language_name(language)}
+        allowed = [item_line(item), item.text, " ".join(item.tags)]
+        text = _generate_checked(llm, template, values, allowed, [item.title], known_titles, [item.year])
+        if text:
+            return text
+    if item.text:
+        return clean_generated(item.text, max_sentences=2)
+    line = item_line(item)
+    return f"{line}。" if is_chinese(language) else f"{line}."

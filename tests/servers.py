@@ -1,0 +1,93 @@
+"""Helpers that run `recassist serve` in a subprocess on loopback for integration and browser tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound and released by the OS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a fast, offline server: fake LLM, hashing embeddings, a private data dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECASSIST_")}
+    env.update(
+        RECASSIST_DATA_DIR=str(data_dir),
+        RECASSIST_LLM_BACKEND="fake",
+        RECASSIST_EMBEDDING_BACKEND="hash",
+        RECASSIST_HOST="127.0.0.1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        ANONYMIZED_TELEMETRY="False",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(extra)
+    return env
+
+
+def serve_command(port: int, *args: str) -> list[str]:
+    """`recassist serve` from this interpreter's environment (the console script if installed)."""
+    script = Path(sys.executable).parent / "recassist"
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "assistant.cli"]
+    return head + ["serve", "--host", "127.0.0.1", "--port", str(port), *args]
+
+
+@contextmanager
+def running_server(data_dir: Path, *, demo: bool = True, timeout_s: float = 180.0, **env: str) -> Iterator[str]:
+    """Start a server, wait until /health answers, yield its base URL, stop it afterwards."""
+    import httpx
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = data_dir / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            serve_command(port, *(["--demo"] if demo else [])),
+            cwd=REPO,
+            env=server_env(data_dir, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not answer /health within {timeout_s:.0f} s:\n{_tail(log_path)}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

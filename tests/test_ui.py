@@ -1,0 +1,120 @@
+"""The Gradio UI without a browser: card/profile HTML, the lab helpers, and the Blocks' stable element ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from ui.cards import card_html, chat_markdown, evidence_html, profile_html, status_html, turn_status_html
+from ui.lab import result_html, template_text, trace_text
+
+CARD = {
+    "item_id": "bk-1",
+    "title": "Pride & <Prejudice>",
+    "year": 1813,
+    "creator": "Jane Austen",
+    "categories": ["Fiction", "Romance"],
+    "reason": "Like <b>Emma</b>, which you loved.",
+    "evidence": {
+        "near_history": [{"item_id": "bk-2", "title": "Emma", "similarity": 0.8123}],
+        "matched_words": ["witty"],
+        "shared_categories": ["Romance"],
+        "shared_creators": ["Jane Austen"],
+        "signals": {"content": 0.5, "collab": 0.25},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        "Pride &amp; &lt;Prejudice&gt;",  # catalog text is escaped, never markup
+        "Like &lt;b&gt;Emma&lt;/b&gt;, which you loved.",
+        "1813 · Jane Austen · Fiction, Romance",
+        '<details class="rc-evidence"><summary>Evidence</summary>',
+        "close to <b>Emma</b> from your history (0.81)",
+        "matches your words: witty",
+        "by a creator you like: Jane Austen",
+        "signals: content 0.50, collab 0.25",
+        'data-item-id="bk-1"',
+    ],
+)
+def test_card_html_shows_every_part(fragment):
+    assert fragment in card_html(CARD, 1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"feedback": "like"}, 'data-feedback="like">Liked<'),
+        ({"feedback": "not_interested"}, "Not interested"),
+        ({"pending": True}, "ranking…"),
+        ({"writing": True}, "rc-reason rc-writing"),
+    ],
+)
+def test_card_html_states(kwargs, fragment):
+    assert fragment in card_html(CARD, 2, **kwargs)
+
+
+def test_evidence_is_omitted_when_empty():
+    assert evidence_html({}) == ""
+    assert "<details" not in card_html({**CARD, "evidence": {}}, 1)
+
+
+def test_profile_html():
+    html = profile_html({"summary": "Reads <Austen>.", "interests": [{"tag": "Romance", "weight": 1.0}], "dislikes": ["Horror"], "events": 7})
+    assert "Reads &lt;Austen&gt;." in html and ">Romance<" in html and "rc-neg" in html and "7 events" in html
+    assert "Pick a user" in profile_html(None)
+
+
+def test_status_line_names_backend_models_and_catalog():
+    html = status_html({"llm_backend": "llama", "llm_model": "gemma", "embedding_model": "minilm", "catalog_items": 1234, "users": 5, "version": "0.1"})
+    assert "llama · gemma" in html and "minilm" in html and "1,234 items" in html
+
+
+def test_turn_status_carries_turn_and_state():
+    assert 'data-turn="3" data-state="working"' in turn_status_html("Ranking…", 3, "working")
+    assert "rc-spinner" not in turn_status_html("Answered", 3, "done")
+
+
+@pytest.mark.parametrize(
+    "items, text, notices, expected",
+    [
+        ([CARD], "Enjoy.", [], "1. **Pride & \\<Prejudice\\>** (1813)\n\nEnjoy."),
+        ([], "Hello!", ["LLM slow"], "_LLM slow_\n\nHello!"),
+        ([], "", [], "(no answer)"),
+    ],
+)
+def test_chat_markdown(items, text, notices, expected):
+    assert chat_markdown(items, text, notices) == expected
+
+
+def test_lab_trace_text_prefers_the_chosen_template():
+    trace = [
+        {"stage": "rank", "prompt": "RANK PROMPT", "raw": "A B"},
+        {"stage": "reason", "prompt": [{"role": "user", "content": "why?"}], "raw": "Because."},
+    ]
+    assert trace_text(trace, "rank.completion", "prompt") == "── rank ──\nRANK PROMPT"
+    assert "[user] why?" in trace_text(trace, "reason.chat", "prompt")
+    assert trace_text(trace, "summary.completion", "raw").count("──") == 4  # no match: every stage
+
+
+def test_lab_result_html_and_template_text():
+    assert "rc-card" in result_html({"items": [CARD], "text": "Two picks.", "notices": []})
+    assert "name: rank" in template_text("rank.completion")
+
+
+def test_create_ui_has_stable_element_ids(make_engine):
+    pytest.importorskip("gradio")
+    from ui.app import MAX_SLOTS, create_ui
+
+    blocks = create_ui(make_engine(demo=False))
+    ids = {c.get("props", {}).get("elem_id") for c in blocks.config["components"]}
+    expected = {
+        "status-line", "user-picker", "new-user", "new-user-btn", "current-user", "profile-view", "profile-interests",
+        "profile-dislikes", "profile-summary", "profile-save", "delete-data", "delete-confirm", "delete-cancel",
+        "sessions", "chat", "turn-status", "msg", "send", "new-chat", "lab-template", "lab-yaml", "lab-error",
+        "lab-user", "lab-request", "lab-run", "lab-variant-name", "lab-save",
+    }
+    for i in range(MAX_SLOTS):
+        expected |= {f"card-{i}", f"card-{i}-body", f"card-{i}-like", f"card-{i}-dislike", f"card-{i}-not-interested"}
+    assert expected <= ids, sorted(expected - ids)
