@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="load the shipped demo catalog and users first (idempotent)")
     p.add_argument("--reload-demo", action="store_true", help=argparse.SUPPRESS)
 
-    p = add("eval", cmd_eval, "Offline evaluation: metrics.json and a Markdown report (see `recassist eval -- --help`).")
+    p = add("eval", cmd_eval, "Offline evaluation: metrics.json, a Markdown report and plots (`recassist eval --help`).")
     p.add_argument("eval_args", nargs=argparse.REMAINDER, help="options for the evaluation harness")
 
     p = add("prompts", cmd_prompts, "Check or list the prompt templates and saved variants.")
@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["eval"]:
+        # The evaluation harness owns its options (and its --help).
+        from evaluation.cli import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from functools import cached_property
 from importlib.resources import files
@@ -57,11 +58,24 @@ class Engine:
         from retrieval.sequential import SequentialModel
         from retrieval.vectors import VectorIndex
 
-        content = VectorIndex(self.chroma, "content", self.embedder)
+        # One content collection per embedding model: switching models never mixes vector spaces.
+        slug = re.sub(r"[^a-zA-Z0-9]+", "-", self.embedder.name).strip("-").lower()[:40]
+        content = VectorIndex(self.chroma, f"content-{slug}", self.embedder)
         collab = VectorIndex(self.chroma, "collab", None)
         retriever = Retriever(self.store, self.embedder, content, collab, SequentialModel())
+        self._sync_vectors(retriever)
         retriever.refit(self.store)
         return retriever
+
+    def _sync_vectors(self, retriever) -> None:
+        """Embed catalog items missing from the vector store (new model, or a fresh Chroma server)."""
+        if retriever.content.count() >= self.store.item_count():
+            return
+        present = set(retriever.content.all_ids())
+        missing = [item for item in self.store.iter_items() if item.id not in present]
+        if missing:
+            log.info("embedding %d catalog items missing from %s", len(missing), retriever.content.name)
+            retriever.index_items(missing)
 
     @property
     def llm(self):
@@ -105,6 +119,30 @@ class Engine:
         report = ingest_events(Path(path), self.store, mapping=mapping, progress=progress)
         self.retriever.refit(self.store)
         return report
+
+    def upsert_items(self, rows: list[dict]) -> dict:
+        """Validate and upsert items given as dicts (the HTTP API); new/changed ones are embedded at once."""
+        from retrieval.ingest import items_from_dicts
+
+        items, rejects = items_from_dicts(rows)
+        result = self.store.upsert_items(items)
+        pending = self.store.items_needing_embedding([item.id for item in items])
+        if pending:
+            self.retriever.index_items(pending)
+            self.store.mark_embedded(pending)
+        return {
+            "upserted": len(result.inserted) + len(result.updated),
+            "unchanged": len(result.unchanged),
+            "rejected": [r.to_dict() for r in rejects],
+        }
+
+    def add_events(self, rows: list[dict]) -> dict:
+        """Validate and store events given as dicts; duplicates (same event id) are stored once."""
+        from retrieval.ingest import events_from_dicts
+
+        events, rejects = events_from_dicts(rows, self.store.item_ids())
+        stored = self.store.add_events(events)
+        return {"accepted": len(events), "stored": stored, "rejected": [r.to_dict() for r in rejects]}
 
     def demo_paths(self) -> tuple[Path, Path]:
         base = Path(str(files("assistant.demo_data")))

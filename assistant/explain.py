@@ -266,8 +266,30 @@ def _category_words(categories: Iterable[str]) -> set[str]:
 def clean_generated(text: str, max_sentences: int = 2) -> str:
     """Trim quotes and whitespace and keep the first sentences (a base model rarely stops on its own)."""
     text = text.strip().strip('"“”').strip()
-    sentences = re.findall(r".+?(?:[.!?。！？](?=\s|$)|$)", text)
-    return " ".join(s.strip() for s in sentences[:max_sentences] if s.strip()) or text
+    sentences = [s.strip() for s in re.findall(r".+?(?:[.!?](?=\s|$)|[。！？]|$)", text) if s.strip()]
+    joiner = "" if _CJK.search(text) else " "
+    return joiner.join(sentences[:max_sentences]) or text
+
+
+def _until_stop(pieces: Iterable[str], stops: Sequence[str], max_chars: int) -> Iterator[str]:
+    """Pass pieces through up to the first stop sequence (not every server honours `stop`) or max_chars."""
+    text = ""
+    try:
+        for piece in pieces:
+            cut = min((i for i in ((text + piece).find(s) for s in stops if s) if i >= 0), default=-1)
+            if cut >= 0:
+                if cut > len(text):
+                    yield (text + piece)[len(text) : cut]
+                return
+            text += piece
+            yield piece
+            if len(text) > max_chars:
+                return
+    finally:
+        # Stopping early must end the generation now: a local model holds its lock until then.
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 # LLM-written reasons -----------------------------------------------------------------------------
@@ -308,17 +330,12 @@ def llm_reasons(
             item=item_line(candidate.item), facts=evidence_facts(candidate), request=user_context, language=language_name(language)
         )
         text = ""
+        stops = template.output.stop or ["\n"]
         try:
-            for piece in llm.stream(
-                prompt,
-                max_tokens=min(template.output.max_tokens, MAX_REASON_TOKENS),
-                stop=template.output.stop or ["\n"],
-                temperature=0.0,
-            ):
+            pieces = llm.stream(prompt, max_tokens=min(template.output.max_tokens, MAX_REASON_TOKENS), stop=stops)
+            for piece in _until_stop(pieces, stops, MAX_REASON_CHARS):
                 text += piece
                 yield ReasonChunk(item_id, piece, None, "llm")
-                if len(text) > MAX_REASON_CHARS:
-                    break
         except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
             log.warning("LLM reason failed, using evidence reasons: %s", exc)
             llm_ok = False
@@ -369,15 +386,10 @@ def evidence_summary(cards: Sequence, language: str = "en") -> str:
 
 def _generate_checked(llm, template, values: dict, allowed_texts, allowed_titles, known_titles, years, min_overlap=0.5) -> str | None:
     """One generation with the template's limits, cleaned and checked; None if it fails either."""
+    stops = template.output.stop or ["\n"]
     try:
-        out = "".join(
-            llm.stream(
-                template.render(**values),
-                max_tokens=template.output.max_tokens,
-                stop=template.output.stop or ["\n"],
-                temperature=0.0,
-            )
-        )
+        pieces = llm.stream(template.render(**values), max_tokens=template.output.max_tokens, stop=stops)
+        out = "".join(_until_stop(pieces, stops, MAX_REASON_CHARS * 2))
     except Exception as exc:
         log.warning("LLM summary failed, using the fallback: %s", exc)
         return None

@@ -169,8 +169,9 @@ def parse_ranking(text: str, labels: Sequence[str]) -> list[str]:
     found: list = []
     try:
         data = json.loads(text)
-        found = data.get("ranking", []) if isinstance(data, dict) else data if isinstance(data, list) else []
-    except (json.JSONDecodeError, AttributeError):
+        found = data.get("ranking", []) if isinstance(data, dict) else data
+        found = found if isinstance(found, list) else []
+    except json.JSONDecodeError:
         found = re.findall(r"\b([A-Z])\b", text)
     wanted = set(labels)
     return list(dict.fromkeys(str(x).strip() for x in found if str(x).strip() in wanted))
@@ -189,7 +190,7 @@ def _fit(llm, template, history, ordered, request, budget, max_history, result):
 
     def measure() -> int:
         lines = [item_line(c.item, label=LABELS[k], evidence=hints[k]) for k, c in enumerate(shown)]
-        return llm.count_tokens(template.render(history=history_lines, request=request, candidates=lines))
+        return count_prompt_tokens(llm, template.render(history=history_lines, request=request, candidates=lines))
 
     tokens = measure()
     while tokens > budget:
@@ -206,6 +207,13 @@ def _fit(llm, template, history, ordered, request, budget, max_history, result):
         tokens = measure()
     result.prompt_tokens = tokens
     return history_lines, shown, hints
+
+
+def count_prompt_tokens(llm, prompt) -> int:
+    """Tokens of a completion prompt, or of chat messages plus ~4 tokens of framing each."""
+    if isinstance(prompt, str):
+        return llm.count_tokens(prompt)
+    return sum(llm.count_tokens(m["content"]) + 4 for m in prompt)
 
 
 def _orders(n: int, shuffles: int, seed: int) -> list[list[int]]:

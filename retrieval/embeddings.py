@@ -56,21 +56,31 @@ class MiniLMEmbedder:
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+_STOPWORDS = frozenset(
+    "the and for with from that this into its his her their who what when where which while about "
+    "tags categories are was were has have had not but all one out him she they them than then".split()
+)
+
+
 class HashingEmbedder:
     """Deterministic bag-of-words hashing vectors: fast, offline, for tests. Shared words => similar."""
 
     name = "hashing-bow"
 
-    def __init__(self, dim: int = 256):
+    def __init__(self, dim: int = 512):
         self.dim = dim
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
+            counts: dict[str, int] = {}
             for word in _WORD.findall(text.lower()):
+                if len(word) > 2 and word not in _STOPWORDS:
+                    counts[word] = counts.get(word, 0) + 1
+            for word, count in counts.items():
                 digest = hashlib.md5(word.encode("utf-8")).digest()
                 bucket = int.from_bytes(digest[:4], "little") % self.dim
-                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+                out[row, bucket] += (1.0 + np.log(count)) * (1.0 if digest[4] & 1 else -1.0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         return out / norms

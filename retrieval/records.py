@@ -72,7 +72,8 @@ class Item:
 
     def fingerprint(self) -> str:
         """Content hash: an unchanged item is not re-embedded on re-ingest."""
-        payload = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, default=str)
+        # self.__dict__ rather than asdict(): asdict deep-copies and dominated ingest time.
+        payload = json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha1(payload.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict:
@@ -89,6 +90,12 @@ class Event:
     item_id: str | None = None
     value: float | None = None
     text: str | None = None
+
+    def __post_init__(self):
+        # 4 and 4.0 must give the same id, whichever way the event arrived.
+        self.timestamp = float(self.timestamp)
+        if self.value is not None:
+            self.value = float(self.value)
 
     @property
     def id(self) -> str:

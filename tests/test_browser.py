@@ -39,18 +39,29 @@ def base_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(base_url):
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     executable = _chromium()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda exc: PAGE_ERRORS.append(str(exc)))
-        page.goto(base_url + "/", wait_until="domcontentloaded")
-        page.wait_for_selector("#user-picker")
-        yield page
+        yield browser
         browser.close()
+
+
+def open_page(browser, url: str):
+    """A page in a fresh browser context (no cookies shared with other pages)."""
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda exc: PAGE_ERRORS.append(str(exc)))
+    page.goto(url + "/", wait_until="domcontentloaded")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, base_url):
+    page = open_page(browser, base_url)
+    page.wait_for_selector("#user-picker")
+    return page
 
 
 def card_titles(page) -> list[str]:
@@ -92,7 +103,48 @@ def test_prompt_lab_runs_edited_and_saved_templates(page):
     page.get_by_role("tab", name="Prompt lab").click()
     page.wait_for_selector("#lab-yaml")
     page.locator("#lab-run").click()
-    page.wait_for_selector("#lab-edited-cards .rc-card")
-    page.wait_for_selector("#lab-saved-cards .rc-card")
+    page.wait_for_selector("#lab-saved-cards .rc-card, #lab-error .lab-error")
+    assert page.locator("#lab-error").inner_text().strip() == ""
+    assert page.locator("#lab-edited-cards .rc-card").count() > 0
+    assert "──" in page.locator("#lab-edited-prompt").inner_text()
     page.screenshot(path=str(ARTIFACTS / "browser-lab.png"), full_page=True)
+    assert not PAGE_ERRORS, PAGE_ERRORS
+
+
+def test_profile_edit_and_delete(page):
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#new-user textarea, #new-user input").first.fill("tess")
+    page.locator("#new-user-btn").click()
+    page.wait_for_selector("#current-user:has-text('tess')")
+    send(page, "pirate adventures at sea", turn=1)
+
+    page.locator("#profile-edit").get_by_text("Edit profile").click()
+    box = page.locator("#profile-interests textarea")
+    box.fill(", ".join(filter(None, [box.input_value(), "lighthouses"])))
+    page.locator("#profile-save").click()
+    page.wait_for_selector("#profile-view .rc-chip:has-text('lighthouses')")
+
+    page.locator("#delete-data").click()
+    page.locator("#delete-confirm").click()
+    page.wait_for_selector("#profile-view:has-text('0 events')")
+    assert page.locator("#profile-view .rc-chip:has-text('lighthouses')").count() == 0
+    assert not PAGE_ERRORS, PAGE_ERRORS
+
+
+def test_signed_in_user_sees_only_their_own_chat(browser, tmp_path_factory):
+    keys = "admin-key-0123456789=admin,ana-key-0123456789=user:ana"
+    with running_server(tmp_path_factory.mktemp("browser-keyed"), RECASSIST_API_KEYS=keys) as url:
+        page = open_page(browser, url)
+        page.locator("input[type='text']").first.fill("ana")
+        page.locator("input[type='password']").fill("ana-key-0123456789")
+        page.locator("button:has-text('Login')").click()
+        page.wait_for_selector("#current-user:has-text('ana')")
+        assert not page.locator("#user-picker").is_visible()
+        page.get_by_role("tab", name="Prompt lab").click()
+        page.wait_for_selector("#lab-locked")
+        assert not page.locator("#lab-run").is_visible()
+        page.get_by_role("tab", name="Chat").click()
+        send(page, "a witty romance", turn=1)
+        assert card_titles(page)
+        page.context.close()
     assert not PAGE_ERRORS, PAGE_ERRORS

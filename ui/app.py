@@ -68,28 +68,31 @@ def create_ui(engine, *, auth_required: bool = False):
     from ui.lab import build_lab
 
     access = _Access(auth_required)
-    n_slots = MAX_SLOTS
     with gr.Blocks(title="recassist", fill_width=True, analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## recassist · conversational recommendations", elem_id="app-title")
         status = gr.HTML("", elem_id="status-line")
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Chat", id="chat-tab", elem_id="chat-tab"):
-                chat = _build_chat(gr, engine, access, n_slots)
-            with gr.Tab("Prompt lab", id="lab-tab", elem_id="lab-tab", visible=True) as lab_tab:
-                build_lab(gr, engine, access)
+                chat = _build_chat(gr, engine, access, MAX_SLOTS)
+            with gr.Tab("Prompt lab", id="lab-tab", elem_id="lab-tab"):
+                lab_locked = gr.Markdown("The prompt lab needs an admin sign-in.", visible=False, elem_id="lab-locked")
+                with gr.Column(elem_id="lab-body") as lab_body:
+                    build_lab(gr, engine, access)
 
         def on_load(request: gr.Request):
             info = engine.info()
             who = access.who(request)
-            updates = {status: status_html(info), lab_tab: gr.Tab(visible=access.is_admin(request))}
+            admin = access.is_admin(request)
+            updates = {status: status_html(info), lab_body: gr.Column(visible=admin), lab_locked: gr.Markdown(visible=not admin)}
             if who and who != "admin":  # a bound user: no picker, straight into their own chat
                 updates.update(chat["select_user"](who))
                 updates[chat["picker_box"]] = gr.Column(visible=False)
             return updates
 
-        demo.load(on_load, outputs=[status, lab_tab, chat["picker_box"], *chat["user_outputs"]], show_progress="hidden")
-        chat["status"] = status
+        demo.load(
+            on_load, outputs=[status, lab_body, lab_locked, chat["picker_box"], *chat["user_outputs"]], show_progress="hidden"
+        )
     demo.queue(default_concurrency_limit=4)
     return demo
 
@@ -336,7 +339,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                 except (RecassistError, ValueError) as exc:
                     raise gr.Error(str(exc)) from None
                 marks = {**marks, card["item_id"]: kind}
-                gr.Info(f"{FEEDBACK_LABELS[kind]}: {card.get('title', '')}. Your next answer takes this into account.")
+                gr.Info(f"{FEEDBACK_LABELS[kind]}: {card.get('title', '')}. Your next answer takes this into account.", duration=4)
                 return {
                     slot_htmls[i]: card_html(card, i + 1, feedback=kind),
                     marks_state: marks,
@@ -364,7 +367,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
             profile = engine.agent.update_profile(user_id, patch)
         except (RecassistError, ValueError) as exc:
             raise gr.Error(str(exc)) from None
-        gr.Info("Profile saved; your next answer uses it.")
+        gr.Info("Profile saved; your next answer uses it.", duration=4)
         return profile_updates(profile)
 
     save_profile.click(

@@ -42,6 +42,7 @@ CSS = """
 .rc-empty { opacity: 0.6; font-size: 0.9rem; padding: 8px 0; }
 .lab-pre { white-space: pre-wrap; font-family: var(--font-mono); font-size: 0.8rem; max-height: 360px;
   overflow: auto; background: var(--background-fill-secondary); padding: 8px; border-radius: 6px; }
+.lab-pane { padding-top: 30px !important; }
 .lab-error { color: var(--error-text-color, #b91c1c); }
 """
 

@@ -73,6 +73,7 @@ def build_lab(gr, engine, access) -> None:
     from prompts import list_templates, parse_template, save_variant
 
     stems = list_templates()
+    first = _default_template(stems, engine.settings)
     users = [u["user_id"] for u in _safe_demo_users(engine)]
     gr.Markdown(
         "Edit a template, run one request with it, and compare with the saved template on the same request. "
@@ -80,8 +81,8 @@ def build_lab(gr, engine, access) -> None:
     )
     with gr.Row():
         with gr.Column(scale=1):
-            template_dd = gr.Dropdown(choices=stems, value=stems[0] if stems else None, label="Template", elem_id="lab-template")
-            yaml_box = gr.Code(value=template_text(stems[0]) if stems else "", language="yaml", label="Template YAML",
+            template_dd = gr.Dropdown(choices=stems, value=first, label="Template", elem_id="lab-template")
+            yaml_box = gr.Code(value=template_text(first) if first else "", language="yaml", label="Template YAML",
                                lines=24, interactive=True, elem_id="lab-yaml")
             error_box = gr.HTML("", elem_id="lab-error")
             with gr.Row():
@@ -90,19 +91,15 @@ def build_lab(gr, engine, access) -> None:
                 request_box = gr.Textbox(label="Request", value="something to read on a long trip", elem_id="lab-request")
             run_btn = gr.Button("Run both", variant="primary", elem_id="lab-run")
             with gr.Row():
-                variant_box = gr.Textbox(label="Save as variant NAME", placeholder="e.g. terse-reasons", elem_id="lab-variant-name")
+                variant_box = gr.Textbox(label="Variant name", placeholder="e.g. terse-reasons", elem_id="lab-variant-name")
                 save_btn = gr.Button("Save variant", elem_id="lab-save")
             save_msg = gr.Markdown("", elem_id="lab-save-msg")
         with gr.Column(scale=1):
-            gr.Markdown("#### Edited template")
-            edited_prompt = gr.HTML("", elem_id="lab-edited-prompt")
-            edited_raw = gr.HTML("", elem_id="lab-edited-raw")
-            edited_cards = gr.HTML("", elem_id="lab-edited-cards")
+            gr.Markdown("#### With the edited template")
+            edited_prompt, edited_raw, edited_cards = _result_panes(gr, "lab-edited")
         with gr.Column(scale=1):
-            gr.Markdown("#### Saved template")
-            saved_prompt = gr.HTML("", elem_id="lab-saved-prompt")
-            saved_raw = gr.HTML("", elem_id="lab-saved-raw")
-            saved_cards = gr.HTML("", elem_id="lab-saved-cards")
+            gr.Markdown("#### With the saved template")
+            saved_prompt, saved_raw, saved_cards = _result_panes(gr, "lab-saved")
 
     def admin_only(request) -> None:
         if not access.is_admin(request):
@@ -124,13 +121,17 @@ def build_lab(gr, engine, access) -> None:
             parse_template(yaml_text, f"(edited) {stem}.yaml")
         except PromptError as exc:
             return [_error(str(exc))] + [""] * 6
+        warning = ""
+        style = getattr(engine.llm, "prompt_style", None)
+        if style and not stem.endswith("." + style):
+            warning = _error(f"The loaded model reads {style} templates, so this {stem} edit changes nothing; pick a .{style} template.")
         try:
             edited = run_with(engine, user_id, request_text, {stem: yaml_text})
             saved = run_with(engine, user_id, request_text, None)
         except (RecassistError, ValueError) as exc:
             return [_error(str(exc))] + [""] * 6
         return [
-            "",
+            warning,
             _pre(trace_text(edited["trace"], stem, "prompt")),
             _pre(trace_text(edited["trace"], stem, "raw")),
             result_html(edited),
@@ -150,6 +151,22 @@ def build_lab(gr, engine, access) -> None:
         return "", f"Saved `{path}`. Measure it: `recassist eval --prompt-variant {name.strip()}`"
 
     save_btn.click(on_save, inputs=[variant_box, template_dd, yaml_box], outputs=[error_box, save_msg])
+
+
+def _result_panes(gr, prefix: str):
+    """Rendered prompt, raw model output and final cards of one run."""
+    return (
+        gr.HTML("", label="Rendered prompt", show_label=True, container=True, elem_id=f"{prefix}-prompt", elem_classes=["lab-pane"]),
+        gr.HTML("", label="Raw model output", show_label=True, container=True, elem_id=f"{prefix}-raw", elem_classes=["lab-pane"]),
+        gr.HTML("", label="Final cards", show_label=True, container=True, elem_id=f"{prefix}-cards", elem_classes=["lab-pane"]),
+    )
+
+
+def _default_template(stems: list[str], settings) -> str | None:
+    """The ranking template in the configured prompt style, the lab's most useful starting point."""
+    style = settings.llm_prompt_style if settings.llm_prompt_style != "auto" else "completion"
+    preferred = f"rank.{style}"
+    return preferred if preferred in stems else (stems[0] if stems else None)
 
 
 def _error(message: str) -> str:

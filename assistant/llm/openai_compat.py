@@ -51,6 +51,7 @@ class OpenAICompatLLM:
         self.supports_json_schema = supports_json_schema
         self._tiktoken_cache_dir = tiktoken_cache_dir
         self._encoding = None
+        self._json_style = "json_schema"  # OpenAI's structured outputs until the server refuses them
         if client is None:
             import openai
 
@@ -73,17 +74,15 @@ class OpenAICompatLLM:
         with self._errors():
             if isinstance(prompt, str):
                 if json_schema:
-                    # Not part of OpenAI's /completions API; llama.cpp's server and vLLM read it.
-                    options["extra_body"] = {**options.get("extra_body", {}), "response_format": _response_format(json_schema)}
+                    # Not part of OpenAI's /completions API: only servers that read it constrain the text.
+                    options["extra_body"] = {"response_format": _response_format(json_schema, self._json_style)}
                 chunks = self._client.completions.create(model=self.model, prompt=prompt, stream=True, **options)
                 with _closing(chunks):
                     for chunk in chunks:
                         if chunk.choices and chunk.choices[0].text:
                             yield chunk.choices[0].text
             else:
-                if json_schema:
-                    options["response_format"] = _response_format(json_schema)
-                chunks = self._client.chat.completions.create(model=self.model, messages=prompt, stream=True, **options)
+                chunks = self._create_chat(prompt, options, json_schema)
                 with _closing(chunks):
                     for chunk in chunks:
                         if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
@@ -121,6 +120,24 @@ class OpenAICompatLLM:
 
     # Helpers -----------------------------------------------------------------------------------
 
+    def _create_chat(self, messages: list[dict], options: dict, json_schema: dict | None):
+        """A streaming chat completion; JSON constrained by structured outputs, or the older schema form."""
+        import openai
+
+        if not json_schema:
+            return self._client.chat.completions.create(model=self.model, messages=messages, stream=True, **options)
+        try:
+            return self._client.chat.completions.create(
+                model=self.model, messages=messages, stream=True, response_format=_response_format(json_schema, self._json_style), **options
+            )
+        except openai.APIStatusError as exc:
+            # llama-cpp-python's server answers 500 with a validation message, others 400 or 422.
+            if self._json_style != "json_schema" or "response_format" not in str(exc):
+                raise
+            # llama.cpp's Python server (and Anyscale-style servers) take {"type": "json_object", "schema": ...}.
+            self._json_style = "json_object"
+            return self._create_chat(messages, options, json_schema)
+
     def _options(self, max_tokens: int, temperature: float, stop: Sequence[str] | None) -> dict:
         name = self.model.lower().rsplit("/", 1)[-1]
         options: dict = {"timeout": self.timeout}
@@ -144,7 +161,7 @@ class OpenAICompatLLM:
         except openai.APITimeoutError:
             raise LLMError(f"{where} did not answer within {self.timeout:.0f}s; raise RECASSIST_LLM_TIMEOUT_S or check the server") from None
         except openai.APIConnectionError as exc:
-            raise LLMError(f"cannot reach {where}: {exc}. Is the server running? Check RECASSIST_OPENAI_BASE_URL") from None
+            raise LLMError(f"cannot reach {where}: {str(exc).rstrip('.')}. Is the server running? Check RECASSIST_OPENAI_BASE_URL") from None
         except openai.AuthenticationError:
             raise LLMError(f"{where} refused the API key; check RECASSIST_OPENAI_API_KEY") from None
         except openai.NotFoundError as exc:
@@ -172,13 +189,15 @@ def _closing(chunks):
     return contextlib.closing(chunks) if hasattr(chunks, "close") else contextlib.nullcontext()
 
 
-def _response_format(json_schema: dict) -> dict:
+def _response_format(json_schema: dict, style: str = "json_schema") -> dict:
+    if style == "json_object":
+        return {"type": "json_object", "schema": json_schema}
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": json_schema, "strict": True}}
 
 
 def _detail(exc) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
-        error = body.get("error", body)
+        error = body.get("error", body.get("detail", body))
         return str(error.get("message", error) if isinstance(error, dict) else error)[:300]
     return str(exc)[:300]

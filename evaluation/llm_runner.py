@@ -1,0 +1,116 @@
+"""Glue between the runner and llm_eval: build the LLM, run both stages, choose the blend, summarise."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from assistant.errors import RecassistError
+from evaluation import llm_eval, metrics, tuning
+from evaluation.runner import EvalConfig, _latency, summarize
+
+log = logging.getLogger(__name__)
+
+PURE = "llm-only"  # the shuffled LLM order alone (blend 1), as LLMRank's zero-shot rows
+BASE = "hybrid [LLM sample]"  # the base on the same users, for a fair comparison
+
+
+def build_llm(cfg: EvalConfig):
+    """The configured LLM and its prompts, or (None, None, why) when it cannot be loaded."""
+    from assistant.settings import Settings
+
+    settings = Settings.load(
+        env=cfg.settings_env, data_dir=cfg.work_dir / "llm", llm_backend=cfg.backend, prompt_variant=cfg.prompt_variant or None
+    )
+    llm = cfg.llm
+    try:
+        if llm is None:
+            from assistant.llm.factory import create_llm
+
+            llm = create_llm(settings)
+        from prompts import Prompts
+
+        prompts = Prompts.for_llm(llm, settings.prompt_variant, settings.prompt_variants_dir)
+    except (RecassistError, ImportError) as exc:
+        return None, None, f"the {cfg.backend} backend could not be loaded ({exc})"
+    return llm, prompts, None
+
+
+def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybrid, names, results, per_user) -> None:
+    """Run the LLM variants on the sampled rows; the blend is chosen on the validation item."""
+    llm, prompts, why = build_llm(cfg)
+    if llm is None:
+        log.warning("LLM variants skipped: %s", why)
+        results["llm"] = {"skipped": why}
+        return
+    wanted = [p for p in ("a", "b") if cfg.protocol in (p, "both")]
+    runs = {}
+    for stage_name in ("valid", "test"):
+        stage = stages[stage_name]
+        runs[stage_name] = llm_eval.run_llm_stage(
+            llm=llm, prompts=prompts, split=split, stage=stage, rows=rows,
+            base_scores=hybrid.scores(stage, rows), keys=keys, negatives=negatives,
+            variants=names, protocols=wanted, blends=tuning.BLEND_GRID, seed=cfg.seed, progress=cfg.progress,
+        )
+    chosen: dict[str, float] = {}
+    curve: dict[str, list[dict]] = {}
+    for protocol in wanted:
+        block = f"protocol_{protocol}"
+        configs = [(BASE, names[0], 0.0)]
+        for variant in names:
+            found = tuning.Search(f"{protocol}/{variant}")
+            points = []
+            for blend in tuning.BLEND_GRID:
+                score = float(metrics.ndcg_at(runs["valid"].ranks[(protocol, variant, blend)], 10).mean())
+                found.add({"blend": blend}, score)
+                points.append({"blend": blend, "NDCG@10": score})
+            curve[f"({protocol}) {variant}"] = points
+            chosen[f"({protocol}) {variant}"] = found.best["blend"]
+            configs.append((variant, variant, found.best["blend"]))
+        if "llm" in names:
+            configs.append((PURE, "llm", 1.0))
+        for name, variant, blend in configs:
+            for stage_name, run in runs.items():
+                ranking = llm_eval.to_ranking(run, protocol, variant, blend, name)
+                ranking.reference = None if name == BASE else BASE
+                per_user[(protocol, stage_name, name)] = ranking
+                results[block].setdefault(stage_name, {})[name] = summarize(ranking, cfg.seed)
+        for name, variant, blend in configs:
+            results["variants"][name] = {
+                "description": (f"hybrid candidates re-ranked by the LLM through assistant.ranking.rank(), "
+                                f"{llm_eval.SHUFFLES[variant]} order(s), blend {blend} chosen on validation")
+                if name not in (BASE, PURE) else
+                ("the LLM's averaged order alone (blend 1)" if name == PURE else "hybrid retrieval on the LLM sample (blend 0)"),
+                "path": f"per user: numpy hybrid top {llm_eval.RANK_DEPTH}, then the LLM ({llm.backend} {llm.model})",
+                "path_short": f"LLM sample ({len(rows)} users)",
+            }
+    outcomes = [o for run in runs.values() for o in run.outcomes if "real_call" not in o]
+    calls = [o["real_call"] for run in runs.values() for o in run.outcomes if "real_call" in o]
+    rank_ms = np.array([ms for run in runs.values() for ms in run.rank_ms])
+    tokens = np.array([t for run in runs.values() for t in run.prompt_tokens], dtype=float)
+    mass = [o["label_mass"] for o in outcomes if o.get("label_mass") is not None]
+    most = max(llm_eval.SHUFFLES[v] for v in names)
+    results["latency_ms"][f"rank: LLM, {most} order(s)"] = _latency(rank_ms, f"{llm.backend}, real model calls")
+    results["latency_ms"]["rank: one LLM forward pass"] = _latency(np.array([c["ms"] for c in calls]), "per call")
+    results["llm"] = {
+        "backend": llm.backend,
+        "model": llm.model,
+        "prompt_variant": cfg.prompt_variant,
+        "users": len(rows),
+        "base": "hybrid",
+        "depth": llm_eval.RANK_DEPTH,
+        "blend_grid": list(tuning.BLEND_GRID),
+        "chosen_blend": chosen,
+        "blend_curve": curve,
+        "validity": {
+            **metrics.validity(outcomes),
+            "mean_probability_on_labels": float(np.mean(mass)) if mass else None,
+            "fallback_reasons": sorted({o["fallback_reason"] for o in outcomes if o.get("fallback_reason")})[:5],
+        },
+        "tokens": {
+            "prompt_p50": metrics.percentile(tokens, 50),
+            "prompt_p95": metrics.percentile(tokens, 95),
+            "per_turn_mean": float(tokens.mean() * most) if len(tokens) else None,
+        },
+    }

@@ -1,0 +1,195 @@
+"""Reasons and summaries: grounded LLM text is kept, invented facts are replaced by evidence sentences."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.errors import LLMError
+from assistant.events import Card
+from assistant.explain import (
+    check_reason,
+    clean_generated,
+    evidence_reason,
+    evidence_summary,
+    llm_reasons,
+    reason_problems,
+    summarize_item,
+    summarize_list,
+)
+from assistant.llm.fake import FakeLLM
+from prompts import Prompts
+
+from retrieval.records import Candidate, Evidence, Item
+
+PROMPTS = Prompts("completion")
+KNOWN = {"Goodfellas", "The Godfather", "Casino", "Heat", "Toy Story", "Godfather: Part II, The", "Up"}
+
+GOODFELLAS = Candidate(
+    Item(
+        "gf",
+        "Goodfellas",
+        text="The story of Henry Hill and his life in the mob, from 1955 to 1980.",
+        categories=["Crime", "Drama"],
+        year=1990,
+        creator="Martin Scorsese",
+        tags=["mafia"],
+    ),
+    0.9,
+    Evidence(near_history=[("g1", "The Godfather", 0.8)], shared_categories=["Crime"], signals={"collab_score": 0.4}),
+)
+TOY_STORY = Candidate(Item("ts", "Toy Story", categories=["Animation", "Comedy"], year=1995), 0.5, Evidence())
+
+
+@pytest.mark.parametrize(
+    "reason, ok",
+    [
+        ("Like The Godfather, which you liked, it is a gritty crime drama.", True),
+        ("A Martin Scorsese crime classic from 1990.", True),
+        ("A 90s mob story about Henry Hill.", True),  # decade of its year, names from its own text
+        ("It follows Henry Hill from 1955 to 1980.", True),
+        ("和你喜欢的《The Godfather》一样，这是一部犯罪剧情片。", True),
+        ("Like Casino, it is a gritty crime drama.", False),  # another catalog title
+        ("和你喜欢的《Casino》一样。", False),
+        ("A 1972 crime drama.", False),  # a year that is nobody's here
+        ("It won 3 Oscars.", False),
+        ("A crime drama starring Robert De Niro.", False),  # a name found nowhere in the data
+        ("Goodfellas is a crime drama, a crime drama, a crime drama.", False),  # loops
+        ("", False),
+        ("  ", False),
+        ("x" * 400, False),
+    ],
+)
+def test_reason_check_accepts_grounded_and_rejects_invented(reason, ok):
+    assert check_reason(reason, GOODFELLAS, KNOWN) is ok, reason_problems(reason, GOODFELLAS, KNOWN)
+
+
+def test_a_title_inside_the_items_own_title_is_not_another_title():
+    sequel = Candidate(Item("g2", "The Godfather: Part II", year=1974), 1.0)
+    assert check_reason("The Godfather: Part II continues the saga.", sequel, {"The Godfather", "The Godfather: Part II"})
+
+
+def test_movielens_style_titles_are_recognised_in_natural_order():
+    assert not check_reason("Just like The Godfather: Part II.", TOY_STORY, {"Godfather: Part II, The"})
+
+
+def test_a_category_of_another_candidate_is_a_false_claim():
+    others = {"Crime", "Drama", "Animation", "Comedy"}
+    assert not check_reason("A gritty crime film, just as you asked.", TOY_STORY, KNOWN, "a gritty crime film", others)
+    assert check_reason("A warm animated comedy.", TOY_STORY, KNOWN, "", others)
+
+
+@pytest.mark.parametrize(
+    "evidence, en, zh",
+    [
+        (
+            Evidence(near_history=[("a", "Heat", 0.9), ("b", "Casino", 0.8)], shared_categories=["Crime"]),
+            "It is close to Heat and Casino, which you liked, and shares Crime with your favourites.",
+            "它与你喜欢的《Heat》《Casino》相近，并且和你喜欢的作品同属Crime类。",
+        ),
+        (
+            Evidence(matched_words=["mob", "1990s"], shared_creators=["Martin Scorsese"]),
+            "It matches what you asked for (mob and 1990s) and is by Martin Scorsese, whose work you have enjoyed.",
+            "它符合你的要求（mob、1990s），并且出自你欣赏的 Martin Scorsese。",
+        ),
+        (
+            Evidence(signals={"collaborative": 0.3, "popularity": 0.1, "content": 0.9}),
+            "It is liked by people with similar taste and is popular with other users.",
+            "它也受到口味相近的用户喜爱，并且很受其他用户欢迎。",
+        ),
+        (Evidence(), "A strong Crime and Drama match from the catalog.", "这是目录中与你很匹配的Crime、Drama作品。"),
+    ],
+)
+def test_evidence_reasons_in_english_and_chinese(evidence, en, zh):
+    candidate = Candidate(Item("x", "Goodfellas", categories=["Crime", "Drama"]), 1.0, evidence)
+    assert evidence_reason(candidate) == en
+    assert evidence_reason(candidate, "zh") == zh
+    assert evidence_reason(candidate, "zh-CN") == zh
+    assert check_reason(en, candidate)  # evidence sentences pass their own check
+
+
+def test_llm_reasons_stream_then_keep_a_grounded_reason():
+    llm = FakeLLM(["Like The Godfather, it is a crime drama.\nItem: babble"])
+    chunks = list(llm_reasons(llm, PROMPTS, [GOODFELLAS], "something gritty", "en", KNOWN))
+    deltas = [c.delta for c in chunks if c.delta]
+    assert "".join(deltas).startswith("Like The Godfather")
+    assert chunks[-1].final == "Like The Godfather, it is a crime drama." and chunks[-1].source == "llm"
+    prompt = llm.prompts[0]
+    assert prompt.endswith("Item: Goodfellas (1990; Crime, Drama) by Martin Scorsese\n"
+                           "Facts: you liked The Godfather; shares Crime with your favourites; liked by people with similar taste\n"
+                           "Request: something gritty\nLanguage: English\nReason:")
+    assert llm.calls[0]["max_tokens"] <= 60 and llm.calls[0]["stop"] == ["\n"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Like Casino, it is a crime drama.",  # invented title
+        "",  # empty
+        "the the the the the the the the the the the the",  # looping
+        LLMError("server down"),
+    ],
+)
+def test_llm_reasons_replace_a_bad_reason_with_the_evidence(answer):
+    llm = FakeLLM([answer])
+    final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final][0]
+    assert (final.final, final.source) == (evidence_reason(GOODFELLAS), "evidence")
+
+
+def test_after_a_backend_failure_the_rest_of_the_turn_uses_evidence():
+    llm = FakeLLM([LLMError("timeout"), "A fine pick."])
+    finals = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS, TOY_STORY], "", "zh", KNOWN) if c.final]
+    assert [c.source for c in finals] == ["evidence", "evidence"] and len(llm.prompts) == 1
+    assert finals[1].final == evidence_reason(TOY_STORY, "zh")
+
+
+def test_without_an_llm_every_reason_comes_from_evidence():
+    finals = list(llm_reasons(None, PROMPTS, [GOODFELLAS, TOY_STORY], "", "en"))
+    assert [(c.item_id, c.delta, c.source) for c in finals] == [("gf", None, "evidence"), ("ts", None, "evidence")]
+
+
+CARDS = [
+    Card("gf", "Goodfellas", 0.9, year=1990, categories=["Crime", "Drama"]),
+    Card("c", "Casino", 0.8, year=1995, categories=["Crime", "Drama"]),
+    Card("h", "Heat", 0.7, year=1995, categories=["Action", "Crime"]),
+]
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("Three crime dramas from the 90s, led by Goodfellas.", "Three crime dramas from the 90s, led by Goodfellas."),
+        ("Three crime films, including Toy Story.", "3 picks, mostly Crime and Drama, from 1990 to 1995."),
+        ("A young man is kidnapped by thugs and forced to live in a small town.", "3 picks, mostly Crime and Drama, from 1990 to 1995."),
+        (LLMError("down"), "3 picks, mostly Crime and Drama, from 1990 to 1995."),
+    ],
+)
+def test_summarize_list_keeps_grounded_summaries_only(answer, expected):
+    assert summarize_list(FakeLLM([answer]), PROMPTS, CARDS, "en", "crime films", KNOWN) == expected
+
+
+@pytest.mark.parametrize(
+    "language, expected",
+    [("en", "3 picks, mostly Crime and Drama, from 1990 to 1995."), ("zh", "为你挑选了 3 项，以Crime、Drama为主，年份 1990–1995。")],
+)
+def test_evidence_summary(language, expected):
+    assert summarize_list(None, PROMPTS, CARDS, language) == expected == evidence_summary(CARDS, language)
+
+
+def test_summarize_item_falls_back_to_its_own_text():
+    item = GOODFELLAS.item
+    llm = FakeLLM(["Goodfellas follows Henry Hill and his life in the mob. It is a story by Martin Scorsese."])
+    assert summarize_item(llm, PROMPTS, item) == "Goodfellas follows Henry Hill and his life in the mob. It is a story by Martin Scorsese."
+    assert summarize_item(FakeLLM(["It stars Al Pacino."]), PROMPTS, item) == item.text
+    assert summarize_item(None, PROMPTS, Item("e", "Emma", year=1815)) == "Emma (1815)."
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('  "One. Two! Three?"  ', "One. Two!"),
+        ("No full stop", "No full stop"),
+        ("第一句。第二句。第三句。", "第一句。第二句。"),
+    ],
+)
+def test_clean_generated_keeps_the_first_sentences(text, expected):
+    assert clean_generated(text) == expected

@@ -1,0 +1,125 @@
+"""The local llama.cpp backend with the real embedded Gemma 3 270M (integration: loads the model)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+from assistant.errors import LLMError
+from assistant.explain import check_reason, evidence_reason, llm_reasons
+from assistant.ranking import LABELS, rank
+from prompts import Prompts, load_template
+from retrieval.records import Candidate, Evidence, Item
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "Question: Which letter comes first in the alphabet, A or B?\nAnswer:"
+
+
+@pytest.fixture(scope="module")
+def llm(embedded_model_path):
+    from assistant.llm.llama import LlamaCppLLM
+
+    model = LlamaCppLLM(embedded_model_path, n_ctx=2048, n_threads=2)
+    yield model
+    model.close()
+
+
+def test_the_embedded_model_is_a_base_model_read_with_completion_prompts(llm):
+    assert (llm.backend, llm.prompt_style, llm.context_window) == ("llama", "completion", 2048)
+    assert llm.count_tokens("hello world") == 2
+
+
+def test_rank_labels_are_single_tokens_with_and_without_a_space(llm):
+    for label, ids in zip(LABELS, llm.label_token_ids(LABELS)):
+        assert len(ids) == 2, label  # "A" and " A" are both one token
+
+
+def test_a_multi_token_label_is_refused(llm):
+    with pytest.raises(LLMError, match="single-token labels"):
+        llm.label_logprobs(QUESTION, ["Aardvarkiness"])
+
+
+def test_label_logprobs_for_twenty_labels_are_finite_log_probabilities(llm):
+    logprobs = llm.label_logprobs(QUESTION, LABELS[:20])
+    assert list(logprobs) == list(LABELS[:20])
+    assert all(math.isfinite(v) and v <= 0 for v in logprobs.values())
+    assert math.log(sum(math.exp(v) for v in logprobs.values())) <= 1e-6
+    assert max(logprobs, key=logprobs.get) == "A"
+
+
+def test_a_shared_prefix_is_read_once_and_gives_the_same_answer(llm):
+    head = "A list of facts about animals. " * 12
+    first = llm.label_logprobs(head + "\nThe cat says meow. True or false? Answer:", ["True", "False"])
+    before = dict(llm.stats)
+    llm.label_logprobs(head + "\nThe dog says moo. True or false? Answer:", ["True", "False"])
+    llm.label_logprobs("Something else entirely, to push the prefix out of the KV cache.", ["A"])
+    again = llm.label_logprobs(head + "\nThe cat says meow. True or false? Answer:", ["True", "False"])
+    read = llm.stats["evaluated_tokens"] - before["evaluated_tokens"]
+    total = llm.stats["prompt_tokens"] - before["prompt_tokens"]
+    assert read < total / 2  # the shared head came from the cache (or a saved snapshot of it)
+    assert again == pytest.approx(first, abs=1e-3)
+
+
+def test_concurrent_calls_take_turns(llm):
+    expected = llm.label_logprobs(QUESTION, ["A", "B"])
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(llm.label_logprobs(QUESTION, ["A", "B"]))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [pytest.approx(expected, abs=1e-3)] * 3
+
+
+def test_streaming_stops_at_the_stop_sequence(llm):
+    pieces = list(llm.stream("The capital of France is", max_tokens=16, stop=["\n", "."]))
+    assert len(pieces) >= 2 and "\n" not in "".join(pieces) and "." not in "".join(pieces)
+
+
+def test_chat_prompts_need_a_chat_template(llm):
+    with pytest.raises(LLMError, match="no chat template"):
+        llm.label_logprobs([{"role": "user", "content": "hi"}], ["A"])
+
+
+def test_json_schema_output_parses(llm):
+    template = load_template("understand", "completion")
+    prompt = template.render(message="I want a funny book from the 90s", last_list=[])
+    text = "".join(llm.stream(prompt, max_tokens=template.output.max_tokens, json_schema=template.output.json_schema))
+    request = json.loads(text)
+    assert request["intent"] in template.output.json_schema["properties"]["intent"]["enum"]
+    assert set(request) == set(template.output.json_schema["required"])
+
+
+GODFATHER = Item("h1", "The Godfather", categories=["Crime", "Drama"], year=1972)
+CANDIDATES = [
+    Candidate(Item("c1", "Goodfellas", categories=["Crime", "Drama"], year=1990, text="Henry Hill rises in the mob."), 0.9,
+              Evidence(near_history=[("h1", "The Godfather", 0.8)], shared_categories=["Crime", "Drama"])),
+    Candidate(Item("c2", "Toy Story", categories=["Animation", "Comedy"], year=1995, text="Toys come alive."), 0.5, Evidence()),
+]
+
+
+def test_a_reason_streams_and_is_checked(llm):
+    known = {"The Godfather", "Goodfellas", "Toy Story", "Casino", "Heat"}
+    chunks = list(llm_reasons(llm, Prompts.for_llm(llm), CANDIDATES, "a crime film", "en", known))
+    finals = {c.item_id: c for c in chunks if c.final is not None}
+    assert set(finals) == {"c1", "c2"}
+    assert any(c.delta for c in chunks)
+    for candidate in CANDIDATES:
+        final = finals[candidate.item.id]
+        if final.source == "llm":
+            assert check_reason(final.final, candidate, known)
+        else:
+            assert final.final == evidence_reason(candidate)
+
+
+def test_ranking_twenty_candidates_end_to_end(llm):
+    cands = [
+        Candidate(Item(f"c{i}", f"Film number {i}", categories=["Drama"], year=1980 + i), 1.0 - i / 100) for i in range(20)
+    ]
+    result = rank(llm, Prompts.for_llm(llm), [GODFATHER], cands, request="a drama", shuffles=2)
+    assert result.method == "logprobs" and result.fallback is None and result.passes == 2
+    assert len(result.candidates) == 20 and sum(result.llm_scores.values()) == pytest.approx(1.0)
