@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from typing import Iterator
 
 from assistant.errors import NotFoundError, RecassistError
@@ -279,6 +280,13 @@ class Agent:
             if note:
                 yield NoticeEvent(note)
         timer.lap("retrieve")
+        if not candidates and self.store.item_count() == 0:
+            text = (
+                "The catalog is empty. Load one with `recassist ingest-catalog FILE` "
+                "(or start with `recassist serve --demo` for the demo books)."
+            )
+            yield MessageEvent(text, "answer")
+            return
         if not candidates:
             text = "Nothing in the catalog matches all of that. Try loosening a constraint (for example a year range or a category)."
             yield MessageEvent(text, "answer")
@@ -364,7 +372,9 @@ class Agent:
                 "fallback": result.fallback,
             })
         note = f"Ranking fell back to retrieval order ({result.fallback})." if result.fallback else None
-        return result.candidates or candidates, note
+        # Cards show the blended score, so the order and the numbers agree.
+        ranked = [replace(c, score=result.scores.get(c.item.id, c.score)) for c in result.candidates]
+        return ranked or candidates, note
 
     def _reasons(self, shown: list[Candidate], profile, u, context, overrides, trace, state) -> Iterator[TurnEvent]:
         from assistant.explain import evidence_reason, llm_reasons

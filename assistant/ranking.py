@@ -29,7 +29,7 @@ from retrieval.records import Candidate, Item
 log = logging.getLogger(__name__)
 
 LABELS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # single tokens in Gemma's and OpenAI's tokenizers
-_MAX_CATEGORIES = 3
+_MAX_CATEGORIES = 2  # each costs ~2 tokens per line; two say enough
 
 
 @dataclass

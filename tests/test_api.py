@@ -10,6 +10,7 @@ fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from assistant.api import TurnState, collect, create_app, markdown_pieces, match_key, ui_login  # noqa: E402
+from assistant.engine import Engine  # noqa: E402
 from assistant.errors import ConfigError  # noqa: E402
 from assistant.events import (  # noqa: E402
     Card,
@@ -21,6 +22,8 @@ from assistant.events import (  # noqa: E402
     ReasonEvent,
     TextDelta,
 )
+from assistant.llm.fake import FakeLLM  # noqa: E402
+from assistant.settings import Settings  # noqa: E402
 
 ADMIN, ANA = "admin-key-0123456789", "ana-key-0123456789"
 KEYS = {ADMIN: "admin", ANA: "user:ana"}
@@ -37,12 +40,17 @@ def client(engine):
         yield c
 
 
-@pytest.fixture
-def keyed(make_engine):
-    """A client for a server with an admin key and a key bound to user ana."""
-    engine = make_engine(api_keys=KEYS)
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """A client for a server with an admin key and a key bound to user ana (shared: the auth table only reads statuses)."""
+    settings = Settings.load(
+        env={}, data_dir=tmp_path_factory.mktemp("keyed"), llm_backend="fake", embedding_backend="hash", api_keys=KEYS
+    )
+    engine = Engine(settings, llm=FakeLLM())
+    engine.load_demo(progress=False)
     with TestClient(create_app(engine, mount_ui=False), raise_server_exceptions=False) as c:
         yield c
+    engine.close()
 
 
 def sse_events(text: str) -> list[tuple[str | None, str]]:

@@ -136,3 +136,12 @@ def _shipped(stem: str) -> str:
     from prompts import shipped_dir
 
     return (shipped_dir() / f"{stem}.yaml").read_text(encoding="utf-8")
+
+
+def test_an_override_replaces_one_template_of_the_same_style():
+    prompts = Prompts("completion")
+    edited = parse_template(_shipped("summary.completion").replace("Sum up a list", "Summarise a list"), "<lab>")
+    prompts.override(edited)
+    assert "Summarise a list" in prompts.render("summary", **edited.examples())
+    with pytest.raises(PromptError, match="cannot override"):
+        prompts.override(load_template("rank", "chat"))
