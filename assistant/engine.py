@@ -87,6 +87,10 @@ class Engine:
 
                 try:
                     self._llm = create_llm(self.settings)
+                    if self._llm is not None and self._llm.backend == "openai" and self.settings.redact_pii:
+                        from assistant.llm.redact import RedactingLLM
+
+                        self._llm = RedactingLLM(self._llm)
                 except RecassistError as exc:
                     self._llm_error = str(exc)
                     log.warning("LLM unavailable, answering from retrieval alone: %s", exc)
