@@ -12,12 +12,14 @@ import ipaddress
 import itertools
 import json
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +50,7 @@ from assistant.events import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+REFIT_INTERVAL_S = 30.0  # at most this often new events trigger a refit of the collaborative signals
 FACADE_MODEL = "recassist"
 USER_HEADER = "X-Recassist-User"
 SESSION_HEADER = "X-Recassist-Session"
@@ -57,8 +60,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+USER_ID_PATTERN = r"^[\w.@:-]{1,128}$"  # the agent's rule for user ids, checked here for a 422 naming the field
+USER_ID_HELP = "1-128 letters, digits or . _ - @ :"
+
+
+UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description=USER_ID_HELP)]
+
+
 def _user_id():
-    return Field(pattern=r"^[\w.@:-]{1,128}$", description="1-128 letters, digits or . _ - @ :", examples=["alice"])
+    return Field(pattern=USER_ID_PATTERN, description=USER_ID_HELP, examples=["alice"])
 
 
 class ChatRequest(_Strict):
@@ -139,7 +149,9 @@ class Interest(_Strict):
 
 
 class ProfilePatch(_Strict):
-    interests: list[Interest] | None = Field(default=None, description="interests to set (replaces earlier corrections)")
+    interests: list[Interest] | None = Field(
+        default=None, description="interests to set (replaces earlier corrections)"
+    )
     summary: str | None = Field(default=None, max_length=1000)
     dislikes: list[str] | None = None
     removed_interests: list[str] | None = Field(default=None, description="derived interests to drop")
@@ -251,6 +263,7 @@ class TurnState:
 
 
 def collect(events: Iterable) -> TurnState:
+    """Fold a whole turn (the non-streaming answer)."""
     state = TurnState()
     for event in events:
         state.apply(event)
@@ -464,9 +477,20 @@ class BodyLimit:
 
     async def _reject(self, send):
         body = json.dumps(
-            {"error": {"type": "payload_too_large", "message": f"request body is over {self.limit} bytes; send smaller batches"}}
+            {
+                "error": {
+                    "type": "payload_too_large",
+                    "message": f"request body is over {self.limit} bytes; send smaller batches",
+                }
+            }
         ).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -495,6 +519,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
     api_keys = dict(settings.api_keys)
     require_keys_off_loopback(host, api_keys)
     authenticate = _authenticator(api_keys)
+    refresher = Refresher(engine)
 
     app = FastAPI(
         title="recassist",
@@ -526,6 +551,10 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error_response(ApiError(exc.status_code, type_, str(exc.detail)))
 
+    @app.exception_handler(ValueError)
+    async def _bad_value(request: Request, exc: ValueError):
+        return _error_response(error_of(exc))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         return _error_response(error_of(exc))
@@ -547,12 +576,19 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         "/v1/chat",
         tags=["chat"],
         response_model=ChatResponse,
-        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "JSON, or SSE when stream is true: 'event: <type>' + 'data: <json>' per turn event."}},
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "JSON, or SSE when stream is true: 'event: <type>' + 'data: <json>' per turn event.",
+            }
+        },
     )
     def chat(body: ChatRequest, principal: Principal = Depends(authenticate)):
         """One chat turn: a short list with reasons and a summary (SSE when `stream` is true)."""
         require_user(principal, body.user_id)
-        events = _primed(agent().respond(body.user_id, body.message, session_id=body.session_id, context=body.context, k=body.k))
+        events = _primed(
+            agent().respond(body.user_id, body.message, session_id=body.session_id, context=body.context, k=body.k)
+        )
         if body.stream:
             return StreamingResponse(_sse_events(events), media_type="text/event-stream", headers=_SSE_HEADERS)
         state = collect(events)
@@ -580,9 +616,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         )
 
     @app.post("/v1/events", tags=["ingest"], response_model=EventsResponse)
-    def post_events(
-        body: dict[str, Any] | list[dict[str, Any]], principal: Principal = Depends(authenticate)
-    ):
+    def post_events(body: dict[str, Any] | list[dict[str, Any]], principal: Principal = Depends(authenticate)):
         """Record behaviour: one event object or a list {user_id, type, item_id?, timestamp?, value?, text?}."""
         from retrieval.ingest import events_from_dicts
 
@@ -590,12 +624,14 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         if principal.role != "admin":
             others = sorted({str(r.get("user_id")) for r in rows if r.get("user_id") != principal.user_id})
             if others:
-                raise ApiError(403, "forbidden", f"this API key may only send events for {principal.user_id!r}, not {others[:3]}")
+                raise ApiError(
+                    403, "forbidden", f"this API key may only send events for {principal.user_id!r}, not {others[:3]}"
+                )
         store = engine.store
         events, rejects = events_from_dicts(rows, _known_item_ids(store, rows))
         new = store.add_events(events) if events else 0
         if new:
-            _refresh_after_events(engine)
+            refresher.request()
         return EventsResponse(accepted=len(events), new=new, rejected=[_rejection(r) for r in rejects])
 
     @app.put("/v1/items", tags=["ingest"], response_model=ItemsResponse)
@@ -614,19 +650,19 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         )
 
     @app.get("/v1/users/{user_id}/profile", tags=["users"], response_model=Profile)
-    def get_profile(user_id: str, principal: Principal = Depends(authenticate)):
+    def get_profile(user_id: UserIdPath, principal: Principal = Depends(authenticate)):
         """The user's interests, dislikes and summary as the assistant sees them."""
         require_user(principal, user_id)
         return agent().get_profile(user_id)
 
     @app.patch("/v1/users/{user_id}/profile", tags=["users"], response_model=Profile)
-    def patch_profile(user_id: str, patch: ProfilePatch, principal: Principal = Depends(authenticate)):
+    def patch_profile(user_id: UserIdPath, patch: ProfilePatch, principal: Principal = Depends(authenticate)):
         """Correct the profile: set interests, summary or dislikes (fields left out stay as they are)."""
         require_user(principal, user_id)
         return agent().update_profile(user_id, patch.model_dump(exclude_none=True))
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
-    def delete_user(user_id: str, principal: Principal = Depends(authenticate)) -> dict:
+    def delete_user(user_id: UserIdPath, principal: Principal = Depends(authenticate)) -> dict:
         """Forget a user everywhere (events, conversations, profile, vectors); returns counts removed."""
         require_user(principal, user_id)
         return {"user_id": user_id, "deleted": agent().delete_user(user_id)}
@@ -641,7 +677,10 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
     @app.get("/v1/models", tags=["openai"])
     def models(principal: Principal = Depends(authenticate)) -> dict:
         """OpenAI-compatible model list (one model: the assistant)."""
-        return {"object": "list", "data": [{"id": FACADE_MODEL, "object": "model", "created": 0, "owned_by": "recassist"}]}
+        return {
+            "object": "list",
+            "data": [{"id": FACADE_MODEL, "object": "model", "created": 0, "owned_by": "recassist"}],
+        }
 
     @app.post("/v1/chat/completions", tags=["openai"])
     def chat_completions(
@@ -661,14 +700,18 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
             raise ApiError(422, "validation_error", "messages: needs at least one non-empty user message")
         # A conversation is identified by its user and its first message, so a client that resends the
         # whole history each turn stays in one session, and a new conversation starts a new one.
-        session_id = x_recassist_session or "oai-" + hashlib.sha1(f"{user_id}\x1f{user_texts[0]}".encode()).hexdigest()[:16]
+        session_id = (
+            x_recassist_session or "oai-" + hashlib.sha1(f"{user_id}\x1f{user_texts[0]}".encode()).hexdigest()[:16]
+        )
         events = _primed(agent().respond(user_id, user_texts[-1], session_id=session_id))
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = body.model or FACADE_MODEL
         if body.stream:
             return StreamingResponse(
-                _completion_chunks(events, completion_id, created, model), media_type="text/event-stream", headers=_SSE_HEADERS
+                _completion_chunks(events, completion_id, created, model),
+                media_type="text/event-stream",
+                headers=_SSE_HEADERS,
             )
         recorder = _Recorder(events)
         content = "".join(markdown_pieces(recorder, stream=False)).strip()
@@ -682,7 +725,11 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
             "created": created,
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
             "recassist": {
                 "session_id": state.done.session_id if state.done else session_id,
                 "items": [_item_fields(d) for d in state.items()],
@@ -707,7 +754,14 @@ def _mount_ui(app: FastAPI, engine, api_keys: dict[str, str]) -> None:
         kwargs["auth"] = ui_login(api_keys)
         kwargs["auth_message"] = "Sign in with your user id and API key (admins: user 'admin' and an admin key)."
     gr.mount_gradio_app(
-        app, blocks, path="/", footer_links=["settings"], run_history=False, theme=style["theme"], css=style["css"], **kwargs
+        app,
+        blocks,
+        path="/",
+        footer_links=["settings"],
+        run_history=False,
+        theme=style["theme"],
+        css=style["css"],
+        **kwargs,
     )
 
 
@@ -804,10 +858,41 @@ def _known_item_ids(store, rows: list[dict]) -> set[str]:
     return set(store.get_items(wanted)) if wanted else set()
 
 
-def _refresh_after_events(engine) -> None:
-    """New behaviour moves the collaborative signals; refit them when the retriever is already built."""
-    if "retriever" in engine.__dict__:
-        engine.retriever.refit(engine.store)
+class Refresher:
+    """Refits popularity and collaborative signals in the background after new events.
+
+    A refit reads every event, so it runs at most once per `interval_s` and never inside a request;
+    a user's own new events count at once anyway (retrieval reads their history live).
+    """
+
+    def __init__(self, engine, interval_s: float = REFIT_INTERVAL_S):
+        self.engine, self.interval_s = engine, interval_s
+        self._lock = threading.Lock()
+        self._running = threading.Lock()
+        self._scheduled = False
+        self._last = float("-inf")
+
+    def request(self) -> None:
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+            delay = max(0.0, self._last + self.interval_s - time.monotonic())
+        timer = threading.Timer(delay, self._run)
+        timer.daemon = True
+        timer.start()
+
+    def _run(self) -> None:
+        with self._running:
+            with self._lock:
+                self._scheduled = False  # events from now on schedule the next refit
+            try:
+                if "retriever" in self.engine.__dict__:  # not built yet: it fits itself when first used
+                    self.engine.retriever.refit(self.engine.store)
+            except RecassistError as exc:
+                log.warning("refreshing the collaborative signals after new events failed: %s", exc)
+            finally:
+                self._last = time.monotonic()
 
 
 def serve(engine, host: str | None = None, port: int | None = None) -> None:
@@ -818,5 +903,8 @@ def serve(engine, host: str | None = None, port: int | None = None) -> None:
     port = port or engine.settings.port
     app = create_app(engine, host=host)
     shown = f"[{host}]" if ":" in host else host
-    print(f"recassist {__version__}: UI at http://{shown}:{port}/  API at http://{shown}:{port}/v1  docs at http://{shown}:{port}/docs", flush=True)
+    print(
+        f"recassist {__version__}: UI at http://{shown}:{port}/  API at http://{shown}:{port}/v1  docs at http://{shown}:{port}/docs",
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")

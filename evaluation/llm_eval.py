@@ -12,6 +12,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -27,35 +28,63 @@ SHUFFLES = {"llm": 2, "llm-noshuffle": 1}
 
 
 class RecordingLLM:
-    """Wraps an LLM: answers repeated prompts from memory and times the real calls."""
+    """Wraps an LLM: answers repeated prompts from memory and times the real calls.
 
-    def __init__(self, llm):
+    With `cache_file`, answers also persist as JSON lines keyed by model and prompt, so an
+    interrupted run resumes where it stopped and a re-run with a larger user sample only asks
+    the model about the new users (a changed prompt template is simply a new key).
+    """
+
+    def __init__(self, llm, cache_file: Path | None = None):
         self.inner = llm
         for name in ("backend", "model", "prompt_style", "context_window", "supports_logprobs", "supports_json_schema"):
             setattr(self, name, getattr(llm, name))
         self._answers: dict[str, object] = {}
         self._tokens: dict[str, int] = {}
         self.calls: list[dict] = []  # one per real call: kind, ms, prompt_tokens
+        self.cache_file = cache_file
+        self.reused = 0  # answers served from the cache file
+        if cache_file is not None and cache_file.is_file():
+            with cache_file.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        key, answer = json.loads(line)
+                    except (json.JSONDecodeError, ValueError):
+                        continue  # a line cut short by an interrupted run
+                    self._answers[key] = answer
+        self._from_file = set(self._answers)
 
-    @staticmethod
-    def _key(kind: str, prompt, extra) -> str:
-        return json.dumps([kind, prompt, extra], sort_keys=True, ensure_ascii=False, default=str)
+    def _key(self, kind: str, prompt, extra) -> str:
+        return json.dumps([self.backend, self.model, kind, prompt, extra], sort_keys=True, ensure_ascii=False, default=str)
+
+    def _remember(self, key: str, answer) -> None:
+        self._answers[key] = answer
+        if self.cache_file is not None:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.cache_file.open("a", encoding="utf-8") as f:
+                f.write(json.dumps([key, answer], ensure_ascii=False) + "\n")
+
+    def _hit(self, key: str) -> bool:
+        if key in self._from_file:
+            self._from_file.discard(key)
+            self.reused += 1
+        return key in self._answers
 
     def label_logprobs(self, prompt, labels: Sequence[str]) -> dict[str, float]:
         key = self._key("labels", prompt, list(labels))
-        if key not in self._answers:
+        if not self._hit(key):
             began = time.perf_counter()
-            self._answers[key] = self.inner.label_logprobs(prompt, labels)
+            self._remember(key, self.inner.label_logprobs(prompt, labels))
             self.calls.append({"kind": "label_logprobs", "ms": (time.perf_counter() - began) * 1000,
                                "prompt_tokens": self.count_tokens(_text(prompt))})
         return dict(self._answers[key])
 
     def stream(self, prompt, *, max_tokens: int, stop=None, temperature: float = 0.0, json_schema=None):
         key = self._key("stream", prompt, [max_tokens, stop, temperature, json_schema])
-        if key not in self._answers:
+        if not self._hit(key):
             began = time.perf_counter()
             text = "".join(self.inner.stream(prompt, max_tokens=max_tokens, stop=stop, temperature=temperature, json_schema=json_schema))
-            self._answers[key] = text
+            self._remember(key, text)
             self.calls.append({"kind": "stream", "ms": (time.perf_counter() - began) * 1000,
                                "prompt_tokens": self.count_tokens(_text(prompt)),
                                "output_tokens": self.count_tokens(text)})
@@ -83,6 +112,7 @@ class LLMRun:
     outcomes: list[dict] = field(default_factory=list)  # validity facts per recorded rank() call
     rank_ms: list[float] = field(default_factory=list)  # rank() wall time with all orders, real calls
     prompt_tokens: list[int] = field(default_factory=list)  # tokens of one rank prompt
+    reused: int = 0  # model answers taken from the persistent cache instead of the model
 
 
 def history_items(stage: Stage, row: int, items: list[Item]) -> list[Item]:
@@ -107,6 +137,7 @@ def run_llm_stage(
     blends: Sequence[float],
     seed: int,
     progress: bool = False,
+    cache_file: Path | None = None,
 ) -> LLMRun:
     """Re-rank the base variant's candidates for each sampled user under each protocol.
 
@@ -114,7 +145,7 @@ def run_llm_stage(
     """
     from assistant.ranking import rank
 
-    recorder = RecordingLLM(llm)
+    recorder = RecordingLLM(llm, cache_file)
     items = split.items
     run = LLMRun(stage.name, [stage.user_ids[r] for r in rows])
     most_orders = max(SHUFFLES[v] for v in variants)
@@ -136,9 +167,10 @@ def run_llm_stage(
                 shown = shown[np.lexsort((keys[shown], -scores[shown]))]
                 base_rank = metrics.MISSING
             candidates = [Candidate(items[j], float(scores[j])) for j in shown]
-            began = time.perf_counter()
+            began, real_calls = time.perf_counter(), len(recorder.calls)
             recorded = rank(recorder, prompts, history, candidates, shuffles=most_orders, blend=1.0, seed=seed)
-            run.rank_ms.append((time.perf_counter() - began) * 1000)
+            if len(recorder.calls) > real_calls:  # answers from the cache file are not a latency
+                run.rank_ms.append((time.perf_counter() - began) * 1000)
             run.prompt_tokens.append(recorded.prompt_tokens)
             run.outcomes.append(_outcome(recorded, len(candidates), protocol))
             for variant in variants:
@@ -160,6 +192,7 @@ def run_llm_stage(
             if protocol == "a":
                 run.top[(protocol, variant, blend)] = tops[(variant, blend)]
     run.outcomes.extend({"real_call": c} for c in recorder.calls)
+    run.reused = recorder.reused
     return run
 
 

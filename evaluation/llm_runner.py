@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 
@@ -14,6 +15,10 @@ log = logging.getLogger(__name__)
 
 PURE = "llm-only"  # the shuffled LLM order alone (blend 1), as LLMRank's zero-shot rows
 BASE = "hybrid [LLM sample]"  # the base on the same users, for a fair comparison
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text))[-80:]
 
 
 def build_llm(cfg: EvalConfig):
@@ -34,6 +39,7 @@ def build_llm(cfg: EvalConfig):
         prompts = Prompts.for_llm(llm, settings.prompt_variant, settings.prompt_variants_dir)
     except (RecassistError, ImportError) as exc:
         return None, None, f"the {cfg.backend} backend could not be loaded ({exc})"
+    cfg.llm = llm  # load the model once per run: the conversations reuse it
     return llm, prompts, None
 
 
@@ -52,6 +58,7 @@ def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybr
             llm=llm, prompts=prompts, split=split, stage=stage, rows=rows,
             base_scores=hybrid.scores(stage, rows), keys=keys, negatives=negatives,
             variants=names, protocols=wanted, blends=tuning.BLEND_GRID, seed=cfg.seed, progress=cfg.progress,
+            cache_file=cfg.work_dir / "llm-cache" / f"{llm.backend}-{_slug(llm.model)}.jsonl",
         )
     chosen: dict[str, float] = {}
     curve: dict[str, list[dict]] = {}
@@ -93,6 +100,9 @@ def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybr
     most = max(llm_eval.SHUFFLES[v] for v in names)
     results["latency_ms"][f"rank: LLM, {most} order(s)"] = _latency(rank_ms, f"{llm.backend}, real model calls")
     results["latency_ms"]["rank: one LLM forward pass"] = _latency(np.array([c["ms"] for c in calls]), "per call")
+    reused = sum(run.reused for run in runs.values())
+    if reused:
+        results["latency_ms"][f"rank: LLM, {most} order(s)"]["note"] += f" ({reused} answers reused from the cache: those calls are not timed)"
     results["llm"] = {
         "backend": llm.backend,
         "model": llm.model,

@@ -105,9 +105,10 @@ def _latency(values: np.ndarray, note: str) -> dict:
 
 
 def _sample(rows: np.ndarray, n: int | None, seed: int, salt: int) -> np.ndarray:
+    """A seeded sample of n rows; samples are nested (the first 50 of a 200 sample are the 50 sample)."""
     if n is None or n >= len(rows):
         return rows
-    return np.sort(np.random.default_rng([seed, salt]).choice(rows, size=n, replace=False))
+    return np.sort(np.random.default_rng([seed, salt]).permutation(rows)[:n])
 
 
 def run(cfg: EvalConfig) -> dict:
@@ -134,10 +135,11 @@ def run(cfg: EvalConfig) -> dict:
 
     vectors = content_vectors(split.items, embedder, cfg.work_dir / "vectors", progress=cfg.progress)
 
-    knobs = choose_knobs(stages["valid"], rows, keys, vectors, cfg, results)
     batched = [v for v in cfg.variants if v in BASE_VARIANTS and v != "retriever"]
+    llm_names = [v for v in cfg.variants if v in LLM_VARIANTS]
+    knobs = choose_knobs(stages["valid"], rows, keys, vectors, cfg, results) if batched or llm_names else {}
     # The hybrid is also the LLM's base and the reference in paired comparisons.
-    built = {name: build_batched(name, knobs, vectors, split) for name in dict.fromkeys([*batched, "hybrid", "sequential"])}
+    built = {name: build_batched(name, knobs, vectors, split) for name in dict.fromkeys([*batched, "hybrid", "sequential"])} if knobs else {}
     per_user: dict[tuple[str, str, str], protocols.Ranking] = {}
     for name in batched:
         variant = built[name]
@@ -159,7 +161,6 @@ def run(cfg: EvalConfig) -> dict:
 
         run_product_retriever(cfg, split, stages, rows, keys, want_a, results, per_user, embedder, vectors)
 
-    llm_names = [v for v in cfg.variants if v in LLM_VARIANTS]
     llm_rows = _sample(rows, cfg.llm_users, cfg.seed, salt=2)
     if llm_names:
         from evaluation.llm_runner import run_llm_variants

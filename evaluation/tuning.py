@@ -28,7 +28,7 @@ HYBRID_GRID = {
     "content": (0.0, 0.05, 0.1, 0.2),
     "popularity": (0.0, 0.05, 0.1),
 }
-BLEND_GRID = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
+BLEND_GRID = tuple(round(float(x), 2) for x in np.linspace(0.0, 1.0, 11))
 
 
 @dataclass

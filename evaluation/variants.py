@@ -46,10 +46,12 @@ class MatrixVariant:
 
 
 def parse_variants(text: str | Sequence[str]) -> list[str]:
-    """'popularity,hybrid,llm' -> names, checked; 'all' means every variant."""
+    """'popularity,hybrid,llm' -> names, checked; 'all' means every variant, 'none' no variant (conversations only)."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     if names == ["all"]:
         return list(DEFAULT_VARIANTS)
+    if names == ["none"]:
+        return []
     known = set(DEFAULT_VARIANTS)
     unknown = [n for n in names if n not in known]
     if unknown:

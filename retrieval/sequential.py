@@ -1,49 +1,141 @@
-"""Sequential co-occurrence: what people consumed right after the items this user just had."""
+"""Sequential signal: what people consumed right after the items this user just had.
+
+T[a, b] counts b following a within `window` steps of one user's time-ordered history (each
+step further away counts `step_decay` times less; b *before* a counts `backward` times as
+much). Rows are divided by (out-degree ** source_power) and columns by (popularity **
+target_power), so a blockbuster neither shouts from every row nor wins every column. A user's
+score for b sums T[h, b] over their `last` items h, the newest weighing 1, the one before it
+`decay`, and so on.
+
+Defaults were chosen on MovieLens-small validation items (evaluation/bench_retrieval.py
+quality): this alone reaches NDCG@10 ~0.08 with leave-one-out over all 9.7k items.
+"""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from typing import Iterable
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
 
 from retrieval.records import Event
 
-POSITIVE_MIN_WEIGHT = 0.0  # events with a weight below this (dislikes) do not form transitions
+# Explicit "no" feedback does not mean the item was consumed; a low rating does (it was watched
+# or read), and keeping low-rated items in the sequences measured slightly better.
+NOT_CONSUMED = frozenset({"dislike", "not_interested", "search"})
+
+
+def consumed(event: Event) -> bool:
+    """Does this event say the user had this item (for sequences)?"""
+    return bool(event.item_id) and event.type not in NOT_CONSUMED
 
 
 class SequentialModel:
-    """Item-to-next-item transition counts within a small window, read with a recency decay."""
+    """Item-to-next-item transitions fitted from every user's ordered history."""
 
-    def __init__(self, window: int = 3, decay: float = 0.7, history: int = 5):
-        self.window = window  # how many following items count as "next"
-        self.decay = decay  # weight of the k-th older history item: decay ** k
-        self.history = history  # how many recent history items seed the scores
-        self.next: dict[str, Counter] = {}
+    def __init__(
+        self,
+        window: int = 10,
+        step_decay: float = 0.8,
+        backward: float = 0.25,
+        source_power: float = 0.5,
+        target_power: float = 0.25,
+        last: int = 10,
+        decay: float = 0.7,
+    ):
+        self.window = window
+        self.step_decay = step_decay
+        self.backward = backward
+        self.source_power = source_power
+        self.target_power = target_power
+        self.last = last
+        self.decay = decay
+        # (item ids, id -> row, CSR transitions) swapped in whole by fit, so a reader running
+        # during a refit sees either the old model or the new one, never a mix.
+        self._state: tuple[list[str], dict[str, int], object] = ([], {}, None)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return self._state[0]
+
+    @property
+    def fitted(self) -> bool:
+        matrix = self._state[2]
+        return matrix is not None and matrix.nnz > 0
 
     def fit(self, events: Iterable[Event]) -> "SequentialModel":
-        """Learn transitions from all users' time-ordered positive events."""
+        """Learn transitions from events (any order): each user's consumed items by time."""
         per_user: dict[str, list[tuple[float, str]]] = defaultdict(list)
         for event in events:
-            if event.item_id and event.weight > POSITIVE_MIN_WEIGHT:
+            if consumed(event):
                 per_user[event.user_id].append((event.timestamp, event.item_id))
-        transitions: dict[str, Counter] = defaultdict(Counter)
-        for sequence in per_user.values():
-            sequence.sort()
-            items = [item for _, item in sequence]
-            for i, item in enumerate(items):
-                for gap, nxt in enumerate(items[i + 1 : i + 1 + self.window]):
-                    if nxt != item:
-                        transitions[item][nxt] += 1.0 / (gap + 1)
-        self.next = dict(transitions)
+        sequences = []
+        for timeline in per_user.values():
+            timeline.sort(key=lambda pair: pair[0])  # stable: same-second events keep their order
+            sequences.append(list(dict.fromkeys(item for _, item in timeline)))  # first time each item
+        return self.fit_sequences(sequences)
+
+    def fit_sequences(self, sequences: Iterable[Sequence[str]]) -> "SequentialModel":
+        """Learn transitions from item-id sequences, oldest first."""
+        import scipy.sparse as sp
+
+        index: dict[str, int] = {}
+        coded = [np.array([index.setdefault(i, len(index)) for i in seq], dtype=np.int64) for seq in sequences]
+        n = len(index)
+        src, dst, val = [], [], []
+        for seq in coded:
+            for gap in range(1, self.window + 1):
+                if len(seq) <= gap:
+                    break
+                weight = self.step_decay ** (gap - 1)
+                src.append(seq[:-gap])
+                dst.append(seq[gap:])
+                val.append(np.full(len(seq) - gap, weight, dtype=np.float32))
+                if self.backward:
+                    src.append(seq[gap:])
+                    dst.append(seq[:-gap])
+                    val.append(np.full(len(seq) - gap, weight * self.backward, dtype=np.float32))
+        if src:
+            matrix = sp.csr_matrix(
+                (np.concatenate(val), (np.concatenate(src), np.concatenate(dst))), shape=(n, n), dtype=np.float32
+            )
+            matrix.sum_duplicates()
+            out_degree = np.asarray(matrix.sum(axis=1)).ravel()
+            popularity = np.bincount(np.concatenate(coded), minlength=n).astype(np.float32) + 1.0
+            matrix = (
+                sp.diags((1.0 / np.maximum(out_degree, 1e-9) ** self.source_power).astype(np.float32))
+                @ matrix
+                @ sp.diags((1.0 / popularity**self.target_power).astype(np.float32))
+            ).tocsr()
+        else:
+            matrix = sp.csr_matrix((n, n), dtype=np.float32)
+        self._state = (list(index), index, matrix)
         return self
 
-    def scores(self, recent_items: list[str], n: int = 200) -> dict[str, float]:
-        """Scores of likely next items given the user's recent positive items (newest last)."""
-        total: Counter = Counter()
-        for age, item in enumerate(reversed(recent_items[-self.history :])):
-            following = self.next.get(item)
-            if not following:
-                continue
-            norm = sum(following.values())
-            for nxt, count in following.items():
-                total[nxt] += (self.decay**age) * count / norm
-        return dict(total.most_common(n))
+    def score_array(self, recent_items: Sequence[str]) -> np.ndarray:
+        """Scores for every item in `item_ids` given the user's recent items (newest last)."""
+        return self._score(self._state, recent_items)
+
+    def _score(self, state, recent_items: Sequence[str]) -> np.ndarray:
+        item_ids, index, matrix = state
+        scores = np.zeros(len(item_ids), dtype=np.float32)
+        if matrix is None:
+            return scores
+        recent = list(dict.fromkeys(reversed(list(recent_items))))[: self.last]  # newest first, unique
+        rows = [index[i] for i in recent if i in index]
+        ages = [age for age, i in enumerate(recent) if i in index]
+        if rows:
+            weights = (self.decay ** np.asarray(ages, dtype=np.float32)).astype(np.float32)
+            scores = np.asarray(matrix[rows].T @ weights, dtype=np.float32).ravel()
+        return scores
+
+    def scores(self, recent_items: Sequence[str], n: int = 200) -> dict[str, float]:
+        """The n best next items (id -> score > 0), best first, given recent items (newest last)."""
+        state = self._state
+        scores = self._score(state, recent_items)
+        item_ids = state[0]
+        positive = np.flatnonzero(scores > 0)
+        if len(positive) > n:
+            positive = positive[np.argpartition(-scores[positive], n - 1)[:n]]
+        best = positive[np.argsort(-scores[positive], kind="stable")]
+        return {item_ids[j]: float(scores[j]) for j in best}

@@ -1,7 +1,8 @@
-"""Chroma collections behind one small class: embedded on disk or a `chroma run` server."""
+"""Chroma collections behind one small class, embedded on disk or behind a `chroma run` server."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -9,129 +10,220 @@ import numpy as np
 from assistant.errors import StoreError
 from retrieval.embeddings import ChromaEmbeddingFunction, Embedder
 
-_BATCH = 4000  # under Chroma's max batch size
+FALLBACK_BATCH = 4000  # used when the client cannot tell its max batch size (5461 in Chroma 1.5)
+PAGE = 10_000  # ids per page when listing a whole collection
 
 
 def open_chroma(mode: str, path: str | None = None, host: str | None = None, port: int | None = None):
-    """A Chroma client: PersistentClient(path) or HttpClient(host, port), telemetry off."""
+    """A Chroma client: `PersistentClient(path)` or `HttpClient(host, port)`, telemetry off."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False)
     if mode == "persistent":
-        return chromadb.PersistentClient(path=str(path), settings=settings)
-    if mode == "http":
+        if not path:
+            raise StoreError("Chroma persistent mode needs a path (set RECASSIST_DATA_DIR)")
         try:
-            client = chromadb.HttpClient(host=host, port=int(port), settings=settings)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except Exception as exc:
+            raise StoreError(f"cannot open the Chroma store in {path}: {type(exc).__name__}: {exc}") from None
+    if mode == "http":
+        host, port = host or "127.0.0.1", int(port or 8000)
+        try:
+            client = chromadb.HttpClient(host=host, port=port, settings=settings)
             client.heartbeat()
         except Exception as exc:
-            raise StoreError(_unreachable(host, port, exc)) from None
+            raise StoreError(unreachable_message(host, port, exc)) from None
         return client
-    raise StoreError(f"unknown Chroma mode {mode!r}; use 'persistent' or 'http' (RECASSIST_CHROMA_MODE)")
+    raise StoreError(f"unknown Chroma mode {mode!r}; set RECASSIST_CHROMA_MODE to 'persistent' or 'http'")
 
 
-def _unreachable(host, port, exc) -> str:
+def unreachable_message(host, port, exc: BaseException | None = None) -> str:
+    why = f" ({type(exc).__name__})" if exc is not None else ""
     return (
-        f"Chroma server at {host}:{port} is not reachable ({type(exc).__name__}); start it with "
+        f"Chroma server at {host}:{port} is not reachable{why}; start it with "
         f"`chroma run --path DIR --host {host} --port {port}` or set RECASSIST_CHROMA_MODE=persistent"
     )
 
 
-class _PrecomputedOnly:
-    """Embedding function for collections we always fill with vectors (Chroma's default downloads)."""
-
-    def __call__(self, input):  # noqa: A002
-        raise StoreError("this collection stores precomputed vectors; pass embeddings explicitly")
-
-    def name(self) -> str:
-        return "recassist-precomputed"
-
-    def is_legacy(self) -> bool:
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - chromadb depends on httpx
         return False
-
-    def get_config(self) -> dict:
-        return {}
-
-    @staticmethod
-    def build_from_config(config):
-        return _PrecomputedOnly()
+    # Chroma raises httpx errors from calls, and a ValueError("Could not connect ...") when opening.
+    return isinstance(exc, (httpx.TransportError, ConnectionError)) or "could not connect" in str(exc).lower()
 
 
 class VectorIndex:
-    """One Chroma collection (cosine space) of item vectors keyed by item id."""
+    """One Chroma collection of item vectors (cosine space), keyed by item id.
+
+    The collection handle is opened lazily and dropped after any failure, so a Chroma server
+    that went away and came back is picked up again by the next call.
+    """
 
     def __init__(self, client, name: str, embedder: Embedder | None = None):
         self.client = client
         self.name = name
         self.embedder = embedder
         self._collection = None
+        self._batch: int | None = None
+
+    def __repr__(self) -> str:
+        return f"VectorIndex({self.name!r})"
 
     @property
     def collection(self):
-        # Opened lazily and re-opened after a failure, so a restarted server is picked up again.
         if self._collection is None:
-            function = ChromaEmbeddingFunction(self.embedder) if self.embedder is not None else _PrecomputedOnly()
-            try:
-                self._collection = self.client.get_or_create_collection(
-                    self.name, embedding_function=function, metadata={"hnsw:space": "cosine"}
+            # Our embedding function (or none for precomputed-only collections): Chroma's default
+            # would download a model at run time and fail offline.
+            function = ChromaEmbeddingFunction(self.embedder) if self.embedder is not None else None
+            with warnings.catch_warnings():
+                # Chroma stores our function as a "legacy" config (nothing to rebuild it from on
+                # the server side), which is what we want: every caller passes it again.
+                warnings.filterwarnings("ignore", "legacy embedding function config", DeprecationWarning)
+                self._collection = self._guard(
+                    "open",
+                    lambda: self.client.get_or_create_collection(
+                        self.name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+                    ),
                 )
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"cannot open Chroma collection {self.name!r}: {exc}") from None
         return self._collection
 
-    def _call(self, method: str, **kwargs):
+    def _guard(self, what: str, call):
         try:
-            return getattr(self.collection, method)(**kwargs)
+            return call()
         except StoreError:
             raise
         except Exception as exc:
             self._collection = None
-            raise StoreError(f"Chroma {method} on {self.name!r} failed: {type(exc).__name__}: {exc}") from None
+            raise StoreError(self._explain(what, exc)) from None
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadatas: list[dict] | None = None, documents: list[str] | None = None) -> None:
-        for start in range(0, len(ids), _BATCH):
-            end = start + _BATCH
-            kwargs = {"ids": list(ids[start:end]), "embeddings": np.asarray(vectors[start:end], dtype=np.float32)}
+    def _explain(self, what: str, exc: BaseException) -> str:
+        settings = getattr(self.client, "get_settings", lambda: None)()
+        host = getattr(settings, "chroma_server_host", None)
+        if host and _is_connection_error(exc):
+            return unreachable_message(host, settings.chroma_server_http_port, exc)
+        text = str(exc)
+        hint = ""
+        if "dimension" in text.lower():
+            hint = (
+                f"; the collection {self.name!r} holds vectors of another size (a different embedding "
+                "model?): use a collection named after the model, or delete this one and re-index"
+            )
+        return f"Chroma {what} on collection {self.name!r} failed: {type(exc).__name__}: {text}{hint}"
+
+    def _call(self, method: str, **kwargs):
+        collection = self.collection
+        return self._guard(method, lambda: getattr(collection, method)(**kwargs))
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch is None:
+            try:
+                self._batch = max(1, min(int(self.client.get_max_batch_size()), 50_000))
+            except Exception:  # an old server without the endpoint
+                self._batch = FALLBACK_BATCH
+        return self._batch
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray | None = None,
+        metadatas: list[dict] | None = None,
+        documents: list[str] | None = None,
+    ) -> None:
+        """Insert or replace vectors (embedded from `documents` by our embedder when not given)."""
+        ids = list(ids)
+        if not ids:
+            return
+        if vectors is None:
+            if documents is None or self.embedder is None:
+                raise StoreError(f"upsert into {self.name!r} needs vectors, or documents and an embedder")
+            vectors = self.embedder(documents)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(vectors) != len(ids):
+            raise StoreError(f"upsert into {self.name!r}: {len(ids)} ids but {len(vectors)} vectors")
+        step = self.batch_size
+        for start in range(0, len(ids), step):
+            end = start + step
+            kwargs = {"ids": ids[start:end], "embeddings": vectors[start:end]}
             if metadatas is not None:
-                kwargs["metadatas"] = metadatas[start:end]
+                kwargs["metadatas"] = [_clean_metadata(m) for m in metadatas[start:end]]
             if documents is not None:
-                kwargs["documents"] = documents[start:end]
+                kwargs["documents"] = list(documents[start:end])
             self._call("upsert", **kwargs)
 
     def query(self, vector: np.ndarray, k: int, where: dict | None = None) -> list[tuple[str, float]]:
-        """Nearest ids with cosine similarity, best first."""
-        count = self.count()
-        if count == 0 or k <= 0:
-            return []
-        kwargs = {"query_embeddings": [np.asarray(vector, dtype=np.float32)], "n_results": min(k, count), "include": ["distances"]}
+        """The k nearest ids with their cosine similarity, best first."""
+        return self.query_many([vector], k, where)[0]
+
+    def query_many(self, vectors: Sequence[np.ndarray], k: int, where: dict | None = None) -> list[list[tuple[str, float]]]:
+        """`query` for several vectors in one round trip."""
+        if k <= 0 or not len(vectors):
+            return [[] for _ in vectors]
+        kwargs = {
+            "query_embeddings": np.asarray(vectors, dtype=np.float32),
+            "n_results": int(k),
+            "include": ["distances"],
+        }
         if where:
             kwargs["where"] = where
         result = self._call("query", **kwargs)
-        return [(i, 1.0 - float(d)) for i, d in zip(result["ids"][0], result["distances"][0])]
+        return [
+            [(i, 1.0 - float(d)) for i, d in zip(ids, distances)]
+            for ids, distances in zip(result["ids"], result["distances"])
+        ]
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        ids = list(dict.fromkeys(ids))  # Chroma rejects duplicate ids in one get
-        if not ids:
-            return {}
-        result = self._call("get", ids=ids, include=["embeddings"])
-        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(result["ids"], result["embeddings"])}
+        """Stored vectors by id; unknown ids are simply absent."""
+        ids = list(dict.fromkeys(ids))  # Chroma rejects a repeated id in one get
+        out: dict[str, np.ndarray] = {}
+        step = self.batch_size
+        for start in range(0, len(ids), step):
+            result = self._call("get", ids=ids[start : start + step], include=["embeddings"])
+            vectors = np.asarray(result["embeddings"], dtype=np.float32)
+            out.update(zip(result["ids"], vectors))
+        return out
+
+    def get_ids(self, where: dict, limit: int) -> list[str]:
+        """Ids of up to `limit` items whose metadata matches `where` (in no particular order)."""
+        if limit <= 0:
+            return []
+        return list(self._call("get", where=where, limit=int(limit), include=[])["ids"])
 
     def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._call("delete", ids=list(ids))
+        ids = list(ids)
+        step = self.batch_size
+        for start in range(0, len(ids), step):
+            self._call("delete", ids=ids[start : start + step])
 
     def count(self) -> int:
         return int(self._call("count"))
 
     def all_ids(self) -> list[str]:
-        return list(self._call("get", include=[])["ids"])
+        """Every id in the collection, fetched a page at a time."""
+        out: list[str] = []
+        while True:
+            page = self._call("get", include=[], limit=PAGE, offset=len(out))["ids"]
+            out.extend(page)
+            if len(page) < PAGE:
+                return out
 
     def reset(self) -> None:
-        """Drop every vector (used before a collaborative refit)."""
+        """Drop the whole collection; the next call recreates it empty."""
         try:
             self.client.delete_collection(self.name)
-        except Exception:  # absent already: nothing to drop
-            pass
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise StoreError(self._explain("delete_collection", exc)) from None
+            # Otherwise it did not exist: nothing to drop.
         self._collection = None
+
+
+def _clean_metadata(meta: dict | None) -> dict | None:
+    """Chroma takes scalars and non-empty lists only: drop None values and empty lists."""
+    if not meta:
+        return None
+    clean = {k: v for k, v in meta.items() if v is not None and not (isinstance(v, list) and not v)}
+    return clean or None

@@ -29,25 +29,38 @@ ADMIN, ANA = "admin-key-0123456789", "ana-key-0123456789"
 KEYS = {ADMIN: "admin", ANA: "user:ana"}
 
 
-@pytest.fixture
-def engine(demo_engine):
-    return demo_engine
+def _demo_engine(data_dir, **overrides) -> Engine:
+    settings = Settings.load(env={}, data_dir=data_dir, llm_backend="fake", embedding_backend="hash", **overrides)
+    engine = Engine(settings, llm=FakeLLM())
+    engine.load_demo(progress=False)
+    return engine
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """One demo engine for the tests that leave users' data as they found it (building one takes seconds)."""
+    engine = _demo_engine(tmp_path_factory.mktemp("shared"))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
 def client(engine):
     with TestClient(create_app(engine, mount_ui=False), raise_server_exceptions=False) as c:
         yield c
 
 
+@pytest.fixture
+def fresh(demo_engine):
+    """A client on its own engine, for tests that change or delete a demo user's data."""
+    with TestClient(create_app(demo_engine, mount_ui=False), raise_server_exceptions=False) as c:
+        yield c
+
+
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    """A client for a server with an admin key and a key bound to user ana (shared: the auth table only reads statuses)."""
-    settings = Settings.load(
-        env={}, data_dir=tmp_path_factory.mktemp("keyed"), llm_backend="fake", embedding_backend="hash", api_keys=KEYS
-    )
-    engine = Engine(settings, llm=FakeLLM())
-    engine.load_demo(progress=False)
+    """A client for a server with an admin key and a key bound to user ana (the auth table reads only statuses)."""
+    engine = _demo_engine(tmp_path_factory.mktemp("keyed"), api_keys=KEYS)
     with TestClient(create_app(engine, mount_ui=False), raise_server_exceptions=False) as c:
         yield c
     engine.close()
@@ -60,9 +73,9 @@ def sse_events(text: str) -> list[tuple[str | None, str]]:
         name, data = None, []
         for line in block.split("\n"):
             if line.startswith("event: "):
-                name = line[len("event: "):]
+                name = line[len("event: ") :]
             elif line.startswith("data: "):
-                data.append(line[len("data: "):])
+                data.append(line[len("data: ") :])
         out.append((name, "\n".join(data)))
     return out
 
@@ -125,17 +138,22 @@ def test_recommendations_honour_filters(client):
     excluded = items[0]["item_id"]
     again = client.post(
         "/v1/recommendations",
-        json={"user_id": "ana", "query": "love story", "k": 4, "filters": {"categories": ["Romance"], "exclude_ids": [excluded]}},
+        json={
+            "user_id": "ana",
+            "query": "love story",
+            "k": 4,
+            "filters": {"categories": ["Romance"], "exclude_ids": [excluded]},
+        },
     ).json()["items"]
     assert excluded not in [i["item_id"] for i in again]
 
 
-def test_feedback_changes_the_next_answer(client):
+def test_feedback_changes_the_next_answer(fresh):
     ask = {"user_id": "ben", "query": "a sea voyage", "k": 3}
-    top = client.post("/v1/recommendations", json=ask).json()["items"][0]["item_id"]
-    r = client.post("/v1/feedback", json={"user_id": "ben", "item_id": top, "kind": "not_interested"})
+    top = fresh.post("/v1/recommendations", json=ask).json()["items"][0]["item_id"]
+    r = fresh.post("/v1/feedback", json={"user_id": "ben", "item_id": top, "kind": "not_interested"})
     assert r.status_code == 200 and r.json()["recorded"] is True
-    after = [i["item_id"] for i in client.post("/v1/recommendations", json=ask).json()["items"]]
+    after = [i["item_id"] for i in fresh.post("/v1/recommendations", json=ask).json()["items"]]
     assert top not in after
 
 
@@ -155,21 +173,26 @@ def test_feedback_errors(client, body, status, field):
         assert field in error["message"] and field in [f["field"] for f in error["fields"]]
 
 
-def test_events_accepts_one_object_or_a_list_and_reports_rejects(client):
+def test_events_accepts_one_object_or_a_list_and_reports_rejects(fresh):
     one = {"user_id": "zoe", "item_id": "bk-001", "type": "like", "timestamp": 1767225600}
-    r = client.post("/v1/events", json=one)
+    r = fresh.post("/v1/events", json=one)
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": 1, "new": 1, "rejected": []}
     batch = [one, {"user_id": "zoe", "item_id": "no-such-item", "type": "view"}, {"item_id": "bk-002", "type": "view"}]
-    body = client.post("/v1/events", json=batch).json()
+    body = fresh.post("/v1/events", json=batch).json()
     assert body["accepted"] == 1 and body["new"] == 0  # the same event again is not duplicated
     assert [r["index"] for r in body["rejected"]] == [1, 2]
     assert all(r["reason"] for r in body["rejected"])
-    assert client.get("/v1/users/zoe/profile").json()["events"] == 1
+    assert fresh.get("/v1/users/zoe/profile").json()["events"] == 1
 
 
 def test_items_upsert_reports_new_unchanged_and_rejected(client, engine):
-    item = {"id": "new-1", "title": "The Lighthouse Keeper's Almanac", "text": "tides, storms and lamp oil", "categories": ["Fiction"]}
+    item = {
+        "id": "new-1",
+        "title": "The Lighthouse Keeper's Almanac",
+        "text": "tides, storms and lamp oil",
+        "categories": ["Fiction"],
+    }
     r = client.put("/v1/items", json=[item, {"id": "bad-1"}])
     assert r.status_code == 200, r.text
     body = r.json()
@@ -178,24 +201,26 @@ def test_items_upsert_reports_new_unchanged_and_rejected(client, engine):
     assert engine.store.get_item("new-1").title == item["title"]
     again = client.put("/v1/items", json=[item]).json()
     assert (again["upserted"], again["unchanged"]) == (0, 1)
-    found = client.post("/v1/recommendations", json={"user_id": "ana", "query": "lighthouse tides storms lamp oil", "k": 5}).json()
+    found = client.post(
+        "/v1/recommendations", json={"user_id": "ana", "query": "lighthouse tides storms lamp oil", "k": 5}
+    ).json()
     assert "new-1" in [i["item_id"] for i in found["items"]]
 
 
 # --- users -----------------------------------------------------------------------------------
 
 
-def test_profile_read_patch_and_delete(client):
-    profile = client.get("/v1/users/ana/profile").json()
+def test_profile_read_patch_and_delete(fresh):
+    profile = fresh.get("/v1/users/ana/profile").json()
     assert profile["user_id"] == "ana" and profile["interests"] and profile["events"] > 0
-    patched = client.patch("/v1/users/ana/profile", json={"summary": "Reads Austen on trains.", "dislikes": ["Horror"]})
+    patched = fresh.patch("/v1/users/ana/profile", json={"summary": "Reads Austen on trains.", "dislikes": ["Horror"]})
     assert patched.status_code == 200, patched.text
     assert patched.json()["summary"] == "Reads Austen on trains."
     assert "Horror" in patched.json()["dislikes"]
-    deleted = client.delete("/v1/users/ana")
+    deleted = fresh.delete("/v1/users/ana")
     assert deleted.status_code == 200
     assert deleted.json()["deleted"]["events"] > 0
-    assert client.get("/v1/users/ana/profile").json()["events"] == 0
+    assert fresh.get("/v1/users/ana/profile").json()["events"] == 0
 
 
 def test_profile_patch_rejects_unknown_fields(client):
@@ -214,7 +239,11 @@ def test_models_lists_the_assistant(client):
 def test_chat_completions_answers_a_markdown_list(client):
     r = client.post(
         "/v1/chat/completions",
-        json={"model": "anything", "user": "ana", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a witty romance"}]},
+        json={
+            "model": "anything",
+            "user": "ana",
+            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a witty romance"}],
+        },
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -245,10 +274,18 @@ def test_chat_completions_stream_ends_with_done(client):
 
 def test_chat_completions_keeps_one_session_per_conversation(client):
     def ask(messages):
-        return client.post("/v1/chat/completions", json={"user": "ana", "messages": messages}).json()["recassist"]["session_id"]
+        return client.post("/v1/chat/completions", json={"user": "ana", "messages": messages}).json()["recassist"][
+            "session_id"
+        ]
 
     first = ask([{"role": "user", "content": "a witty romance"}])
-    follow = ask([{"role": "user", "content": "a witty romance"}, {"role": "assistant", "content": "..."}, {"role": "user", "content": "older ones"}])
+    follow = ask(
+        [
+            {"role": "user", "content": "a witty romance"},
+            {"role": "assistant", "content": "..."},
+            {"role": "user", "content": "older ones"},
+        ]
+    )
     other = ask([{"role": "user", "content": "a sea voyage"}])
     assert first == follow != other
 
@@ -299,7 +336,11 @@ CHAT_BEN = ("POST", "/v1/chat", {"user_id": "ben", "message": "a sea voyage"})
         (("GET", "/v1/models", None), None, 401),
         (("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}), ANA, 200),
         (("POST", "/v1/chat/completions", {"user": "ben", "messages": [{"role": "user", "content": "hi"}]}), ANA, 403),
-        (("POST", "/v1/chat/completions", {"user": "ben", "messages": [{"role": "user", "content": "hi"}]}), ADMIN, 200),
+        (
+            ("POST", "/v1/chat/completions", {"user": "ben", "messages": [{"role": "user", "content": "hi"}]}),
+            ADMIN,
+            200,
+        ),
         (("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}), None, 401),
     ],
 )
@@ -423,9 +464,19 @@ def test_unexpected_errors_hide_details(client, engine, monkeypatch):
 
 def test_openapi_documents_typed_models(client):
     spec = client.get("/openapi.json").json()
-    for path in ("/v1/chat", "/v1/recommendations", "/v1/events", "/v1/items", "/v1/users/{user_id}/profile", "/v1/feedback", "/v1/chat/completions"):
+    for path in (
+        "/v1/chat",
+        "/v1/recommendations",
+        "/v1/events",
+        "/v1/items",
+        "/v1/users/{user_id}/profile",
+        "/v1/feedback",
+        "/v1/chat/completions",
+    ):
         assert path in spec["paths"]
-    assert {"ChatRequest", "ChatResponse", "ItemOut", "Filters", "EventsResponse", "ErrorResponse"} <= spec["components"]["schemas"].keys()
+    assert {"ChatRequest", "ChatResponse", "ItemOut", "Filters", "EventsResponse", "ErrorResponse"} <= spec[
+        "components"
+    ]["schemas"].keys()
 
 
 def test_ui_is_mounted_at_root_next_to_the_api(engine):
@@ -487,3 +538,74 @@ LISTED = (
 )
 def test_markdown_lists_items_then_summary(stream, ending):
     assert "".join(markdown_pieces(TURN, stream=stream)) == LISTED + ending
+
+
+@pytest.mark.integration
+def test_generated_requests_never_get_a_server_error(engine):
+    """Schemathesis generates requests from our own OpenAPI document; none may answer 5xx."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(engine, mount_ui=False))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    failures = []
+
+    @given(st.one_of([op.as_strategy() for op in operations]))
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def call(case):
+        response = case.call()
+        if response.status_code >= 500:
+            failures.append(f"{case.method} {case.formatted_path} {case.body!r} -> {response.status_code}")
+
+    call()
+    assert not failures, failures[:5]
+
+
+class _CountingRetriever:
+    def __init__(self, error=None):
+        self.refits, self.error = 0, error
+
+    def refit(self, store):
+        self.refits += 1
+        if self.error:
+            raise self.error
+
+
+class _EngineStub:
+    def __init__(self, retriever):
+        self.retriever, self.store = retriever, None
+
+
+def _wait_for(condition, timeout_s=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_new_events_refit_in_the_background_at_most_once_per_interval():
+    import time
+
+    from assistant.api import Refresher
+
+    retriever = _CountingRetriever()
+    refresher = Refresher(_EngineStub(retriever), interval_s=0.3)
+    for _ in range(5):
+        refresher.request()
+    assert _wait_for(lambda: retriever.refits == 1)
+    refresher.request()  # within the interval: waits for it
+    time.sleep(0.1)
+    assert retriever.refits == 1
+    assert _wait_for(lambda: retriever.refits == 2)
+
+
+def test_a_failed_refit_is_logged_not_raised(caplog):
+    from assistant.api import Refresher
+    from assistant.errors import StoreError
+
+    retriever = _CountingRetriever(StoreError("chroma is down"))
+    Refresher(_EngineStub(retriever), interval_s=0).request()
+    assert _wait_for(lambda: "chroma is down" in caplog.text)

@@ -43,13 +43,15 @@ def test_chat_json(base_url):
 
 def test_chat_streams_events_as_they_happen(base_url):
     names = []
-    with httpx.stream("POST", base_url + "/v1/chat", json={"user_id": "ben", "message": "a sea voyage", "stream": True}, timeout=60) as r:
+    with httpx.stream(
+        "POST", base_url + "/v1/chat", json={"user_id": "ben", "message": "a sea voyage", "stream": True}, timeout=60
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("event: "):
-                names.append(line[len("event: "):])
+                names.append(line[len("event: ") :])
             elif line.startswith("data: ") and names:
-                assert json.loads(line[len("data: "):])["type"] == names[-1]
+                assert json.loads(line[len("data: ") :])["type"] == names[-1]
     assert names[0] == "cards" and names[-1] == "done"
 
 

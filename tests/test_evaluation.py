@@ -481,3 +481,34 @@ def test_conversation_script_reads_the_last_answer():
     seen_first(shown, exp)
     dislike_second(shown, exp)
     assert exp.banned == {"a", "b"}
+
+
+def test_scripted_session_through_the_real_agent(demo_engine):
+    from evaluation.conversation import SCRIPT, run_session
+
+    turns = run_session(demo_engine.agent, "ana")
+    assert [t["turn"] for t in turns] == list(range(len(SCRIPT)))
+    assert turns[1]["message"].startswith("No ") and turns[1]["message"].endswith(" please")
+    checked = [t for t in turns if "checks" in t]
+    assert len(checked) == len(SCRIPT) - 1
+    assert all(t["cards"] for t in turns)
+    failures = [(t["message"], name) for t in checked for name, ok in t["checks"].items() if not ok]
+    assert not failures
+
+
+def test_recording_llm_replays_and_persists_answers(tmp_path):
+    from assistant.llm.fake import FakeLLM
+    from evaluation.llm_eval import RecordingLLM
+
+    cache = tmp_path / "llm.jsonl"
+    first = RecordingLLM(FakeLLM(["B A", "done"]), cache)
+    assert first.label_logprobs("prompt", ["A", "B"]) == {"B": 0.0, "A": -1.0}
+    assert first.label_logprobs("prompt", ["A", "B"]) == {"B": 0.0, "A": -1.0}  # replayed, not asked again
+    assert "".join(first.stream("say", max_tokens=5)) == "done"
+    assert [c["kind"] for c in first.calls] == ["label_logprobs", "stream"]
+    # A new run with a model that knows nothing still gets the recorded answers.
+    second = RecordingLLM(FakeLLM(default="other"), cache)
+    assert second.label_logprobs("prompt", ["A", "B"]) == {"B": 0.0, "A": -1.0}
+    assert "".join(second.stream("say", max_tokens=5)) == "done"
+    assert second.calls == [] and second.reused == 2
+    assert "".join(second.stream("say", max_tokens=6)) == "other"  # different arguments, new question

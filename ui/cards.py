@@ -59,7 +59,8 @@ def card_html(card: dict, rank: int, *, pending: bool = False, writing: bool = F
     )
     badge = ""
     if feedback:
-        badge = f'<span class="rc-badge" data-feedback="{escape(feedback)}">{FEEDBACK_LABELS.get(feedback, feedback)}</span>'
+        label = FEEDBACK_LABELS.get(feedback, feedback)
+        badge = f'<span class="rc-badge" data-feedback="{escape(feedback)}">{escape(label)}</span>'
     elif pending:
         badge = '<span class="rc-badge">ranking…</span>'
     reason = card.get("reason") or ""
@@ -79,7 +80,8 @@ def evidence_html(evidence: dict) -> str:
     """The retrieval evidence behind a card, folded away in a <details>."""
     rows = []
     for near in evidence.get("near_history") or []:
-        rows.append(f"close to <b>{escape(str(near.get('title', '')))}</b> from your history ({float(near.get('similarity', 0)):.2f})")
+        title, similarity = escape(str(near.get("title", ""))), float(near.get("similarity", 0))
+        rows.append(f"close to <b>{title}</b> from your history ({similarity:.2f})")
     if evidence.get("matched_words"):
         rows.append("matches your words: " + escape(", ".join(map(str, evidence["matched_words"]))))
     if evidence.get("shared_categories"):
@@ -135,7 +137,10 @@ def chat_markdown(items: list[dict], text: str, notices: list[str], *, waiting: 
     parts = [f"_{n}_" for n in notices]
     if items:
         parts.append(
-            "\n".join(f"{i}. **{_md_escape(str(c.get('title', '')))}**" + (f" ({c['year']})" if c.get("year") else "") for i, c in enumerate(items, 1))
+            "\n".join(
+                f"{i}. **{_md_escape(str(c.get('title', '')))}**" + (f" ({c['year']})" if c.get("year") else "")
+                for i, c in enumerate(items, 1)
+            )
         )
     if text:
         parts.append(text)

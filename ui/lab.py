@@ -1,6 +1,5 @@
 """The prompt lab tab: edit a template's YAML, run one request with it next to the saved one, save a variant."""
 
-
 import json
 import logging
 import uuid
@@ -30,7 +29,9 @@ def run_with(engine, user_id: str, request: str, overrides: dict | None) -> dict
 
     trace: list[dict] = []
     session_id = LAB_SESSION_PREFIX + uuid.uuid4().hex[:12]
-    state = collect(engine.agent.respond(user_id, request, session_id=session_id, prompt_overrides=overrides, trace=trace))
+    state = collect(
+        engine.agent.respond(user_id, request, session_id=session_id, prompt_overrides=overrides, trace=trace)
+    )
     return {"trace": trace, "items": state.items(), "text": state.text, "notices": state.notices}
 
 
@@ -82,16 +83,31 @@ def build_lab(gr, engine, access) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             template_dd = gr.Dropdown(choices=stems, value=first, label="Template", elem_id="lab-template")
-            yaml_box = gr.Code(value=template_text(first) if first else "", language="yaml", label="Template YAML",
-                               lines=24, interactive=True, elem_id="lab-yaml")
+            yaml_box = gr.Code(
+                value=template_text(first) if first else "",
+                language="yaml",
+                label="Template YAML",
+                lines=24,
+                interactive=True,
+                elem_id="lab-yaml",
+            )
             error_box = gr.HTML("", elem_id="lab-error")
             with gr.Row():
-                user_dd = gr.Dropdown(choices=users, value=users[0] if users else None, allow_custom_value=True,
-                                      label="User", elem_id="lab-user")
-                request_box = gr.Textbox(label="Request", value="something to read on a long trip", elem_id="lab-request")
+                user_dd = gr.Dropdown(
+                    choices=users,
+                    value=users[0] if users else None,
+                    allow_custom_value=True,
+                    label="User",
+                    elem_id="lab-user",
+                )
+                request_box = gr.Textbox(
+                    label="Request", value="something to read on a long trip", elem_id="lab-request"
+                )
             run_btn = gr.Button("Run both", variant="primary", elem_id="lab-run")
             with gr.Row():
-                variant_box = gr.Textbox(label="Variant name", placeholder="e.g. terse-reasons", elem_id="lab-variant-name")
+                variant_box = gr.Textbox(
+                    label="Variant name", placeholder="e.g. terse-reasons", elem_id="lab-variant-name"
+                )
                 save_btn = gr.Button("Save variant", elem_id="lab-save")
             save_msg = gr.Markdown("", elem_id="lab-save-msg")
         with gr.Column(scale=1):
@@ -124,7 +140,10 @@ def build_lab(gr, engine, access) -> None:
         warning = ""
         style = getattr(engine.llm, "prompt_style", None)
         if style and not stem.endswith("." + style):
-            warning = _error(f"The loaded model reads {style} templates, so this {stem} edit changes nothing; pick a .{style} template.")
+            warning = _error(
+                f"The loaded model reads {style} templates, so this {stem} edit changes nothing;"
+                f" pick a .{style} template."
+            )
         try:
             edited = run_with(engine, user_id, request_text, {stem: yaml_text})
             saved = run_with(engine, user_id, request_text, None)
@@ -156,9 +175,30 @@ def build_lab(gr, engine, access) -> None:
 def _result_panes(gr, prefix: str):
     """Rendered prompt, raw model output and final cards of one run."""
     return (
-        gr.HTML("", label="Rendered prompt", show_label=True, container=True, elem_id=f"{prefix}-prompt", elem_classes=["lab-pane"]),
-        gr.HTML("", label="Raw model output", show_label=True, container=True, elem_id=f"{prefix}-raw", elem_classes=["lab-pane"]),
-        gr.HTML("", label="Final cards", show_label=True, container=True, elem_id=f"{prefix}-cards", elem_classes=["lab-pane"]),
+        gr.HTML(
+            "",
+            label="Rendered prompt",
+            show_label=True,
+            container=True,
+            elem_id=f"{prefix}-prompt",
+            elem_classes=["lab-pane"],
+        ),
+        gr.HTML(
+            "",
+            label="Raw model output",
+            show_label=True,
+            container=True,
+            elem_id=f"{prefix}-raw",
+            elem_classes=["lab-pane"],
+        ),
+        gr.HTML(
+            "",
+            label="Final cards",
+            show_label=True,
+            container=True,
+            elem_id=f"{prefix}-cards",
+            elem_classes=["lab-pane"],
+        ),
     )
 
 

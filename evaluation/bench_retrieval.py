@@ -1,0 +1,541 @@
+"""Retrieval benchmarks (a script, not a test).
+
+Speed (default): ingest throughput and candidate latency at 10k/100k items, Chroma embedded vs
+server, against exact numpy top-k for speed and recall@50:
+
+    python -m evaluation.bench_retrieval --sizes 10000 100000 --embedder hash
+
+Quality: which sequential/collaborative variants and fusion weights win on MovieLens-small
+(leave-one-out by timestamp; the second-to-last item is validation, the last is test; ranked
+against all items, seen items excluded). Knobs are chosen on validation only:
+
+    python -m evaluation.bench_retrieval --quality [--product]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("RECASSIST_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO = REPO / "assistant" / "demo_data" / "books.jsonl"
+
+
+# --- MovieLens ---------------------------------------------------------------------------------
+
+
+def movielens_items(data: Path):
+    """MovieLens movies as Items: title, year, genres, up to 10 user tags, the TMDB overview."""
+    from retrieval.records import Item
+
+    ml = data / "movielens-small"
+    tags: dict[str, list[str]] = defaultdict(list)
+    with open(ml / "tags.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["tag"].lower() not in tags[row["movieId"]]:
+                tags[row["movieId"]].append(row["tag"].lower())
+    tmdb_of = {}
+    with open(ml / "links.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            tmdb_of[row["movieId"]] = row["tmdbId"]
+    overview = {}
+    tmdb = data / "tmdb-5000" / "tmdb_5000_movies.csv"
+    if tmdb.exists():
+        csv.field_size_limit(10**7)
+        with open(tmdb, newline="", encoding="utf-8") as f:
+            overview = {row["id"]: row["overview"] for row in csv.DictReader(f)}
+    items = []
+    with open(ml / "movies.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            m = re.match(r"^(.*) \((\d{4})\)\s*$", row["title"].strip())
+            title, year = (m.group(1), int(m.group(2))) if m else (row["title"].strip(), None)
+            genres = [] if row["genres"] == "(no genres listed)" else row["genres"].split("|")
+            items.append(Item(id="ml" + row["movieId"], title=title, year=year, categories=genres,
+                              tags=tags.get(row["movieId"], [])[:10], text=overview.get(tmdb_of.get(row["movieId"]), "") or ""))
+    return items
+
+
+def movielens_events(data: Path):
+    """Ratings as `rate` events, per user in time order (ties broken by movie id, as LlamaRec does)."""
+    from retrieval.records import Event
+
+    per_user: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
+    with open(data / "movielens-small" / "ratings.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            per_user[row["userId"]].append((float(row["timestamp"]), int(row["movieId"]), float(row["rating"])))
+    out = {}
+    for user, rows in sorted(per_user.items(), key=lambda kv: int(kv[0])):
+        rows.sort()
+        out["u" + user] = [Event("u" + user, "rate", ts, "ml" + str(movie), rating) for ts, movie, rating in rows]
+    return out
+
+
+class LeaveOneOut:
+    """One stage of leave-one-out: every user's history and held-out item, as item indices."""
+
+    def __init__(self, per_user: dict, item_ids: list[str], stage: str):
+        cut = 2 if stage == "validation" else 1
+        self.stage = stage
+        self.item_ids = item_ids
+        self.index = {i: n for n, i in enumerate(item_ids)}
+        self.users = [u for u, ev in per_user.items() if len(ev) > cut]
+        self.histories = [per_user[u][:-cut] for u in self.users]
+        self.targets = np.array([self.index[per_user[u][-cut].item_id] for u in self.users])
+
+    def events(self):
+        return [e for h in self.histories for e in h]
+
+    def evaluate(self, scores: np.ndarray, k: int = 10) -> tuple[float, float]:
+        """Recall@k and NDCG@k of the held-out items; seen items excluded, ties share the rank."""
+        scores = np.array(scores, dtype=np.float64)
+        for row, history in enumerate(self.histories):
+            scores[row, [self.index[e.item_id] for e in history]] = -np.inf
+        target = scores[np.arange(len(self.targets)), self.targets][:, None]
+        rank = (scores > target).sum(1) + ((scores == target).sum(1) - 1) / 2.0
+        hit = rank < k
+        return float(hit.mean()), float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean())
+
+
+def sequential_matrix(split: LeaveOneOut, reading: str = "consumed", **knobs) -> np.ndarray:
+    """The product SequentialModel fitted on the stage, scores for every user and item."""
+    from retrieval.candidates import UserHistory
+    from retrieval.sequential import SequentialModel
+
+    model = SequentialModel(**knobs).fit(split.events())
+    columns = np.array([split.index[i] for i in model.item_ids], dtype=np.int64)
+    out = np.zeros((len(split.users), len(split.item_ids)), dtype=np.float32)
+    for row, history in enumerate(split.histories):
+        if reading == "consumed":  # what the Retriever passes: consumed, not disliked, items
+            recent = UserHistory.from_events(history).consumed
+        else:  # every rated item
+            recent = [e.item_id for e in history]
+        out[row, columns] = model.score_array(recent)
+    return out
+
+
+def collab_matrix(split: LeaveOneOut, dim: int = 64, weighting: str = "binary", decay: float = 0.8, last: int = 20,
+                  signed: bool = True) -> np.ndarray:
+    """Product collaborative vectors: cosine of every item to each user's weighted mean vector."""
+    from retrieval.candidates import UserHistory
+    from retrieval.collab import fit_item_factors, user_vector
+
+    ids, vectors = fit_item_factors(split.events(), dim=dim, weighting=weighting)
+    table = dict(zip(ids, vectors))
+    matrix = np.zeros((len(split.item_ids), vectors.shape[1] if len(ids) else 1), dtype=np.float32)
+    for i, v in table.items():
+        matrix[split.index[i]] = v
+    out = np.zeros((len(split.users), len(split.item_ids)), dtype=np.float32)
+    for row, history in enumerate(split.histories):
+        opinions = UserHistory.from_events(history).opinions if signed else [(e.item_id, 1.0) for e in history]
+        u = user_vector(opinions, table, decay=decay, last=last)
+        if u is not None:
+            out[row] = matrix @ u
+    return out
+
+
+def popularity_matrix(split: LeaveOneOut) -> np.ndarray:
+    counts = np.zeros(len(split.item_ids), dtype=np.float32)
+    for history in split.histories:
+        for e in history:
+            if e.weight > 0:
+                counts[split.index[e.item_id]] += 1
+    return np.tile(counts, (len(split.users), 1))
+
+
+def ease_matrix(split: LeaveOneOut, l2: float = 200.0, decay: float = 0.9, min_count: int = 3) -> np.ndarray:
+    """Reference only (not shipped): EASE on items with >= min_count users, recency-weighted input."""
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(len(split.users)), [len(h) for h in split.histories])
+    cols = np.array([split.index[e.item_id] for h in split.histories for e in h])
+    x = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(split.users), len(split.item_ids)))
+    keep = np.flatnonzero(np.asarray(x.sum(0)).ravel() >= min_count)
+    gram = (x[:, keep].T @ x[:, keep]).toarray()
+    gram[np.diag_indices_from(gram)] += l2
+    p = np.linalg.inv(gram)
+    b = (p / -np.diag(p)).astype(np.float32)
+    np.fill_diagonal(b, 0.0)
+    position = -np.ones(len(split.item_ids), dtype=np.int64)
+    position[keep] = np.arange(len(keep))
+    out = np.zeros((len(split.users), len(split.item_ids)), dtype=np.float32)
+    for row, history in enumerate(split.histories):
+        p_idx = position[[split.index[e.item_id] for e in history]]
+        w = decay ** np.arange(len(history))[::-1]
+        ok = p_idx >= 0
+        out[row, keep] = w[ok] @ b[p_idx[ok]]
+    return out
+
+
+def scale(scores: np.ndarray) -> np.ndarray:
+    """As the Retriever fuses: negatives count 0, each user's best score becomes 1."""
+    scores = np.maximum(scores, 0.0)
+    top = scores.max(axis=1, keepdims=True)
+    return scores / np.where(top > 0, top, 1.0)
+
+
+def run_quality(args) -> None:
+    if not (DATA / "movielens-small" / "ratings.csv").exists():
+        sys.exit(f"MovieLens-small not found under {DATA}; set RECASSIST_SHARED_DATA")
+    per_user = movielens_events(DATA)
+    item_ids = sorted({e.item_id for ev in per_user.values() for e in ev})
+    stages = {s: LeaveOneOut(per_user, item_ids, s) for s in ("validation", "test")}
+    print(f"MovieLens-small: {len(per_user)} users, {len(item_ids)} rated items; ranking against all of them\n")
+    rows: list[tuple[str, str, float, float]] = []
+
+    def report(stage, name, scores):
+        recall, ndcg = stages[stage].evaluate(scores)
+        rows.append((stage, name, recall, ndcg))
+        print(f"{stage:10s} {name:58s} Recall@10 {recall:.4f}  NDCG@10 {ndcg:.4f}", flush=True)
+
+    val = stages["validation"]
+    # 1. Sequential knobs (validation only).
+    grid = [dict(window=w, step_decay=d, last=l, decay=r) for w, d in ((5, 0.8), (10, 0.8), (20, 0.9))
+            for l, r in ((5, 0.6), (10, 0.7), (20, 0.8))]
+    grid += [dict(target_power=0.0), dict(backward=0.0), dict(source_power=1.0)]
+    best_seq, best_score = {}, -1.0
+    for knobs in [{}] + grid:
+        scores = sequential_matrix(val, **knobs)
+        report("validation", f"sequential {knobs or 'defaults'}", scores)
+        if rows[-1][3] > best_score:
+            best_seq, best_score = knobs, rows[-1][3]
+    report("validation", "sequential defaults, reading every rated item", sequential_matrix(val, reading="all"))
+    # 2. Collaborative vectors.
+    best_collab, best_score = {}, -1.0
+    for knobs in ({}, dict(dim=128), dict(weighting="weight"), dict(decay=0.9, last=50), dict(signed=False)):
+        report("validation", f"collab SVD {knobs or 'defaults (64-dim, binary, decay 0.8 over 20)'}", collab_matrix(val, **knobs))
+        if rows[-1][3] > best_score:
+            best_collab, best_score = knobs, rows[-1][3]
+    report("validation", "popularity", popularity_matrix(val))
+    if args.ease:
+        report("validation", "EASE l2=200 recency 0.9 (reference, not shipped)", ease_matrix(val))
+    # 3. Fusion weights, as the Retriever applies them.
+    parts = {"sequential": scale(sequential_matrix(val, **best_seq)), "collab": scale(collab_matrix(val, **best_collab)),
+             "popularity": scale(popularity_matrix(val))}
+    best_w, best_score = None, -1.0
+    for wc in (0.0, 0.1, 0.2, 0.4):
+        for wp in (0.0, 0.05, 0.1):
+            fused = parts["sequential"] + wc * parts["collab"] + wp * parts["popularity"]
+            report("validation", f"fusion sequential 1 + collab {wc} + popularity {wp}", fused)
+            if rows[-1][3] > best_score:
+                best_w, best_score = (wc, wp), rows[-1][3]
+    print(f"\nchosen on validation: sequential {best_seq or 'defaults'}, collab {best_collab or 'defaults'}, "
+          f"fusion collab {best_w[0]} popularity {best_w[1]}\n")
+    test = stages["test"]
+    seq_t, col_t, pop_t = sequential_matrix(test, **best_seq), collab_matrix(test, **best_collab), popularity_matrix(test)
+    report("test", "popularity", pop_t)
+    report("test", "sequential (chosen)", seq_t)
+    report("test", "collab (chosen)", col_t)
+    report("test", "fusion (chosen)", scale(seq_t) + best_w[0] * scale(col_t) + best_w[1] * scale(pop_t))
+    report("test", "fusion as shipped (DEFAULT_WEIGHTS)", _shipped_fusion(seq_t, col_t, pop_t))
+    if args.ease:
+        report("test", "EASE (reference, not shipped)", ease_matrix(test))
+    if args.product:
+        for stage in ("validation", "test"):
+            recall, ndcg, latency = product_quality(stages[stage], args)
+            print(f"{stage:10s} {'Retriever.candidates (product path, Chroma + SQLite)':58s} Recall@10 {recall:.4f}  "
+                  f"NDCG@10 {ndcg:.4f}  p50 {np.percentile(latency, 50):.1f} ms  p95 {np.percentile(latency, 95):.1f} ms")
+
+
+def _shipped_fusion(seq, col, pop):
+    from retrieval.candidates import DEFAULT_WEIGHTS as w
+
+    return w["sequential"] * scale(seq) + w["collab"] * scale(col) + w["popularity"] * scale(pop)
+
+
+def product_quality(split: LeaveOneOut, args) -> tuple[float, float, list[float]]:
+    """The shipped Retriever on one stage: Store + Chroma in a temp dir, refit on the stage's events."""
+    from retrieval.candidates import Request, Retriever
+    from retrieval.embeddings import create_embedder
+    from retrieval.sequential import SequentialModel
+    from retrieval.store import Store
+    from retrieval.vectors import VectorIndex, open_chroma
+
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        store = Store.open(f"sqlite:///{tmp}/store.db")
+        items = movielens_items(DATA)
+        store.upsert_items(items)
+        store.add_events(split.events())
+        embedder = create_embedder(args.embedder)
+        client = open_chroma("persistent", path=f"{tmp}/chroma")
+        retriever = Retriever(store, embedder, VectorIndex(client, "content", embedder), VectorIndex(client, "collab"),
+                              SequentialModel())
+        began = time.perf_counter()
+        retriever.index_items(items)
+        retriever.refit(store)
+        print(f"  ({split.stage}: indexed {len(items)} items and refit in {time.perf_counter() - began:.0f} s, "
+              f"embedder {embedder.name})", flush=True)
+        hits, gains, latency = [], [], []
+        for user, history, target in zip(split.users, split.histories, split.targets):
+            began = time.perf_counter()
+            found = retriever.candidates(user, Request(), k=10, history=history)
+            latency.append(1000 * (time.perf_counter() - began))
+            ids = [c.item.id for c in found]
+            rank = ids.index(split.item_ids[target]) if split.item_ids[target] in ids else None
+            hits.append(rank is not None)
+            gains.append(1.0 / np.log2(rank + 2.0) if rank is not None else 0.0)
+        store.close()
+        return float(np.mean(hits)), float(np.mean(gains)), latency
+
+
+# --- speed -------------------------------------------------------------------------------------
+
+
+def catalog_texts(limit: int):
+    """Real item texts to synthesise from: MovieLens/TMDB, else the demo catalog."""
+    if (DATA / "movielens-small" / "movies.csv").exists():
+        return movielens_items(DATA)[:limit], "MovieLens-small + TMDB overviews"
+    if DEMO.exists():
+        from retrieval.records import Item
+
+        rows = [json.loads(line) for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [Item(**row) for row in rows][:limit], "the demo book catalog"
+    sys.exit("no real texts found (MovieLens under RECASSIST_SHARED_DATA, or assistant/demo_data/books.jsonl)")
+
+
+def synthesise(n: int, base: list, rng: np.random.Generator) -> list:
+    """n items: the real ones, then recombinations (title of one, text of another, mixed tags)."""
+    from retrieval.records import Item
+
+    out = list(base[:n])
+    while len(out) < n:
+        a, b = base[rng.integers(len(base))], base[rng.integers(len(base))]
+        k = len(out)
+        out.append(Item(id=f"syn{k}", title=f"{a.title} {k % 97}", text=b.text, categories=a.categories or b.categories,
+                        tags=(a.tags[:3] + b.tags[:3]), year=a.year, creator=b.creator, popularity=float(rng.random())))
+    return out
+
+
+class PrecomputedEmbedder:
+    """Embeds the first `real` documents with the real model; the rest are perturbed copies.
+
+    For 100k items with MiniLM (~8 min of a 2-core machine per 100k texts at best): the index
+    sees realistic vector geometry without the wait. Queries go through the real model.
+    """
+
+    def __init__(self, embedder, documents: list[str], real: int, rng: np.random.Generator):
+        self.name, self.dim = embedder.name, embedder.dim
+        self._embedder = embedder
+        began = time.perf_counter()
+        head = np.concatenate([embedder(documents[s : s + 256]) for s in range(0, min(real, len(documents)), 256)])
+        self.embed_seconds_per_item = (time.perf_counter() - began) / max(1, len(head))
+        rest = len(documents) - len(head)
+        noise = rng.normal(scale=0.35 / np.sqrt(self.dim), size=(rest, self.dim)).astype(np.float32)
+        synthetic = head[rng.integers(len(head), size=rest)] + noise
+        synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
+        self._table = dict(zip(documents, np.concatenate([head, synthetic])))
+
+    def __call__(self, texts):
+        known = [self._table.get(t) for t in texts]
+        if all(v is not None for v in known):
+            return np.stack(known) if known else np.zeros((0, self.dim), dtype=np.float32)
+        return self._embedder(texts)
+
+
+@contextlib.contextmanager
+def chroma_server(path: str):
+    """`chroma run` on a free loopback port; yields (host, port) once its heartbeat answers."""
+    import httpx
+
+    cli = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    if cli is None:
+        raise RuntimeError("the `chroma` CLI is missing (it comes with `pip install chromadb`)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(Path(path).parent / f"chroma-{port}.log", "wb")
+    proc = subprocess.Popen([cli, "run", "--path", path, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"chroma run did not start (see {log.name})")
+            time.sleep(0.2)
+        yield "127.0.0.1", port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _server_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, queries: int, tmp: str) -> dict:
+    """Ingest n items into a fresh Store + Chroma in `mode`, refit, then time candidates()."""
+    from retrieval.candidates import Request, Retriever
+    from retrieval.sequential import SequentialModel
+    from retrieval.store import Store
+    from retrieval.vectors import VectorIndex, open_chroma
+
+    root = Path(tmp) / f"{mode}-{n}"
+    root.mkdir(parents=True)
+    store = Store.open(f"sqlite:///{root}/store.db")
+    store.upsert_items(items)
+    store.add_events([e for ev in events_per_user.values() for e in ev])
+    with contextlib.ExitStack() as stack:
+        if mode == "server":
+            host, port, proc = stack.enter_context(chroma_server(str(root / "chroma")))
+            client = open_chroma("http", host=host, port=port)
+        else:
+            proc, client = None, open_chroma("persistent", path=str(root / "chroma"))
+        content = VectorIndex(client, "content", embedder)
+        retriever = Retriever(store, embedder, content, VectorIndex(client, "collab"), SequentialModel())
+        began = time.perf_counter()
+        retriever.index_items(items, batch_size=1000)
+        ingest = time.perf_counter() - began
+        began = time.perf_counter()
+        retriever.refit(store)
+        refit = time.perf_counter() - began
+
+        users = list(events_per_user)
+        picks = [users[j] for j in rng.integers(len(users), size=queries)]
+        words = ["space adventure", "funny romance in paris", "dark crime thriller", "a war story", "animated family"]
+        lat_history, lat_query, lat_filtered = [], [], []
+        for j, user in enumerate(picks):
+            history = events_per_user[user]
+            for bucket, request in ((lat_history, Request()), (lat_query, Request(query=words[j % len(words)])),
+                                    (lat_filtered, Request(query=words[j % len(words)], categories=["Drama", "Comedy"], year_min=1990))):
+                t0 = time.perf_counter()
+                retriever.candidates(user, request, k=20, history=history)
+                bucket.append(1000 * (time.perf_counter() - t0))
+        # Exact reference: brute-force numpy top-50 over every vector vs Chroma's HNSW answer.
+        matrix = np.concatenate([embedder([it.document() for it in items[s : s + 2048]]) for s in range(0, n, 2048)])
+        ids = [it.id for it in items]
+        probe = matrix[rng.integers(n, size=min(queries, 100))] + rng.normal(scale=0.02, size=(min(queries, 100), matrix.shape[1])).astype(np.float32)
+        recall, t_exact, t_hnsw = [], [], []
+        for vector in probe:
+            t0 = time.perf_counter()
+            scores = matrix @ vector
+            top = np.argpartition(-scores, 49)[:50]
+            t_exact.append(1000 * (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            found = content.query(vector, 50)
+            t_hnsw.append(1000 * (time.perf_counter() - t0))
+            recall.append(len({ids[t] for t in top} & {i for i, _ in found}) / 50)
+        server_mb = _server_rss_mb(proc.pid) if proc is not None else 0.0
+    store.close()
+    return {
+        "n": n, "mode": mode, "ingest_items_s": n / ingest, "refit_s": refit,
+        "p50_history": np.percentile(lat_history, 50), "p95_history": np.percentile(lat_history, 95),
+        "p50_query": np.percentile(lat_query, 50), "p95_query": np.percentile(lat_query, 95),
+        "p95_filtered": np.percentile(lat_filtered, 95),
+        "chroma_k50_ms": np.median(t_hnsw), "numpy_k50_ms": np.median(t_exact), "recall50": float(np.mean(recall)),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "server_mb": server_mb,
+    }
+
+
+def run_speed(args) -> None:
+    from retrieval.embeddings import create_embedder
+
+    rng = np.random.default_rng(0)
+    base, source = catalog_texts(10**9)
+    embedder = create_embedder(args.embedder)
+    biggest = max(args.sizes)
+    items = synthesise(biggest, base, rng)
+    note = ""
+    if args.embedder == "minilm":
+        embedder = PrecomputedEmbedder(embedder, [it.document() for it in items], args.real_embeddings, rng)
+        note = (f"MiniLM embedded the first {min(args.real_embeddings, biggest)} real texts "
+                f"({1 / embedder.embed_seconds_per_item:.0f} texts/s); the rest are perturbed copies of those vectors, "
+                "so ingest throughput below excludes embedding time for them")
+    per_user = _bench_users(items, rng, args.users)
+    print(f"items synthesised from {source}; {len(per_user)} users x ~30 events; embedder {embedder.name}")
+    if note:
+        print("NOTE:", note)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
+        for n in sorted(args.sizes):
+            sub = items[:n]
+            for mode in args.modes:
+                print(f"... {n} items, {mode}", flush=True)
+                results.append(bench_size(n, mode, embedder, sub, _restrict(per_user, {it.id for it in sub}), rng,
+                                          args.queries, tmp))
+    print()
+    print(f"Command: python -m evaluation.bench_retrieval --sizes {' '.join(map(str, args.sizes))} --embedder {args.embedder}"
+          f" --modes {' '.join(args.modes)} --queries {args.queries}")
+    print()
+    print("| items | Chroma | ingest items/s | refit s | candidates p50 / p95 ms (history) | p50 / p95 ms (+query) | p95 ms (+filters) "
+          "| Chroma k=50 ms | numpy exact k=50 ms | HNSW recall@50 | peak RSS MB (client / server) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['n']:,} | {r['mode']} | {r['ingest_items_s']:.0f} | {r['refit_s']:.1f} | {r['p50_history']:.1f} / {r['p95_history']:.1f} "
+              f"| {r['p50_query']:.1f} / {r['p95_query']:.1f} | {r['p95_filtered']:.1f} | {r['chroma_k50_ms']:.2f} | {r['numpy_k50_ms']:.2f} "
+              f"| {r['recall50']:.3f} | {r['peak_mb']:.0f} / {r['server_mb']:.0f} |")
+
+
+def _restrict(per_user: dict, ids: set[str]) -> dict:
+    return {u: [e for e in ev if e.item_id in ids] for u, ev in per_user.items() if any(e.item_id in ids for e in ev)}
+
+
+def _bench_users(items: list, rng, n_users: int) -> dict:
+    """Synthetic users: ~30 events each over a popularity-skewed slice of the catalog."""
+    from retrieval.records import Event
+
+    n = len(items)
+    weights = 1.0 / np.arange(1, n + 1) ** 0.8
+    weights /= weights.sum()
+    types = ["view", "like", "rate", "click", "dislike"]
+    out = {}
+    for u in range(n_users):
+        picks = rng.choice(n, size=30, replace=False, p=weights)
+        events = []
+        for t, j in enumerate(picks):
+            kind = types[rng.integers(len(types))]
+            events.append(Event(f"user{u}", kind, 1.7e9 + 3600 * t, items[j].id, float(rng.integers(1, 6)) if kind == "rate" else None))
+        out[f"user{u}"] = events
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quality", action="store_true", help="MovieLens-small signal/fusion comparison instead of speed")
+    parser.add_argument("--product", action="store_true", help="with --quality: also run the real Retriever per user")
+    parser.add_argument("--ease", action="store_true", help="with --quality: include EASE as a reference (~1 min)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--embedder", choices=["hash", "minilm"], default="hash")
+    parser.add_argument("--modes", nargs="+", choices=["embedded", "server"], default=["embedded", "server"])
+    parser.add_argument("--queries", type=int, default=200, help="candidate calls timed per size and mode")
+    parser.add_argument("--users", type=int, default=2000, help="synthetic users with events")
+    parser.add_argument("--real-embeddings", type=int, default=10_000, help="minilm: texts really embedded")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    if args.quality:
+        run_quality(args)
+    else:
+        run_speed(args)
+
+
+if __name__ == "__main__":
+    main()

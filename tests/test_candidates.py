@@ -1,0 +1,292 @@
+"""Candidate generation as a specification: a tiny catalog in four word-clusters, real Store and
+embedded Chroma in a temp dir, the hashing embedder (shared words => similar vectors)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from retrieval.candidates import Request, Retriever, UserHistory, words
+from retrieval.embeddings import HashingEmbedder
+from retrieval.records import Event, Item
+from retrieval.sequential import SequentialModel
+from retrieval.store import Store
+from retrieval.vectors import VectorIndex, open_chroma
+
+CLUSTERS = {
+    "s": ("Science Fiction", "rocket astronaut galaxy planet orbit stars launch crew"),
+    "r": ("Romance", "wedding romance heart marriage kiss letters bride love"),
+    "c": ("Crime", "detective murder police clue suspect alibi case inspector"),
+    "k": ("Cooking", "recipe kitchen chef bread oven flour dinner spices"),
+}
+CREATORS = ["Ann Lee", "Bo Chen", "Cy Diaz", "Di Eze", "Ed Fox"]
+
+
+def catalog() -> list[Item]:
+    items = []
+    for prefix, (category, vocab) in CLUSTERS.items():
+        vocab = vocab.split()
+        for n in range(1, 6):
+            # Each item: most of its cluster's words plus one word of its own.
+            text = " ".join(vocab[(n + j) % len(vocab)] for j in range(6)) + f" unique{prefix}{n}"
+            items.append(Item(
+                id=f"{prefix}{n}", title=f"{category} {n}", text=text, categories=[category],
+                creator=CREATORS[n - 1], year=1960 + 10 * n, popularity=0.1 * n if prefix != "k" else 0.05 * n,
+                extra={"format": "audio" if n % 2 else "print"},
+            ))
+    items.append(Item(id="c1b", title="Crime 1 again", text=items[10].text, categories=["Crime"], creator="Zed Young", year=1971))
+    items[17].popularity = 0.99  # k3: the most popular item in the catalog
+    return items
+
+
+CATALOG = {item.id: item for item in catalog()}
+T0 = 1_700_000_000.0
+
+
+def events(user: str, *pairs: tuple[str, str], value: float | None = None) -> list[Event]:
+    """(type, item) pairs, one minute apart, in order."""
+    return [Event(user, kind, T0 + 60 * n, item, value) for n, (kind, item) in enumerate(pairs)]
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Build a Store + Chroma + Retriever over the catalog with the given events, refit."""
+    stores = []
+
+    def build(evs: list[Event] = (), weights: dict | None = None) -> Retriever:
+        store = Store.open(f"sqlite:///{tmp_path}/store{len(stores)}.db")
+        stores.append(store)
+        store.upsert_items(list(CATALOG.values()))
+        store.add_events(list(evs))
+        client = open_chroma("persistent", path=str(tmp_path / f"chroma{len(stores)}"))
+        embedder = HashingEmbedder()
+        retriever = Retriever(store, embedder, VectorIndex(client, "content", embedder), VectorIndex(client, "collab"),
+                              SequentialModel(), weights)
+        retriever.index_items(list(CATALOG.values()))
+        retriever.refit(store)
+        return retriever
+
+    yield build
+    for store in stores:
+        store.close()
+
+
+def ids(candidates) -> list[str]:
+    return [c.item.id for c in candidates]
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("liked, cluster", [(("s1", "s2"), "s"), (("r1", "r2"), "r"), (("c2", "c3"), "c")])
+def test_history_pulls_neighbours(world, liked, cluster):
+    retriever = world(events("ana", *[("like", i) for i in liked]))
+    top = ids(retriever.candidates("ana", Request(), k=3))
+    assert all(i.startswith(cluster) for i in top), top
+
+
+@pytest.mark.parametrize("include_seen", [False, True])
+def test_seen_items_are_removed_unless_asked(world, include_seen):
+    retriever = world(events("ana", ("like", "s1"), ("view", "s2"), ("search", None)))
+    found = set(ids(retriever.candidates("ana", Request(include_seen=include_seen), k=10)))
+    assert ({"s1", "s2"} <= found) is include_seen
+    assert not ({"s1", "s2"} & found) or include_seen
+
+
+def test_dislikes_are_removed_and_their_near_copies_pushed_down(world):
+    liked = [("like", "c2"), ("like", "c3"), ("like", "c4")]
+    retriever = world(events("ben", *liked) + events("eve", *liked, ("dislike", "c1")))
+    before = ids(retriever.candidates("ben", Request(), k=10))
+    after = ids(retriever.candidates("eve", Request(), k=10))
+    assert "c1" in before and "c1" not in after
+    assert "c1b" in before[:3]  # a near copy of c1 ranks high for someone who likes crime...
+    assert "c1b" not in after[:3]  # ...and drops for someone who disliked c1
+    evidence = {c.item.id: c.evidence for c in retriever.candidates("eve", Request(), k=20)}
+    assert evidence["c1b"].signals["near_disliked"] > 0.5  # the similarity that cost it its place
+
+
+def test_a_low_rating_counts_as_a_dislike(world):
+    retriever = world(events("ana", ("like", "c2"), ("rate", "c1"), value=1))
+    assert "c1" not in ids(retriever.candidates("ana", Request(include_seen=True), k=30))
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+FILTERS = [
+    (Request(categories=["romance"]), lambda i: i.categories == ["Romance"]),
+    (Request(categories=["Romance", "Cooking"]), lambda i: i.categories[0] in {"Romance", "Cooking"}),
+    (Request(exclude_categories=["Science Fiction"]), lambda i: "Science Fiction" not in i.categories),
+    (Request(creators=["ann lee"]), lambda i: i.creator == "Ann Lee"),
+    (Request(exclude_creators=["Bo Chen", "Cy Diaz"]), lambda i: i.creator not in {"Bo Chen", "Cy Diaz"}),
+    (Request(year_min=1990), lambda i: i.year >= 1990),
+    (Request(year_max=1980), lambda i: i.year <= 1980),
+    (Request(extra_filters={"format": "audio"}), lambda i: i.extra.get("format") == "audio"),
+    (Request(exclude_ids={"s3", "s4"}), lambda i: i.id not in {"s3", "s4"}),
+    (Request(query="kitchen bread", categories=["Crime"], year_min=1990), lambda i: "Crime" in i.categories and i.year >= 1990),
+]
+
+
+@pytest.mark.parametrize("request_, holds", FILTERS)
+def test_every_filter_holds_for_every_candidate(world, request_, holds):
+    retriever = world(events("ana", ("like", "s1"), ("like", "s2")))
+    found = retriever.candidates("ana", request_, k=5)
+    assert found, "a satisfiable filter must still return candidates"
+    assert all(holds(c.item) for c in found), [c.item.id for c in found if not holds(c.item)]
+
+
+def test_strict_filters_far_from_the_history_still_fill_the_list(world):
+    retriever = world(events("ana", ("like", "s1"), ("like", "s2")))
+    found = retriever.candidates("ana", Request(categories=["Cooking"]), k=5)
+    assert sorted(ids(found)) == ["k1", "k2", "k3", "k4", "k5"]
+
+
+def test_unfiltered_request_has_no_chroma_where():
+    assert Request(query="x", seed_item_ids=["a"]).where() is None
+
+
+# --- cold start, request text, seeds --------------------------------------------------------
+
+
+def test_cold_start_without_a_request_gives_popular_items(world):
+    retriever = world(events("ana", ("like", "s1")))
+    found = retriever.candidates("newcomer", Request(), k=3)
+    assert ids(found)[0] == "k3"  # the catalog's most popular item
+    assert all("popularity" in c.evidence.signals for c in found)
+
+
+def test_cold_start_with_a_request_follows_the_request(world):
+    retriever = world()
+    found = retriever.candidates("newcomer", Request(query="a detective murder case"), k=3)
+    assert all(i.startswith("c") for i in ids(found)), ids(found)
+    assert {"detective", "murder", "case"} & set(found[0].evidence.matched_words)
+
+
+def test_seed_items_steer_and_are_not_returned(world):
+    retriever = world(events("ana", ("like", "s1"), ("like", "s2")))
+    found = ids(retriever.candidates("ana", Request(seed_item_ids=["r3"]), k=3))
+    assert "r3" not in found
+    assert all(i.startswith("r") for i in found), found
+
+
+def test_a_new_item_is_retrievable_right_after_index_items(world):
+    retriever = world(events("ana", ("like", "s1")))
+    new = Item("fresh", "Quantum Bakery", text="sourdough quantum bakery physics croissant", categories=["Cooking"])
+    retriever.store.upsert_items([new])  # as catalog ingest does: store first, then index
+    retriever.index_items([new])
+    assert ids(retriever.candidates("ana", Request(query="quantum sourdough bakery"), k=1)) == ["fresh"]
+    assert ids(retriever.candidates("ana", Request(categories=["Cooking"], query="croissant physics"), k=1)) == ["fresh"]
+
+
+# --- evidence ----------------------------------------------------------------------------------
+
+
+def test_evidence_is_filled_and_truthful(world):
+    history = events("ana", ("like", "s1"), ("like", "r2"), ("view", "s2"), ("dislike", "c5"))
+    retriever = world(history)
+    liked = {"s1": CATALOG["s1"], "r2": CATALOG["r2"], "s2": CATALOG["s2"]}
+    request = Request(query="rocket galaxy wedding")
+    found = retriever.candidates("ana", request, k=8)
+    assert found
+    vectors = retriever.content.get_vectors(list(liked) + ids(found))
+    for candidate in found:
+        ev, item = candidate.evidence, candidate.item
+        assert ev.signals, item.id
+        assert len(ev.near_history) <= 2
+        for item_id, title, similarity in ev.near_history:
+            assert item_id in liked and title == liked[item_id].title
+            assert similarity == pytest.approx(float(vectors[item_id] @ vectors[item.id]), abs=1e-4)
+        assert set(ev.matched_words) <= words(request.query) & words(item.document())
+        liked_categories = {c for i in liked.values() for c in i.categories}
+        assert set(ev.shared_categories) <= set(item.categories) & liked_categories
+        assert not ev.shared_creators or ev.shared_creators == [item.creator]
+    space = [c for c in found if c.item.id.startswith("s")]
+    assert space and all(c.evidence.near_history for c in space)
+    assert all(c.evidence.near_history[0][0] in {"s1", "s2"} for c in space)
+
+
+# --- diversity ---------------------------------------------------------------------------------
+
+
+def test_mmr_reduces_near_duplicates(world):
+    retriever = world(events("ana", ("like", "s1"), ("like", "s2"), ("like", "r1")))
+
+    def redundancy(found):
+        vectors = retriever.content.get_vectors(ids(found))
+        pairs = itertools.combinations(ids(found), 2)
+        return float(np.mean([vectors[a] @ vectors[b] for a, b in pairs]))
+
+    plain = retriever.candidates("ana", Request(), k=4)
+    diverse = retriever.candidates("ana", Request(diversity=0.7), k=4)
+    assert redundancy(diverse) < redundancy(plain)
+    assert len({i[0] for i in ids(diverse)}) > len({i[0] for i in ids(plain)})
+
+
+# --- behaviour signals -----------------------------------------------------------------------
+
+
+def test_sequential_signal_finds_what_others_had_next(world):
+    # Ten people went from a space book straight to a cookbook; the content space alone would never.
+    crowd = [e for n in range(10) for e in events(f"p{n}", ("like", "s1"), ("like", "k5"), ("like", f"r{n % 5 + 1}"))]
+    retriever = world(crowd + events("ana", ("like", "s1")))
+    found = retriever.candidates("ana", Request(), k=3)
+    assert "k5" in ids(found)
+    assert next(c for c in found if c.item.id == "k5").evidence.signals["sequential"] > 0
+
+
+def test_refit_keeps_the_collab_collection_in_step(world):
+    crowd = [e for n in range(6) for e in events(f"p{n}", ("like", "s1"), ("like", "k5"), ("like", "r2"))]
+    retriever = world(crowd)
+    assert sorted(retriever.collab.all_ids()) == ["k5", "r2", "s1"]
+    retriever.store.delete_events("p0")
+    retriever.store.add_events([e for n in range(6) for e in events(f"q{n}", ("like", "c3"), ("like", "k5"), ("like", "r4"))])
+    for n in range(1, 6):
+        retriever.store.delete_events(f"p{n}")
+    retriever.refit()
+    assert sorted(retriever.collab.all_ids()) == ["c3", "k5", "r4"]  # stale vectors removed
+
+
+def test_collab_signal_reaches_items_liked_by_similar_people(world):
+    crowd = [e for n in range(8) for e in events(f"p{n}", ("like", "s1"), ("like", "s2"), ("like", "k4"))]
+    retriever = world(crowd + events("ana", ("like", "s1"), ("like", "s2")), weights={"sequential": 0.0})
+    found = retriever.candidates("ana", Request(), k=5)
+    k4 = [c for c in found if c.item.id == "k4"]
+    assert k4 and k4[0].evidence.signals["collab"] > 0
+
+
+# --- reading a history --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pairs, liked, disliked, seen",
+    [
+        ([("view", "a"), ("like", "a")], ["a"], [], {"a"}),
+        ([("like", "a"), ("dislike", "a")], [], ["a"], {"a"}),  # the latest opinion wins
+        ([("dislike", "a"), ("like", "a")], ["a"], [], {"a"}),
+        ([("view", "a"), ("view", "b"), ("search", None)], ["a", "b"], [], {"a", "b"}),
+        ([("not_interested", "a"), ("view", "b")], ["b"], ["a"], {"a", "b"}),
+    ],
+)
+def test_user_history_reading(pairs, liked, disliked, seen):
+    history = UserHistory.from_events(events("u", *pairs))
+    assert [i for i, _ in history.liked] == liked
+    assert [i for i, _ in history.disliked] == disliked
+    assert history.seen == seen
+
+
+@pytest.mark.parametrize(
+    "sequences, recent, best",
+    [
+        ([["a", "b", "c"]] * 3, ["a"], "b"),
+        ([["a", "b", "c"]] * 3, ["b"], "c"),
+        ([["a", "b"], ["a", "b"], ["a", "c"]], ["a"], "b"),
+        ([["x", "y"], ["a", "b"]] * 2, ["x", "a"], "b"),  # the newest item weighs most
+    ],
+)
+def test_sequential_model_scores_the_likely_next_item(sequences, recent, best):
+    model = SequentialModel().fit_sequences(sequences)
+    scores = model.scores(recent)
+    assert max(scores, key=scores.get) == best
+    assert set(recent).isdisjoint({k for k, v in scores.items() if v > scores[best]})
