@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 from typing import Iterator
 
-from assistant.errors import NotFoundError, RecassistError
+from assistant.errors import InputError, NotFoundError, RecassistError
 from assistant.events import (
     Card,
     CardsEvent,
@@ -33,7 +33,7 @@ _USER_ID = re.compile(r"^[\w.@:-]{1,128}$")
 def validate_user_id(user_id: str) -> str:
     """User ids are 1-128 characters of letters, digits and . _ - @ :"""
     if not isinstance(user_id, str) or not _USER_ID.match(user_id):
-        raise ValueError(
+        raise InputError(
             f"invalid user_id {user_id!r}: use 1-128 letters, digits or . _ - @ : characters"
         )
     return user_id
@@ -82,17 +82,22 @@ class Agent:
         k: int | None = None,
         prompt_overrides: dict | None = None,
         trace: list | None = None,
+        persist: bool = True,
     ) -> Iterator[TurnEvent]:
-        """Answer one message; yields cards first, then ranked cards, reasons, a summary, and Done."""
+        """Answer one message; yields cards first, then ranked cards, reasons, a summary, and Done.
+
+        persist=False is a dry run (the prompt lab): nothing is written to the user's history.
+        """
         validate_user_id(user_id)
         timer = _Timer()
         notices: list[str] = []
         if not isinstance(message, str) or not message.strip():
-            raise ValueError("message is empty: say what you would like, e.g. 'something like Dracula'")
+            raise InputError("message is empty: say what you would like, e.g. 'something like Dracula'")
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[:MAX_MESSAGE_CHARS]
             notices.append(f"Your message was long; I read its first {MAX_MESSAGE_CHARS} characters.")
         conv = Conversation.load(self.store, user_id, session_id)
+        conv.persist = persist
         last = conv.last_cards()
         u = parse_message(message, self.vocabulary(), has_last_list=bool(last))
         timer.lap("understand")
@@ -133,13 +138,13 @@ class Agent:
             parsed = parse_message(query, self.vocabulary())
             u.item_ids = parsed.item_ids
             u.language = parsed.language
-        conv = Conversation(user_id, "")
+        conv = Conversation(user_id, "", persist=False)
         timer, state = _Timer(), {"tokens": {}, "request": {}}
         cards: list[dict] = []
         summary = ""
         notices: list[str] = []
         extra_exclude = set(filters.get("exclude_ids", []))
-        for event in self._recommend(conv, u, None, [], None, k, None, None, timer, state, persist=False, exclude=extra_exclude):
+        for event in self._recommend(conv, u, None, [], None, k, None, None, timer, state, exclude=extra_exclude):
             if isinstance(event, CardsEvent):
                 cards = [c.to_dict() for c in event.cards]
             elif isinstance(event, ReasonEvent):
@@ -221,13 +226,14 @@ class Agent:
             yield MessageEvent("Which one do you mean? Say for example 'I've seen the second one'.", "feedback")
             return
         for item_id in targets:
-            self.feedback(conv.user_id, item_id, u.feedback or "like")
+            if conv.persist:
+                self.feedback(conv.user_id, item_id, u.feedback or "like")
         titles = ", ".join(self.store.get_item(i).title for i in targets if self.store.get_item(i))
         verb = {"seen": "Noted that you've seen", "like": "Glad you liked", "dislike": "Noted, no more like",
                 "not_interested": "Got it, not interested in"}[u.feedback or "like"]
         yield MessageEvent(f"{verb} {titles}.", "feedback")
 
-    def _recommend(self, conv, u, target, last, context, k, overrides, trace, timer, state, persist=True, exclude=None):
+    def _recommend(self, conv, u, target, last, context, k, overrides, trace, timer, state, exclude=None):
         from retrieval.candidates import Request
 
         k = max(1, min(int(k or self.settings.top_k), 20))
@@ -245,7 +251,7 @@ class Agent:
         if u.more_like and target and target not in seeds:
             seeds.insert(0, target)
         history = self.store.events_for_user(conv.user_id)
-        if not history and u.query and persist and not self._overrides(conv.user_id).get("onboarding"):
+        if not history and u.query and conv.persist and not self._overrides(conv.user_id).get("onboarding"):
             # A new user's first words about their taste are profile signals at once.
             self.update_profile(conv.user_id, {"onboarding": [u.query]})
             profile = self.get_profile(conv.user_id)
@@ -290,8 +296,7 @@ class Agent:
         if not candidates:
             text = "Nothing in the catalog matches all of that. Try loosening a constraint (for example a year range or a category)."
             yield MessageEvent(text, "answer")
-            if persist:
-                conv.add(self.store, "assistant", text, {"cards": [], "constraints": constraints})
+            conv.add(self.store, "assistant", text, {"cards": [], "constraints": constraints})
             return
         yield CardsEvent([_card(c) for c in candidates[:k]], "retrieved")
 
@@ -317,13 +322,12 @@ class Agent:
         )
         timer.lap("summary")
         yield MessageEvent(summary, "summary")
-        if persist:
-            conv.add(
-                self.store,
-                "assistant",
-                summary,
-                {"cards": [c.to_dict() for c in cards], "constraints": constraints, "request": state["request"]},
-            )
+        conv.add(
+            self.store,
+            "assistant",
+            summary,
+            {"cards": [c.to_dict() for c in cards], "constraints": constraints, "request": state["request"]},
+        )
 
     # --- LLM stages, each with a fallback that never leaves the user empty-handed ----------
 
@@ -363,6 +367,7 @@ class Agent:
             log.warning("ranking failed, using retrieval order: %s", exc)
             return candidates, "The ranking model failed; showing retrieval order."
         state["tokens"]["rank_prompt"] = result.total_prompt_tokens
+        state["tokens"]["prompt"] = state["tokens"].get("prompt", 0) + result.total_prompt_tokens
         if trace is not None:
             trace.append({
                 "stage": "rank",
@@ -393,6 +398,8 @@ class Agent:
                 yield ReasonDelta(chunk.item_id, chunk.delta or "")
             else:
                 done.add(chunk.item_id)
+                if chunk.source == "llm":
+                    state["tokens"]["completion"] = state["tokens"].get("completion", 0) + llm.count_tokens(chunk.final)
                 yield ReasonEvent(chunk.item_id, chunk.final, chunk.source)
             if time.monotonic() > deadline:
                 # Out of time: the remaining cards keep their evidence-based reasons.
@@ -409,7 +416,7 @@ class Agent:
         """Store a card's like/dislike/not-interested/seen as an event; the next answer reflects it."""
         validate_user_id(user_id)
         if kind not in FEEDBACK_TYPES:
-            raise ValueError(f"feedback kind {kind!r} is not one of {', '.join(FEEDBACK_TYPES)}")
+            raise InputError(f"feedback kind {kind!r} is not one of {', '.join(FEEDBACK_TYPES)}")
         if self.store.get_item(item_id) is None:
             raise NotFoundError(f"item {item_id!r} is not in the catalog")
         self.store.add_events([Event(user_id=user_id, type=kind, timestamp=time.time(), item_id=item_id)])
@@ -430,7 +437,7 @@ class Agent:
         allowed = {"interests", "dislikes", "summary", "removed_interests", "removed_dislikes", "onboarding"}
         unknown = set(patch) - allowed
         if unknown:
-            raise ValueError(f"unknown profile fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+            raise InputError(f"unknown profile fields {sorted(unknown)}; allowed: {sorted(allowed)}")
         stored = self.store.get_profile(user_id) or {}
         stored["overrides"] = apply_patch(stored.get("overrides", {}), patch)
         self.store.save_profile(user_id, stored)

@@ -27,3 +27,7 @@ class NotFoundError(RecassistError):
 
 class StoreError(RecassistError):
     """The event/conversation database or the vector store is unreachable or inconsistent."""
+
+
+class InputError(RecassistError, ValueError):
+    """A request is invalid (bad user id, empty message, unknown field): the caller must fix it."""

@@ -24,6 +24,7 @@ class Conversation:
     user_id: str
     session_id: str
     turns: list[Turn] = field(default_factory=list)
+    persist: bool = True  # False: a dry run (the prompt lab) that leaves no trace in the store
 
     @classmethod
     def load(cls, store, user_id: str, session_id: str | None) -> "Conversation":
@@ -66,4 +67,5 @@ class Conversation:
     def add(self, store, role: str, content: str, payload: dict | None = None) -> None:
         payload = payload or {}
         self.turns.append(Turn(role, content, payload))
-        store.append_message(self.user_id, self.session_id, role, content, payload)
+        if self.persist:
+                store.append_message(self.user_id, self.session_id, role, content, payload)

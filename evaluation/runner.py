@@ -113,7 +113,7 @@ def _sample(rows: np.ndarray, n: int | None, seed: int, salt: int) -> np.ndarray
 
 def run(cfg: EvalConfig) -> dict:
     """Run the configured evaluation and write the report folder; returns the results dict."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc)
     items, events, source = load_data(cfg)
     split = leave_one_out(items, events, min_count=cfg.min_count)
     results: dict = {"meta": {}, "split": split.counts, "variants": {}, "knobs": {}, "protocol_a": {}, "protocol_b": {},
@@ -177,7 +177,7 @@ def run(cfg: EvalConfig) -> dict:
 
     results["meta"] = {
         "command": cfg.command,
-        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "started": started_at.strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": time.perf_counter() - started,
         "machine": f"{platform.machine()}, {_cores()} cores",
         "seed": cfg.seed,

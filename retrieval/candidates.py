@@ -37,7 +37,10 @@ NOT_SEEN_TYPES = frozenset({"search"})
 HISTORY_LAST = 20  # liked items that make the content profile
 HISTORY_DECAY = 0.9  # per position, newest = 1
 COLLAB_LAST = 20  # newest opinions that make the user's collaborative vector (measured: 20 > 50)
-NEAREST_ITEMS = 3  # newest liked items also searched one by one (a mean of varied tastes is mushy)
+NEAREST_ITEMS = 2  # newest liked items also searched one by one (a mean of varied tastes is mushy)
+DROP_OVERFETCH = 150  # at most this many extra results per signal to make up for dropped items
+FILTER_OVERFETCH = 3  # results per signal multiply by this when filters run afterwards
+VECTOR_CACHE = 50_000  # content vectors kept in process (50k x 384 float32 = 75 MB)
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
 DISLIKE_MARGIN = 0.5  # similarity to a disliked item above which a candidate is pushed down
 DISLIKE_PUSH = 2.0  # penalty at similarity 1.0 (an exact copy), scaled linearly from the margin
@@ -206,6 +209,8 @@ class Retriever:
         self.fitted_at: float | None = None
         self._popularity: dict[str, float] | None = None
         self._popular_top: list[tuple[str, float]] | None = None
+        self._vector_cache: dict[str, np.ndarray] = {}
+        self._collab_vectors: dict[str, np.ndarray] = {}
 
     # --- keeping the indexes in step with the store ---------------------------------------
 
@@ -213,8 +218,10 @@ class Retriever:
         """Embed items and upsert their content vectors: retrievable right after this returns."""
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
-            vectors = self.embedder([item.document() for item in batch])
+            vectors = np.asarray(self.embedder([item.document() for item in batch]), dtype=np.float32)
             self.content.upsert([i.id for i in batch], vectors, metadatas=[item_metadata(i) for i in batch])
+            for item in batch:
+                self._vector_cache.pop(item.id, None)
         if self._popularity is not None:
             for item in items:
                 self._popularity[item.id] = max(self._popularity.get(item.id, 0.0), _prior(item))
@@ -235,6 +242,9 @@ class Retriever:
                 self.collab.upsert(ids, vectors)
             if stale:
                 self.collab.delete(sorted(stale))
+            # Kept here too, so a request reads its history's vectors without a Chroma round trip.
+            # The SVD is deterministic: another worker refitting on the same events writes the same.
+            self._collab_vectors = dict(zip(ids, vectors))
         self.fitted_at = time.time()
 
     @staticmethod
@@ -274,32 +284,33 @@ class Retriever:
         drop = set(request.exclude_ids) | set(request.seed_item_ids) | {i for i, _ in user.disliked}
         if not request.include_seen:
             drop |= user.seen
-        where = request.where()
-        # Every signal over-fetches by what will be dropped; the in-memory ones also by what the
-        # filters will reject (Chroma applies the filters itself).
-        fetch = max(3 * k, 100) + min(len(drop), 500)
-        post_fetch = fetch * (4 if request.is_filtered() else 1)
+        filtered = request.is_filtered()
+        # Over-fetch by what will be dropped (capped: a heavy user's neighbourhood is mostly seen
+        # items, and the behaviour signals carry such users) and by what the filters will reject.
+        # Filters run after fusion: Chroma's `where` cost 10x an unfiltered query here, so it only
+        # serves the fill below when post-filtering leaves too few.
+        fetch = (max(2 * k, 50) + min(len(drop), DROP_OVERFETCH)) * (FILTER_OVERFETCH if filtered else 1)
 
         liked_recent = user.liked[-HISTORY_LAST:]
         seeds = list(dict.fromkeys(request.seed_item_ids))
-        vectors = self.content.get_vectors([i for i, _ in liked_recent] + [i for i, _ in user.disliked[-HISTORY_LAST:]] + seeds)
+        vectors = self._content_vectors([i for i, _ in liked_recent] + [i for i, _ in user.disliked[-HISTORY_LAST:]] + seeds)
         signals: dict[str, dict[str, float]] = {}
-        self._content_signals(signals, request, user, liked_recent, seeds, vectors, fetch, where)
-        self._behaviour_signals(signals, user, seeds, post_fetch)
+        anchor = self._content_signals(signals, request, user, liked_recent, seeds, vectors, fetch)
+        self._behaviour_signals(signals, user, seeds, fetch)
         cold = not user.liked and not seeds
-        if cold or self.weights["popularity"] > 0:
-            signals["popularity"] = dict(self.popular(post_fetch if cold else min(post_fetch, 100)))
+        weights = self._signal_weights(request, user, seeds, cold)
+        if weights["popularity"] > 0:
+            signals["popularity"] = dict(self.popular(fetch if cold else min(fetch, 100)))
 
-        fused, found_by = self._fuse(signals, self._signal_weights(request, user, seeds, cold))
+        fused, found_by = self._fuse(signals, weights)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
-        pool_size = max(3 * k, 60)
-        items, pool = self._accepted(ranked, request, pool_size)
-        if len(pool) < k and request.is_filtered():
-            pool += self._filtered_fill(request, where, drop | set(pool), k - len(pool), items)
+        items, pool = self._accepted(ranked, request, max(3 * k, 60))
+        if len(pool) < k and filtered:
+            pool += self._filtered_fill(request, anchor, drop | set(pool), k - len(pool), items, found_by)
         if not pool:
             return []
 
-        pool_vectors = self.content.get_vectors(pool)
+        pool_vectors = self._content_vectors(pool)
         self._push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by)
         pool.sort(key=lambda i: -fused.get(i, 0.0))
         chosen = _mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
@@ -312,8 +323,30 @@ class Retriever:
             for i in chosen
         ]
 
-    def _content_signals(self, signals, request, user, liked_recent, seeds, vectors, fetch, where) -> None:
-        """History, request text and seeds, each one content-space query (batched in one call)."""
+    def _content_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """Content vectors by id, through a bounded in-process cache (index_items refreshes it).
+
+        A vector changes only when its item's text does; another worker re-ingesting an item can
+        leave an old vector here until evicted, which only shifts evidence similarities slightly.
+        """
+        cache = self._vector_cache
+        missing = [i for i in dict.fromkeys(ids) if i not in cache]
+        if missing:
+            self._remember(self.content.get_vectors(missing))
+        return {i: cache[i] for i in ids if i in cache}
+
+    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
+        cache = self._vector_cache
+        cache.update(vectors)
+        while len(cache) > VECTOR_CACHE:
+            cache.pop(next(iter(cache)), None)  # oldest first
+
+    def _content_signals(self, signals, request, user, liked_recent, seeds, vectors, fetch) -> np.ndarray | None:
+        """History, request text and seeds as content-space queries, batched in one Chroma call.
+
+        Returns the vector that best stands for what is wanted now (request text, else seeds,
+        else history), for the filtered fill.
+        """
         queries: list[tuple[str, np.ndarray, float]] = []  # (signal, vector, factor)
         liked = [(i, w) for i, w in liked_recent if i in vectors]
         if liked:
@@ -323,22 +356,23 @@ class Retriever:
             if disliked:
                 profile = profile + 0.5 * sum(w * vectors[i] for i, w in disliked)  # w < 0: subtracts
             queries.append(("history", _unit(profile), 1.0))
-            # The newest few liked items one by one: a candidate close to one of them counts too.
+            # The newest liked items one by one too: a mean of varied tastes is mushy.
             queries += [("history", vectors[i], 0.9) for i, _ in liked[-NEAREST_ITEMS:]]
-        if request.query.strip():
-            queries.append(("query", np.asarray(self.embedder([request.query])[0]), 1.0))
         seed_vectors = [vectors[i] for i in seeds if i in vectors]
         if seed_vectors:
             queries.append(("seed", _unit(sum(seed_vectors)), 1.0))
             if len(seed_vectors) > 1:
                 queries += [("seed", v, 0.9) for v in seed_vectors]
+        if request.query.strip():
+            queries.append(("query", np.asarray(self.embedder([request.query])[0], dtype=np.float32), 1.0))
         if not queries:
-            return
-        results = self.content.query_many([q[1] for q in queries], fetch, where)
+            return None
+        results = self.content.query_many([q[1] for q in queries], fetch)
         for (name, _, factor), hits in zip(queries, results):
             scores = signals.setdefault(name, {})
             for item_id, similarity in hits:
                 scores[item_id] = max(scores.get(item_id, float("-inf")), factor * similarity)
+        return queries[-1][1] if request.query.strip() or seed_vectors else queries[0][1]
 
     def _behaviour_signals(self, signals, user: UserHistory, seeds: list[str], fetch: int) -> None:
         """Sequential and collaborative signals; named seeds count as the newest items."""
@@ -348,7 +382,10 @@ class Retriever:
                 signals["sequential"] = scores
         if self.collab is not None and (user.liked or seeds):
             history = [(i, w) for i, w in user.opinions if i not in seeds] + [(i, 2.0) for i in seeds]
-            collab_vectors = self.collab.get_vectors([i for i, _ in history[-COLLAB_LAST:]])
+            wanted = [i for i, _ in history[-COLLAB_LAST:]]
+            collab_vectors = {i: self._collab_vectors[i] for i in wanted if i in self._collab_vectors}
+            if len(collab_vectors) < len(wanted):  # refit elsewhere, or not yet here
+                collab_vectors.update(self.collab.get_vectors([i for i in wanted if i not in collab_vectors]))
             vector = user_vector(history, collab_vectors, last=COLLAB_LAST) if collab_vectors else None
             if vector is not None:
                 hits = self.collab.query(vector, fetch)
@@ -397,18 +434,27 @@ class Retriever:
                 return items, pool[:n]
         return items, pool
 
-    def _filtered_fill(self, request: Request, where, exclude: set[str], n: int, items: dict) -> list[str]:
-        """Strict filters can empty the fused pool: take matching items, most popular first."""
-        ids = [i for i, _ in self.popular(POPULAR_CACHE) if i not in exclude]
-        if where is not None:
-            ids += [i for i in self.content.get_ids(where, 20 * n + len(exclude)) if i not in exclude]
-        ids = list(dict.fromkeys(ids))
+    def _filtered_fill(self, request: Request, anchor, exclude: set[str], n: int, items: dict, found_by: dict) -> list[str]:
+        """Strict filters can empty the fused pool: ask Chroma for matching items near what is
+        wanted, then for the most popular matching ones."""
+        where = request.where()
+        ids: list[str] = []
+        if anchor is not None and where is not None:
+            for item_id, similarity in self.content.query(anchor, n + min(len(exclude), DROP_OVERFETCH), where):
+                if item_id not in exclude:
+                    ids.append(item_id)
+                    found_by.setdefault(item_id, {})["filtered_nearest"] = similarity
         popularity = self._popularity or {}
+        by_popularity = [i for i, _ in self.popular(POPULAR_CACHE) if i not in exclude]
+        if where is not None:
+            extra = self.content.get_ids(where, POPULAR_CACHE)
+            by_popularity += sorted((i for i in extra if i not in exclude), key=lambda i: -popularity.get(i, 0.0))
+        for item_id in by_popularity:
+            found_by.setdefault(item_id, {}).setdefault("popularity", popularity.get(item_id, 0.0))
+        ids = list(dict.fromkeys(ids + by_popularity))
         found = self.store.get_items(ids)
-        matching = [i for i in ids if i in found and request.accepts(found[i])]
-        matching.sort(key=lambda i: -popularity.get(i, 0.0))
         items.update(found)
-        return matching[:n]
+        return [i for i in ids if i in found and request.accepts(found[i])][:n]
 
     @staticmethod
     def _push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by) -> None:

@@ -172,12 +172,23 @@ def test_bad_llm_output_never_gives_an_empty_reply(make_engine, answers):
 def test_llm_label_ranking_moves_its_favourite_up(make_engine):
     llm = FakeLLM()
     engine = make_engine(llm=llm, rank_blend=0.9, rank_shuffles=1)
-    base = engine.agent.recommend("ben", k=20)["items"]
-    favourite = base[4]["item_id"]
-    # The rank prompt labels candidates A, B, ... in retrieval order: E is the fifth.
-    llm.enqueue({"E": 0.0, "A": -9.0, "B": -9.0, "C": -9.0, "D": -9.0})
+    seen = []
+
+    def prefer_e(prompt, labels=None):
+        if labels is None:
+            return ""  # reasons and summary: empty, so evidence is used
+        text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        if "N/A" in text:  # the content-free calibration prompt: no preference
+            return {label: -1.0 for label in labels}
+        seen.append(text)
+        return {label: (0.0 if label == "E" else -9.0) for label in labels}
+
+    llm.default = prefer_e
     _, cards, _ = run(engine, "ben", "recommend me something")
-    assert cards[0].item_id == favourite
+    text = seen[-1]
+    lines = text[text.rindex("Candidates:"):].splitlines()
+    labelled_e = next(line[3:] for line in lines if line.startswith("E. "))
+    assert labelled_e.startswith(cards[0].title)
 
 
 def test_llm_reasons_stream_and_are_checked(make_engine):
@@ -259,3 +270,11 @@ def test_recommend_json_shape(demo_engine):
     for item in result["items"]:
         assert {"item_id", "title", "score", "reason", "evidence"} <= set(item)
         assert item["year"] is None or item["year"] <= 1900
+
+
+def test_dry_run_leaves_no_trace(demo_engine):
+    before = (len(demo_engine.store.events_for_user("newcomer")), demo_engine.store.list_sessions("newcomer"))
+    events = list(demo_engine.agent.respond("newcomer", "I loved Dracula, anything like it?", persist=False))
+    assert any(isinstance(e, CardsEvent) for e in events)
+    assert (len(demo_engine.store.events_for_user("newcomer")), demo_engine.store.list_sessions("newcomer")) == before
+    assert not demo_engine.agent.get_profile("newcomer")["onboarding"]

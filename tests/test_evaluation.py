@@ -512,3 +512,14 @@ def test_recording_llm_replays_and_persists_answers(tmp_path):
     assert "".join(second.stream("say", max_tokens=5)) == "done"
     assert second.calls == [] and second.reused == 2
     assert "".join(second.stream("say", max_tokens=6)) == "other"  # different arguments, new question
+
+
+def test_user_samples_are_seeded_and_nested():
+    from evaluation.runner import _sample
+
+    rows = np.arange(610)
+    small, large = _sample(rows, 50, seed=0, salt=2), _sample(rows, 200, seed=0, salt=2)
+    assert len(small) == 50 and set(small) <= set(large)  # a bigger run reuses the smaller run's users
+    assert _sample(rows, 50, seed=0, salt=2).tolist() == small.tolist()
+    assert _sample(rows, 50, seed=1, salt=2).tolist() != small.tolist()
+    assert _sample(rows, None, seed=0, salt=2) is rows

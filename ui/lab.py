@@ -30,7 +30,7 @@ def run_with(engine, user_id: str, request: str, overrides: dict | None) -> dict
     trace: list[dict] = []
     session_id = LAB_SESSION_PREFIX + uuid.uuid4().hex[:12]
     state = collect(
-        engine.agent.respond(user_id, request, session_id=session_id, prompt_overrides=overrides, trace=trace)
+        engine.agent.respond(user_id, request, session_id=session_id, prompt_overrides=overrides, trace=trace, persist=False)
     )
     return {"trace": trace, "items": state.items(), "text": state.text, "notices": state.notices}
 

@@ -35,8 +35,9 @@ class FakeLLM:
         self.prompts: list[Prompt] = []  # every prompt received, in order
         self.calls: list[dict] = []  # the keyword arguments of every call
 
-    def enqueue(self, *answers: str | dict | Exception) -> "FakeLLM":
-        """Queue answers: a str for stream(), a {label: logprob} dict for label_logprobs(), or an exception to raise."""
+    def enqueue(self, *answers) -> "FakeLLM":
+        """Queue answers: a str for stream(), a {label: logprob} dict for label_logprobs(), an
+        exception to raise, or a callable that gets the prompt (and labels) and returns either."""
         self._answers.extend(answers)
         return self
 
@@ -50,6 +51,8 @@ class FakeLLM:
         self.prompts.append(prompt)
         self.calls.append({"kind": "stream", "max_tokens": max_tokens, "stop": stop, "json_schema": json_schema})
         answer = self._next()
+        if callable(answer):
+            answer = answer(prompt)
         if not isinstance(answer, str):
             raise LLMError(f"FakeLLM.stream got a queued {type(answer).__name__}; enqueue a str")
         # Stream word by word so callers exercise their incremental paths.
@@ -62,6 +65,8 @@ class FakeLLM:
         if not self.supports_logprobs:
             raise LLMError("this fake model was built with supports_logprobs=False")
         answer = self._next()
+        if callable(answer):
+            answer = answer(prompt, list(labels))
         if isinstance(answer, str):
             # A string answer names the labels in preference order.
             order = [x for x in answer.split() if x in labels]
