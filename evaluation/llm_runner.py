@@ -9,7 +9,7 @@ import numpy as np
 
 from assistant.errors import RecassistError
 from evaluation import llm_eval, metrics, tuning
-from evaluation.runner import EvalConfig, _latency, summarize
+from evaluation.runner import EvalConfig, latency_summary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,13 @@ def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybr
                 ranking.reference = None if name == BASE else BASE
                 per_user[(protocol, stage_name, name)] = ranking
                 results[block].setdefault(stage_name, {})[name] = summarize(ranking, cfg.seed)
-        for name, variant, blend in configs:
+        for name, variant, _ in configs:
             results["variants"][name] = {
-                "description": (f"hybrid candidates re-ranked by the LLM through assistant.ranking.rank(), "
-                                f"{llm_eval.SHUFFLES[variant]} order(s), blend {blend} chosen on validation")
-                if name not in (BASE, PURE) else
-                ("the LLM's averaged order alone (blend 1)" if name == PURE else "hybrid retrieval on the LLM sample (blend 0)"),
+                "description": {
+                    BASE: "hybrid retrieval on the LLM sample (blend 0), the reference for the LLM rows",
+                    PURE: "the LLM's order alone (blend 1), averaged over both orders",
+                }.get(name, f"hybrid candidates re-ranked through assistant.ranking.rank() reading "
+                            f"{llm_eval.SHUFFLES[variant]} order(s); blend chosen on validation per protocol (see LLM ranking)"),
                 "path": f"per user: numpy hybrid top {llm_eval.RANK_DEPTH}, then the LLM ({llm.backend} {llm.model})",
                 "path_short": f"LLM sample ({len(rows)} users)",
             }
@@ -98,8 +99,8 @@ def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybr
     tokens = np.array([t for run in runs.values() for t in run.prompt_tokens], dtype=float)
     mass = [o["label_mass"] for o in outcomes if o.get("label_mass") is not None]
     most = max(llm_eval.SHUFFLES[v] for v in names)
-    results["latency_ms"][f"rank: LLM, {most} order(s)"] = _latency(rank_ms, f"{llm.backend}, real model calls")
-    results["latency_ms"]["rank: one LLM forward pass"] = _latency(np.array([c["ms"] for c in calls]), "per call")
+    results["latency_ms"][f"rank: LLM, {most} order(s)"] = latency_summary(rank_ms, f"{llm.backend}, real model calls")
+    results["latency_ms"]["rank: one LLM forward pass"] = latency_summary(np.array([c["ms"] for c in calls]), "per call")
     reused = sum(run.reused for run in runs.values())
     if reused:
         results["latency_ms"][f"rank: LLM, {most} order(s)"]["note"] += f" ({reused} answers reused from the cache: those calls are not timed)"

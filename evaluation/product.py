@@ -151,7 +151,7 @@ class ProductRetriever:
 
 def run_product_retriever(cfg, split, stages, rows, keys, want_a, results, per_user, embedder, vectors) -> None:
     """Protocol (a) for the product Retriever, per user; skipped with a reason when it is not available."""
-    from evaluation.runner import _latency, summarize
+    from evaluation.runner import latency_summary, summarize
 
     try:
         import retrieval.candidates  # noqa: F401
@@ -169,7 +169,7 @@ def run_product_retriever(cfg, split, stages, rows, keys, want_a, results, per_u
             per_user[("a", stage_name, "retriever")] = ranking
             results["protocol_a"].setdefault(stage_name, {})["retriever"] = summarize(ranking, cfg.seed)
             if stage_name == "test":
-                results["latency_ms"]["retrieve: product Retriever"] = _latency(ranking.latency_ms, "per user, one Chroma query each")
+                results["latency_ms"]["retrieve: product Retriever"] = latency_summary(ranking.latency_ms, "per user, one Chroma query each")
     finally:
         variant.close()
     results["variants"]["retriever"] = {

@@ -100,7 +100,8 @@ def summarize(ranking: protocols.Ranking, seed: int) -> dict:
     return out
 
 
-def _latency(values: np.ndarray, note: str) -> dict:
+def latency_summary(values: np.ndarray, note: str) -> dict:
+    """p50 and p95 of per-user milliseconds, with a note on how they were measured."""
     return {"p50": metrics.percentile(values, 50), "p95": metrics.percentile(values, 95), "note": note}
 
 
@@ -150,7 +151,7 @@ def run(cfg: EvalConfig) -> dict:
                 per_user[("a", stage_name, name)] = ranking
                 results["protocol_a"].setdefault(stage_name, {})[name] = summarize(ranking, cfg.seed)
                 if stage_name == "test":
-                    results["latency_ms"][f"retrieve: {name}"] = _latency(ranking.latency_ms, "amortised over a batch of users")
+                    results["latency_ms"][f"retrieve: {name}"] = latency_summary(ranking.latency_ms, "amortised over a batch of users")
             if want_b:
                 ranking = protocols.sampled_ranking(variant, stage, rows, keys, negatives)
                 per_user[("b", stage_name, name)] = ranking

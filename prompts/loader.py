@@ -116,19 +116,24 @@ class PromptTemplate(BaseModel):
 
 def _environment():
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return jinja2.Environment(
+    # Sandboxed: templates are edited in the prompt lab, and must not reach Python internals.
+    return ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, trim_blocks=True
     )
 
 
 def _render(text: str, values: dict, where: str) -> str:
     import jinja2
+    from jinja2.exceptions import SecurityError
 
     try:
         return _environment().from_string(text).render(**values)
     except jinja2.UndefinedError as exc:
         raise PromptError(f"{where}: {exc.message} while rendering; declare and pass that variable") from None
+    except SecurityError as exc:
+        raise PromptError(f"{where}: the template tried something unsafe ({exc}); templates may only format their variables") from None
     except jinja2.TemplateError as exc:
         raise PromptError(f"{where}: template error: {exc}") from None
 

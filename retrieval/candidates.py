@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from retrieval.collab import fit_item_factors, user_vector
+from retrieval.collab import CollabTable, fit_item_factors, user_vector
 from retrieval.records import Candidate, Event, Evidence, Item
 from retrieval.sequential import SequentialModel, consumed
 from retrieval.vectors import VectorIndex
@@ -210,7 +210,7 @@ class Retriever:
         self._popularity: dict[str, float] | None = None
         self._popular_top: list[tuple[str, float]] | None = None
         self._vector_cache: dict[str, np.ndarray] = {}
-        self._collab_vectors: dict[str, np.ndarray] = {}
+        self._collab_table = CollabTable()
 
     # --- keeping the indexes in step with the store ---------------------------------------
 
@@ -242,9 +242,9 @@ class Retriever:
                 self.collab.upsert(ids, vectors)
             if stale:
                 self.collab.delete(sorted(stale))
-            # Kept here too, so a request reads its history's vectors without a Chroma round trip.
-            # The SVD is deterministic: another worker refitting on the same events writes the same.
-            self._collab_vectors = dict(zip(ids, vectors))
+            # Kept in process too: a request then needs no Chroma round trip for this signal. The
+            # SVD is deterministic, so another worker refitting on the same events writes the same.
+            self._collab_table = CollabTable(ids, vectors)
         self.fitted_at = time.time()
 
     @staticmethod
@@ -315,13 +315,34 @@ class Retriever:
         pool.sort(key=lambda i: -fused.get(i, 0.0))
         chosen = _mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
 
+        return self._with_evidence(chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request)
+
+    def _with_evidence(self, chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request) -> list[Candidate]:
         liked_items = self.store.get_items([i for i, _ in liked_recent])
+        liked_ids = [i for i, _ in liked_recent if i in vectors and i in liked_items]
+        with_vectors = [i for i in chosen if i in pool_vectors]
+        near: dict[str, list[tuple[str, str, float]]] = {}
+        if liked_ids and with_vectors:
+            similarity = np.stack([pool_vectors[i] for i in with_vectors]) @ np.stack([vectors[i] for i in liked_ids]).T
+            for row, item_id in enumerate(with_vectors):
+                best = np.argsort(-similarity[row], kind="stable")[:2]
+                near[item_id] = [(liked_ids[j], liked_items[liked_ids[j]].title, float(similarity[row, j]))
+                                 for j in best if similarity[row, j] >= NEAR_MIN_SIMILARITY]
+        liked_categories = {c.lower() for item in liked_items.values() for c in item.categories}
+        liked_creators = {item.creator.lower() for item in liked_items.values() if item.creator}
         query_words = words(request.query)
-        return [
-            Candidate(items[i], float(fused.get(i, 0.0)),
-                      _evidence(items[i], pool_vectors.get(i), liked_recent, vectors, liked_items, query_words, found_by.get(i, {})))
-            for i in chosen
-        ]
+        out = []
+        for item_id in chosen:
+            item = items[item_id]
+            evidence = Evidence(
+                near_history=near.get(item_id, []),
+                matched_words=sorted(query_words & words(item.document())) if query_words else [],
+                shared_categories=[c for c in item.categories if c.lower() in liked_categories],
+                shared_creators=[item.creator] if item.creator and item.creator.lower() in liked_creators else [],
+                signals=found_by.get(item_id, {}),
+            )
+            out.append(Candidate(item, float(fused.get(item_id, 0.0)), evidence))
+        return out
 
     def _content_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         """Content vectors by id, through a bounded in-process cache (index_items refreshes it).
@@ -383,12 +404,11 @@ class Retriever:
         if self.collab is not None and (user.liked or seeds):
             history = [(i, w) for i, w in user.opinions if i not in seeds] + [(i, 2.0) for i in seeds]
             wanted = [i for i, _ in history[-COLLAB_LAST:]]
-            collab_vectors = {i: self._collab_vectors[i] for i in wanted if i in self._collab_vectors}
-            if len(collab_vectors) < len(wanted):  # refit elsewhere, or not yet here
-                collab_vectors.update(self.collab.get_vectors([i for i in wanted if i not in collab_vectors]))
+            table = self._collab_table
+            collab_vectors = table.get(wanted) if len(table) else self.collab.get_vectors(wanted)  # not refit here yet
             vector = user_vector(history, collab_vectors, last=COLLAB_LAST) if collab_vectors else None
             if vector is not None:
-                hits = self.collab.query(vector, fetch)
+                hits = table.top(vector, fetch) if len(table) else self.collab.query(vector, fetch)
                 signals["collab"] = {i: s for i, s in hits if s > 0}
 
     def _signal_weights(self, request: Request, user: UserHistory, seeds: list[str], cold: bool) -> dict[str, float]:
@@ -477,22 +497,6 @@ class Retriever:
 def _prior(item: Item) -> float:
     """The catalog's own popularity (0..1 expected), half-weighted like the behaviour counts."""
     return 0.5 * min(max(item.popularity or 0.0, 0.0), 1.0)
-
-
-def _evidence(item: Item, vector, liked, vectors, liked_items, query_words, signals) -> Evidence:
-    near = []
-    if vector is not None:
-        similar = sorted(((float(vectors[i] @ vector), i) for i, _ in liked if i in vectors), reverse=True)
-        near = [(i, liked_items[i].title, s) for s, i in similar if i in liked_items and s >= NEAR_MIN_SIMILARITY][:2]
-    liked_categories = {c.lower() for i in liked_items.values() for c in i.categories}
-    liked_creators = {i.creator.lower() for i in liked_items.values() if i.creator}
-    return Evidence(
-        near_history=near,
-        matched_words=sorted(query_words & words(item.document())),
-        shared_categories=[c for c in item.categories if c.lower() in liked_categories],
-        shared_creators=[item.creator] if item.creator and item.creator.lower() in liked_creators else [],
-        signals=signals,
-    )
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""PII in prompts is masked before a hosted LLM sees it."""
+"""Security: PII redaction before hosted LLM calls, sandboxed prompt templates."""
 
 import pytest
 
@@ -40,3 +40,25 @@ def test_engine_wraps_only_hosted_backends(tmp_path, monkeypatch):
     assert isinstance(engine.llm, RedactingLLM)
     engine = Engine(Settings.load(env={}, data_dir=tmp_path, llm_backend="openai", redact_pii=False))
     assert engine.llm is hosted
+
+
+def test_prompt_templates_are_sandboxed():
+    from assistant.errors import PromptError
+    from prompts import parse_template
+
+    evil = """name: rank
+description: tries to escape
+style: completion
+variables:
+  - name: request
+    type: str
+    description: x
+    example: hi
+output:
+  type: text
+  description: x
+template: "{{ request.__class__.__mro__[1].__subclasses__() }}"
+"""
+    template = parse_template(evil, "<test>")
+    with pytest.raises(PromptError, match="unsafe"):
+        template.render(request="hi")
