@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from assistant import __version__
 from assistant.errors import (
     ConfigError,
+    InputError,
     IngestError,
     LLMError,
     NotFoundError,
@@ -408,6 +409,7 @@ def require_admin(principal: Principal) -> None:
 
 
 _STATUS = [  # most specific first
+    (InputError, 400, "invalid_request"),
     (NotFoundError, 404, "not_found"),
     (PromptError, 400, "prompt_error"),
     (IngestError, 400, "ingest_error"),
