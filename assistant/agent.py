@@ -21,7 +21,7 @@ from assistant.events import (
 )
 from assistant.memory import Conversation
 from assistant.profile import apply_patch, derive_profile, profile_query
-from assistant.understand import CatalogVocabulary, Understanding, merge_constraints, parse_message
+from assistant.understand import CatalogVocabulary, Understanding, merge_constraints, parse_message, understand_with_llm
 from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,10 @@ class Agent:
         conv.persist = persist
         last = conv.last_cards()
         u = parse_message(message, self.vocabulary(), has_last_list=bool(last))
+        llm = self._llm()
+        if llm is not None and llm.prompt_style == "chat" and llm.supports_json_schema:
+            # Instruction-tuned models read the message too; base models would babble here.
+            u = understand_with_llm(llm, self._prompts(prompt_overrides), message, last, self.vocabulary(), u)
         timer.lap("understand")
         conv.add(self.store, "user", message, {"understanding": u.to_dict(), "context": context or {}})
         for text in notices:

@@ -381,3 +381,63 @@ def merge_constraints(active: dict, u: Understanding, last_years: list[int]) -> 
     if u.shorter:
         merged["shorter"] = True
     return merged
+
+
+# --- structured LLM reading, merged over the rules --------------------------------------------
+
+def understand_with_llm(llm, prompts, message: str, last_cards: list[dict], vocab: CatalogVocabulary, rules: Understanding) -> Understanding:
+    """The model's JSON reading of the message, mapped onto the catalog and merged over the rules.
+
+    The rules keep what they do best (linked titles, ordinal references); any failure of the
+    model (error, invalid JSON, unknown intent) returns the rules' reading unchanged.
+    """
+    import json
+    import logging
+    from dataclasses import replace
+
+    from assistant.llm import complete
+
+    template = prompts.get("understand")
+    last_list = [
+        f"{i + 1}. {c['title']} ({c.get('year')}; {', '.join(c.get('categories') or [])})" for i, c in enumerate(last_cards)
+    ]
+    try:
+        text = complete(
+            llm,
+            template.render(message=message, last_list=last_list),
+            max_tokens=template.output.max_tokens,
+            json_schema=template.output.json_schema,
+        )
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("intent") not in INTENTS:
+            raise ValueError(f"intent {data.get('intent') if isinstance(data, dict) else data!r} is not one of {INTENTS}")
+    except Exception as exc:  # the model is an optional helper here: the rules always answer
+        logging.getLogger(__name__).info("LLM understanding unusable, keeping the rules' reading: %s", exc)
+        return rules
+
+    def names(key: str, finder) -> list[str]:
+        values = data.get(key) or []
+        return finder(" , ".join(str(v) for v in values)) if isinstance(values, list) else []
+
+    def year(key: str) -> int | None:
+        value = data.get(key)
+        return value if isinstance(value, int) and -3000 < value < 3000 else None
+
+    merged = replace(rules, intent=data["intent"])
+    merged.query = str(data.get("query") or rules.query)[:300]
+    merged.categories = list(dict.fromkeys(rules.categories + names("categories", vocab.find_categories)))
+    merged.exclude_categories = list(dict.fromkeys(rules.exclude_categories + names("exclude_categories", vocab.find_categories)))
+    merged.creators = list(dict.fromkeys(rules.creators + names("creators", vocab.find_creators)))
+    merged.exclude_creators = list(dict.fromkeys(rules.exclude_creators + names("exclude_creators", vocab.find_creators)))
+    merged.year_min = rules.year_min if rules.year_min is not None else year("year_min")
+    merged.year_max = rules.year_max if rules.year_max is not None else year("year_max")
+    reference = data.get("reference")
+    if rules.reference is None and isinstance(reference, int) and 1 <= reference <= len(last_cards):
+        merged.reference = reference - 1
+    if data.get("feedback") in ("like", "dislike", "seen"):
+        merged.feedback = data["feedback"]
+    if str(data.get("language", "")).lower().startswith("zh"):
+        merged.language = "zh"
+    if merged.intent == "feedback" and not merged.feedback:
+        merged.intent = rules.intent  # feedback with no kind is not actionable
+    return merged

@@ -112,3 +112,51 @@ def test_constraints_persist_and_are_overridden(vocab):
     assert state["exclude_categories"] == ["Horror"] and state["year_max"] == 1849
     state = merge_constraints(state, parse_message("ok, horror after all", vocab, True), [])
     assert "Horror" in state["categories"] and "Horror" not in state["exclude_categories"]
+
+
+# The same table through the structured-LLM path: a chat model that answers with the JSON a
+# perfect reader would give, and one that answers garbage (the rules' reading must survive).
+from assistant.llm.fake import FakeLLM  # noqa: E402
+from assistant.understand import understand_with_llm  # noqa: E402
+from prompts import Prompts  # noqa: E402
+
+LAST = [{"item_id": f"bk-00{i}", "title": f"Book {i}", "year": 1900 + i, "categories": ["Fiction"]} for i in range(1, 6)]
+
+
+def _ideal_json(message, expected, rules):
+    reference = expected.get("reference", rules.reference)
+    return {
+        "intent": expected.get("intent", rules.intent),
+        "query": rules.query,
+        "categories": expected.get("categories", rules.categories),
+        "exclude_categories": expected.get("exclude_categories", rules.exclude_categories),
+        "year_min": expected.get("year_min", rules.year_min),
+        "year_max": expected.get("year_max", rules.year_max),
+        "creators": expected.get("creators", rules.creators),
+        "exclude_creators": [c for c in expected.get("exclude_creators", rules.exclude_creators) if c != "<last>"],
+        "reference": None if reference is None else (reference + 1 if reference >= 0 else len(LAST)),
+        "feedback": expected.get("feedback", rules.feedback) if expected.get("feedback", rules.feedback) != "not_interested" else None,
+        "language": expected.get("language", rules.language),
+    }
+
+
+@pytest.mark.parametrize("message,has_last,expected", CASES, ids=[c[0] for c in CASES])
+def test_llm_reading_merges_onto_the_catalog(vocab, message, has_last, expected):
+    import json
+
+    rules = parse_message(message, vocab, has_last_list=has_last)
+    llm = FakeLLM([json.dumps(_ideal_json(message, expected, rules))], prompt_style="chat")
+    got = understand_with_llm(llm, Prompts("chat"), message, LAST if has_last else [], vocab, rules).to_dict()
+    for key, value in expected.items():
+        if key == "feedback" and value == "not_interested":
+            value = rules.feedback  # the schema has no not_interested: the rules keep it
+        assert got[key] == value, f"{key}: {got[key]!r} != {value!r}"
+    assert llm.calls[0]["json_schema"]["properties"]["intent"]["enum"]  # constrained output asked for
+    assert message in str(llm.prompts[0])
+
+
+@pytest.mark.parametrize("answer", ["", "not json", '{"intent": "hack the planet"}', '["recommend"]', RuntimeError("down")])
+def test_unusable_llm_reading_falls_back_to_the_rules(vocab, answer):
+    rules = parse_message("no horror please", vocab, has_last_list=True)
+    llm = FakeLLM([answer], prompt_style="chat")
+    assert understand_with_llm(llm, Prompts("chat"), "no horror please", LAST, vocab, rules) == rules
