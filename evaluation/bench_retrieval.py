@@ -358,6 +358,21 @@ class PrecomputedEmbedder:
         return self._embedder(texts)
 
 
+class RecordingEmbedder:
+    """Passes texts through and keeps the first n vectors it made (the catalog, for the reference)."""
+
+    def __init__(self, embedder):
+        self.name, self.dim, self._embedder, self._made = embedder.name, embedder.dim, embedder, []
+
+    def __call__(self, texts):
+        vectors = np.asarray(self._embedder(texts), dtype=np.float32)
+        self._made.append(vectors)
+        return vectors
+
+    def matrix(self, n: int) -> np.ndarray:
+        return np.concatenate(self._made)[:n]
+
+
 @contextlib.contextmanager
 def chroma_server(path: str):
     """`chroma run` on a free loopback port; yields (host, port) once its heartbeat answers."""
@@ -421,8 +436,9 @@ def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, q
             client = open_chroma("http", host=host, port=port)
         else:
             proc, client = None, open_chroma("persistent", path=str(root / "chroma"))
-        content = VectorIndex(client, "content", embedder)
-        retriever = Retriever(store, embedder, content, VectorIndex(client, "collab"), SequentialModel())
+        recorder = RecordingEmbedder(embedder)
+        content = VectorIndex(client, "content", recorder)
+        retriever = Retriever(store, recorder, content, VectorIndex(client, "collab"), SequentialModel())
         began = time.perf_counter()
         retriever.index_items(items, batch_size=1000)
         ingest = time.perf_counter() - began
@@ -442,7 +458,7 @@ def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, q
                 retriever.candidates(user, request, k=20, history=history)
                 bucket.append(1000 * (time.perf_counter() - t0))
         # Exact reference: brute-force numpy top-50 over every vector vs Chroma's HNSW answer.
-        matrix = np.concatenate([embedder([it.document() for it in items[s : s + 2048]]) for s in range(0, n, 2048)])
+        matrix = recorder.matrix(n)
         ids = [it.id for it in items]
         probe = matrix[rng.integers(n, size=min(queries, 100))] + rng.normal(scale=0.02, size=(min(queries, 100), matrix.shape[1])).astype(np.float32)
         recall, t_exact, t_hnsw = [], [], []
@@ -481,18 +497,17 @@ def run_speed(args) -> None:
         note = (f"MiniLM embedded the first {min(args.real_embeddings, biggest)} real texts "
                 f"({1 / embedder.embed_seconds_per_item:.0f} texts/s); the rest are perturbed copies of those vectors, "
                 "so ingest throughput below excludes embedding time for them")
-    per_user = _bench_users(items, rng, args.users)
-    print(f"items synthesised from {source}; {len(per_user)} users x ~30 events; embedder {embedder.name}")
+    print(f"items synthesised from {source}; {args.users} users x 30 events per size; embedder {embedder.name}")
     if note:
         print("NOTE:", note)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
         for n in sorted(args.sizes):
             sub = items[:n]
+            users = _bench_users(sub, rng, args.users)
             for mode in args.modes:
                 print(f"... {n} items, {mode}", flush=True)
-                results.append(bench_size(n, mode, embedder, sub, _restrict(per_user, {it.id for it in sub}), rng,
-                                          args.queries, tmp))
+                results.append(bench_size(n, mode, embedder, sub, users, rng, args.queries, tmp))
     print()
     print(f"Command: python -m evaluation.bench_retrieval --sizes {' '.join(map(str, args.sizes))} --embedder {args.embedder}"
           f" --modes {' '.join(args.modes)} --queries {args.queries}")
@@ -504,10 +519,6 @@ def run_speed(args) -> None:
         print(f"| {r['n']:,} | {r['mode']} | {r['ingest_items_s']:.0f} | {r['refit_s']:.1f} | {r['p50_history']:.1f} / {r['p95_history']:.1f} "
               f"| {r['p50_query']:.1f} / {r['p95_query']:.1f} | {r['p95_filtered']:.1f} | {r['chroma_k50_ms']:.2f} | {r['numpy_k50_ms']:.2f} "
               f"| {r['recall50']:.3f} | {r['peak_mb']:.0f} / {r['server_mb']:.0f} |")
-
-
-def _restrict(per_user: dict, ids: set[str]) -> dict:
-    return {u: [e for e in ev if e.item_id in ids] for u, ev in per_user.items() if any(e.item_id in ids for e in ev)}
 
 
 def _bench_users(items: list, rng, n_users: int) -> dict:

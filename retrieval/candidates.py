@@ -222,9 +222,9 @@ class Retriever:
             self.content.upsert([i.id for i in batch], vectors, metadatas=[item_metadata(i) for i in batch])
             for item in batch:
                 self._vector_cache.pop(item.id, None)
-        if self._popularity is not None:
+        if self._popularity is not None:  # new items join the cold-start list at once (refit updates the rest)
             for item in items:
-                self._popularity[item.id] = max(self._popularity.get(item.id, 0.0), _prior(item))
+                self._popularity.setdefault(item.id, _prior(item))
             self._popular_top = None
 
     def refit(self, store=None) -> None:
@@ -298,7 +298,7 @@ class Retriever:
         anchor = self._content_signals(signals, request, user, liked_recent, seeds, vectors, fetch)
         self._behaviour_signals(signals, user, seeds, fetch)
         cold = not user.liked and not seeds
-        weights = self._signal_weights(request, user, seeds, cold)
+        weights = self._signal_weights(request, seeds, cold)
         if weights["popularity"] > 0:
             signals["popularity"] = dict(self.popular(fetch if cold else min(fetch, 100)))
 
@@ -359,8 +359,11 @@ class Retriever:
     def _remember(self, vectors: dict[str, np.ndarray]) -> None:
         cache = self._vector_cache
         cache.update(vectors)
-        while len(cache) > VECTOR_CACHE:
-            cache.pop(next(iter(cache)), None)  # oldest first
+        try:
+            while len(cache) > VECTOR_CACHE:
+                cache.pop(next(iter(cache)), None)  # oldest first
+        except (RuntimeError, StopIteration):  # another request thread evicting at the same time
+            pass
 
     def _content_signals(self, signals, request, user, liked_recent, seeds, vectors, fetch) -> np.ndarray | None:
         """History, request text and seeds as content-space queries, batched in one Chroma call.
@@ -411,7 +414,7 @@ class Retriever:
                 hits = table.top(vector, fetch) if len(table) else self.collab.query(vector, fetch)
                 signals["collab"] = {i: s for i, s in hits if s > 0}
 
-    def _signal_weights(self, request: Request, user: UserHistory, seeds: list[str], cold: bool) -> dict[str, float]:
+    def _signal_weights(self, request: Request, seeds: list[str], cold: bool) -> dict[str, float]:
         weights = dict(self.weights)
         confidence = self.behaviour_confidence
         weights["sequential"] *= confidence
@@ -458,23 +461,24 @@ class Retriever:
         """Strict filters can empty the fused pool: ask Chroma for matching items near what is
         wanted, then for the most popular matching ones."""
         where = request.where()
-        ids: list[str] = []
+        chosen: list[str] = []
+
+        def take(scored: list[tuple[str, float]], label: str) -> None:
+            fresh = [(i, s) for i, s in scored if i not in exclude and i not in chosen]
+            found = self.store.get_items([i for i, _ in fresh])
+            items.update(found)
+            for item_id, score in fresh:
+                if len(chosen) < n and item_id in found and request.accepts(found[item_id]):
+                    chosen.append(item_id)
+                    found_by.setdefault(item_id, {})[label] = score
+
         if anchor is not None and where is not None:
-            for item_id, similarity in self.content.query(anchor, n + min(len(exclude), DROP_OVERFETCH), where):
-                if item_id not in exclude:
-                    ids.append(item_id)
-                    found_by.setdefault(item_id, {})["filtered_nearest"] = similarity
-        popularity = self._popularity or {}
-        by_popularity = [i for i, _ in self.popular(POPULAR_CACHE) if i not in exclude]
-        if where is not None:
-            extra = self.content.get_ids(where, POPULAR_CACHE)
-            by_popularity += sorted((i for i in extra if i not in exclude), key=lambda i: -popularity.get(i, 0.0))
-        for item_id in by_popularity:
-            found_by.setdefault(item_id, {}).setdefault("popularity", popularity.get(item_id, 0.0))
-        ids = list(dict.fromkeys(ids + by_popularity))
-        found = self.store.get_items(ids)
-        items.update(found)
-        return [i for i in ids if i in found and request.accepts(found[i])][:n]
+            take(self.content.query(anchor, n + min(len(exclude), DROP_OVERFETCH), where), "filtered_nearest")
+        if len(chosen) < n:
+            popularity = self._popularity or {}
+            ids = self.content.get_ids(where, POPULAR_CACHE) if where is not None else [i for i, _ in self.popular(POPULAR_CACHE)]
+            take(sorted(((i, popularity.get(i, 0.0)) for i in ids), key=lambda x: -x[1]), "popularity")
+        return chosen
 
     @staticmethod
     def _push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by) -> None:
