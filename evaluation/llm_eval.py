@@ -41,42 +41,50 @@ class RecordingLLM:
             setattr(self, name, getattr(llm, name))
         self._answers: dict[str, object] = {}
         self._tokens: dict[str, int] = {}
-        self.calls: list[dict] = []  # one per real call: kind, ms, prompt_tokens
+        self.calls: list[dict] = []  # one per distinct question: kind, ms, prompt_tokens (cached: replayed)
         self.cache_file = cache_file
         self.reused = 0  # answers served from the cache file
+        self.replayed_ms = 0.0  # the recorded model time of those answers
+        self._recorded: dict[str, dict] = {}  # key -> what the original call cost (ms, tokens)
         if cache_file is not None and cache_file.is_file():
             with cache_file.open(encoding="utf-8") as f:
                 for line in f:
                     try:
-                        key, answer = json.loads(line)
+                        key, answer, cost = json.loads(line)
                     except (json.JSONDecodeError, ValueError):
                         continue  # a line cut short by an interrupted run
                     self._answers[key] = answer
+                    self._recorded[key] = cost
         self._from_file = set(self._answers)
 
     def _key(self, kind: str, prompt, extra) -> str:
         return json.dumps([self.backend, self.model, kind, prompt, extra], sort_keys=True, ensure_ascii=False, default=str)
 
-    def _remember(self, key: str, answer) -> None:
+    def _remember(self, key: str, answer, cost: dict) -> None:
         self._answers[key] = answer
+        self.calls.append(cost)
         if self.cache_file is not None:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
             with self.cache_file.open("a", encoding="utf-8") as f:
-                f.write(json.dumps([key, answer], ensure_ascii=False) + "\n")
+                f.write(json.dumps([key, answer, cost], ensure_ascii=False) + "\n")
 
     def _hit(self, key: str) -> bool:
+        """True when the answer is known; a first use of a cached answer counts as a (replayed) call."""
         if key in self._from_file:
             self._from_file.discard(key)
             self.reused += 1
+            cost = dict(self._recorded.get(key, {}), cached=True)
+            self.replayed_ms += cost.get("ms", 0.0)
+            self.calls.append(cost)
         return key in self._answers
 
     def label_logprobs(self, prompt, labels: Sequence[str]) -> dict[str, float]:
         key = self._key("labels", prompt, list(labels))
         if not self._hit(key):
             began = time.perf_counter()
-            self._remember(key, self.inner.label_logprobs(prompt, labels))
-            self.calls.append({"kind": "label_logprobs", "ms": (time.perf_counter() - began) * 1000,
-                               "prompt_tokens": self.count_tokens(_text(prompt))})
+            answer = self.inner.label_logprobs(prompt, labels)
+            self._remember(key, answer, {"kind": "label_logprobs", "ms": (time.perf_counter() - began) * 1000,
+                                         "prompt_tokens": self.count_tokens(_text(prompt))})
         return dict(self._answers[key])
 
     def stream(self, prompt, *, max_tokens: int, stop=None, temperature: float = 0.0, json_schema=None):
@@ -84,10 +92,9 @@ class RecordingLLM:
         if not self._hit(key):
             began = time.perf_counter()
             text = "".join(self.inner.stream(prompt, max_tokens=max_tokens, stop=stop, temperature=temperature, json_schema=json_schema))
-            self._remember(key, text)
-            self.calls.append({"kind": "stream", "ms": (time.perf_counter() - began) * 1000,
-                               "prompt_tokens": self.count_tokens(_text(prompt)),
-                               "output_tokens": self.count_tokens(text)})
+            self._remember(key, text, {"kind": "stream", "ms": (time.perf_counter() - began) * 1000,
+                                       "prompt_tokens": self.count_tokens(_text(prompt)),
+                                       "output_tokens": self.count_tokens(text)})
         yield self._answers[key]
 
     def count_tokens(self, text: str) -> int:
@@ -167,10 +174,11 @@ def run_llm_stage(
                 shown = shown[np.lexsort((keys[shown], -scores[shown]))]
                 base_rank = metrics.MISSING
             candidates = [Candidate(items[j], float(scores[j])) for j in shown]
-            began, real_calls = time.perf_counter(), len(recorder.calls)
+            began, calls, replayed = time.perf_counter(), len(recorder.calls), recorder.replayed_ms
             recorded = rank(recorder, prompts, history, candidates, shuffles=most_orders, blend=1.0, seed=seed)
-            if len(recorder.calls) > real_calls:  # answers from the cache file are not a latency
-                run.rank_ms.append((time.perf_counter() - began) * 1000)
+            if len(recorder.calls) > calls:  # first time these prompts were answered in this run
+                # Answers replayed from the cache file count with the model time they took when recorded.
+                run.rank_ms.append((time.perf_counter() - began) * 1000 + recorder.replayed_ms - replayed)
             run.prompt_tokens.append(recorded.prompt_tokens)
             run.outcomes.append(_outcome(recorded, len(candidates), protocol))
             for variant in variants:

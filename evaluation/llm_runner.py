@@ -100,10 +100,10 @@ def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybr
     mass = [o["label_mass"] for o in outcomes if o.get("label_mass") is not None]
     most = max(llm_eval.SHUFFLES[v] for v in names)
     results["latency_ms"][f"rank: LLM, {most} order(s)"] = latency_summary(rank_ms, f"{llm.backend}, real model calls")
-    results["latency_ms"]["rank: one LLM forward pass"] = latency_summary(np.array([c["ms"] for c in calls]), "per call")
+    results["latency_ms"]["rank: one LLM forward pass"] = latency_summary(np.array([c["ms"] for c in calls if "ms" in c]), "per call")
     reused = sum(run.reused for run in runs.values())
     if reused:
-        results["latency_ms"][f"rank: LLM, {most} order(s)"]["note"] += f" ({reused} answers reused from the cache: those calls are not timed)"
+        results["latency_ms"][f"rank: LLM, {most} order(s)"]["note"] += f"; {reused} answers replayed from the cache with their recorded time"
     results["llm"] = {
         "backend": llm.backend,
         "model": llm.model,

@@ -37,10 +37,11 @@ NOT_SEEN_TYPES = frozenset({"search"})
 HISTORY_LAST = 20  # liked items that make the content profile
 HISTORY_DECAY = 0.9  # per position, newest = 1
 COLLAB_LAST = 20  # newest opinions that make the user's collaborative vector (measured: 20 > 50)
-NEAREST_ITEMS = 2  # newest liked items also searched one by one (a mean of varied tastes is mushy)
+NEAREST_ITEMS = 1  # newest liked item(s) also searched alone (a mean of varied tastes is mushy)
 DROP_OVERFETCH = 150  # at most this many extra results per signal to make up for dropped items
 FILTER_OVERFETCH = 3  # results per signal multiply by this when filters run afterwards
 VECTOR_CACHE = 50_000  # content vectors kept in process (50k x 384 float32 = 75 MB)
+ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
 DISLIKE_MARGIN = 0.5  # similarity to a disliked item above which a candidate is pushed down
 DISLIKE_PUSH = 2.0  # penalty at similarity 1.0 (an exact copy), scaled linearly from the margin
@@ -209,7 +210,11 @@ class Retriever:
         self.fitted_at: float | None = None
         self._popularity: dict[str, float] | None = None
         self._popular_top: list[tuple[str, float]] | None = None
+        # Read-through caches: an item and its vector change only when the catalog entry does
+        # (index_items drops those entries). Another worker re-ingesting an item can leave an old
+        # copy here until evicted; catalog updates are rare next to requests.
         self._vector_cache: dict[str, np.ndarray] = {}
+        self._item_cache: dict[str, Item] = {}
         self._collab_table = CollabTable()
 
     # --- keeping the indexes in step with the store ---------------------------------------
@@ -222,6 +227,7 @@ class Retriever:
             self.content.upsert([i.id for i in batch], vectors, metadatas=[item_metadata(i) for i in batch])
             for item in batch:
                 self._vector_cache.pop(item.id, None)
+                self._item_cache.pop(item.id, None)
         if self._popularity is not None:  # new items join the cold-start list at once (refit updates the rest)
             for item in items:
                 self._popularity.setdefault(item.id, _prior(item))
@@ -318,7 +324,7 @@ class Retriever:
         return self._with_evidence(chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request)
 
     def _with_evidence(self, chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request) -> list[Candidate]:
-        liked_items = self.store.get_items([i for i, _ in liked_recent])
+        liked_items = self._items([i for i, _ in liked_recent])
         liked_ids = [i for i, _ in liked_recent if i in vectors and i in liked_items]
         with_vectors = [i for i in chosen if i in pool_vectors]
         near: dict[str, list[tuple[str, str, float]]] = {}
@@ -344,26 +350,21 @@ class Retriever:
             out.append(Candidate(item, float(fused.get(item_id, 0.0)), evidence))
         return out
 
-    def _content_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
-        """Content vectors by id, through a bounded in-process cache (index_items refreshes it).
+    def _items(self, ids: list[str]) -> dict[str, Item]:
+        """Items by id through a bounded in-process cache (index_items refreshes its entries)."""
+        cache = self._item_cache
+        missing = [i for i in dict.fromkeys(ids) if i not in cache]
+        if missing:
+            _bounded_update(cache, self.store.get_items(missing), ITEM_CACHE)
+        return {i: cache[i] for i in ids if i in cache}
 
-        A vector changes only when its item's text does; another worker re-ingesting an item can
-        leave an old vector here until evicted, which only shifts evidence similarities slightly.
-        """
+    def _content_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """Content vectors by id through a bounded in-process cache."""
         cache = self._vector_cache
         missing = [i for i in dict.fromkeys(ids) if i not in cache]
         if missing:
-            self._remember(self.content.get_vectors(missing))
+            _bounded_update(cache, self.content.get_vectors(missing), VECTOR_CACHE)
         return {i: cache[i] for i in ids if i in cache}
-
-    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
-        cache = self._vector_cache
-        cache.update(vectors)
-        try:
-            while len(cache) > VECTOR_CACHE:
-                cache.pop(next(iter(cache)), None)  # oldest first
-        except (RuntimeError, StopIteration):  # another request thread evicting at the same time
-            pass
 
     def _content_signals(self, signals, request, user, liked_recent, seeds, vectors, fetch) -> np.ndarray | None:
         """History, request text and seeds as content-space queries, batched in one Chroma call.
@@ -450,7 +451,7 @@ class Retriever:
         step = max(n, 50)
         for start in range(0, len(ranked), step):
             chunk = ranked[start : start + step]
-            found = self.store.get_items(chunk)
+            found = self._items(chunk)
             items.update(found)
             pool += [i for i in chunk if i in found and request.accepts(found[i])]
             if len(pool) >= n:
@@ -465,7 +466,7 @@ class Retriever:
 
         def take(scored: list[tuple[str, float]], label: str) -> None:
             fresh = [(i, s) for i, s in scored if i not in exclude and i not in chosen]
-            found = self.store.get_items([i for i, _ in fresh])
+            found = self._items([i for i, _ in fresh])
             items.update(found)
             for item_id, score in fresh:
                 if len(chosen) < n and item_id in found and request.accepts(found[item_id]):
@@ -484,18 +485,25 @@ class Retriever:
     def _push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by) -> None:
         """Near copies of disliked items lose score, not only the disliked items themselves."""
         disliked = [vectors[i] for i, _ in user.disliked[-HISTORY_LAST:] if i in vectors]
-        if not disliked:
+        present = [i for i in pool if i in pool_vectors]
+        if not disliked or not present:
             return
-        disliked_matrix = np.stack(disliked)
-        for item_id in pool:
-            vector = pool_vectors.get(item_id)
-            if vector is None:
-                continue
-            closest = float(np.max(disliked_matrix @ vector))
-            if closest > DISLIKE_MARGIN:
-                penalty = DISLIKE_PUSH * (closest - DISLIKE_MARGIN) / (1.0 - DISLIKE_MARGIN)
+        closest = (np.stack([pool_vectors[i] for i in present]) @ np.stack(disliked).T).max(axis=1)
+        for item_id, similarity in zip(present, closest.tolist()):
+            if similarity > DISLIKE_MARGIN:
+                penalty = DISLIKE_PUSH * (similarity - DISLIKE_MARGIN) / (1.0 - DISLIKE_MARGIN)
                 fused[item_id] = fused.get(item_id, 0.0) - penalty
-                found_by.setdefault(item_id, {})["near_disliked"] = closest
+                found_by.setdefault(item_id, {})["near_disliked"] = similarity
+
+
+def _bounded_update(cache: dict, fresh: dict, limit: int) -> None:
+    """Add entries, then evict the oldest beyond `limit` (insertion order)."""
+    cache.update(fresh)
+    try:
+        while len(cache) > limit:
+            cache.pop(next(iter(cache)), None)
+    except (RuntimeError, StopIteration):  # another request thread evicting at the same time
+        pass
 
 
 def _prior(item: Item) -> float:

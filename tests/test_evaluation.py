@@ -510,7 +510,9 @@ def test_recording_llm_replays_and_persists_answers(tmp_path):
     second = RecordingLLM(FakeLLM(default="other"), cache)
     assert second.label_logprobs("prompt", ["A", "B"]) == {"B": 0.0, "A": -1.0}
     assert "".join(second.stream("say", max_tokens=5)) == "done"
-    assert second.calls == [] and second.reused == 2
+    assert second.reused == 2 and all(c["cached"] for c in second.calls)
+    assert [c["kind"] for c in second.calls] == ["label_logprobs", "stream"]  # with their recorded cost
+    assert second.replayed_ms == pytest.approx(sum(c["ms"] for c in first.calls))
     assert "".join(second.stream("say", max_tokens=6)) == "other"  # different arguments, new question
 
 

@@ -86,12 +86,20 @@ def test_chat_prompts_need_a_chat_template(llm):
 
 
 def test_json_schema_output_parses(llm):
-    template = load_template("understand", "completion")
-    prompt = template.render(message="I want a funny book from the 90s", last_list=[])
-    text = "".join(llm.stream(prompt, max_tokens=template.output.max_tokens, json_schema=template.output.json_schema))
-    request = json.loads(text)
-    assert request["intent"] in template.output.json_schema["properties"]["intent"]["enum"]
-    assert set(request) == set(template.output.json_schema["required"])
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": ["recommend", "why"]}, "reference": {"type": ["integer", "null"]}},
+        "required": ["intent", "reference"],
+        "additionalProperties": False,
+    }
+    prompt = 'Message: why the second one?\nJSON: {"intent": "why", "reference": 2}\n\nMessage: a funny book\nJSON:'
+    request = json.loads("".join(llm.stream(prompt, max_tokens=24, json_schema=schema)))
+    assert request["intent"] in ("recommend", "why") and set(request) == {"intent", "reference"}
+
+
+@pytest.mark.parametrize("name", ["understand", "rank_list"])
+def test_every_shipped_json_schema_becomes_a_grammar(llm, name):
+    assert llm._grammar(load_template(name, "completion").output.json_schema) is not None
 
 
 GODFATHER = Item("h1", "The Godfather", categories=["Crime", "Drama"], year=1972)
