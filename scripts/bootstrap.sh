@@ -18,7 +18,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
 fi
-pip_() { "$VENV/bin/pip" "$@"; }
+# pip warns about every local index folder it cannot use; those lines are noise to a user.
+pip_() { "$VENV/bin/pip" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   say "installing $TORCH_SPEC (CPU)"
