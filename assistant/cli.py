@@ -138,7 +138,7 @@ def cmd_serve(args) -> int:
     engine = Engine(settings)
     if args.demo:
         if engine.store.item_count() == 0 or args.reload_demo:
-            print("Loading the demo catalog and users (first run embeds 300 items, ~10 s)...", file=sys.stderr)
+            print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)
         engine.load_demo(progress=True)
     if settings.llm_backend != "none":
         print(f"Loading the language model ({engine.info()['llm_model']})...", file=sys.stderr)

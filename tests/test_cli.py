@@ -1,0 +1,66 @@
+"""The command line as a user types it (in-process, on a temp data dir, hashing embeddings, no LLM)."""
+
+import json
+
+import pytest
+
+from assistant.cli import main
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECASSIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECASSIST_EMBEDDING_BACKEND", "hash")
+    monkeypatch.setenv("RECASSIST_LLM_BACKEND", "none")
+    return tmp_path
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("ingest-catalog", "ingest-events", "recommend", "chat", "serve", "eval", "prompts", "info"):
+        assert name in out
+
+
+def test_ingest_recommend_json_and_info(env, capsys):
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    books, events = Engine(Settings.load(env={})).demo_paths()
+    assert main(["ingest-catalog", str(books), "--quiet"]) == 0
+    assert main(["ingest-events", str(events), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["recommend", "--user", "dara", "--query", "a detective story", "--k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["items"]) == 3
+    assert {"item_id", "title", "score", "reason", "evidence"} <= set(result["items"][0])
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["catalog_items"] == 302 and info["users"] == 6 and info["llm_backend"] == "none"
+
+
+def test_ingest_with_rejects_exits_2_and_names_the_line(env, capsys):
+    path = env / "items.csv"
+    path.write_text("sku,name\n1,Good item\n2,\n3,Another\n", encoding="utf-8")
+    assert main(["ingest-catalog", str(path), "--map", "id=sku", "--map", "title=name", "--quiet"]) == 2
+    out = capsys.readouterr().out
+    assert "items.csv:3" in out and "inserted 2" in out
+
+
+def test_chat_streams_in_the_terminal(env, capsys, monkeypatch):
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    Engine(Settings.load()).load_demo(progress=False)
+    answers = iter(["recommend me something", "no horror", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert main(["chat", "--user", "eli"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  1. ") == 2 and "assistant>" in out
+
+
+def test_bad_config_is_a_clear_error(env, capsys, monkeypatch):
+    monkeypatch.setenv("RECASSIST_TOP_K", "lots")
+    assert main(["info"]) == 1
+    assert "top_k" in capsys.readouterr().err
