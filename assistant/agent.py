@@ -365,7 +365,7 @@ class Agent:
                 candidates,
                 shuffles=self.settings.rank_shuffles,
                 blend=self.settings.rank_blend,
-                request=u.query,
+                request=state["request"].get("query", u.query),  # the message plus request context
             )
         except RecassistError as exc:
             log.warning("ranking failed, using retrieval order: %s", exc)
