@@ -310,15 +310,19 @@ class Retriever:
 
         fused, found_by = self._fuse(signals, weights)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
-        items, pool = self._accepted(ranked, request, max(3 * k, 60))
+        # Reordering (dislike push-down, MMR) needs a wider pool and its vectors; plain requests
+        # only fetch the k they return (a cold cache makes each fetched item cost).
+        reorder = request.diversity > 0 or bool(user.disliked)
+        items, pool = self._accepted(ranked, request, max(3 * k, 60) if reorder else k)
         if len(pool) < k and filtered:
             pool += self._filtered_fill(request, anchor, drop | set(pool), k - len(pool), items, found_by)
         if not pool:
             return []
 
         pool_vectors = self._content_vectors(pool)
-        self._push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by)
-        pool.sort(key=lambda i: -fused.get(i, 0.0))
+        if reorder:
+            self._push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by)
+            pool.sort(key=lambda i: -fused.get(i, 0.0))
         chosen = _mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
 
         return self._with_evidence(chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request)

@@ -101,7 +101,9 @@ class CollabTable:
 
     def __init__(self, ids: Sequence[str] = (), vectors: np.ndarray | None = None):
         self.ids = list(ids)
-        self.matrix = np.asarray(vectors, dtype=np.float32) if vectors is not None and len(self.ids) else np.zeros((0, 1), np.float32)
+        if vectors is None or not self.ids:
+            vectors = np.zeros((0, 1), np.float32)
+        self.matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         self._row = {item_id: n for n, item_id in enumerate(self.ids)}
 
     def __len__(self) -> int:
@@ -114,7 +116,9 @@ class CollabTable:
         """The k items most cosine-similar to `vector` (unit length), best first."""
         if not self.ids or k <= 0:
             return []
-        scores = self.matrix @ np.asarray(vector, dtype=np.float32)
+        # einsum runs single-threaded: multi-threaded BLAS spent more time waking its threads
+        # than multiplying on a busy 2-core machine (8 ms vs 0.2 ms at 10k x 64).
+        scores = np.einsum("ij,j->i", self.matrix, np.asarray(vector, dtype=np.float32))
         k = min(k, len(scores))
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
