@@ -512,8 +512,9 @@ def run_speed(args) -> None:
     print()
     print(f"machine: {os.cpu_count()} cores; load average at the end {os.getloadavg()[0]:.1f} (other work on the "
           "machine inflates every latency below)")
+    real = f" --real-embeddings {args.real_embeddings}" if args.embedder == "minilm" else ""
     print(f"Command: python -m evaluation.bench_retrieval --sizes {' '.join(map(str, args.sizes))} --embedder {args.embedder}"
-          f" --modes {' '.join(args.modes)} --queries {args.queries}")
+          f"{real} --modes {' '.join(args.modes)} --queries {args.queries} --users {args.users}")
     print()
     print("| items | Chroma | ingest items/s | refit s | candidates p50 / p95 ms (history) | p50 / p95 ms (+query) | p95 ms (+filters) "
           "| Chroma k=50 ms | numpy exact k=50 ms | HNSW recall@50 | peak RSS MB (client / server) |")
