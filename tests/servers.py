@@ -49,8 +49,6 @@ def serve_command(port: int, *args: str) -> list[str]:
 @contextmanager
 def running_server(data_dir: Path, *, demo: bool = True, timeout_s: float = 180.0, **env: str) -> Iterator[str]:
     """Start a server, wait until /health answers, yield its base URL, stop it afterwards."""
-    import httpx
-
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / "server.log"
@@ -64,26 +62,38 @@ def running_server(data_dir: Path, *, demo: bool = True, timeout_s: float = 180.
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not answer /health within {timeout_s:.0f} s:\n{_tail(log_path)}")
-            time.sleep(0.3)
+        wait_until_ready(proc, base + "/health", timeout_s, log_path, "server")
         yield base
     finally:
-        proc.terminate()
+        stop(proc)
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, timeout_s: float, log_path: Path, what: str) -> None:
+    """Poll `url` until it answers 200; fail with the log's tail if the process dies or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log_path)}")
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f} s:\n{_tail(log_path)}")
+        time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """Terminate a server, killing it if it does not exit in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def _tail(path: Path, lines: int = 40) -> str:

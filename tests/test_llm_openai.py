@@ -114,10 +114,8 @@ def test_errors_name_the_url_and_the_fix(base_url, message):
 @pytest.fixture(scope="module")
 def llama_server(embedded_model_path, tmp_path_factory):
     """`python -m llama_cpp.server` on a free loopback port; yields its /v1 URL."""
-    import httpx
-
     pytest.importorskip("llama_cpp.server.app", reason="pip install 'llama-cpp-python[server]'")
-    from servers import free_port
+    from servers import free_port, stop, wait_until_ready
 
     port = free_port()
     command = [
@@ -129,25 +127,10 @@ def llama_server(embedded_model_path, tmp_path_factory):
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(base + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer /v1/models within 120 s; log: {log_path}")
-            time.sleep(0.3)
+        wait_until_ready(proc, base + "/models", 120, log_path, "llama_cpp.server")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
