@@ -28,14 +28,11 @@ def _engine(args):
 
 
 def _mapping(pairs: list[str] | None, constants: list[str] | None = None) -> dict[str, str] | None:
-    """--map field=column pairs (and --set field=value constants, stored as '=value')."""
-    mapping: dict[str, str] = {}
-    for flag, pairs_, prefix in (("--map", pairs, ""), ("--set", constants, "=")):
-        for pair in pairs_ or []:
-            field, sep, column = pair.partition("=")
-            if not sep or not field or not column:
-                raise SystemExit(f"recassist: {flag} expects FIELD=COLUMN, got {pair!r}")
-            mapping[field.strip()] = prefix + column.strip()
+    """--map FIELD=COLUMN pairs, plus --set FIELD=VALUE constants (the same as --map FIELD==VALUE)."""
+    from retrieval.ingest import parse_mapping
+
+    mapping = parse_mapping(pairs or [], "--map")
+    mapping.update({field: "=" + value for field, value in parse_mapping(constants or [], "--set").items()})
     return mapping or None
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from assistant.errors import RecassistError
 from evaluation.variants import DEFAULT_VARIANTS, parse_variants
+from retrieval.ingest import parse_mapping
 
 EXAMPLES = """examples:
   recassist eval --limit-users 100 --variants popularity,sequential,hybrid     # a quick look
@@ -57,17 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--conversations", type=int, default=20,
                      help="scripted multi-turn sessions through the real Agent (0 to skip; default: %(default)s)")
     return p
-
-
-def parse_mapping(pairs: list[str], flag: str) -> dict[str, str]:
-    """['id=sku', 'type==view'] -> {'id': 'sku', 'type': '=view'} (the ingest's constant syntax)."""
-    mapping: dict[str, str] = {}
-    for pair in pairs:
-        field, sep, column = pair.partition("=")
-        if not sep or not field or not column:
-            raise RecassistError(f"{flag} {pair!r}: write FIELD=COLUMN (e.g. id=movieId) or FIELD==CONSTANT (e.g. type==rate)")
-        mapping[field.strip()] = column.strip()
-    return mapping
 
 
 def main(argv: list[str] | None = None) -> int:

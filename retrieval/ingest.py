@@ -675,3 +675,14 @@ def _print_summary(report: IngestReport, progress: bool) -> None:
             f"unchanged {report.unchanged}, embedded {report.embedded}, rejected {report.rejected}",
             file=sys.stderr,
         )
+
+
+def parse_mapping(pairs: list[str], flag: str = "--map") -> dict[str, str]:
+    """['id=sku', 'type==view'] -> {'id': 'sku', 'type': '=view'}: FIELD=COLUMN, or FIELD==CONSTANT."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise IngestError(f"{flag} {pair!r}: write FIELD=COLUMN (e.g. id=movieId) or FIELD==CONSTANT (e.g. type==rate)")
+        mapping[field.strip()] = column.strip()
+    return mapping
