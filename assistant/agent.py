@@ -250,15 +250,14 @@ class Agent:
             creator = vocab.creator_of.get(ref) if ref else None
             if creator and creator not in constraints["exclude_creators"]:
                 constraints["exclude_creators"].append(creator)
-        profile = self.get_profile(conv.user_id)
         seeds = list(u.item_ids)
         if u.more_like and target and target not in seeds:
             seeds.insert(0, target)
         history = self.store.events_for_user(conv.user_id)
-        if not history and u.query and conv.persist and not self._overrides(conv.user_id).get("onboarding"):
+        profile = self.get_profile(conv.user_id, history)
+        if not history and u.query and conv.persist and not profile["onboarding"]:
             # A new user's first words about their taste are profile signals at once.
-            self.update_profile(conv.user_id, {"onboarding": [u.query]})
-            profile = self.get_profile(conv.user_id)
+            profile = self.update_profile(conv.user_id, {"onboarding": [u.query]})
         query = " ".join(filter(None, [u.query, _context_words(context), profile_query(profile) if not u.query else ""]))
         avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in constraints["categories"]]
         exclude_ids = set(exclude or ()) | set(seeds)
@@ -428,10 +427,11 @@ class Agent:
     def _overrides(self, user_id: str) -> dict:
         return (self.store.get_profile(user_id) or {}).get("overrides", {})
 
-    def get_profile(self, user_id: str) -> dict:
-        """The user's profile: derived from every event so far, plus their own corrections."""
+    def get_profile(self, user_id: str, events: list[Event] | None = None) -> dict:
+        """The user's profile: derived from every event so far (or `events`, when the caller
+        already read them), plus their own corrections."""
         validate_user_id(user_id)
-        events = self.store.events_for_user(user_id)
+        events = self.store.events_for_user(user_id) if events is None else events
         items = self.store.get_items([e.item_id for e in events if e.item_id])
         return derive_profile(user_id, events, items, self._overrides(user_id))
 
