@@ -174,31 +174,9 @@ def build_lab(gr, engine, access) -> None:
 
 def _result_panes(gr, prefix: str):
     """Rendered prompt, raw model output and final cards of one run."""
-    return (
-        gr.HTML(
-            "",
-            label="Rendered prompt",
-            show_label=True,
-            container=True,
-            elem_id=f"{prefix}-prompt",
-            elem_classes=["lab-pane"],
-        ),
-        gr.HTML(
-            "",
-            label="Raw model output",
-            show_label=True,
-            container=True,
-            elem_id=f"{prefix}-raw",
-            elem_classes=["lab-pane"],
-        ),
-        gr.HTML(
-            "",
-            label="Final cards",
-            show_label=True,
-            container=True,
-            elem_id=f"{prefix}-cards",
-            elem_classes=["lab-pane"],
-        ),
+    return tuple(
+        gr.HTML("", label=label, show_label=True, container=True, elem_id=f"{prefix}-{suffix}", elem_classes=["lab-pane"])
+        for label, suffix in (("Rendered prompt", "prompt"), ("Raw model output", "raw"), ("Final cards", "cards"))
     )
 
 
