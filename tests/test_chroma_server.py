@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from retrieval.records import Event, Item
 from retrieval.sequential import SequentialModel
 from retrieval.store import Store
 from retrieval.vectors import VectorIndex, open_chroma
-from tests.servers import free_port
+from tests.servers import free_port, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -32,34 +31,17 @@ class ChromaServer:
         self.path, self.port, self.proc = path, port, None
 
     def start(self, timeout_s: float = 60.0) -> None:
-        import httpx
-
-        log = open(self.path.parent / f"chroma-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [CLI, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log_text = (self.path.parent / f"chroma-{self.port}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"`chroma run` did not answer its heartbeat:\n{log_text}")
-            time.sleep(0.2)
+        log_path = self.path.parent / f"chroma-{self.port}.log"
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [CLI, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_until_ready(self.proc, f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout_s, log_path, "`chroma run`")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            stop(self.proc, timeout_s=15)
 
 
 @pytest.fixture
