@@ -8,6 +8,7 @@ max_completion_tokens, which llama.cpp's server ignores).
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
@@ -16,6 +17,7 @@ from assistant.llm.base import Prompt
 
 # Reasoning models take max_completion_tokens and no temperature.
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+RETRY_AFTER_S = 30.0  # how long a server that failed is skipped (at least one timeout)
 
 
 class OpenAICompatLLM:
@@ -35,6 +37,7 @@ class OpenAICompatLLM:
         supports_logprobs: bool = True,
         supports_json_schema: bool = True,
         tiktoken_cache_dir: str | None = None,
+        retry_after_s: float = RETRY_AFTER_S,
         client=None,
     ):
         if prompt_style not in ("chat", "completion"):
@@ -52,11 +55,15 @@ class OpenAICompatLLM:
         self._tiktoken_cache_dir = tiktoken_cache_dir
         self._encoding = None
         self._json_style = "json_schema"  # OpenAI's structured outputs until the server refuses them
+        self.retry_after_s = max(retry_after_s, timeout)
+        self._down_until = 0.0  # until when a failed server is skipped (monotonic clock), and why
+        self._down_reason = ""
         if client is None:
             import openai
 
-            # Local servers accept any key, but the SDK refuses an empty one.
-            client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=1)
+            # Local servers accept any key, but the SDK refuses an empty one. No retries: every
+            # caller has a fallback, and a retry would double the wait on a dead or slow server.
+            client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
         self._client = client
 
     # The contract ----------------------------------------------------------------------------
@@ -72,6 +79,9 @@ class OpenAICompatLLM:
     ) -> Iterator[str]:
         options = self._options(max_tokens, temperature, stop)
         with self._errors():
+            # The read timeout restarts with every chunk: a server that trickles them would hold
+            # the turn forever, so the whole answer gets the same time as one read.
+            deadline = time.monotonic() + self.timeout
             if isinstance(prompt, str):
                 if json_schema:
                     # Not part of OpenAI's /completions API: only servers that read it constrain the text.
@@ -79,12 +89,14 @@ class OpenAICompatLLM:
                 chunks = self._client.completions.create(model=self.model, prompt=prompt, stream=True, **options)
                 with _closing(chunks):
                     for chunk in chunks:
+                        self._check_deadline(deadline)
                         if chunk.choices and chunk.choices[0].text:
                             yield chunk.choices[0].text
             else:
                 chunks = self._create_chat(prompt, options, json_schema)
                 with _closing(chunks):
                     for chunk in chunks:
+                        self._check_deadline(deadline)
                         if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                             yield chunk.choices[0].delta.content
 
@@ -138,6 +150,10 @@ class OpenAICompatLLM:
             self._json_style = "json_object"
             return self._create_chat(messages, options, json_schema)
 
+    def _check_deadline(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise _TooSlow()
+
     def _options(self, max_tokens: int, temperature: float, stop: Sequence[str] | None) -> dict:
         name = self.model.lower().rsplit("/", 1)[-1]
         options: dict = {"timeout": self.timeout}
@@ -152,24 +168,46 @@ class OpenAICompatLLM:
 
     @contextlib.contextmanager
     def _errors(self):
-        """Turn SDK exceptions into LLMError messages that say where and how to fix."""
+        """Turn SDK exceptions into LLMError messages that say where and how to fix.
+
+        A server that timed out, could not be reached, failed (5xx) or sent an unreadable answer
+        is skipped for `retry_after_s`: a turn makes several calls, and each would wait again.
+        """
         import openai
 
         where = f"{self.base_url} (model {self.model})"
+        wait = self._down_until - time.monotonic()
+        if wait > 0:
+            raise LLMError(f"{self._down_reason} (not retried for another {wait:.0f}s)")
         try:
             yield
+        except _TooSlow:
+            raise self._down(f"{where} did not finish its answer within {self.timeout:.0f}s; raise RECASSIST_LLM_TIMEOUT_S or check the server") from None
         except openai.APITimeoutError:
-            raise LLMError(f"{where} did not answer within {self.timeout:.0f}s; raise RECASSIST_LLM_TIMEOUT_S or check the server") from None
+            raise self._down(f"{where} did not answer within {self.timeout:.0f}s; raise RECASSIST_LLM_TIMEOUT_S or check the server") from None
         except openai.APIConnectionError as exc:
-            raise LLMError(f"cannot reach {where}: {str(exc).rstrip('.')}. Is the server running? Check RECASSIST_OPENAI_BASE_URL") from None
+            raise self._down(f"cannot reach {where}: {str(exc).rstrip('.')}. Is the server running? Check RECASSIST_OPENAI_BASE_URL") from None
         except openai.AuthenticationError:
             raise LLMError(f"{where} refused the API key; check RECASSIST_OPENAI_API_KEY") from None
         except openai.NotFoundError as exc:
             raise LLMError(f"{where} answered 404 ({_detail(exc)}); check RECASSIST_OPENAI_MODEL and the /v1 in the URL") from None
         except openai.APIStatusError as exc:
-            raise LLMError(f"{where} answered HTTP {exc.status_code}: {_detail(exc)}") from None
+            message = f"{where} answered HTTP {exc.status_code}: {_detail(exc)}"
+            raise (self._down(message) if exc.status_code >= 500 else LLMError(message)) from None
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # Not JSON, or JSON of the wrong shape: the server is not speaking the OpenAI API.
+            raise self._down(f"{where} sent an answer that is not the OpenAI API's ({type(exc).__name__}: {str(exc)[:200]})") from None
         except openai.OpenAIError as exc:
             raise LLMError(f"{where} failed: {exc}") from None
+
+    def _down(self, message: str) -> LLMError:
+        self._down_until = time.monotonic() + self.retry_after_s
+        self._down_reason = message
+        return LLMError(message)
+
+
+class _TooSlow(Exception):
+    """A streamed answer ran past its deadline (turned into an LLMError by `_errors`)."""
 
 
 def map_top_logprobs(pairs: Sequence[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
