@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 4000
 _USER_ID = re.compile(r"^[\w.@:-]{1,128}$")
+ONE_CALL_AT_A_TIME = ("llama",)  # backends with one model and one KV cache; remote servers batch calls themselves
+MODEL_BUSY = "Many requests at once: this answer skips the language model (retrieval order, reasons from the evidence)."
 
 
 def validate_user_id(user_id: str) -> str:
@@ -50,6 +54,37 @@ class _Timer:
         self._t = now
 
 
+class ModelTurns:
+    """Whole turns take a one-call-at-a-time model in turn, so one answer finishes before the next starts.
+
+    At most `seats` turns wait for it, each for up to `wait_s`; any other turn goes without the model
+    at once. Under load, an answer now beats a better one after every turn queued ahead of it.
+    """
+
+    def __init__(self, seats: int = 1):
+        self._model = threading.Lock()
+        self._count = threading.Lock()
+        self._admitted = 0  # turns holding or waiting for the model
+        self._limit = seats + 1
+
+    @contextmanager
+    def take(self, wait_s: float) -> Iterator[bool]:
+        """True while this turn holds the model; False if it is busy (the turn goes on without it)."""
+        with self._count:
+            admitted = self._admitted < self._limit
+            if admitted:
+                self._admitted += 1
+        got = admitted and self._model.acquire(timeout=wait_s)
+        try:
+            yield got
+        finally:
+            if got:
+                self._model.release()
+            if admitted:
+                with self._count:
+                    self._admitted -= 1
+
+
 class Agent:
     """Answers chat turns for any user from the engine's components."""
 
@@ -58,6 +93,7 @@ class Agent:
         self.settings = engine.settings
         self._vocab: CatalogVocabulary | None = None
         self._vocab_size = -1
+        self._model_turns = ModelTurns()
 
     @property
     def store(self):
@@ -103,7 +139,9 @@ class Agent:
         llm = self._llm()
         if llm is not None and llm.prompt_style == "chat" and llm.supports_json_schema:
             # Instruction-tuned models read the message too; base models would babble here.
-            u = understand_with_llm(llm, self._prompts(prompt_overrides), message, last, self.vocabulary(), u)
+            with self._model() as model:
+                if model is not None:
+                    u = understand_with_llm(model, self._prompts(prompt_overrides), message, last, self.vocabulary(), u)
         timer.lap("understand")
         conv.add(self.store, "user", message, {"understanding": u.to_dict(), "context": context or {}})
         for text in notices:
@@ -217,7 +255,8 @@ class Agent:
         if item is None:
             text = "Which title do you mean? Name it, or say 'tell me about the first one'."
         else:
-            text = summarize_item(self._llm(), self._prompts(), item, u.language, known_titles=set(self.vocabulary().title_of.values()))
+            with self._model() as llm:
+                text = summarize_item(llm, self._prompts(), item, u.language, known_titles=set(self.vocabulary().title_of.values()))
             text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "about", "item_id": target})
@@ -303,26 +342,29 @@ class Agent:
             return
         yield CardsEvent([_card(c) for c in candidates[:k]], "retrieved")
 
-        ranked, rank_note = self._rank(conv, candidates, history, u, context, overrides, trace, state)
-        timer.lap("rank")
-        if rank_note:
-            yield NoticeEvent(rank_note, "warning")
-        shown = ranked[:k]
-        cards = [_card(c) for c in shown]
-        yield CardsEvent(cards, "ranked")
+        with self._model() as llm:
+            if llm is None and self._llm() is not None:
+                yield NoticeEvent(MODEL_BUSY, "info")
+            ranked, rank_note = self._rank(llm, conv, candidates, history, u, context, overrides, trace, state)
+            timer.lap("rank")
+            if rank_note:
+                yield NoticeEvent(rank_note, "warning")
+            shown = ranked[:k]
+            cards = [_card(c) for c in shown]
+            yield CardsEvent(cards, "ranked")
 
-        by_id = {card.item_id: card for card in cards}
-        for event in self._reasons(shown, profile, u, context, overrides, trace, state):
-            if isinstance(event, ReasonEvent):
-                by_id[event.item_id].reason, by_id[event.item_id].reason_source = event.text, event.source
-            yield event
-        timer.lap("explain")
-        from assistant.explain import summarize_list
+            by_id = {card.item_id: card for card in cards}
+            for event in self._reasons(llm, shown, profile, u, context, overrides, trace, state):
+                if isinstance(event, ReasonEvent):
+                    by_id[event.item_id].reason, by_id[event.item_id].reason_source = event.text, event.source
+                yield event
+            timer.lap("explain")
+            from assistant.explain import summarize_list
 
-        summary = summarize_list(
-            self._llm(), self._prompts(overrides), cards, u.language, request=u.query,
-            known_titles=set(vocab.title_of.values()),
-        )
+            summary = summarize_list(
+                llm, self._prompts(overrides), cards, u.language, request=u.query,
+                known_titles=set(vocab.title_of.values()),
+            )
         timer.lap("summary")
         yield MessageEvent(summary, "summary")
         conv.add(
@@ -337,6 +379,17 @@ class Agent:
     def _llm(self):
         return self.engine.llm
 
+    @contextmanager
+    def _model(self):
+        """The LLM for this turn's stages: None when there is none, or when it stays busy with
+        other turns (a backend that runs one call at a time is taken by whole turns, see ModelTurns)."""
+        llm = self._llm()
+        if llm is None or llm.backend not in ONE_CALL_AT_A_TIME:
+            yield llm
+            return
+        with self._model_turns.take(self.settings.llm_timeout_s) as got:
+            yield llm if got else None
+
     def _prompts(self, overrides: dict | None = None):
         """The templates for the loaded model's prompt style; the prompt lab may override some."""
         from prompts import Prompts, parse_template
@@ -347,10 +400,10 @@ class Agent:
             prompts.override(template)
         return prompts
 
-    def _rank(self, conv, candidates, history, u, context, overrides, trace, state):
-        llm = self._llm()
-        if llm is None:
-            note = None if self.settings.llm_backend == "none" else f"The language model is unavailable ({self.engine.llm_error}); showing retrieval order."
+    def _rank(self, llm, conv, candidates, history, u, context, overrides, trace, state):
+        if llm is None:  # no note when it is off on purpose or busy (the turn said so)
+            error = self.engine.llm_error
+            note = f"The language model is unavailable ({error}); showing retrieval order." if error else None
             return candidates, note
         from assistant.ranking import rank
 
@@ -384,10 +437,9 @@ class Agent:
         ranked = [replace(c, score=result.scores.get(c.item.id, c.score)) for c in result.candidates]
         return ranked or candidates, note
 
-    def _reasons(self, shown: list[Candidate], profile, u, context, overrides, trace, state) -> Iterator[TurnEvent]:
+    def _reasons(self, llm, shown: list[Candidate], profile, u, context, overrides, trace, state) -> Iterator[TurnEvent]:
         from assistant.explain import evidence_reason, llm_reasons
 
-        llm = self._llm()
         if llm is None or not self.settings.llm_reasons:
             for c in shown:
                 yield ReasonEvent(c.item.id, evidence_reason(c, u.language), "evidence")
@@ -448,9 +500,13 @@ class Agent:
         return self.get_profile(user_id)
 
     def delete_user(self, user_id: str) -> dict:
-        """Remove the user from every store: events, conversations, profile (vectors hold no user data)."""
+        """Remove the user from every store: events, conversations, profile, and what was fitted on them."""
         validate_user_id(user_id)
         removed = self.store.delete_user(user_id)
+        if removed.get("events") and "retriever" in self.engine.__dict__:
+            # Popularity, transitions and the collaborative vectors (in process and in Chroma) were
+            # fitted on this user's events too; refit now so nothing derived from them survives.
+            self.engine.retriever.refit(self.store)
         return removed
 
     def sessions(self, user_id: str) -> list[dict]:

@@ -68,6 +68,10 @@ def fit_item_factors(
     vectors = factorize(matrix, dim)
     if vectors.shape[1] == 0:
         return [], vectors
+    if vectors.shape[1] < dim:
+        # The rank grows and shrinks with the number of users while they are few; zero columns keep
+        # every cosine as it was and the width fixed, so the Chroma collection takes every refit.
+        vectors = np.pad(vectors, ((0, 0), (0, dim - vectors.shape[1])))
     return items, vectors
 
 
