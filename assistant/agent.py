@@ -23,7 +23,15 @@ from assistant.events import (
 )
 from assistant.memory import Conversation
 from assistant.profile import apply_patch, derive_profile, profile_query
-from assistant.understand import CatalogVocabulary, Understanding, merge_constraints, parse_message, understand_with_llm
+from assistant.understand import (
+    CatalogVocabulary,
+    Understanding,
+    apply_context,
+    merge_constraints,
+    parse_message,
+    read_context,
+    understand_with_llm,
+)
 from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence
 
 log = logging.getLogger(__name__)
@@ -297,7 +305,9 @@ class Agent:
         if not history and u.query and conv.persist and not profile["onboarding"]:
             # A new user's first words about their taste are profile signals at once.
             profile = self.update_profile(conv.user_id, {"onboarding": [u.query]})
-        query = " ".join(filter(None, [u.query, _context_words(context), profile_query(profile) if not u.query else ""]))
+        ctx = read_context(context, vocab)
+        constraints = apply_context(constraints, ctx)
+        query = " ".join(filter(None, [u.query, ctx.words, profile_query(profile) if not u.query else ""]))
         avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in constraints["categories"]]
         exclude_ids = set(exclude or ()) | set(seeds)
         if u.intent == "refine" or u.feedback:
@@ -311,10 +321,16 @@ class Agent:
             year_min=constraints["year_min"],
             year_max=constraints["year_max"],
             exclude_ids=exclude_ids,
+            exclude_terms=constraints.get("exclude_terms", []),
+            extra_filters=ctx.extra_filters,
+            max_length=ctx.max_length,
             seed_item_ids=seeds,
             diversity=0.3,
         )
-        state["request"] = {**constraints, "query": query, "seed_item_ids": seeds, "avoid_categories": avoid}
+        state["request"] = {
+            **constraints, "query": query, "seed_item_ids": seeds, "avoid_categories": avoid,
+            "context": ctx.note, "extra_filters": ctx.extra_filters, "max_length": ctx.max_length,
+        }
         n = max(self.settings.candidates, k)
         candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
         if not candidates and exclude_ids - set(seeds):
@@ -323,7 +339,7 @@ class Agent:
         if not candidates and avoid:
             request.exclude_categories = constraints["exclude_categories"]
             candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
-        if constraints.get("shorter"):
+        if constraints.get("shorter") or ctx.prefer_shorter:
             candidates, note = _prefer_shorter(candidates)
             if note:
                 yield NoticeEvent(note)
@@ -417,7 +433,7 @@ class Agent:
                 candidates,
                 shuffles=self.settings.rank_shuffles,
                 blend=self.settings.rank_blend,
-                request=state["request"].get("query", u.query),  # the message plus request context
+                request=_prompt_request(state["request"].get("query", u.query), state["request"].get("context")),
             )
         except RecassistError as exc:
             log.warning("ranking failed, using retrieval order: %s", exc)
@@ -447,7 +463,8 @@ class Agent:
         known_titles = set(self.vocabulary().title_of.values())
         deadline = time.monotonic() + self.settings.llm_timeout_s
         done: set[str] = set()
-        chunks = llm_reasons(llm, self._prompts(overrides), shown, u.query, u.language, known_titles=known_titles)
+        request = _prompt_request(u.query, state["request"].get("context"))
+        chunks = llm_reasons(llm, self._prompts(overrides), shown, request, u.language, known_titles=known_titles)
         for chunk in chunks:
             if chunk.final is None:
                 yield ReasonDelta(chunk.item_id, chunk.delta or "")
@@ -534,25 +551,17 @@ def _card(c: Candidate) -> Card:
     )
 
 
-def _context_words(context: dict | None) -> str:
-    """Request context (mood, occasion...) as soft query words; device/time only shape filters."""
-    if not context:
-        return ""
-    words = [str(context[key]) for key in ("mood", "occasion", "genre", "with") if context.get(key)]
-    return " ".join(words)[:200]
-
-
-_LENGTH_KEYS = ("pages", "length", "runtime", "minutes", "duration", "word_count")
+def _prompt_request(query: str, context_note: str | None) -> str:
+    """The request as the prompts see it: the message's words plus the platform's context."""
+    return f"{query} (context: {context_note})".strip() if context_note else query
 
 
 def _prefer_shorter(candidates: list[Candidate]) -> tuple[list[Candidate], str | None]:
     """Keep the shorter half when the catalog knows lengths; otherwise say we can't tell."""
+    from retrieval.candidates import item_length
+
     def length(c):
-        for key in _LENGTH_KEYS:
-            value = c.item.extra.get(key)
-            if isinstance(value, (int, float)):
-                return float(value)
-        return None
+        return item_length(c.item)
 
     known = [length(c) for c in candidates if length(c) is not None]
     if not known:

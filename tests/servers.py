@@ -49,6 +49,15 @@ def serve_command(port: int, *args: str) -> list[str]:
 @contextmanager
 def running_server(data_dir: Path, *, demo: bool = True, timeout_s: float = 180.0, **env: str) -> Iterator[str]:
     """Start a server, wait until /health answers, yield its base URL, stop it afterwards."""
+    with server_process(data_dir, demo=demo, timeout_s=timeout_s, **env) as (_, base):
+        yield base
+
+
+@contextmanager
+def server_process(
+    data_dir: Path, *, demo: bool = True, timeout_s: float = 180.0, **env: str
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Like running_server, but yields the process too (its pid, e.g. to read its memory)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / "server.log"
@@ -63,7 +72,7 @@ def running_server(data_dir: Path, *, demo: bool = True, timeout_s: float = 180.
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(proc, base + "/health", timeout_s, log_path, "server")
-        yield base
+        yield proc, base
     finally:
         stop(proc)
 
