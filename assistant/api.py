@@ -369,9 +369,11 @@ def require_keys_off_loopback(host: str, api_keys: dict[str, str]) -> None:
 
 def match_key(api_keys: dict[str, str], presented: str) -> str | None:
     """The role of the presented key, comparing against every key in constant time."""
+    # Digests have one length, so the time taken tells nothing about the keys' lengths either.
+    digest = hashlib.sha256(presented.encode("utf-8")).digest()
     found = None
     for key, role in api_keys.items():
-        if hmac.compare_digest(key.encode("utf-8"), presented.encode("utf-8")):
+        if hmac.compare_digest(hashlib.sha256(key.encode("utf-8")).digest(), digest):
             found = role
     return found
 
@@ -909,4 +911,34 @@ def serve(engine, host: str | None = None, port: int | None = None) -> None:
         f"recassist {__version__}: UI at http://{shown}:{port}/  API at http://{shown}:{port}/v1  docs at http://{shown}:{port}/docs",
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    config = uvicorn.Config(app, host=host, port=port, log_level="info")  # configures uvicorn's loggers
+    logging.getLogger("uvicorn.access").addFilter(HideSecrets(engine.settings.api_keys, query=True))
+    logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
+    uvicorn.Server(config).run()
+
+
+class HideSecrets(logging.Filter):
+    """Keeps API keys out of the server log, wherever a client put them (path, query string).
+
+    With query=True (the access log) every query-string value is masked as well: the API takes
+    none, and the UI's (session hashes) are not for logs either.
+    """
+
+    def __init__(self, keys=(), query: bool = False):
+        super().__init__()
+        self.keys = sorted(filter(None, keys), key=len, reverse=True)
+        self.query = query
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.clean(record.msg) if isinstance(record.msg, str) and not self.query else record.msg
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.clean(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+    def clean(self, text: str) -> str:
+        if self.query and "?" in text:
+            path, _, query = text.partition("?")
+            text = path + "?" + "&".join(p.partition("=")[0] + ("=***" if "=" in p else "") for p in query.split("&"))
+        for key in self.keys:
+            text = text.replace(key, "***")
+        return text

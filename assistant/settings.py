@@ -41,7 +41,7 @@ class Settings(BaseModel):
     llm_threads: int = 0  # 0: all cores
     llm_timeout_s: float = 30.0
     openai_base_url: str = "https://api.openai.com/v1"
-    openai_api_key: str = ""
+    openai_api_key: str = Field(default="", repr=False)  # secrets stay out of reprs and logs
     openai_model: str = "gpt-4o-mini"
 
     # Ranking and answers.
@@ -56,7 +56,7 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 7860
     # "KEY=admin" or "KEY=user:USER_ID", comma separated in the environment.
-    api_keys: dict[str, str] = Field(default_factory=dict)
+    api_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     redact_pii: bool = True
 
     @property
@@ -134,8 +134,9 @@ def _parse_api_keys(raw: str) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in raw.split(","))):
         key, sep, role = part.partition("=")
         if not sep or not (role == "admin" or role.startswith("user:")):
+            shown = f"'***={role}'" if sep else "'***'"  # the key itself never goes into an error or a log
             raise ConfigError(
-                f"{ENV_PREFIX}API_KEYS entry {part!r} must look like KEY=admin or KEY=user:USER_ID"
+                f"{ENV_PREFIX}API_KEYS entry {shown} must look like KEY=admin or KEY=user:USER_ID"
             )
         keys[key] = role
     return keys
