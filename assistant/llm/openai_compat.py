@@ -120,6 +120,13 @@ class OpenAICompatLLM:
                 f"{self.base_url} returned no logprobs for model {self.model}; "
                 "if this server cannot return them, the ranker falls back to generating a list"
             )
+        wanted = {label.strip() for label in labels}
+        if not any(token.strip() in wanted for token, _ in pairs):
+            # Every label would get the same floor: a ranking without information.
+            raise LLMError(
+                f"{self.base_url} (model {self.model}) put none of the labels among its {len(pairs)} most likely "
+                "next tokens; it is not following the rank prompt"
+            )
         return map_top_logprobs(pairs, labels)
 
     def count_tokens(self, text: str) -> int:
