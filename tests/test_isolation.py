@@ -16,6 +16,7 @@ The contract these tests hold the API to:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -73,8 +74,11 @@ def _req(method: str, path: str, body=None, headers: dict | None = None) -> Call
     return build
 
 
+SEA = [{"role": "user", "content": "a sea voyage"}]
+
+
 def _facade_header(user: str) -> dict:
-    request = _req("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "a sea voyage"}]})(user)
+    request = _req("POST", "/v1/chat/completions", {"messages": SEA})(user)
     request["headers"]["X-Recassist-User"] = user
     return request
 
@@ -110,13 +114,9 @@ ROUTES: dict[tuple[str, str], Probe] = {
     ("POST", "/v1/chat/completions"): Probe(
         "user",
         {
-            "user field": _req(
-                "POST", "/v1/chat/completions", {"user": "{user}", "messages": [{"role": "user", "content": "a sea voyage"}]}
-            ),
+            "user field": _req("POST", "/v1/chat/completions", {"user": "{user}", "messages": SEA}),
             "user field, streamed": _req(
-                "POST",
-                "/v1/chat/completions",
-                {"user": "{user}", "stream": True, "messages": [{"role": "user", "content": "a sea voyage"}]},
+                "POST", "/v1/chat/completions", {"user": "{user}", "messages": SEA, "stream": True}
             ),
             "user header": _facade_header,
         },
@@ -126,7 +126,7 @@ ROUTES: dict[tuple[str, str], Probe] = {
 }
 # Outside /v1: answer without a key and hold no user data. The UI is mounted at / behind its own
 # login (tests/test_api_http.py) and every UI handler checks who is signed in (below).
-PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+PUBLIC = {("GET", p) for p in ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")}
 
 
 def _cases(scope: str) -> list:
@@ -161,14 +161,11 @@ def obedient(prompt, labels=None):
 
 def plant_b(engine, client: TestClient) -> str:
     """Give B private data in every store: a conversation, a search, a hand-written summary."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
     engine.store.add_events([Event(user_id=B, type="search", timestamp=1.0, text=f"{CANARY_SEARCH} maps")])
-    r = _send(client, {"method": "PATCH", "url": f"/v1/users/{B}/profile", "json": {"summary": CANARY_SUMMARY}, "headers": {}}, ADMIN)
+    r = client.patch(f"/v1/users/{B}/profile", json={"summary": CANARY_SUMMARY}, headers=admin)
     assert r.status_code == 200, r.text
-    r = _send(
-        client,
-        {"method": "POST", "url": "/v1/chat", "json": {"user_id": B, "message": f"a sea voyage {CANARY_MESSAGE}"}, "headers": {}},
-        ADMIN,
-    )
+    r = client.post("/v1/chat", json={"user_id": B, "message": f"a sea voyage {CANARY_MESSAGE}"}, headers=admin)
     assert r.status_code == 200, r.text
     return r.json()["session_id"]
 
@@ -192,9 +189,8 @@ def world(tmp_path_factory):
     from assistant.settings import Settings
 
     llm = FakeLLM(prompt_style="chat", default=obedient)
-    settings = Settings.load(
-        env={}, data_dir=tmp_path_factory.mktemp("isolation"), llm_backend="fake", embedding_backend="hash", api_keys=KEYS
-    )
+    data_dir = tmp_path_factory.mktemp("isolation")
+    settings = Settings.load(env={}, data_dir=data_dir, llm_backend="fake", embedding_backend="hash", api_keys=KEYS)
     engine = Engine(settings, llm=llm)
     engine.load_demo(progress=False)
     with TestClient(create_app(engine, mount_ui=False), raise_server_exceptions=False) as client:
@@ -573,21 +569,13 @@ def test_every_ui_handler_checks_the_signed_in_user(make_engine):
         args = {p: v for p, v in args.items() if v is not None or params[p].default is inspect.Parameter.empty}
         with pytest.raises(gr.Error, match="only act for yourself|admin sign-in") if (
             "user_id" in params or fn.__module__ == "ui.lab"
-        ) else _no_error():
+        ) else contextlib.nullcontext():
             result = fn(**args, request=SimpleNamespace(username=A))
             if inspect.isgenerator(result):
                 list(result)
         checked.add(fn.__name__)
     assert {"on_pick", "send", "resume", "on_feedback", "on_save_profile", "on_delete", "on_run"} <= checked
     assert snapshot(engine, B) == before
-
-
-class _no_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --- delete my data ----------------------------------------------------------------------------
@@ -611,10 +599,12 @@ def _every_table(store) -> dict[str, list[tuple]]:
 
 
 def _mentions(rows: dict[str, list[tuple]], needles: tuple[str, ...]) -> list:
-    return [(t, row) for t, table in rows.items() for row in table if any(n in str(cell) for cell in row for n in needles)]
+    return [(t, row) for t, table in rows.items() for row in table if any(n in str(row) for n in needles)]
 
 
 def _chroma_mentions(engine, needles: tuple[str, ...]) -> list:
+    """Entries of any Chroma collection that mention a needle (none expected: Chroma holds only
+    catalog items and item vectors; this catches a collection that starts holding user data)."""
     found = []
     for collection in engine.chroma.list_collections():
         got = collection.get(include=["metadatas", "documents"])
@@ -648,7 +638,8 @@ def test_delete_my_data_leaves_nothing_behind(make_engine, database_url, door):
     ]
     assert client.post("/v1/events", json=events, headers=admin).json()["new"] == 3
     plant_b(engine, client)
-    assert client.post("/v1/feedback", json={"user_id": B, "item_id": "bk-002", "kind": "dislike"}, headers=admin).status_code == 200
+    r = client.post("/v1/feedback", json={"user_id": B, "item_id": "bk-002", "kind": "dislike"}, headers=admin)
+    assert r.status_code == 200
     retriever = engine.retriever
     retriever.refit(store)
     a_before = snapshot(engine, A)
