@@ -27,6 +27,16 @@ def _engine(args):
     return Engine(_settings(args))
 
 
+def _check_prompts(engine) -> None:
+    """Before the first answer: the prompt files the loaded model will use are present and valid."""
+    if engine.llm is None:
+        return  # retrieval order and evidence reasons: no prompts
+    from prompts import Prompts
+
+    s = engine.settings
+    Prompts.for_llm(engine.llm, s.prompt_variant, s.prompt_variants_dir).check()
+
+
 def _mapping(pairs: list[str] | None, constants: list[str] | None = None) -> dict[str, str] | None:
     """--map FIELD=COLUMN pairs, plus --set FIELD=VALUE constants (the same as --map FIELD==VALUE)."""
     from retrieval.ingest import parse_mapping
@@ -56,6 +66,7 @@ def cmd_ingest_events(args) -> int:
 
 def cmd_recommend(args) -> int:
     engine = _engine(args)
+    _check_prompts(engine)
     filters = {}
     if args.category:
         filters["categories"] = args.category
@@ -84,6 +95,7 @@ def cmd_chat(args) -> int:
     from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, ReasonDelta, ReasonEvent
 
     engine = _engine(args)
+    _check_prompts(engine)
     session = args.session
     print(f"recassist chat as {args.user!r}. Empty line or Ctrl-D to quit.", file=sys.stderr)
     while True:
@@ -133,15 +145,16 @@ def cmd_serve(args) -> int:
     from assistant.engine import Engine
 
     engine = Engine(settings)
-    if args.demo:
-        if engine.store.item_count() == 0 or args.reload_demo:
-            print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)
-        engine.load_demo(progress=True)
     if settings.llm_backend != "none":
         print(f"Loading the language model ({engine.info()['llm_model']})...", file=sys.stderr)
         engine.llm  # load before serving so the first chat is not slow
         if engine.llm_error:
             print(f"warning: {engine.llm_error}\nAnswers use retrieval order and evidence-based reasons.", file=sys.stderr)
+        _check_prompts(engine)  # before the demo: a broken prompt file fails in seconds, not after embedding
+    if args.demo:
+        if engine.store.item_count() == 0 or args.reload_demo:
+            print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)
+        engine.load_demo(progress=True)
     serve(engine, settings.host, settings.port)
     return 0
 

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from assistant.errors import PromptError
 
 STYLES = ("completion", "chat")
+# The templates a chat turn may load (rank_titles is only the evaluation's baseline).
+TURN_TEMPLATES = ("understand", "rank", "rank_list", "reason", "summary", "item_summary")
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
@@ -257,6 +259,38 @@ class Prompts:
     @classmethod
     def for_llm(cls, llm, variant: str = "", variants_dir: str | Path | None = None) -> "Prompts":
         return cls(getattr(llm, "prompt_style", "completion"), variant, variants_dir)
+
+    def check(self) -> None:
+        """Load and test-render every template a turn uses (the variant's copies first).
+
+        Run at start-up: a broken or missing file, or a variant name with no saved folder, is then
+        a PromptError naming the file instead of a failure in the middle of someone's chat.
+        """
+        problems: list[str] = []
+        if self.variant:
+            folder = Path(self.variants_dir or ".") / self.variant
+            if not folder.is_dir():
+                saved = sorted(p.name for p in folder.parent.glob("*") if p.is_dir())
+                raise PromptError(
+                    f"prompt variant {self.variant!r} not found: {folder} does not exist (saved variants: "
+                    f"{', '.join(saved) or 'none'}); fix RECASSIST_PROMPT_VARIANT"
+                )
+            problems += check_templates([folder])
+            known = list_templates()
+            problems += [
+                f"{path}: overrides no shipped template; name it after one of {known}"
+                for path in sorted(folder.glob("*.yaml"))
+                if path.name[: -len(".yaml")] not in known
+            ]
+        for name in TURN_TEMPLATES:
+            try:
+                template = self.get(name)
+                template.render(**template.examples())
+            except PromptError as exc:
+                problems.append(str(exc))
+        if problems:
+            problems = list(dict.fromkeys(problems))
+            raise PromptError(f"{len(problems)} prompt template problem(s):\n  " + "\n  ".join(problems))
 
     def get(self, name: str) -> PromptTemplate:
         if name not in self._cache:

@@ -11,6 +11,7 @@ import json
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,7 +159,7 @@ def client_for(demo):
     return build
 
 
-@pytest.fixture(params=["slow", "trickle", "http-500", "not-json", "wrong-shape", "no-choices", "nonsense"])
+@pytest.fixture(params=["trickle", "http-500", "not-json", "wrong-shape", "no-choices"])  # slow, nonsense: below
 def bad_server(request):
     server = FakeOpenAI(request.param)
     yield server
@@ -322,3 +323,217 @@ def test_the_model_is_asked_again_after_the_pause(demo):
         assert len(server.calls) == 2
     finally:
         server.close()
+
+
+# --- a real `recassist serve` with a slow LLM and a Chroma server that goes away ----------------
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory):
+    from test_chroma_server import CLI, ChromaServer
+
+    if CLI is None:
+        pytest.skip("the `chroma` CLI is missing (it comes with `pip install chromadb` in the same environment)")
+    server = ChromaServer(tmp_path_factory.mktemp("chroma") / "data", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(chroma, tmp_path_factory):
+    """`recassist serve --demo` on loopback: vectors in the Chroma server, a slow LLM server."""
+    from servers import running_server
+
+    llm = FakeOpenAI("slow")
+    env = {
+        "RECASSIST_CHROMA_MODE": "http",
+        "RECASSIST_CHROMA_PORT": str(chroma.port),
+        "RECASSIST_LLM_BACKEND": "openai",
+        "RECASSIST_OPENAI_BASE_URL": llm.url,
+        "RECASSIST_LLM_TIMEOUT_S": str(LLM_TIMEOUT_S),
+    }
+    try:
+        with running_server(tmp_path_factory.mktemp("served"), **env) as base:
+            yield base
+    finally:
+        llm.close()
+
+
+@pytest.mark.integration
+def test_served_turn_with_a_slow_llm_is_degraded_within_the_budget(served):
+    import httpx
+
+    started = time.monotonic()
+    r = httpx.post(served + "/v1/chat", json={"user_id": "ana", "message": "a witty romance", "k": 3}, timeout=60)
+    seconds = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["items"] and all(i["reason"] and i["reason_source"] == "evidence" for i in body["items"])
+    assert any(f"did not answer within {LLM_TIMEOUT_S:.0f}s" in n for n in body["notices"]), body["notices"]
+    assert seconds < BUDGET_S, f"the turn took {seconds:.1f}s (budget {BUDGET_S:.0f}s)"
+
+
+@pytest.mark.integration
+def test_chroma_outage_is_a_clear_503_and_the_server_recovers_when_chroma_returns(served, chroma):
+    import httpx
+
+    recommend = {"user_id": "ben", "query": "a sea voyage", "k": 3}
+    chat = {"user_id": "ben", "message": "a sea voyage", "k": 3}
+    assert httpx.post(served + "/v1/recommendations", json=recommend, timeout=60).status_code == 200
+
+    chroma.stop()
+    try:
+        for path, body in [("/v1/recommendations", recommend), ("/v1/chat", chat), ("/v1/chat", {**chat, "stream": True})]:
+            r = httpx.post(served + path, json=body, timeout=60)
+            assert r.status_code == 503, (path, r.status_code, r.text[:300])
+            error = r.json()["error"]
+            assert error["type"] == "store_unavailable"
+            assert f"127.0.0.1:{chroma.port} is not reachable" in error["message"]
+            assert "chroma run --path" in error["message"] and "Traceback" not in r.text
+        assert httpx.get(served + "/health", timeout=10).status_code == 200  # the server itself stays up
+    finally:
+        chroma.start()  # same port, same data path
+
+    # The same server process, not restarted: the next requests succeed.
+    r = httpx.post(served + "/v1/recommendations", json=recommend, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["items"]
+    r = httpx.post(served + "/v1/chat", json=chat, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["items"]
+
+
+# --- a catalog ingest killed halfway ---------------------------------------------------------------
+
+KILL_ROWS = 1500  # several 256-row batches: the kill lands after the first and long before the last
+
+
+def _item_counts(db: Path) -> tuple[int, int, int]:
+    """(rows, distinct ids, rows not embedded yet) in the SQLite catalog; zeros before it exists."""
+    if not db.exists():
+        return 0, 0, 0
+    query = (
+        "SELECT COUNT(*), COUNT(DISTINCT id), "
+        "COALESCE(SUM(embedded_fingerprint IS NULL OR embedded_fingerprint <> fingerprint), 0) FROM items"
+    )
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return tuple(conn.execute(query).fetchone())
+    except sqlite3.OperationalError:  # the schema is still being created
+        return 0, 0, 0
+
+
+def cli_command(*args: str) -> list[str]:
+    """`recassist ARGS` with this interpreter."""
+    return [sys.executable, "-m", "assistant.cli", *args]
+
+
+@pytest.mark.integration
+def test_catalog_ingest_killed_halfway_completes_on_rerun_without_duplicates(tmp_path):
+    catalog = tmp_path / "catalog.jsonl"
+    with catalog.open("w", encoding="utf-8") as f:
+        for n in range(KILL_ROWS):
+            f.write(json.dumps({"id": f"m{n}", "title": f"Movie {n}", "text": f"plot{n % 97} story{n % 13}"}) + "\n")
+    data = tmp_path / "data"
+    env = server_env(data, RECASSIST_LLM_BACKEND="none")
+    command = cli_command("ingest-catalog", str(catalog), "--quiet")
+    db = data / "recassist.db"
+
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while _item_counts(db)[0] == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    landed = _item_counts(db)[0]
+    assert proc.returncode == -signal.SIGKILL, f"the ingest finished before the kill:\n{proc.stdout.read().decode()}"
+    assert 0 < landed < KILL_ROWS, f"{landed} rows had landed when the ingest was killed"
+
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rows, distinct, unembedded = _item_counts(db)
+    assert (rows, distinct, unembedded) == (KILL_ROWS, KILL_ROWS, 0)
+
+    from retrieval.vectors import VectorIndex, open_chroma
+
+    client = open_chroma("persistent", path=str(data / "chroma"))
+    (name,) = [c.name for c in client.list_collections() if c.name.startswith("content-")]
+    ids = VectorIndex(client, name).all_ids()
+    assert len(ids) == KILL_ROWS and set(ids) == {f"m{n}" for n in range(KILL_ROWS)}
+
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "inserted 0, updated 0" in again.stdout and "embedded 0" in again.stdout, again.stdout
+
+
+# --- broken or missing prompt files at start-up ------------------------------------------------
+
+SHIPPED_REASON = (REPO / "prompts" / "templates" / "reason.completion.yaml").read_text(encoding="utf-8")
+PROMPT_PROBLEMS = {
+    # variant file content (None: the variant folder does not exist) -> what the error must say
+    "malformed-yaml": ("name: reason\nstyle: completion\nvariables: [unclosed\n", "not valid YAML"),
+    "unknown-key": (SHIPPED_REASON + "temperature: 2\n", "temperature: Extra inputs are not permitted"),
+    "undeclared-variable": (
+        SHIPPED_REASON.replace("Use only the facts given.", "Use only the facts given. {{ secret }}"),
+        "undeclared variable(s) ['secret']",
+    ),
+    "missing-variant": (None, "prompt variant 'custom' not found"),
+}
+
+
+def _variant(data_dir: Path, content: str | None) -> Path:
+    """A saved variant 'custom' whose reason.completion.yaml is `content` (the FakeLLM's style)."""
+    path = data_dir / "prompts" / "custom" / "reason.completion.yaml"
+    if content is not None:
+        path.parent.mkdir(parents=True)
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.mark.integration
+def test_serve_refuses_to_start_with_a_broken_prompt_file(tmp_path):
+    data = tmp_path / "data"
+    path = _variant(data, PROMPT_PROBLEMS["malformed-yaml"][0])
+    env = server_env(data, RECASSIST_PROMPT_VARIANT="custom")
+    done = subprocess.run(serve_command(free_port(), "--demo"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"recassist: error: 1 prompt template problem(s):\n  {path}: not valid YAML" in done.stderr
+    assert "Uvicorn running" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("problem", PROMPT_PROBLEMS)
+@pytest.mark.parametrize("command", [["serve"], ["chat", "--user", "ana"], ["recommend", "--user", "ana"]])
+def test_commands_name_a_broken_or_missing_prompt_file_before_answering(tmp_path, monkeypatch, capsys, command, problem):
+    from assistant.cli import main
+
+    content, message = PROMPT_PROBLEMS[problem]
+    path = _variant(tmp_path / "data", content)
+    for name, value in {"DATA_DIR": tmp_path / "data", "LLM_BACKEND": "fake", "EMBEDDING_BACKEND": "hash",
+                        "PROMPT_VARIANT": "custom"}.items():
+        monkeypatch.setenv(f"RECASSIST_{name}", str(value))
+    monkeypatch.setattr("assistant.api.serve", lambda *a, **k: pytest.fail("serve() started"))
+    monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("chat asked for input"))
+    monkeypatch.setattr("assistant.agent.Agent.recommend", lambda *a, **k: pytest.fail("recommend() ran"))
+
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert "recassist: error: " in err and message in err
+    assert str(path if content is not None else path.parent) in err
+
+
+def test_a_missing_shipped_template_is_named_at_start_up(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from assistant.cli import main
+
+    shipped = tmp_path / "templates"
+    shutil.copytree(REPO / "prompts" / "templates", shipped)
+    (shipped / "summary.completion.yaml").unlink()
+    monkeypatch.setattr("prompts.loader.shipped_dir", lambda: shipped)
+    monkeypatch.setenv("RECASSIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECASSIST_LLM_BACKEND", "fake")
+    monkeypatch.setenv("RECASSIST_EMBEDDING_BACKEND", "hash")
+    monkeypatch.setattr("assistant.agent.Agent.recommend", lambda *a, **k: pytest.fail("recommend() ran"))
+
+    assert main(["recommend", "--user", "ana"]) == 1
+    assert f"no prompt template summary.completion.yaml in {shipped}" in capsys.readouterr().err
