@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -73,6 +74,7 @@ class Reply:
     problem: str | None = None
     items: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    model_reasons: int = 0  # items whose reason the LLM wrote (the rest come from the evidence)
 
 
 def check_chat_json(body) -> Reply:
@@ -103,8 +105,12 @@ def check_chat_sse(lines: list[str]) -> Reply:
         return Reply(f"the stream ended without a done event (after {len(events)} events)")
     cards = [e for e in events if e["type"] == "cards"]
     items = cards[-1].get("cards", []) if cards else []
-    reasons = {e.get("item_id"): e.get("text", "") for e in events if e["type"] == "reason"}
-    items = [{**card, "reason": reasons.get(card.get("item_id"), card.get("reason", ""))} for card in items]
+    reasons = {e.get("item_id"): e for e in events if e["type"] == "reason"}
+    items = [
+        {**card, "reason": reasons[card["item_id"]].get("text", ""), "reason_source": reasons[card["item_id"]].get("source")}
+        if isinstance(card, dict) and card.get("item_id") in reasons else card
+        for card in items
+    ]
     text = "\n".join(e.get("text", "") for e in events if e["type"] == "message")
     return _check_answer(items, text, [e.get("text", "") for e in events if e["type"] == "notice"])
 
@@ -117,7 +123,8 @@ def _check_answer(items: list, text: str, notices: list[str]) -> Reply:
             return Reply(f"item {item['item_id']} has no reason")
     if not items and not text.strip():
         return Reply("empty answer: no items and no text")
-    return Reply(None, [item["item_id"] for item in items], notices)
+    model = sum(1 for item in items if item.get("reason_source") == "llm")
+    return Reply(None, [item["item_id"] for item in items], notices, model)
 
 
 # --- one session -------------------------------------------------------------------------------
@@ -133,6 +140,7 @@ class Sample:
     problem: str | None = None
     first_event_s: float | None = None  # streamed chats: time to the first SSE event
     notices: list[str] = field(default_factory=list)
+    model_reasons: int = 0
     posted: int = 0  # events in the request
     acknowledged: int = 0  # events the server said were new
 
@@ -164,7 +172,7 @@ def chat_turn(client: httpx.Client, user: str, session_id: str, message: str, st
     except httpx.HTTPError as exc:
         return Sample("chat", time.perf_counter() - start, None, f"{type(exc).__name__}: {exc}"), Reply()
     seconds = time.perf_counter() - start
-    return Sample("chat", seconds, 200, reply.problem, first, reply.notices), reply
+    return Sample("chat", seconds, 200, reply.problem, first, reply.notices, reply.model_reasons), reply
 
 
 def post_events(client: httpx.Client, rows: list[dict]) -> Sample:
@@ -201,12 +209,13 @@ def event_batch(user: str, items: list[str], marker: str, turn: int) -> list[dic
     return rows
 
 
-def run_session(base_url: str, run: str, level: int, session: int, turns: int, deadline: float, timeout_s: float) -> list[Sample]:
-    """Chat, then post events about the answer, `turns` times (or until the deadline)."""
+def run_session(
+    samples: list[Sample], base_url: str, run: str, level: int, session: int, turns: int, deadline: float, timeout_s: float
+) -> None:
+    """Chat, then post events about the answer, `turns` times (or until the deadline); appends to `samples`."""
     user = f"load-{run}-{level}-{session}"
     session_id = f"s-{uuid.uuid4().hex[:12]}"
     marker = f"load:{run}:{level}:{session}"
-    samples: list[Sample] = []
     shown: list[str] = []
     with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
         for turn in range(turns):
@@ -216,7 +225,6 @@ def run_session(base_url: str, run: str, level: int, session: int, turns: int, d
             samples.append(sample)
             shown = reply.items or shown
             samples.append(post_events(client, event_batch(user, shown, marker, turn)))
-    return samples
 
 
 # --- one level and a whole run -----------------------------------------------------------------
@@ -267,6 +275,7 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
         "events_p50_ms": ms(post_s, 50),
         "events_p95_ms": ms(post_s, 95),
         "replies_with_notice": sum(1 for s in chats if s.notices),
+        "replies_with_model_reasons": sum(1 for s in chats if s.model_reasons),
         "notices": dict(Counter(n for s in chats for n in s.notices).most_common(5)),
         "events_posted": sum(s.posted for s in posts),
         "events_acknowledged": sum(s.acknowledged for s in posts),
@@ -278,7 +287,10 @@ def run_level(base_url: str, level: int, turns: int, deadline: float, *, run: st
     results: list[list[Sample]] = [[] for _ in range(level)]
 
     def work(i: int) -> None:
-        results[i] = run_session(base_url, run, level, i, turns, deadline, timeout_s)
+        try:
+            run_session(results[i], base_url, run, level, i, turns, deadline, timeout_s)
+        except Exception as exc:  # a bug in this script must show as a failure, not as a quiet thread
+            results[i].append(Sample("chat", 0.0, None, f"load client failed: {exc!r}"))
 
     threads = [threading.Thread(target=work, args=(i,), name=f"load-session-{i}") for i in range(level)]
     start = time.perf_counter()
@@ -385,30 +397,34 @@ def _cell(value) -> str:
 def report_markdown(result: dict, settings: dict) -> str:
     """The figures as Markdown: a speed table, a correctness table, and the notices seen."""
     lines = [
-        f"Backend `{settings.get('llm')}`, {settings.get('turns')} turns per session, "
-        f"{settings.get('cpus')} CPUs, load average before {settings.get('loadavg_before')}.",
+        f"`{settings.get('command', 'python -m evaluation.load')}`",
         "",
-        "| sessions | turns | requests | req/s | chat p50 ms | chat p95 ms | first SSE event p50 ms | "
+        f"{settings.get('date', '')}: backend `{settings.get('llm')}`, embeddings `{settings.get('embedding')}`, "
+        f"{settings.get('turns')} turns per session, {settings.get('cpus')} CPUs, load average before "
+        f"{settings.get('loadavg_before')}; the whole run took {result.get('total_s', '?')} s.",
+        "",
+        "| sessions | turns | requests | req/s | chat p50 ms | chat p95 ms | chat max ms | first SSE event p50 ms | "
         "events p50 ms | events p95 ms | peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     levels = [lv for lv in result["levels"] if "skipped" not in lv]
     for lv in levels:
         cells = [
             lv["sessions"], f"{lv['turns_done']}/{lv['turns_planned']}", lv["requests"], lv["throughput_rps"],
-            lv["chat_p50_ms"], lv["chat_p95_ms"], lv["first_event_p50_ms"], lv["events_p50_ms"],
+            lv["chat_p50_ms"], lv["chat_p95_ms"], lv["chat_max_ms"], lv["first_event_p50_ms"], lv["events_p50_ms"],
             lv["events_p95_ms"], lv["peak_rss_mib"],
         ]
         lines.append("| " + " | ".join(c if isinstance(c, str) else _cell(c) for c in cells) + " |")
     lines += [
         "",
-        "| sessions | errors | 5xx | malformed replies | replies with a notice | events posted | stored | lost |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sessions | errors | 5xx | malformed replies | replies with a notice | replies with model-written reasons "
+        "| events posted | stored | lost |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in levels:
         cells = [
             lv["sessions"], lv["errors"], lv["server_errors"], lv["malformed"], lv["replies_with_notice"],
-            lv["events_posted"], lv["events_stored"], lv["events_lost"],
+            lv["replies_with_model_reasons"], lv["events_posted"], lv["events_stored"], lv["events_lost"],
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     for lv in result["levels"]:
@@ -442,11 +458,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sessions and --turns must be at least 1")
 
     settings = {
+        "command": " ".join(["python -m evaluation.load", *(argv if argv is not None else sys.argv[1:])]),
         "llm": args.llm if not args.url else "(the running server's)",
         "embedding": args.embedding if not args.url else "(the running server's)",
         "sessions": args.sessions,
         "turns": args.turns,
         "max_seconds": args.max_seconds,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
     }

@@ -40,7 +40,7 @@ def test_percentile_of_nothing_is_none():
 
 def test_summary_and_report_from_known_samples():
     samples = [
-        Sample("chat", 1.0, 200, first_event_s=0.1),
+        Sample("chat", 1.0, 200, first_event_s=0.1, model_reasons=5),
         Sample("chat", 3.0, 200, first_event_s=0.3, notices=[MODEL_BUSY]),
         Sample("chat", 2.0, 200, problem="empty answer: no items and no text"),
         Sample("chat", 9.0, 503, problem="HTTP 503: busy"),
@@ -56,6 +56,7 @@ def test_summary_and_report_from_known_samples():
     assert figures["events_p50_ms"] == 20.0
     assert figures["events_posted"] == 4 and figures["events_acknowledged"] == 4
     assert figures["replies_with_notice"] == 1 and figures["notices"] == {MODEL_BUSY: 1}
+    assert figures["replies_with_model_reasons"] == 1
 
     figures.update(peak_rss_mib=512.0, events_stored=3, events_lost=1)
     result = {"run": "r", "levels": [figures, {"sessions": 32, "skipped": "the --max-seconds 5 bound was reached"}]}
@@ -64,7 +65,7 @@ def test_summary_and_report_from_known_samples():
     assert any("1 chat replies were empty or malformed" in f for f in found)
     report = report_markdown(result, {"llm": "fake", "turns": 3, "cpus": 2, "loadavg_before": [0.5]})
     assert "| 2 | 4/6 | 6 | 0.5 | 2500 |" in report
-    assert "| 2 | 1 | 1 | 1 | 1 | 4 | 3 | 1 |" in report
+    assert "| 2 | 1 | 1 | 1 | 1 | 1 | 4 | 3 | 1 |" in report
     assert "N=32 skipped" in report
 
 
@@ -77,6 +78,13 @@ def _sse(*events: tuple[str, dict | str]) -> list[str]:
 
 CARD = {"item_id": "bk-001", "title": "Pride and Prejudice", "reason": "It shares Romance."}
 DONE = ("done", {"type": "done", "session_id": "s"})
+
+
+def test_model_written_reasons_are_counted():
+    written = {"type": "reason", "item_id": "bk-001", "text": "A sharp comedy of manners.", "source": "llm"}
+    reply = check_chat_sse(_sse(("cards", {"type": "cards", "cards": [CARD]}), ("reason", written), DONE))
+    assert reply.problem is None and reply.model_reasons == 1
+    assert check_chat_json({"items": [{**CARD, "reason_source": "evidence"}], "summary": "s"}).model_reasons == 0
 
 
 @pytest.mark.parametrize(
