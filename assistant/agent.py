@@ -306,29 +306,30 @@ class Agent:
             # A new user's first words about their taste are profile signals at once.
             profile = self.update_profile(conv.user_id, {"onboarding": [u.query]})
         ctx = read_context(context, vocab)
-        constraints = apply_context(constraints, ctx)
+        # The turn sees the context's filters too; the conversation remembers only its own.
+        turn = apply_context(constraints, ctx)
         query = " ".join(filter(None, [u.query, ctx.words, profile_query(profile) if not u.query else ""]))
-        avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in constraints["categories"]]
+        avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in turn["categories"]]
         exclude_ids = set(exclude or ()) | set(seeds)
         if u.intent == "refine" or u.feedback:
             exclude_ids |= set(conv.shown_ids())
         request = Request(
             query=query,
-            categories=constraints["categories"],
-            exclude_categories=list(dict.fromkeys(constraints["exclude_categories"] + avoid)),
-            creators=constraints["creators"],
-            exclude_creators=constraints["exclude_creators"],
-            year_min=constraints["year_min"],
-            year_max=constraints["year_max"],
+            categories=turn["categories"],
+            exclude_categories=list(dict.fromkeys(turn["exclude_categories"] + avoid)),
+            creators=turn["creators"],
+            exclude_creators=turn["exclude_creators"],
+            year_min=turn["year_min"],
+            year_max=turn["year_max"],
             exclude_ids=exclude_ids,
-            exclude_terms=constraints.get("exclude_terms", []),
+            exclude_terms=turn.get("exclude_terms", []),
             extra_filters=ctx.extra_filters,
             max_length=ctx.max_length,
             seed_item_ids=seeds,
             diversity=0.3,
         )
         state["request"] = {
-            **constraints, "query": query, "seed_item_ids": seeds, "avoid_categories": avoid,
+            **turn, "query": query, "seed_item_ids": seeds, "avoid_categories": avoid,
             "context": ctx.note, "extra_filters": ctx.extra_filters, "max_length": ctx.max_length,
         }
         n = max(self.settings.candidates, k)
@@ -337,7 +338,7 @@ class Agent:
             request.exclude_ids = set(seeds) | set(exclude or ())
             candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
         if not candidates and avoid:
-            request.exclude_categories = constraints["exclude_categories"]
+            request.exclude_categories = turn["exclude_categories"]
             candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
         if constraints.get("shorter") or ctx.prefer_shorter:
             candidates, note = _prefer_shorter(candidates)

@@ -58,11 +58,12 @@ SESSION_HEADER = "X-Recassist-Session"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON type other than the schema's is an error, not converted ("5" for 5, false for 0.0).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-USER_ID_PATTERN = r"^[\w.@:-]{1,128}$"  # the agent's rule for user ids, checked here for a 422 naming the field
-USER_ID_HELP = "1-128 letters, digits or . _ - @ :"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]{1,128}$"  # the agent's rule for user ids, checked here for a 422 naming the field
+USER_ID_HELP = "1-128 ASCII letters, digits or . _ - @ :"
 
 
 UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description=USER_ID_HELP)]
@@ -76,7 +77,17 @@ class ChatRequest(_Strict):
     user_id: str = _user_id()
     message: str = Field(min_length=1, max_length=4000)
     session_id: str | None = Field(default=None, max_length=200)
-    context: dict[str, Any] | None = Field(default=None, description="Platform context, e.g. the page the user is on.")
+    context: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Request context from the platform. mood, occasion, genre: soft words for retrieval and the prompts; "
+            "with (\"kids\" filters to the catalog's children's category); device (a phone or watch prefers shorter "
+            "items when the catalog knows lengths); time_of_day (prompts only); available_minutes (a hard length "
+            "limit); categories, exclude_categories, exclude_terms, year_min, year_max (enforced filters); any "
+            "catalog metadata field, e.g. language (equality filter). Other keys reach the prompts only."
+        ),
+        examples=[{"mood": "cosy", "device": "phone", "time_of_day": "evening"}],
+    )
     k: int | None = Field(default=None, ge=1, le=20, description="How many items to answer with.")
     stream: bool = Field(default=False, description="Answer as Server-Sent Events, one per turn event.")
 
@@ -183,7 +194,7 @@ class FeedbackResponse(BaseModel):
 
 
 class OpenAIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: str
     content: str | list[dict[str, Any]] | None = None
@@ -191,12 +202,14 @@ class OpenAIMessage(BaseModel):
 
 class OpenAIChatRequest(BaseModel):
     # Clients send many optional fields (temperature, top_p, ...); accept and ignore them.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = FACADE_MODEL
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
-    user: str | None = Field(default=None, max_length=200)
+    user: str | None = Field(
+        default=None, pattern=USER_ID_PATTERN, description=f"the user's id ({USER_ID_HELP}), or send the {USER_HEADER} header"
+    )
 
 
 class ErrorBody(BaseModel):
@@ -441,9 +454,58 @@ def _error_response(err: ApiError, headers: dict | None = None) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict]]:
     fields = []
     for e in exc.errors():
+        if e.get("type") == "json_invalid":  # loc is ("body", character offset)
+            where = e.get("loc", (None, "?"))[-1]
+            problem = (e.get("ctx") or {}).get("error", "JSON decode error")
+            fields.append({"field": "body", "message": f"not valid JSON: {problem} at character {where}"})
+            continue
         loc = [str(x) for x in e.get("loc", ()) if x != "body"]
         fields.append({"field": ".".join(loc) or "body", "message": e.get("msg", "")})
     return "; ".join(f"{f['field']}: {f['message']}" for f in fields), fields
+
+
+def _unreadable_body(cause: BaseException | None) -> str:
+    """Why a request body could not be read at all (FastAPI only says 'error parsing the body')."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"request body is not UTF-8: byte 0x{cause.object[cause.start]:02x} at position {cause.start} "
+            f"({cause.encoding} expected); send JSON encoded as UTF-8"
+        )
+    if isinstance(cause, RecursionError):
+        return "request body is nested too deeply to read; send flatter JSON"
+    return "request body could not be read as JSON; send a JSON document encoded as UTF-8"
+
+
+class ApiPathsOnly:
+    """ASGI middleware: the UI mounted at / never answers for /v1 or /health.
+
+    Without it, a wrong method or an unknown path there falls through to the UI's own 404; here it
+    is the API's JSON error: 405 with an Allow header, or 404.
+    """
+
+    def __init__(self, app, router, prefixes: tuple[str, ...] = ("/v1/", "/health")):
+        self.app, self.router, self.prefixes = app, router, prefixes
+
+    async def __call__(self, scope, receive, send):
+        from starlette.routing import Match, Mount
+
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            allowed: set[str] = set()
+            for route in self.router.routes:
+                if isinstance(route, Mount):
+                    continue
+                match, _ = route.matches(scope)
+                if match is Match.FULL:
+                    return await self.app(scope, receive, send)
+                if match is Match.PARTIAL:
+                    allowed |= set(getattr(route, "methods", None) or ())
+            if allowed:
+                methods = ", ".join(sorted(allowed))
+                err = ApiError(405, "method_not_allowed", f"{scope['method']} is not allowed on {scope['path']}; use {methods}")
+                return await _error_response(err, {"Allow": methods})(scope, receive, send)
+            err = ApiError(404, "not_found", f"no endpoint {scope['path']}; the API is listed at /docs")
+            return await _error_response(err)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -514,6 +576,12 @@ def _sse_events(events: Iterator) -> Iterator[str]:
 
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# OpenAPI 3.1 describes a text/event-stream by the schema of one event.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string", "description": "JSON, or [DONE]"}},
+    "required": ["data"],
+}
 
 
 def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> FastAPI:
@@ -532,6 +600,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         "Send 'Authorization: Bearer KEY' when the server has API keys configured.",
         responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)},
     )
+    app.add_middleware(ApiPathsOnly, router=app.router)
     app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
@@ -552,8 +621,10 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return _error_response(ApiError(400, "invalid_json", _unreadable_body(exc.__cause__)))
         type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error_response(ApiError(exc.status_code, type_, str(exc.detail)))
+        return _error_response(ApiError(exc.status_code, type_, str(exc.detail)), getattr(exc, "headers", None))
 
     @app.exception_handler(ValueError)
     async def _bad_value(request: Request, exc: ValueError):
@@ -582,7 +653,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         response_model=ChatResponse,
         responses={
             200: {
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
                 "description": "JSON, or SSE when stream is true: 'event: <type>' + 'data: <json>' per turn event.",
             }
         },
@@ -686,7 +757,16 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
             "data": [{"id": FACADE_MODEL, "object": "model", "created": 0, "owned_by": "recassist"}],
         }
 
-    @app.post("/v1/chat/completions", tags=["openai"])
+    @app.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        responses={
+            200: {
+                "content": {"application/json": {}, "text/event-stream": {"schema": SSE_EVENT}},
+                "description": "A chat.completion, or chat.completion.chunk events ending in 'data: [DONE]' when stream is true.",
+            }
+        },
+    )
     def chat_completions(
         body: OpenAIChatRequest,
         principal: Principal = Depends(authenticate),

@@ -11,6 +11,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
+from assistant.errors import InputError
 from retrieval.records import Item
 
 INTENTS = ("recommend", "refine", "why", "about_item", "feedback", "smalltalk")
@@ -26,6 +27,7 @@ class Understanding:
     exclude_categories: list[str] = field(default_factory=list)
     creators: list[str] = field(default_factory=list)
     exclude_creators: list[str] = field(default_factory=list)
+    exclude_terms: list[str] = field(default_factory=list)  # "no vampires": not a category, a word to avoid
     year_min: int | None = None
     year_max: int | None = None
     older: bool = False  # "older ones": relative to the last list
@@ -78,6 +80,8 @@ class CatalogVocabulary:
         self.years: dict[str, int | None] = {}
         self.creator_of: dict[str, str | None] = {}
         self.title_of: dict[str, str] = {}
+        self.extra_keys: set[str] = set()  # platform metadata fields some item carries
+        self.knows_length = False  # does any item say how long it is (pages, runtime...)?
         for item in items:
             self.add(item)
         self._title_pattern: re.Pattern | None = None
@@ -97,6 +101,11 @@ class CatalogVocabulary:
                 self.creators.setdefault(surname, item.creator)
         for cat in item.categories:
             self.categories.setdefault(cat.lower(), cat)
+        self.extra_keys.update(item.extra)
+        if not self.knows_length:
+            from retrieval.candidates import item_length
+
+            self.knows_length = item_length(item) is not None
         self._title_pattern = None
 
     def find_titles(self, message: str) -> list[str]:
@@ -286,6 +295,8 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
         creators = vocab.find_creators(clause)
         (u.exclude_categories if negated else u.categories).extend(c for c in cats if c not in u.categories + u.exclude_categories)
         (u.exclude_creators if negated else u.creators).extend(c for c in creators if c not in u.creators + u.exclude_creators)
+        if negated and not cats and not creators:
+            u.exclude_terms.extend(t for t in _avoided_terms(clause) if t not in u.exclude_terms)
     if _NOT_BY_THAT.search(text.lower()):
         u.exclude_creators.append("<last>")  # resolved against the referenced/last item by the agent
     if not u.creators and not _NEGATION.search(text.lower()):
@@ -308,9 +319,38 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
     u.shorter = bool(_SHORTER.search(low))
 
 
+# Words that follow "no"/"not" without naming a subject to avoid ("not too long", "no more of those").
+_NOT_A_SUBJECT = set(
+    """about again all also anymore any anything are aren bit book books but can could did didn does doesn
+    don else enough ever film films for from good great have interested it its just kind kinda know last less like
+    liked long longer lot maybe more movie movies much new newer novel novels now old older one ones other please pick
+    read really recent same see seen short shorter show so some something sort still stuff such sure than thanks that
+    the them then there these they thing things this those too type very want watch watched way what which with
+    would yet you your author writer director creator first second third fourth fifth""".split()
+)
+_NEGATION_WORDS = re.compile(
+    r"\b(?:no|not|without|except|avoid|hate|don'?t|do not|want|like|show|nothing|skip|less|stop|please|any|more)\b|不要|别|不想|没有|除了|了|的"
+)
+
+
+def _avoided_terms(clause: str) -> list[str]:
+    """The subject of a negated clause that is no category or creator: "no vampires" -> vampires."""
+    rest = _NEGATION_WORDS.sub(" ", clause.lower())
+    if _CJK.search(rest):
+        return [w for w in re.findall(r"[\u4e00-\u9fff]{2,6}", rest)][:2]
+    if _ORDINAL_RE.search(rest):
+        return []  # "not the second one" is about the list, not a subject
+    terms = []
+    for part in re.split(r"\b(?:or|and|nor)\b|/", rest):
+        words = [w for w in re.findall(r"[^\W\d_][\w'-]*", part) if len(w) > 2 and w not in _NOT_A_SUBJECT]
+        if words:
+            terms.append(" ".join(words[:3]))
+    return terms[:3]
+
+
 def _has_constraint(u: Understanding) -> bool:
     return bool(
-        u.categories or u.exclude_categories or u.creators or u.exclude_creators
+        u.categories or u.exclude_categories or u.creators or u.exclude_creators or u.exclude_terms
         or u.year_min is not None or u.year_max is not None or u.older or u.newer or u.shorter
     )
 
@@ -346,6 +386,7 @@ def merge_constraints(active: dict, u: Understanding, last_years: list[int]) -> 
         "exclude_categories": list(active.get("exclude_categories", [])),
         "creators": list(active.get("creators", [])),
         "exclude_creators": list(active.get("exclude_creators", [])),
+        "exclude_terms": list(active.get("exclude_terms", [])),
         "year_min": active.get("year_min"),
         "year_max": active.get("year_max"),
         "shorter": active.get("shorter", False),
@@ -371,6 +412,9 @@ def merge_constraints(active: dict, u: Understanding, last_years: list[int]) -> 
             merged["creators"].remove(name)
         if name not in merged["exclude_creators"]:
             merged["exclude_creators"].append(name)
+    for term in u.exclude_terms:
+        if term not in merged["exclude_terms"]:
+            merged["exclude_terms"].append(term)
     if u.year_min is not None or u.year_max is not None:
         merged["year_min"], merged["year_max"] = u.year_min, u.year_max
     years = sorted(y for y in last_years if y is not None)
@@ -427,6 +471,12 @@ def understand_with_llm(llm, prompts, message: str, last_cards: list[dict], voca
     merged.query = str(data.get("query") or rules.query)[:300]
     merged.categories = list(dict.fromkeys(rules.categories + names("categories", vocab.find_categories)))
     merged.exclude_categories = list(dict.fromkeys(rules.exclude_categories + names("exclude_categories", vocab.find_categories)))
+    # What the model wants excluded that is no category of this catalog is a word to avoid ("vampires").
+    unmapped = [
+        str(v).strip().lower() for v in (data.get("exclude_categories") or [])
+        if isinstance(v, str) and 2 < len(v.strip()) <= 30 and not vocab.find_categories(v)
+    ]
+    merged.exclude_terms = list(dict.fromkeys(rules.exclude_terms + unmapped))[:5]
     merged.creators = list(dict.fromkeys(rules.creators + names("creators", vocab.find_creators)))
     merged.exclude_creators = list(dict.fromkeys(rules.exclude_creators + names("exclude_creators", vocab.find_creators)))
     merged.year_min = rules.year_min if rules.year_min is not None else year("year_min")
@@ -440,4 +490,104 @@ def understand_with_llm(llm, prompts, message: str, last_cards: list[dict], voca
         merged.language = "zh"
     if merged.intent == "feedback" and not merged.feedback:
         merged.intent = rules.intent  # feedback with no kind is not actionable
+    return merged
+
+
+# --- request context from the platform ------------------------------------------------------
+
+_SMALL_SCREENS = {"phone", "mobile", "smartphone", "watch", "smartwatch"}
+_MINUTES_KEYS = ("available_minutes", "minutes", "time_available")
+_FILTER_KEYS = ("categories", "exclude_categories", "exclude_terms", "year_min", "year_max")
+_SOFT_KEYS = ("mood", "occasion", "genre")
+
+
+@dataclass
+class ContextReading:
+    """What a turn's request context does: hard filters, soft query words and a line for prompts."""
+
+    filters: dict = field(default_factory=dict)  # merged into the turn's constraints (not persisted)
+    extra_filters: dict = field(default_factory=dict)  # catalog metadata equality: {"language": "en"}
+    max_length: float | None = None
+    prefer_shorter: bool = False
+    words: str = ""  # soft words added to the retrieval query
+    note: str = ""  # "evening; on a phone; mood: cosy", for the prompts
+
+
+def read_context(context: dict | None, vocab: CatalogVocabulary) -> ContextReading:
+    """Turn the platform's request context into filters, query words and a prompt note.
+
+    Known keys: mood, occasion, genre (soft words); with ("kids" becomes the catalog's children's
+    category when it has one); device (a phone or watch prefers shorter items when lengths are
+    known); time_of_day (prompt only); available_minutes (a hard length limit when lengths are
+    known); categories, exclude_categories, exclude_terms, year_min, year_max (platform-enforced
+    filters, e.g. a kids' profile); any key that is a metadata field of the catalog (equality
+    filter, e.g. language). Other keys only reach the prompts.
+    """
+    reading = ContextReading()
+    if not context:
+        return reading
+    words, note = [], []
+
+    def text(value) -> str:
+        return " ".join(str(value).split())[:60]
+
+    for key, value in context.items():
+        if value in (None, "", [], {}):
+            continue
+        key = str(key)
+        if key in _SOFT_KEYS:
+            words.append(text(value))
+            note.append(f"{key}: {text(value)}")
+        elif key == "with":
+            cats = vocab.find_categories(str(value))
+            if cats:
+                reading.filters.setdefault("categories", []).extend(cats)
+            else:
+                words.append(text(value))
+            note.append(f"with {text(value)}")
+        elif key == "device":
+            note.append(f"on a {text(value)}")
+            reading.prefer_shorter = str(value).lower() in _SMALL_SCREENS and vocab.knows_length
+        elif key == "time_of_day":
+            note.append(text(value))
+        elif key in _MINUTES_KEYS:
+            try:
+                minutes = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"context.{key} must be a number of minutes, not {value!r}") from None
+            if vocab.knows_length:
+                reading.max_length = minutes
+            note.append(f"{minutes:g} minutes available")
+        elif key in _FILTER_KEYS:
+            reading.filters[key] = _context_filter(key, value)
+        elif key in vocab.extra_keys and isinstance(value, (str, int, float, bool)):
+            reading.extra_filters[key] = value
+        elif isinstance(value, (str, int, float, bool)):
+            note.append(f"{key}: {text(value)}")
+    reading.words = " ".join(words)[:200]
+    reading.note = "; ".join(note)[:300]
+    return reading
+
+
+def _context_filter(key: str, value):
+    if key in ("year_min", "year_max"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"context.{key} must be a whole year, not {value!r}")
+        return value
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise InputError(f"context.{key} must be a string or a list of strings, not {value!r}")
+    return [v for v in values if v.strip()][:20]
+
+
+def apply_context(constraints: dict, reading: ContextReading) -> dict:
+    """The turn's constraints with the context's filters added (the conversation keeps its own)."""
+    merged = {key: list(value) if isinstance(value, list) else value for key, value in constraints.items()}
+    for key, value in reading.filters.items():
+        if key == "year_min":
+            merged[key] = value if merged.get(key) is None else max(merged[key], value)
+        elif key == "year_max":
+            merged[key] = value if merged.get(key) is None else min(merged[key], value)
+        else:
+            merged[key] = list(dict.fromkeys(merged.get(key, []) + value))
     return merged

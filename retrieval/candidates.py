@@ -73,11 +73,14 @@ class Request:
     include_seen: bool = False
     diversity: float = 0.0  # MMR trade-off: 0 = relevance only, 0.3 = some variety, 1 = variety only
     extra_filters: dict = field(default_factory=dict)  # platform metadata equality, keys of Item.extra
+    exclude_terms: list[str] = field(default_factory=list)  # "no vampires": words in title, tags or text
+    max_length: float | None = None  # e.g. minutes available; only items whose length is known and fits
 
     def is_filtered(self) -> bool:
         return bool(
             self.categories or self.exclude_categories or self.creators or self.exclude_creators
             or self.year_min is not None or self.year_max is not None or self.extra_filters
+            or self.exclude_terms or self.max_length is not None
         )
 
     def accepts(self, item: Item) -> bool:
@@ -96,6 +99,12 @@ class Request:
             return False
         if self.year_max is not None and (item.year is None or item.year > self.year_max):
             return False
+        if self.exclude_terms and mentions_any(item, self.exclude_terms):
+            return False
+        if self.max_length is not None:
+            length = item_length(item)
+            if length is None or length > self.max_length:
+                return False
         return all(item.extra.get(key) == value for key, value in self.extra_filters.items())
 
     def where(self) -> dict | None:
@@ -119,6 +128,39 @@ class Request:
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
+LENGTH_KEYS = ("pages", "length", "runtime", "minutes", "duration", "word_count")
+
+
+def item_length(item: Item) -> float | None:
+    """The item's length from its platform metadata (pages, runtime...), or None when unknown."""
+    for key in LENGTH_KEYS:
+        value = item.extra.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _term_pattern(term: str) -> re.Pattern:
+    """A word and its plain plural/singular forms, on word boundaries: vampire(s), romance(s)."""
+    word = " ".join(term.lower().split())
+    if _CJK.search(word):
+        return re.compile(re.escape(word))
+    stems = {word}
+    if len(word) > 3 and word.endswith("s"):
+        stems.add(word[:-1])
+        if word.endswith("es"):
+            stems.add(word[:-2])
+    alternatives = "|".join(re.escape(s) for s in sorted(stems, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?:s|es)?(?!\w)")
+
+
+def mentions_any(item: Item, terms: list[str]) -> bool:
+    """Does the item's title, categories, tags or description mention any of the terms?"""
+    text = " ".join([item.title, " ".join(item.categories), " ".join(item.tags), item.text or ""]).lower()
+    return any(_term_pattern(t).search(text) for t in terms if t.strip())
 
 
 def item_metadata(item: Item) -> dict:

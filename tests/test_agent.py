@@ -230,6 +230,69 @@ def test_prompt_injection_cannot_reach_other_users(demo_engine, fake_llm):
 def test_context_reaches_the_request(demo_engine):
     _, _, done = run(demo_engine, "ben", "recommend me something", context={"mood": "cosy", "device": "phone"})
     assert "cosy" in done.request["query"]
+    assert "on a phone" in done.request["context"]
+
+
+def test_a_word_to_avoid_that_is_no_category_filters_items(demo_engine):
+    from retrieval.candidates import mentions_any
+
+    def mention_vampires(cards):
+        return [c.title for c in cards if mentions_any(demo_engine.store.get_item(c.item_id), ["vampire"])]
+
+    _, cards, done = run(demo_engine, "gwen", "gothic horror with vampires")  # eli has read both vampire books
+    assert mention_vampires(cards), "the demo catalog should offer vampire stories for this request"
+    _, cards, done = run(demo_engine, "gwen", "no vampires", done.session_id)
+    assert done.request["exclude_terms"] == ["vampires"]
+    assert cards and not mention_vampires(cards)
+    _, cards, done = run(demo_engine, "gwen", "something gothic", done.session_id)  # the exclusion persists
+    assert cards and not mention_vampires(cards)
+
+
+def test_context_kids_becomes_a_category_filter_and_reaches_the_rank_prompt(demo_engine, fake_llm):
+    _, cards, done = run(demo_engine, "dara", "recommend me something", context={"with": "kids", "time_of_day": "bedtime"})
+    assert done.request["categories"] == ["Children"]
+    assert cards and all("Children" in demo_engine.store.get_item(c.item_id).categories for c in cards)
+    rank_prompts = [str(p) for p, call in zip(fake_llm.prompts, fake_llm.calls) if call["kind"] == "label_logprobs"]
+    assert rank_prompts and "bedtime" in rank_prompts[-1] and "with kids" in rank_prompts[-1]
+    # Context shapes one turn; it is not remembered as the conversation's own constraint.
+    _, cards, done = run(demo_engine, "dara", "recommend me something", done.session_id)
+    assert done.request["categories"] == []
+
+
+@pytest.fixture
+def timed_catalog(make_engine, fake_llm):
+    """Films with runtimes and languages (platform metadata kept in Item.extra)."""
+    engine = make_engine(llm=fake_llm, demo=False)
+    rows = [
+        {"id": f"f{i}", "title": f"Film number {i}", "text": "a road movie across the desert", "categories": ["Drama"],
+         "year": 1990 + i, "runtime": 60 + 10 * i, "language": "fr" if i % 2 else "en"}
+        for i in range(12)
+    ]
+    assert engine.upsert_items(rows)["rejected"] == []
+    return engine
+
+
+def test_context_minutes_and_metadata_are_hard_filters(timed_catalog):
+    _, cards, _ = run(timed_catalog, "new-user", "a road movie", context={"available_minutes": 100, "language": "fr"})
+    items = [timed_catalog.store.get_item(c.item_id) for c in cards]
+    assert items and all(it.extra["runtime"] <= 100 and it.extra["language"] == "fr" for it in items)
+    _, cards, _ = run(timed_catalog, "new-user", "a road movie")
+    assert any(timed_catalog.store.get_item(c.item_id).extra["runtime"] > 100 for c in cards)
+
+
+def test_context_phone_prefers_shorter_items(timed_catalog):
+    _, all_cards, _ = run(timed_catalog, "u1", "a road movie", k=12)
+    _, phone_cards, _ = run(timed_catalog, "u2", "a road movie", k=12, context={"device": "phone"})
+    runtime = lambda cards: sorted(timed_catalog.store.get_item(c.item_id).extra["runtime"] for c in cards)  # noqa: E731
+    assert phone_cards and max(runtime(phone_cards)) < max(runtime(all_cards))
+
+
+@pytest.mark.parametrize("context, field", [({"available_minutes": "soon"}, "available_minutes"), ({"year_min": "1990"}, "year_min")])
+def test_bad_context_values_are_named(demo_engine, context, field):
+    from assistant.errors import InputError
+
+    with pytest.raises(InputError, match=f"context.{field}"):
+        run(demo_engine, "ben", "recommend me something", context=context)
 
 
 def test_long_and_empty_messages(demo_engine):
