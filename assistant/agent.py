@@ -37,16 +37,17 @@ from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 4000
-_USER_ID = re.compile(r"^[\w.@:-]{1,128}$")
+# ASCII only: an id is a key, and look-alike letters from other scripts would make look-alike users.
+_USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
 ONE_CALL_AT_A_TIME = ("llama",)  # backends with one model and one KV cache; remote servers batch calls themselves
 MODEL_BUSY = "Many requests at once: this answer skips the language model (retrieval order, reasons from the evidence)."
 
 
 def validate_user_id(user_id: str) -> str:
-    """User ids are 1-128 characters of letters, digits and . _ - @ :"""
-    if not isinstance(user_id, str) or not _USER_ID.match(user_id):
+    """User ids are 1-128 ASCII letters, digits and . _ - @ :"""
+    if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
         raise InputError(
-            f"invalid user_id {user_id!r}: use 1-128 letters, digits or . _ - @ : characters"
+            f"invalid user_id {user_id!r}: use 1-128 ASCII letters, digits or . _ - @ : characters"
         )
     return user_id
 
