@@ -60,8 +60,9 @@ class Engine:
 
         # One content collection per embedding model: switching models never mixes vector spaces.
         slug = re.sub(r"[^a-zA-Z0-9]+", "-", self.embedder.name).strip("-").lower()[:40]
-        content = VectorIndex(self.chroma, f"content-{slug}", self.embedder)
-        collab = VectorIndex(self.chroma, "collab", None)
+        hnsw = {"ef_search": self.settings.hnsw_ef_search}
+        content = VectorIndex(self.chroma, f"content-{slug}", self.embedder, hnsw=hnsw)
+        collab = VectorIndex(self.chroma, "collab", None, hnsw=hnsw)
         retriever = Retriever(self.store, self.embedder, content, collab, SequentialModel())
         self._sync_vectors(retriever)
         retriever.refit(self.store)

@@ -415,7 +415,7 @@ def _server_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, queries: int, tmp: str) -> dict:
+def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, queries: int, tmp: str, ef_search: int) -> dict:
     """Ingest n items into a fresh Store + Chroma in `mode`, refit, then time candidates()."""
     from retrieval.candidates import Request, Retriever
     from retrieval.sequential import SequentialModel
@@ -434,7 +434,7 @@ def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, q
         else:
             proc, client = None, open_chroma("persistent", path=str(root / "chroma"))
         recorder = RecordingEmbedder(embedder)
-        content = VectorIndex(client, "content", recorder)
+        content = VectorIndex(client, "content", recorder, hnsw={"ef_search": ef_search})
         retriever = Retriever(store, recorder, content, VectorIndex(client, "collab"), SequentialModel())
         began = time.perf_counter()
         retriever.index_items(items, batch_size=1000)
@@ -508,13 +508,13 @@ def run_speed(args) -> None:
             users = _bench_users(sub, rng, args.users)
             for mode in args.modes:
                 print(f"... {n} items, {mode}", flush=True)
-                results.append(bench_size(n, mode, embedder, sub, users, rng, args.queries, tmp))
+                results.append(bench_size(n, mode, embedder, sub, users, rng, args.queries, tmp, args.ef_search))
     print()
     print(f"machine: {os.cpu_count()} cores; load average at the end {os.getloadavg()[0]:.1f} (other work on the "
           "machine inflates every latency below)")
     real = f" --real-embeddings {args.real_embeddings}" if args.embedder == "minilm" else ""
     print(f"Command: python -m evaluation.bench_retrieval --sizes {' '.join(map(str, args.sizes))} --embedder {args.embedder}"
-          f"{real} --modes {' '.join(args.modes)} --queries {args.queries} --users {args.users}")
+          f"{real} --modes {' '.join(args.modes)} --queries {args.queries} --users {args.users} --ef-search {args.ef_search}")
     print()
     print("| items | Chroma | ingest items/s | refit s | candidates p50 / p95 ms (history) | p50 / p95 ms (+query) | p95 ms (+filters) "
           "| Chroma k=50 ms | numpy exact k=50 ms | HNSW recall@50 | peak RSS MB (client / server) |")
@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", choices=["embedded", "server"], default=["embedded", "server"])
     parser.add_argument("--queries", type=int, default=200, help="candidate calls timed per size and mode")
     parser.add_argument("--users", type=int, default=2000, help="synthetic users with events")
+    parser.add_argument("--ef-search", type=int, default=400, help="HNSW search breadth (the product default; Chroma's own is 100)")
     parser.add_argument("--real-embeddings", type=int, default=10_000, help="minilm: texts really embedded")
     args = parser.parse_args(argv)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Sequence
 
@@ -10,6 +11,9 @@ import numpy as np
 from assistant.errors import StoreError
 from retrieval.embeddings import ChromaEmbeddingFunction, Embedder
 
+log = logging.getLogger(__name__)
+
+DEFAULT_HNSW = {"ef_search": 400}
 FALLBACK_BATCH = 4000  # used when the client cannot tell its max batch size (5461 in Chroma 1.5)
 PAGE = 10_000  # ids per page when listing a whole collection
 
@@ -62,10 +66,13 @@ class VectorIndex:
     that went away and came back is picked up again by the next call.
     """
 
-    def __init__(self, client, name: str, embedder: Embedder | None = None):
+    def __init__(self, client, name: str, embedder: Embedder | None = None, hnsw: dict | None = None):
         self.client = client
         self.name = name
         self.embedder = embedder
+        # HNSW knobs (Chroma's names: ef_search, ef_construction, max_neighbors). ef_search=400
+        # took recall@50 against exact search from 0.93 to 0.98 on 30k synthetic items.
+        self.hnsw = {**DEFAULT_HNSW, **(hnsw or {})}
         self._collection = None
         self._batch: int | None = None
 
@@ -82,13 +89,25 @@ class VectorIndex:
                 # Chroma stores our function as a "legacy" config (nothing to rebuild it from on
                 # the server side), which is what we want: every caller passes it again.
                 warnings.filterwarnings("ignore", "legacy embedding function config", DeprecationWarning)
-                self._collection = self._guard(
+                collection = self._guard(
                     "open",
                     lambda: self.client.get_or_create_collection(
-                        self.name, embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+                        self.name, embedding_function=function, configuration={"hnsw": {"space": "cosine", **self.hnsw}}
                     ),
                 )
+            self._align_search_breadth(collection)
+            self._collection = collection
         return self._collection
+
+    def _align_search_breadth(self, collection) -> None:
+        """A collection made earlier keeps its own ef_search: update it (read on the next open)."""
+        wanted = self.hnsw.get("ef_search")
+        try:
+            current = (collection.configuration or {}).get("hnsw", {}).get("ef_search")
+            if wanted and current and current != wanted:
+                collection.modify(configuration={"hnsw": {"ef_search": wanted}})
+        except Exception as exc:  # an older server without configuration support: keep its setting
+            log.info("could not set ef_search=%s on %s: %s", wanted, self.name, exc)
 
     def _guard(self, what: str, call):
         try:

@@ -156,3 +156,18 @@ def test_open_chroma_errors_say_how_to_fix(kwargs, message):
         kwargs["port"] = free_port()  # nothing listens there
     with pytest.raises(StoreError, match=message):
         open_chroma(**kwargs)
+
+
+def test_search_breadth_is_set_on_new_collections_and_updated_on_old_ones(client):
+    VectorIndex(client, "breadth", hnsw={"ef_search": 100}).count()
+    assert client.get_collection("breadth").configuration["hnsw"]["ef_search"] == 100
+    reopened = VectorIndex(client, "breadth", hnsw={"ef_search": 321})
+    reopened.count()
+    assert client.get_collection("breadth").configuration["hnsw"]["ef_search"] == 321
+    assert client.get_collection("breadth").configuration["hnsw"]["space"] == "cosine"
+
+
+def test_engine_passes_its_search_breadth(make_engine):
+    engine = make_engine(demo=False, hnsw_ef_search=250)
+    content = engine.retriever.content
+    assert content.collection.configuration["hnsw"]["ef_search"] == 250
