@@ -113,8 +113,17 @@ class ChromaEmbeddingFunction:
     def __call__(self, input):  # noqa: A002 - Chroma's parameter name
         return [row for row in self._embedder(list(input))]
 
+    def embed_query(self, input):  # noqa: A002 - queries and documents share one space here
+        return self(input)
+
     def name(self) -> str:
         return "recassist-" + self._embedder.name.replace("/", "-")
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine", "ip", "l2"]  # vectors are unit length, so all three order alike
 
     def is_legacy(self) -> bool:
         return False

@@ -42,3 +42,20 @@ def test_demo_answers_offline_with_the_embedded_models(make_engine, embedded_mod
     ben_seen = {e.item_id for e in engine.store.events_for_user("ben")}
     assert not ben_seen & {item["item_id"] for item in result["items"]}
     assert "Adventure" in {c for item in result["items"] for c in item["categories"]}
+
+
+def test_chroma_adapter_meets_chromas_embedding_function_protocol(tmp_path):
+    from chromadb.api.types import EmbeddingFunction
+
+    from retrieval.vectors import open_chroma
+
+    function = ChromaEmbeddingFunction(HashingEmbedder())
+    assert isinstance(function, EmbeddingFunction)
+    assert function.default_space() in function.supported_spaces()
+    collection = open_chroma("persistent", path=str(tmp_path)).create_collection(
+        "protocol", embedding_function=function, configuration={"hnsw": {"space": "cosine"}}
+    )
+    collection.add(ids=["sea", "tea"], documents=["a ghost story at sea", "tea party in a garden"])
+    # Chroma embeds query texts through embed_query: it must land in the documents' space.
+    assert collection.query(query_texts=["ghost ship at sea"], n_results=1)["ids"] == [["sea"]]
+    assert np.allclose(function.embed_query(["x y z"]), function(["x y z"]))
