@@ -12,6 +12,7 @@ product choice: what the person asks for now outranks what they did before.
 from __future__ import annotations
 
 import heapq
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ from typing import Iterable
 
 import numpy as np
 
+from assistant.errors import StoreError
 from retrieval.collab import CollabTable, fit_item_factors, user_vector
 from retrieval.records import Candidate, Event, Evidence, Item
 from retrieval.sequential import SequentialModel, consumed
 from retrieval.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = {
     "sequential": 1.0,
@@ -287,7 +291,17 @@ class Retriever:
             ids, vectors = fit_item_factors(events)
             stale = set(self.collab.all_ids()) - set(ids)
             if ids:
-                self.collab.upsert(ids, vectors)
+                try:
+                    self.collab.upsert(ids, vectors)
+                except StoreError as exc:
+                    if "dimension" not in str(exc).lower():
+                        raise
+                    # A collection written before the width was fixed at collab.DIM: its vectors
+                    # are all stale, and only a new collection takes the new width.
+                    log.warning("recreating the %r collection for %d-wide vectors: %s", self.collab.name, vectors.shape[1], exc)
+                    self.collab.reset()
+                    self.collab.upsert(ids, vectors)
+                    stale = set()
             if stale:
                 self.collab.delete(sorted(stale))
             # Kept in process too: a request then needs no Chroma round trip for this signal. The

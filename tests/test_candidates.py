@@ -290,3 +290,15 @@ def test_sequential_model_scores_the_likely_next_item(sequences, recent, best):
     scores = model.scores(recent)
     assert max(scores, key=scores.get) == best
     assert set(recent).isdisjoint({k for k, v in scores.items() if v > scores[best]})
+
+
+def test_refit_recreates_a_collab_collection_of_another_width(world):
+    # A data dir from before collab vectors were padded to a fixed width holds narrower vectors.
+    crowd = [e for n in range(6) for e in events(f"p{n}", ("like", "s1"), ("like", "k5"), ("like", "r2"))]
+    retriever = world(crowd)
+    retriever.collab.reset()
+    retriever.collab.upsert(["old1", "old2"], np.eye(2, 8, dtype=np.float32))
+    retriever.refit()
+    assert sorted(retriever.collab.all_ids()) == ["k5", "r2", "s1"]
+    width = {len(v) for v in retriever.collab.get_vectors(["s1", "k5"]).values()}
+    assert width == {len(retriever._collab_table.get(["s1"])["s1"])} and width != {8}
