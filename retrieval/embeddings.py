@@ -119,6 +119,16 @@ class ChromaEmbeddingFunction:
     def name(self) -> str:
         return "recassist-" + self._embedder.name.replace("/", "-")
 
+    def embed_with_retries(self, input, **retry_kwargs):  # noqa: A002 - local models need no retries
+        return self(input)
+
+    @staticmethod
+    def validate_config(config) -> None:
+        return None
+
+    def validate_config_update(self, old_config, new_config) -> None:
+        return None
+
     def default_space(self) -> str:
         return "cosine"
 
