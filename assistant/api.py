@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant import __version__
@@ -61,6 +61,12 @@ class _Strict(BaseModel):
     # strict: a JSON type other than the schema's is an error, not converted ("5" for 5, false for 0.0).
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any) -> Any:
+        """JSON Schema counts 17.0 as an integer, so strict fields take it as 17."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]{1,128}$"  # the agent's rule for user ids, checked here for a 422 naming the field
 USER_ID_HELP = "1-128 ASCII letters, digits or . _ - @ :"
@@ -75,7 +81,7 @@ def _user_id():
 
 class ChatRequest(_Strict):
     user_id: str = _user_id()
-    message: str = Field(min_length=1, max_length=4000)
+    message: str = Field(min_length=1, max_length=4000, pattern=r"\S", description="What the user says (not only spaces).")
     session_id: str | None = Field(default=None, max_length=200)
     context: dict[str, Any] | None = Field(
         default=None,
@@ -196,7 +202,7 @@ class FeedbackResponse(BaseModel):
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    role: str
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
 
@@ -599,6 +605,8 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         description="Conversational recommendations: chat, recommendations, behaviour ingest, profiles. "
         "Send 'Authorization: Bearer KEY' when the server has API keys configured.",
         responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)},
+        docs_url=None,  # Swagger UI loads from a CDN: blank offline. /docs below is served locally.
+        redoc_url=None,
     )
     app.add_middleware(ApiPathsOnly, router=app.router)
     app.add_middleware(BodyLimit)
@@ -635,6 +643,12 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         return _error_response(error_of(exc))
 
     agent = lambda: engine.agent  # noqa: E731 - built lazily: /health must not load the model
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def docs() -> str:
+        from assistant.api_docs import render_docs
+
+        return render_docs(app.openapi())
 
     @app.get("/health", tags=["status"])
     def health() -> dict:

@@ -609,3 +609,16 @@ def test_a_failed_refit_is_logged_not_raised(caplog):
     retriever = _CountingRetriever(StoreError("chroma is down"))
     Refresher(_EngineStub(retriever), interval_s=0).request()
     assert _wait_for(lambda: "chroma is down" in caplog.text)
+
+
+def test_docs_page_works_offline(client):
+    """/docs is rendered here from the OpenAPI document: no script, no CDN, every operation listed."""
+    response = client.get("/docs")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "<script" not in page and "cdn" not in page.lower() and "http://" not in page and "https://" not in page
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        for method in operations:
+            assert f"<span class=m>{method.upper()}</span> <code>{path}</code>" in page
+    assert "user_id" in page and "required" in page and "available_minutes" in page
+    assert client.get("/redoc").status_code == 404

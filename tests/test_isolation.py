@@ -126,7 +126,7 @@ ROUTES: dict[tuple[str, str], Probe] = {
 }
 # Outside /v1: answer without a key and hold no user data. The UI is mounted at / behind its own
 # login (tests/test_api_http.py) and every UI handler checks who is signed in (below).
-PUBLIC = {("GET", p) for p in ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")}
+PUBLIC = {("GET", p) for p in ("/health", "/openapi.json", "/docs")}
 
 
 def _cases(scope: str) -> list:
