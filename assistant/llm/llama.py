@@ -6,13 +6,21 @@ Speed levers, both measured in evaluation/bench_ranking.py:
   copies of prefixes that were seen twice (a template's instructions and examples, a user's
   history), so the rank prompt of the next turn skips its shared head even after the reason and
   summary prompts have replaced the cache in between.
+
+Text from data never becomes a control token: completion prompts are tokenised with
+special=False, and in chat prompts the message contents are defused (a zero-width space inside
+"<start_of_turn>", "<|im_start|>" ...) before the model's template adds its own control tokens.
+The OpenAI-compatible backend sends messages as JSON; there the server renders the template,
+and keeping contents apart from control tokens is the server's job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -24,6 +32,44 @@ from assistant.errors import LLMError
 from assistant.llm.base import Prompt
 
 INSTALL_HINT = "install the local backend with `pip install 'recassist[local]'` (it compiles llama-cpp-python)"
+ZERO_WIDTH_SPACE = "\u200b"
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _native_log_callback():
+    """A llama.cpp log callback that hands lines to Python logging (cached: C keeps the pointer)."""
+    import llama_cpp
+
+    # ggml's levels: 1 debug, 2 info, 3 warn, 4 error, 5 continues the previous line.
+    last = [0]
+
+    @llama_cpp.llama_log_callback
+    def forward(level, text, user_data):
+        level = last[0] if level == 5 else level
+        last[0] = level
+        line = text.decode("utf-8", "replace").rstrip()
+        if line:
+            log.log(logging.ERROR if level >= 4 else logging.DEBUG, "llama.cpp: %s", line)
+
+    return forward
+
+
+def route_native_log(verbose: bool = False) -> None:
+    """llama.cpp's own lines go to Python logging (errors at ERROR, the rest at DEBUG), or to stderr when verbose.
+
+    Without this, loading prints warnings such as `llama_kv_cache_iswa: using full-size SWA
+    cache` even with verbose=False. The setting is process-wide, like llama.cpp's logger.
+    """
+    import llama_cpp
+
+    if verbose:
+        from llama_cpp import _logger  # llama-cpp-python's default: print to stderr
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    else:
+        llama_cpp.llama_log_set(_native_log_callback(), ctypes.c_void_p(0))
 
 
 def ensure_embedded_model(models_dir: str | Path) -> Path:
@@ -104,6 +150,7 @@ class LlamaCppLLM:
         path = Path(model_path)
         if not path.is_file():
             raise LLMError(f"model file {path} does not exist; set RECASSIST_LLM_MODEL_PATH to a .gguf file")
+        route_native_log(verbose)
         threads = n_threads or os.cpu_count() or 1
         try:
             # swa_full: Gemma 3 uses sliding-window attention; only a full-size SWA cache can drop
@@ -205,7 +252,36 @@ class LlamaCppLLM:
         if isinstance(prompt, str):
             # special=False: text that looks like a control token in user content stays text.
             return self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        # special=True for the template's own turn markers; the contents were defused first.
         return self._llama.tokenize(self._chat_text(prompt).encode("utf-8"), add_bos=True, special=True)
+
+    def _is_control(self, token: int) -> bool:
+        import llama_cpp
+
+        flags = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        return bool(self._llama._model.token_get_attr(token) & flags)
+
+    def _defuse(self, text: str) -> str:
+        """`text` with every spelling of a control token broken by a zero-width space, so it stays text."""
+        for _ in range(4):  # a break can only create a new control spelling by accident; bounded anyway
+            tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            pieces = {self._llama.detokenize([t], special=True).decode("utf-8", "ignore") for t in tokens if self._is_control(t)}
+            pieces = sorted((p for p in pieces if len(p) > 1), key=len, reverse=True)
+            if not pieces:
+                return text
+            for piece in pieces:
+                text = text.replace(piece, piece[0] + ZERO_WIDTH_SPACE + piece[1:])
+        raise LLMError(f"a chat message keeps spelling control tokens of {self.model} after escaping; remove them from the data")
+
+    def _defused_messages(self, messages: list[dict]) -> list[dict]:
+        def defuse(content):
+            if isinstance(content, str):
+                return self._defuse(content)
+            if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
+                return [{**p, "text": self._defuse(p["text"])} if isinstance(p, dict) and "text" in p else p for p in content]
+            return content
+
+        return [{**m, "content": defuse(m.get("content"))} for m in messages]
 
     def _label_ids(self, label: str) -> list[int]:
         if label not in self._label_cache:
@@ -290,6 +366,7 @@ class LlamaCppLLM:
         llama = self._llama
         bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "ignore")
         eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "ignore")
+        messages = self._defused_messages(messages)
         try:
             text = Jinja2ChatFormatter(template=self.chat_template, eos_token=eos, bos_token=bos)(messages=messages).prompt
         except Exception as exc:  # the model's own Jinja template can raise anything
