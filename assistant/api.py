@@ -81,7 +81,7 @@ def _user_id():
 
 class ChatRequest(_Strict):
     user_id: str = _user_id()
-    message: str = Field(min_length=1, max_length=4000, pattern=r"\S", description="What the user says (not only spaces).")
+    message: str = Field(min_length=1, max_length=4000)
     session_id: str | None = Field(default=None, max_length=200)
     context: dict[str, Any] | None = Field(
         default=None,
