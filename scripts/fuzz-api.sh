@@ -8,7 +8,7 @@
 # extra `st run` options in ST_ARGS. Exits with Schemathesis's status: 0 when nothing failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${VENV:-.venv}"
+VENV="${VENV:-$PWD/.venv}"
 ST="${ST:-$VENV/bin/st}"
 URL="${1:-}"
 say() { printf '\033[1m[fuzz]\033[0m %s\n' "$*" >&2; }
@@ -48,6 +48,8 @@ TOML
 
 say "fuzzing $URL/openapi.json: ${MAX_EXAMPLES:-100} examples per operation, seed ${SEED:-1}"
 eval "set -- ${ST_ARGS:-}"
+# From the scratch folder: Schemathesis keeps its crash cache (.schemathesis/) in the working directory.
+cd "$work"
 "$ST" --config-file "$work/schemathesis.toml" --no-color run "$URL/openapi.json" \
   --checks all --phases examples,coverage,fuzzing \
   --max-examples "${MAX_EXAMPLES:-100}" --seed "${SEED:-1}" --workers "${WORKERS:-2}" \
