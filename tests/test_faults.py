@@ -25,7 +25,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from assistant.api import create_app  # noqa: E402
 from assistant.engine import Engine  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
-from servers import REPO, free_port, server_env, serve_command, stop, wait_until_ready  # noqa: E402
+from servers import REPO, free_port, running_server, server_env, serve_command  # noqa: E402
+from test_api import sse_events  # noqa: E402
 
 LLM_TIMEOUT_S = 2.0
 # A turn may wait for the model once (one timeout), plus the pipeline itself on a busy machine. The
@@ -164,20 +165,6 @@ def bad_server(request):
     server = FakeOpenAI(request.param)
     yield server
     server.close()
-
-
-def sse_events(text: str) -> list[tuple[str | None, str]]:
-    """(event name, data) pairs of an SSE body."""
-    out = []
-    for block in text.strip().split("\n\n"):
-        name, data = None, []
-        for line in block.split("\n"):
-            if line.startswith("event: "):
-                name = line[len("event: "):]
-            elif line.startswith("data: "):
-                data.append(line[len("data: "):])
-        out.append((name, "\n".join(data)))
-    return out
 
 
 def ask(client: TestClient, door: str, message: str = "a witty romance", user: str = "ana") -> dict:
@@ -343,8 +330,6 @@ def chroma(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(chroma, tmp_path_factory):
     """`recassist serve --demo` on loopback: vectors in the Chroma server, a slow LLM server."""
-    from servers import running_server
-
     llm = FakeOpenAI("slow")
     env = {
         "RECASSIST_CHROMA_MODE": "http",
