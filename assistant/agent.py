@@ -450,7 +450,7 @@ class Agent:
                 "raw": result.raw,
                 "fallback": result.fallback,
             })
-        note = f"Ranking fell back to retrieval order ({result.fallback})." if result.fallback else None
+        note = _rank_note(result.fallback) if result.fallback else None
         # Cards show the blended score, so the order and the numbers agree.
         ranked = [replace(c, score=result.scores.get(c.item.id, c.score)) for c in result.candidates]
         return ranked or candidates, note
@@ -551,6 +551,13 @@ def _card(c: Candidate) -> Card:
         reason_source="evidence",
         evidence=c.evidence.to_dict(),
     )
+
+
+def _rank_note(fallback: str) -> str:
+    """One short notice for a ranking that fell back: why, then what the user sees instead."""
+    why = fallback.removesuffix("; showing retrieval order").strip()
+    why = why.removeprefix("LLM ranking failed (").removesuffix(")") if why.startswith("LLM ranking failed (") else why
+    return f"Showing retrieval order: the model's ranking was unusable ({why[:160]})."
 
 
 def _prompt_request(query: str, context_note: str | None) -> str:

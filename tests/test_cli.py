@@ -64,3 +64,22 @@ def test_bad_config_is_a_clear_error(env, capsys, monkeypatch):
     monkeypatch.setenv("RECASSIST_TOP_K", "lots")
     assert main(["info"]) == 1
     assert "top_k" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(env):
+    """`recassist recommend --json | head -c 0`: no BrokenPipeError traceback when the reader leaves."""
+    import os
+    import subprocess
+    import sys
+
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    books, _ = Engine(Settings.load(env={})).demo_paths()
+    assert main(["ingest-catalog", str(books), "--quiet"]) == 0
+    command = [sys.executable, "-m", "assistant.cli", "recommend", "--user", "dara", "--k", "20", "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc.stdout.close()  # the reader leaves before the answer is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
