@@ -134,6 +134,17 @@ def main(argv: list[str] | None = None) -> None:
     gen_s, gen_text = median_time(generate_titles, max(1, args.repeats - 1))
     gen_tokens = llm.count_tokens(gen_text)
 
+    def generate_titles_warm():
+        # As one_pass_warm: instructions and history cached by a first call, then a new request and order.
+        "".join(llm.stream(titles_prompt, max_tokens=answer_tokens, stop=template.output.stop))
+        prompt = template.render(history=[item_line(h) for h in history], request="something funny",
+                                 candidates=[item_line(c.item) for c in reversed(cands)])
+        start = time.perf_counter()
+        "".join(llm.stream(prompt, max_tokens=answer_tokens, stop=template.output.stop))
+        return time.perf_counter() - start
+
+    gen_warm_s = statistics.median(generate_titles_warm() for _ in range(max(1, args.repeats - 1)))
+
     # One whole turn: rank (2 orders), reasons for the top 5 streamed, a summary; then a second turn.
     known = {c.item.title for c in cands} | {h.title for h in history}
 
@@ -170,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         (f"rank {len(cands)} candidates, one forward pass, warm (instructions + history cached)", warm_s, f"{warm_runs[-1].prompt_tokens} prompt tokens"),
         (f"rank {len(cands)} candidates, two orders (default shuffles=2), warm", two_s, f"{two.passes} passes"),
         (f"rank by generating the titles as text (LLMRank style), cold", gen_s, f"{count_prompt_tokens(llm, titles_prompt)} prompt + {gen_tokens} generated tokens"),
+        (f"rank by generating the titles as text, warm (instructions + history cached)", gen_warm_s, "same budget of generated tokens"),
         ("turn 1: rank (2 orders) + 5 streamed reasons + summary", first["turn_s"], f"{first['prompt_tokens']} prompt tokens, {first['read_tokens']} read"),
         ("turn 1: time to first streamed reason (after ranking)", first["first_reason_s"], ""),
         ("turn 2: rank (2 orders), prefixes restored from snapshots", second["rank_s"], f"turn reads {second['read_tokens']} of {second['prompt_tokens']} tokens"),
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         ("turn 2: whole turn, snapshots / KV cache only", second["turn_s"], f"{no_snap['turn_s']:.2f} s without snapshots"),
     ]
     speedup = gen_s / cold_s if cold_s else float("nan")
+    speedup_warm = gen_warm_s / warm_s if warm_s else float("nan")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nModel {llm.model}, {args.threads} threads, loaded in {load_s:.1f} s; {source}; "
           f"median of {args.repeats}; load average {load:.1f} on {os.cpu_count()} cores; "
@@ -185,9 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     print("| measurement | seconds | notes |\n| --- | ---: | --- |")
     for name, seconds, note in rows:
         print(f"| {name} | {seconds:.2f} | {note} |")
-    print(f"\nOne pass vs generation (both cold): {speedup:.1f}x faster. "
+    print(f"\nOne pass vs generation: {speedup:.1f}x faster both cold, {speedup_warm:.1f}x both warm. "
           f"Targets: one pass < 1.5 s ({'met' if warm_s < 1.5 else 'NOT met'} warm, {'met' if cold_s < 1.5 else 'not met'} cold), "
-          f">= 3x faster than generation ({'met' if speedup >= 3 else 'NOT met'}).")
+          f">= 3x faster than generation ({'met' if speedup >= 3 else 'NOT met'} cold, {'met' if speedup_warm >= 3 else 'NOT met'} warm).")
 
 
 if __name__ == "__main__":
