@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Collection, Iterable, Iterator, Sequence
 
+from assistant import claims
+from assistant.claims import Liked, Support, content_words, liked_claim_problems, strip_denials, unsupported_words
 from assistant.ranking import item_line
 from retrieval.records import Candidate, Item
 
@@ -32,6 +34,8 @@ _GENERIC_WORDS = set(
     "some many three four five several selection".split()
 )
 _CJK = re.compile(r"[\u3400-\u9fff]")
+# "just as you asked", "what you were looking for", "符合你的要求": a claim that the request is met.
+_ASKED = re.compile(r"\byou(?:\s+were)?\s+(?:asked|requested|wanted|looking for)\b|\byour request\b|要求|你想要", re.IGNORECASE)
 
 
 def is_chinese(language: str) -> bool:
@@ -205,7 +209,7 @@ def grounding_problems(
         name = re.sub(r"['’]s$", "", match.group(1))
         if any(part.lower() not in vocabulary for part in re.findall(r"[^\W\d_]+", name)):
             problems.append(f"mentions {name!r}, which is not in the evidence")
-    text_words = _words(rest)
+    text_words = _words(strip_denials(rest))
     for word in sorted({w.lower() for w in foreign_words} & text_words - vocabulary):
         problems.append(f"claims {word!r}, which belongs to other items")
     content = [w for w in re.findall(r"[^\W\d_]+", rest.lower()) if len(w) > 3 and w not in _GENERIC_WORDS]
@@ -222,12 +226,18 @@ def reason_problems(
     known_titles: Collection[str] = (),
     request: str = "",
     other_categories: Collection[str] = (),
+    liked_titles: Collection[str] = (),
+    language: str = "en",
 ) -> list[str]:
     """Why `reason` is not grounded in the candidate's own data and evidence ([] when it is).
 
     `other_categories`: categories of the other candidates; naming one this item lacks is a false claim.
+    `liked_titles`: the user's liked items, which a reason may say they liked besides near_history.
+    Chinese reasons get the same title, name, number and liked-claim checks; their Chinese words
+    are not fact-checked (see assistant.claims).
     """
     item, ev = candidate.item, candidate.evidence
+    near = [t for _, t, _ in ev.near_history]
     allowed = [
         item.title, item.text, item.creator or "", " ".join(item.categories), " ".join(item.tags),
         " ".join(ev.matched_words), " ".join(ev.shared_categories), " ".join(ev.shared_creators),
@@ -236,8 +246,8 @@ def reason_problems(
         # (a category or a name) that the item does not have.
         _strip_claims(request, other_categories),
     ]
-    titles = [item.title] + [t for _, t, _ in ev.near_history]
-    return grounding_problems(
+    titles = [item.title] + near + list(liked_titles)
+    problems = grounding_problems(
         reason,
         allowed_texts=allowed,
         allowed_titles=titles,
@@ -245,13 +255,49 @@ def reason_problems(
         years=[item.year],
         foreign_words=_category_words(other_categories),
     )
+    if is_chinese(language) and problems != ["empty"] and not _CJK.search(reason):
+        problems.append("is not in Chinese, the user's language")
+    liked = Liked(near + list(liked_titles), ev.shared_creators, ev.shared_categories, item.title)
+    return problems + liked_claim_problems(reason, liked, list(known_titles)) + _content_problems(reason, candidate, titles, request)
+
+
+def _content_problems(reason: str, candidate: Candidate, titles: Sequence[str], request: str) -> list[str]:
+    """Content words nothing backs, and "just as you asked" where the item meets no request word.
+
+    Request words back a content word only where the item matched them (ev.matched_words):
+    "a dystopian story, just as you asked" is false for David Copperfield. The liked titles may
+    be named, but their words say nothing about this item ("a horror story with a sea-wolf").
+    """
+    item, ev = candidate.item, candidate.evidence
+    rest = reason
+    for title in sorted((f for t in titles for f in _title_forms(t)), key=len, reverse=True):
+        rest = rest.replace(title, " ")
+    own = [item.title, item.text, item.creator or "", " ".join(item.categories), " ".join(item.tags).replace("-", " ")]
+    evidence = [" ".join(ev.matched_words), " ".join(ev.shared_categories), " ".join(ev.shared_creators)]
+    evidence += [fact for fact in evidence_facts(candidate) if not fact.startswith("you liked ")]
+    problems = []
+    unsupported = unsupported_words(rest, Support.of(own + evidence))
+    if len(unsupported) > claims.MAX_UNSUPPORTED:
+        problems.append(f"says {', '.join(unsupported)}: found neither in the item's data nor in the evidence")
+    if _ASKED.search(reason) and not ev.matched_words:
+        if not request.strip():
+            problems.append("says it is what you asked for, but nothing was asked")
+        elif not any(Support.of(own).covers(w) for w in content_words(request)):
+            problems.append("says it is what you asked for, but it matches none of the request's words")
+    return problems
 
 
 def check_reason(
-    reason: str, candidate: Candidate, known_titles: Collection[str] = (), request: str = "", other_categories: Collection[str] = ()
+    reason: str,
+    candidate: Candidate,
+    known_titles: Collection[str] = (),
+    request: str = "",
+    other_categories: Collection[str] = (),
+    liked_titles: Collection[str] = (),
+    language: str = "en",
 ) -> bool:
     """True when the reason names only the item, its evidence titles and facts found in them."""
-    return not reason_problems(reason, candidate, known_titles, request, other_categories)
+    return not reason_problems(reason, candidate, known_titles, request, other_categories, liked_titles, language)
 
 
 def _strip_claims(request: str, categories: Iterable[str]) -> str:
@@ -266,7 +312,8 @@ def _category_words(categories: Iterable[str]) -> set[str]:
 def clean_generated(text: str, max_sentences: int = 2) -> str:
     """Trim quotes and whitespace and keep the first sentences (a base model rarely stops on its own)."""
     text = text.strip().strip('"“”').strip()
-    sentences = [s.strip() for s in re.findall(r".+?(?:[.!?](?=\s|$)|[。！？]|$)", text) if s.strip()]
+    # An initial ("H. G. Wells") does not end a sentence.
+    sentences = [s.strip() for s in re.findall(r".+?(?:(?<!\b[A-Z])[.!?](?=\s|$)|[。！？]|$)", text) if s.strip()]
     joiner = "" if _CJK.search(text) else " "
     return joiner.join(sentences[:max_sentences]) or text
 
@@ -312,10 +359,12 @@ def llm_reasons(
     user_context: str = "",
     language: str = "en",
     known_titles: Collection[str] = (),
+    liked_titles: Collection[str] = (),
 ) -> Iterator[ReasonChunk]:
     """Per candidate: the reason's pieces as the model writes them, then one final checked reason.
 
-    `user_context` is the user's request this turn; `known_titles` the catalog titles (for the check).
+    `user_context` is the user's request this turn; `known_titles` the catalog titles (for the check);
+    `liked_titles` the user's liked items (a reason may say they were liked).
     Without an LLM, or after it fails once, reasons come from the evidence.
     """
     llm_ok = llm is not None
@@ -340,7 +389,11 @@ def llm_reasons(
             log.warning("LLM reason failed, using evidence reasons: %s", exc)
             llm_ok = False
         reason = clean_generated(text)
-        problems = reason_problems(reason, candidate, known_titles, user_context, batch_categories) if llm_ok else ["llm failed"]
+        problems = (
+            reason_problems(reason, candidate, known_titles, user_context, batch_categories, liked_titles, language)
+            if llm_ok
+            else ["llm failed"]
+        )
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason)
             yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")

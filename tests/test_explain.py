@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from importlib.resources import files
+from pathlib import Path
+
 import pytest
 
 from assistant.errors import LLMError
@@ -42,7 +46,7 @@ TOY_STORY = Candidate(Item("ts", "Toy Story", categories=["Animation", "Comedy"]
 @pytest.mark.parametrize(
     "reason, ok",
     [
-        ("Like The Godfather, which you liked, it is a gritty crime drama.", True),
+        ("Like The Godfather, which you liked, it is a gritty crime drama.", True),  # a tone word needs no source
         ("A Martin Scorsese crime classic from 1990.", True),
         ("A 90s mob story about Henry Hill.", True),  # decade of its year, names from its own text
         ("It follows Henry Hill from 1955 to 1980.", True),
@@ -63,7 +67,7 @@ def test_reason_check_accepts_grounded_and_rejects_invented(reason, ok):
 
 
 def test_a_title_inside_the_items_own_title_is_not_another_title():
-    sequel = Candidate(Item("g2", "The Godfather: Part II", year=1974), 1.0)
+    sequel = Candidate(Item("g2", "The Godfather: Part II", text="The saga continues.", year=1974), 1.0)
     assert check_reason("The Godfather: Part II continues the saga.", sequel, {"The Godfather", "The Godfather: Part II"})
 
 
@@ -192,3 +196,112 @@ def test_summarize_item_falls_back_to_its_own_text():
 )
 def test_clean_generated_keeps_the_first_sentences(text, expected):
     assert clean_generated(text) == expected
+
+
+# Grounding: liked-claims and content words --------------------------------------------------------
+
+SLEEPY_HOLLOW = Candidate(
+    Item(
+        "bk-106",
+        "The Legend of Sleepy Hollow",
+        text="A gangly, superstitious schoolmaster courts a wealthy farmer's daughter in a drowsy Hudson Valley "
+        "village haunted by a headless rider. Irving's tale is more comic than scary. Perfect autumn reading.",
+        categories=["Short Stories", "Gothic"],
+        tags=["headless-horseman", "halloween", "folklore", "new-york"],
+        year=1820,
+        creator="Washington Irving",
+    ),
+    0.8,
+    Evidence(near_history=[("bk-175", "Ghost Stories of an Antiquary", 0.7)], shared_categories=["Gothic"]),
+)
+TITLES = {"The Legend of Sleepy Hollow", "Ghost Stories of an Antiquary", "Dracula", "The Turn of the Screw", "Emma"}
+
+
+@pytest.mark.parametrize(
+    "reason, unsupported",
+    [
+        ("A haunted house tale, close to Ghost Stories of an Antiquary, which you liked.", "house"),
+        ("A Gothic tale set in a haunted castle in Scotland.", "castle, scotland"),
+        ("A tale of vampires, more comic than scary.", "vampires"),
+        ("A perfect autumn read: a Gothic tale of a village haunted by a headless rider.", None),
+        ("More comic than scary: Halloween folklore about a schoolmaster.", None),  # tags and text
+        ("A Gothic tale, not a romance.", None),  # what is denied is not claimed
+    ],
+)
+def test_content_words_must_come_from_the_item_or_the_evidence(reason, unsupported):
+    problems = [p for p in reason_problems(reason, SLEEPY_HOLLOW, TITLES) if "found neither" in p]
+    assert problems == ([] if unsupported is None else [f"says {unsupported}: found neither in the item's data nor in the evidence"])
+
+
+@pytest.mark.parametrize(
+    "reason, ok",
+    [
+        ("Close to Ghost Stories of an Antiquary, which you liked.", True),
+        ("Like the Gothic tales you enjoyed, it is perfect autumn reading.", True),  # a shared category
+        ("A Gothic tale, which you liked.", False),  # "which" is the recommended item itself
+        ("The Legend of Sleepy Hollow, which you enjoyed, is perfect autumn reading.", False),
+        ("A Gothic tale, and you like it.", False),
+        ("Since you read The Turn of the Screw, try this Gothic tale.", False),  # a title never liked
+        ("Washington Irving, whose work you loved, wrote this Gothic tale.", False),  # not a shared creator
+        ("和你喜欢的《Ghost Stories of an Antiquary》一样，这是一个哥特故事。", True),
+        ("你读过的《The Legend of Sleepy Hollow》很适合秋天。", False),
+        ("和你喜欢的《Dracula》一样，这是一个哥特故事。", False),
+    ],
+)
+def test_a_liked_claim_must_point_at_something_the_user_liked(reason, ok):
+    language = "zh" if "你" in reason else "en"
+    assert check_reason(reason, SLEEPY_HOLLOW, TITLES, language=language) is ok, reason_problems(reason, SLEEPY_HOLLOW, TITLES)
+
+
+def test_liked_items_outside_the_evidence_count_when_the_caller_passes_them():
+    reason = "Like Dracula, which you loved, it is a Gothic tale."
+    assert not check_reason(reason, SLEEPY_HOLLOW, TITLES)
+    assert check_reason(reason, SLEEPY_HOLLOW, TITLES, liked_titles=["Dracula"])
+
+
+@pytest.mark.parametrize("request_, ok", [("", False), ("a spooky autumn tale", True), ("a murder mystery", False)])
+def test_just_as_you_asked_needs_a_request_the_item_meets(request_, ok):
+    assert check_reason("A Gothic tale, just as you asked.", SLEEPY_HOLLOW, TITLES, request_) is ok
+
+
+def test_a_chinese_user_gets_the_evidence_reason_instead_of_an_english_one():
+    llm = FakeLLM(["A Gothic tale, close to Ghost Stories of an Antiquary, which you liked."])
+    final = [c for c in llm_reasons(llm, PROMPTS, [SLEEPY_HOLLOW], "", "zh", TITLES) if c.final][0]
+    assert (final.final, final.source) == (evidence_reason(SLEEPY_HOLLOW, "zh"), "evidence")
+
+
+def test_initials_do_not_end_a_sentence():
+    assert clean_generated("H. G. Wells wrote it. Second. Third.") == "H. G. Wells wrote it. Second."
+
+
+LABELLED = Path(__file__).with_name("reasons_labelled.json")
+
+
+def _labelled_verdicts() -> list[tuple[dict, bool]]:
+    books = {b["id"]: b for b in map(json.loads, (files("assistant.demo_data") / "books.jsonl").read_text("utf-8").splitlines())}
+    titles = {b["title"] for b in books.values()}
+    out = []
+    for row in json.loads(LABELLED.read_text("utf-8"))["rows"]:
+        ev = row["evidence"]
+        evidence = Evidence(
+            [(n["item_id"], n["title"], n["similarity"]) for n in ev["near_history"]],
+            ev["matched_words"], ev["shared_categories"], ev["shared_creators"], ev["signals"],
+        )
+        candidate = Candidate(Item(**books[row["item_id"]]), 1.0, evidence)
+        out.append((row, check_reason(row["reason"], candidate, titles, row["request"], row["others"], language=row["language"])))
+    return out
+
+
+def test_labelled_reasons_are_judged_as_labelled():
+    """Reasons from the embedded Gemma 3 270M on the demo users, and hand-written ones, labelled by hand.
+
+    The threshold (MAX_UNSUPPORTED) and the vocabulary lists were chosen on the first Gemma run
+    and the hand rows; "heldout" rows come from a second run with other requests, labelled before
+    the check was run on them.
+    """
+    verdicts = _labelled_verdicts()
+    assert len(verdicts) >= 30
+    false_rejects = [row["reason"] for row, ok in verdicts if row["ok"] and not ok]
+    false_accepts = [row["reason"] for row, ok in verdicts if ok and not row["ok"]]
+    assert len(false_rejects) <= 3, false_rejects  # measured: 3 of 44 good (all on held-out rows)
+    assert len(false_accepts) <= 2, false_accepts  # measured: 2 of 123 bad (the check said 99 before)

@@ -1,0 +1,237 @@
+"""Two claims a generated reason can make that its names and numbers do not give away.
+
+- "which you liked", "since you read X", "你喜欢的《X》": the user liked something. That must be a
+  title among the user's liked items (the evidence's near_history), a creator or category the
+  evidence shares with them, never the recommended item itself.
+- Content words ("a haunted house"): each must be found in the item's own data or the evidence
+  (request words only where the item matched them), or be part of the plain vocabulary of
+  recommending (readers, classic, enjoy...) or a tone word (warm, gritty).
+
+Words are compared crudely: lowercased, a plural or -ed/-ing ending stripped, and two words
+match when one is a prefix of the other (at least 4 letters) or they share their first 6.
+Chinese text is not fact-checked word by word (a Chinese sentence about an English catalog
+shares no characters with it); its titles, names and liked-claims are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+# Reject a reason with more content words than this that nothing backs (measured on
+# tests/reasons_labelled.json: see test_labelled_reasons_are_judged_as_labelled).
+MAX_UNSUPPORTED = 0
+
+STOP_WORDS = frozenset(
+    """a an the and or but nor of to in on at by for with from into onto about over under after
+    before between through during without within as than then so such that this these those which
+    who whom whose what when where why how it its itself he she they them their his her him we you
+    your yours i me my our us is are was were be been being am has have had having do does did will
+    would shall should can could may might must not no yes very more most much many some any all each
+    every both either neither other others another same also too just only even still again ever
+    never always often once here there now well quite rather really s t ll ve re d""".split()
+)
+# Recommending itself: words that describe the pick or the reader, not the item's content.
+EXPLAIN_WORDS = frozenset(
+    """like likes liked liking similar similarly alike fan fans reader readers viewer viewers audience
+    people person user users taste tastes story stories tale tales book books novel novels film films
+    movie movies read reads reading watch watched watching work works writing written author authors
+    writer writers enjoy enjoys enjoyed enjoying enjoyable love loves loved lover lovers fond
+    favourite favourites favorite favorites tone style mood feel feeling classic classics great good
+    fine perfect wonderful delightful engaging compelling fascinating interesting fun charming
+    memorable beloved timeless popular pick picks choice choices recommend recommended recommendation
+    recommendations match matches matching request requested asked ask want wanted looking something
+    anything kind sort type genre theme themes title titles item items list close closer near next
+    recent recently previously already appeal appeals suit suits fit fits worth try satisfying
+    thoughtful strong solid nice lovely gripping entertaining best better ideal sure definitely
+    certainly probably maybe mix blend combination touch way one ones piece pieces thing things lot
+    first new old own whole example sense related characters character setting plot prose narrative
+    atmosphere voice pace twist
+    get gets got make makes made take takes give gives go goes come comes find finds found follow
+    follows tell tells told show shows keep keeps set turn turns bring brings offer offers explore
+    explores feature features include includes deliver delivers capture captures far long little
+    big away back catalog catalogue collection""".split()
+)
+# A reader's impression of the tone, not a checkable fact: "a warm comedy", "a gritty crime drama".
+TONE_WORDS = frozenset(
+    """warm gritty dark gentle moving tender quiet cosy cozy bleak heartfelt uplifting sweeping epic
+    lyrical poignant powerful atmospheric brooding playful light lighthearted vivid tense thrilling
+    exciting elegant sharp smart""".split()
+)
+# Phrases that name a genre with plain words: "a love story" claims Romance as much as "romance" does.
+PHRASES = {"love story": "romance", "love stories": "romances", "ghost story": "ghost", "ghost stories": "ghosts"}
+# Genre words and their everyday paraphrases: "a scary story" is backed by the category Horror.
+GLOSSES = {
+    "poetry": "poem poet verse", "comedy": "comic funny humour humor humorous", "horror": "scary frightening creepy chilling",
+    "mystery": "detective whodunit sleuth puzzle", "romance": "romantic love", "science fiction": "sci-fi scifi",
+    "children": "child kid young", "crime": "criminal", "thriller": "suspense tense", "fantasy": "magic magical",
+    "drama": "dramatic", "philosophy": "philosophical", "biography": "life memoir", "travel": "journey voyage",
+    "history": "historical", "satire": "satirical", "tragedy": "tragic", "religion": "religious spiritual faith",
+    "war": "military", "animation": "animated cartoon", "documentary": "factual",
+}
+_LATIN_WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ]+")
+# "you liked", "you've read", "you have already enjoyed": past liking, the claim to check.
+_EN_LIKED = re.compile(
+    r"\b(?P<rel>which|that|whom|whose(?:\s+\w+){1,2})?\s*\byou(?:'ve|\s+have|\s+had)?(?:\s+(?:already|also|once|previously|really|especially))*"
+    r"\s+(?P<verb>liked|enjoyed|loved|adored|admired|appreciated|read|watched|saw|rated)\b",
+    re.IGNORECASE,
+)
+# "you like it", "you love this": says the user already knows the recommended item.
+_EN_KNOWS_ITEM = re.compile(r"\byou\s+(?:like|love|enjoy|liked|loved|enjoyed|read|watched)\s+(?:it|this)\b", re.IGNORECASE)
+_ZH_LIKED = re.compile(r"你(?:曾经|曾|之前|以前|也|都|一直)?(?:喜欢|喜爱|热爱|钟爱|爱看|爱读|读过|看过|欣赏)(?:过)?的?")
+_KIND_WORDS = r"(?:the\s+)?(?:books?|novels?|films?|movies?|stor(?:y|ies)|tales?|works?|poems?|essays?|writing)\s+(?:of|by)\s+|the\s+"
+# Words a look-back skips to reach the thing that was liked: "close to Emma, which you liked".
+_LEAD_IN = re.compile(r"^(?:(?:it|is|was|just|like|as|close|similar|near|to|in|of|on|with|about|and|also|much|the same)\b\s*)+", re.I)
+_ABOUT_ITEM = re.compile(r"^(?:a|an|this|it|that)\b", re.I)
+
+
+def stem(word: str) -> str:
+    """lowercase; ghosts -> ghost, stories -> story, haunted -> haunt, sailing -> sail."""
+    w = word.lower().replace("’", "'")
+    w = re.sub(r"'s?$", "", w)
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", "e"), ("s", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not (suffix == "s" and w.endswith("ss")):
+            return w[: -len(suffix)] + repl
+    return w
+
+
+@dataclass
+class Support:
+    """The stems a reason may draw its content words from."""
+
+    stems: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, texts: Iterable[str]) -> "Support":
+        blob = " ".join(t for t in texts if t)
+        lower = blob.lower()
+        blob += "".join(f" {words}" for genre, words in GLOSSES.items() if re.search(rf"\b{genre}\b", lower))
+        return cls({stem(w) for w in _LATIN_WORD.findall(blob)})
+
+    def covers(self, word: str) -> bool:
+        s = stem(word)
+        if s in self.stems:
+            return True
+        for known in self.stems:
+            short, long = (s, known) if len(s) <= len(known) else (known, s)
+            if (len(short) >= 4 and long.startswith(short)) or (len(short) >= 6 and long[:6] == short[:6]):
+                return True
+        return False
+
+
+def content_words(text: str) -> list[str]:
+    """The Latin-script words of `text` that could claim something: not grammar, not recommending."""
+    for phrase, word in PHRASES.items():
+        text = re.sub(rf"\b{phrase}\b", word, text, flags=re.IGNORECASE)
+    return [
+        w for w in _LATIN_WORD.findall(text)
+        if len(w) > 2 and not {w.lower(), stem(w)} & (STOP_WORDS | EXPLAIN_WORDS | TONE_WORDS)
+    ]
+
+
+def strip_denials(text: str) -> str:
+    """`text` without its "not a ..." phrases (up to the next punctuation)."""
+    return re.sub(r"\bnot\s+[^,.;:!?]*", " ", text, flags=re.IGNORECASE)
+
+
+def unsupported_words(text: str, support: Support) -> list[str]:
+    """Content words of `text` (in order, once each) that `support` does not cover.
+
+    What is denied is not claimed: "a romance, not a crime story" says nothing false about crime.
+    """
+    out: list[str] = []
+    for word in content_words(strip_denials(text)):
+        if word.lower() not in out and not support.covers(word):
+            out.append(word.lower())
+    return out
+
+
+# Liked-claims ------------------------------------------------------------------------------------
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+@dataclass
+class Liked:
+    """What the user may be said to have liked, and the item that must not be."""
+
+    titles: Sequence[str]  # near_history titles and the user's liked items
+    creators: Sequence[str] = ()  # shared with the user's history
+    categories: Sequence[str] = ()  # shared with the user's history
+    item_title: str = ""
+
+    def verdict(self, referent: str) -> str | None:
+        """None when `referent` is something liked; else what is wrong with it."""
+        ref = _norm(referent)
+        if not ref:
+            return "says you liked something without saying what"
+        for title in self.titles:
+            if ref == _norm(title) or (len(ref) >= 4 and ref in _norm(title)):
+                return None
+        if self.item_title and _norm(self.item_title) in ref:
+            return f"says you liked {self.item_title}, the recommended item itself"
+        words = set(ref.split())
+        for name in self.creators:
+            # "Austen's novels" names Jane Austen; initials and particles ("H. G.", "de") do not.
+            if {w for w in _norm(name).split() if len(w) > 2 and w not in ("the", "von", "van")} & words:
+                return None
+        if not _ABOUT_ITEM.match(referent.strip()):
+            for cat in self.categories:
+                if {stem(w) for w in _norm(cat).split()} <= {stem(w) for w in words}:
+                    return None
+        return f"says you liked {referent.strip()!r}, which is not among your liked items"
+
+
+def liked_claim_problems(text: str, liked: Liked, titles: Sequence[str] = ()) -> list[str]:
+    """Problems with every "you liked ..." claim in `text`; `titles` are the catalog titles to spot."""
+    # Spot titles first (longest first) so the commas inside "Billy Budd, Sailor" split nothing.
+    spots: list[str] = []
+    marked, lower = text, text.lower()
+    named = {t for t in list(titles) + list(liked.titles) + [liked.item_title] if len(t) >= 2 and t.lower() in lower}
+    for title in sorted(named, key=len, reverse=True):
+        # Case matters for one-word titles ("We", "Nature"), not for longer ones ("the time machine").
+        flags = re.IGNORECASE if " " in title.strip() and len(title) >= 8 else 0
+        pattern = re.compile(r"(?<!\w)" + re.escape(title) + r"(?!\w)", flags)
+        if pattern.search(marked):
+            marked = pattern.sub(lambda m: f"\x00{len(spots)}\x00", marked)
+            spots.append(title)
+    problems = [f"says you already like the recommended item ({m.group(0)!r})" for m in _EN_KNOWS_ITEM.finditer(marked)]
+    referents: list[str] = []
+    for match in _EN_LIKED.finditer(marked):
+        # A title right after the verb is what was liked ("since you read Emma"); otherwise the
+        # phrase before it ("close to Emma, which you liked").
+        referents.append(_after(marked[match.end() :]) or _before(marked[: match.start()]))
+    for match in _ZH_LIKED.finditer(marked):
+        rest = marked[match.end() :]
+        named = re.match(r"\s*(?:《[^》]+》|\x00\d+\x00)(?:\s*[、和与及,，]?\s*(?:《[^》]+》|\x00\d+\x00))*", rest)
+        name = re.match(r"\s*[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)*", rest)
+        if named or name:  # otherwise a general taste (你喜欢的作品): nothing to look up
+            referents.append((named or name).group(0))
+    for referent in referents:
+        marks = re.findall(r"\x00(\d+)\x00", referent)
+        parts = [spots[int(i)] for i in marks] if marks else re.findall(r"《([^》]+)》", referent) or [referent]
+        problems += [v for v in map(liked.verdict, parts) if v]
+    return list(dict.fromkeys(problems))
+
+
+def _after(rest: str) -> str:
+    """The title or name right after "you liked", if one follows."""
+    rest = re.sub(r"^\s*(?:" + _KIND_WORDS + r")?", "", rest, flags=re.I)
+    match = re.match(r"\s*((?:\x00\d+\x00|[A-Z][\w.'’-]*(?:\s+(?:of|the|and|de|a)?\s*[A-Z][\w.'’-]*)*)(?:\s*(?:,|and|or)\s*(?:\x00\d+\x00))*)", rest)
+    return match.group(1) if match else ""
+
+
+def _before(head: str) -> str:
+    """What "which you liked" points back at: the phrase before it, up to the previous comma."""
+    parts = re.split(r"[,;:.!?()—]", head)
+    while parts and not parts[-1].strip():
+        parts.pop()
+    phrase = parts.pop().strip() if parts else ""
+    # "a story, in which you liked ...": a bare preposition points one phrase further back.
+    if re.fullmatch(r"(?:in|of|on|for|with|about|by)?", phrase.lower()) and parts:
+        phrase = parts.pop().strip()
+    titled = re.findall(r"\x00\d+\x00(?:\s*(?:,|and|or|&)\s*\x00\d+\x00)*", phrase)
+    return titled[-1] if titled else _LEAD_IN.sub("", phrase)
