@@ -99,6 +99,7 @@ def cmd_chat(args) -> int:
     _check_prompts(engine)
     session = args.session
     print(f"recassist chat as {args.user!r}. Empty line or Ctrl-D to quit.", file=sys.stderr)
+    tty = sys.stdout.isatty()
     while True:
         try:
             message = input("you> ")
@@ -107,28 +108,37 @@ def cmd_chat(args) -> int:
         if not message.strip():
             break
         streaming = None
+        names: dict[str, str] = {}  # item id -> "2. Title", for the reasons under the list
         for event in engine.agent.respond(args.user, message, session_id=session):
             if isinstance(event, CardsEvent) and event.stage == "ranked":
                 print()
                 for i, card in enumerate(event.cards, 1):
                     meta = ", ".join(str(x) for x in (card.creator, card.year) if x is not None)
                     print(f"  {i}. {card.title} ({meta})")
+                    names[card.item_id] = f"{i}. {card.title}"
+                print()
             elif isinstance(event, ReasonDelta):
                 if streaming != event.item_id:
-                    print(f"     - {event.item_id}: ", end="")
+                    print(f"  {names.get(event.item_id, event.item_id)}: ", end="")
                     streaming = event.item_id
                 print(event.text, end="", flush=True)
             elif isinstance(event, ReasonEvent):
+                label = names.get(event.item_id, event.item_id)
                 if streaming == event.item_id and event.source == "llm":
                     print()
+                elif streaming == event.item_id and tty:
+                    print(f"\r\033[K  {label}: {event.text}")  # the checked reason replaces the streamed one
                 else:
                     if streaming == event.item_id:
-                        print(" [replaced by evidence]")
-                    print(f"     - {event.item_id}: {event.text}")
+                        print(" [not supported by the evidence; replaced]")
+                    print(f"  {label}: {event.text}")
                 streaming = None
             elif isinstance(event, MessageEvent):
                 print(f"\nassistant> {event.text}")
             elif isinstance(event, NoticeEvent):
+                if streaming is not None:
+                    print()  # a notice never lands in the middle of a streamed reason
+                    streaming = None
                 print(f"note: {event.text}")
             elif isinstance(event, DoneEvent):
                 session = event.session_id

@@ -57,7 +57,35 @@ def test_chat_streams_in_the_terminal(env, capsys, monkeypatch):
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     assert main(["chat", "--user", "eli"]) == 0
     out = capsys.readouterr().out
-    assert out.count("  1. ") == 2 and "assistant>" in out
+    lists = [line for line in out.splitlines() if line.startswith("  1. ") and line.endswith(")")]
+    reasons = [line for line in out.splitlines() if line.startswith("  1. ") and ": " in line and not line.endswith(")")]
+    assert len(lists) == 2 and len(reasons) == 2 and out.count("assistant>") == 2
+    # Each reason is labelled with the card it explains.
+    assert reasons[0].startswith(lists[0].rsplit(" (", 1)[0] + ": ")
+
+
+def test_chat_notice_never_lands_inside_a_streamed_reason(env, capsys, monkeypatch):
+    from assistant.events import Card, CardsEvent, DoneEvent, NoticeEvent, ReasonDelta, ReasonEvent
+
+    card = Card(item_id="x1", title="Some Title", score=1.0, year=1900, creator="A. Writer", categories=[], reason="", reason_source="evidence", evidence={})
+    turn = [CardsEvent([card], "ranked"), ReasonDelta("x1", "Because you"), NoticeEvent("The model was slow.", "info"),
+            ReasonEvent("x1", "From the evidence.", "evidence"), DoneEvent("s1", "recommend", {}, {}, {})]
+
+    class Agent:
+        def respond(self, *args, **kwargs):
+            return iter(turn)
+
+    class FakeEngine:
+        agent = Agent()
+
+    monkeypatch.setattr("assistant.cli._engine", lambda args: FakeEngine())
+    monkeypatch.setattr("assistant.cli._check_prompts", lambda engine: None)
+    answers = iter(["hello", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert main(["chat", "--user", "eli"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "note: The model was slow." in lines
+    assert "  1. Some Title: From the evidence." in lines
 
 
 def test_bad_config_is_a_clear_error(env, capsys, monkeypatch):
