@@ -38,6 +38,7 @@ DEFAULT_WEIGHTS = {
 }
 EXPLICIT_TYPES = frozenset({"like", "dislike", "not_interested", "rate"})  # the latest one decides
 NOT_SEEN_TYPES = frozenset({"search"})
+REJECT_TYPES = frozenset({"dislike", "not_interested"})  # "no" without saying it was consumed
 HISTORY_LAST = 20  # liked items that make the content profile
 HISTORY_DECAY = 0.9  # per position, newest = 1
 COLLAB_LAST = 20  # newest opinions that make the user's collaborative vector (measured: 20 > 50)
@@ -47,7 +48,7 @@ FILTER_OVERFETCH = 3  # results per signal multiply by this when filters run aft
 VECTOR_CACHE = 50_000  # content vectors kept in process (50k x 384 float32 = 75 MB)
 ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
-DISLIKE_MARGIN = 0.5  # similarity to a disliked item above which a candidate is pushed down
+DISLIKE_MARGIN = 0.8  # similarity to a disliked item above which a candidate is pushed down (a near copy)
 DISLIKE_PUSH = 2.0  # penalty at similarity 1.0 (an exact copy), scaled linearly from the margin
 CONFIDENT_EVENTS_PER_ITEM = 5.0  # below this, sequential/collab weights shrink proportionally
 POPULAR_CACHE = 1000
@@ -202,7 +203,10 @@ class UserHistory:
     opinions: list[tuple[str, float]]  # (item id, net weight != 0), oldest first
     liked: list[tuple[str, float]]  # the positive ones
     disliked: list[tuple[str, float]]  # the negative ones
-    consumed: list[str]  # items the user had, oldest first (for the sequential signal)
+    # Items the user had, oldest first, for the sequential signal. Low ratings stay in: a film
+    # rated 1 star was still watched, and dropping such items cost NDCG@10 ~0.007 on MovieLens
+    # validation items (evaluation/reports/experiments.md). An explicit "no" removes the item.
+    consumed: list[str]
     seen: set[str]  # every item the user interacted with (search excluded)
 
     @classmethod
@@ -212,6 +216,7 @@ class UserHistory:
         explicit: dict[str, float] = {}
         last_seen: dict[str, int] = {}
         had: dict[str, None] = {}
+        rejected: set[str] = set()  # the latest explicit opinion is dislike / not_interested
         seen: set[str] = set()
         for position, event in enumerate(events):
             if event.type not in NOT_SEEN_TYPES:
@@ -220,6 +225,10 @@ class UserHistory:
                 had.setdefault(event.item_id)
             if event.type in EXPLICIT_TYPES:
                 explicit[event.item_id] = event.weight  # a later opinion replaces an earlier one
+                if event.type in REJECT_TYPES:
+                    rejected.add(event.item_id)
+                else:
+                    rejected.discard(event.item_id)
             elif event.weight:
                 implicit[event.item_id] = implicit.get(event.item_id, 0.0) + event.weight
             last_seen[event.item_id] = position
@@ -229,7 +238,7 @@ class UserHistory:
             opinions=opinions,
             liked=[(i, w) for i, w in opinions if w > 0],
             disliked=[(i, w) for i, w in opinions if w < 0],
-            consumed=[i for i in had if net.get(i, 0.0) >= 0],
+            consumed=[i for i in had if i not in rejected],
             seen=seen,
         )
 

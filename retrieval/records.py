@@ -26,11 +26,16 @@ EVENT_WEIGHTS = {
 }
 
 
+# (lowest rating, weight), best first. Half stars round away from the middle (4.5 counts as 5, 3.5
+# as 4, 2.5 as 2, 1.5 and 0.5 as 1): round() sent 0.5 to +0.5 and 4.5 to +1 (banker's rounding).
+RATING_LEVELS = ((4.5, 2.0), (3.5, 1.0), (2.75, 0.25), (1.75, -1.0))
+
+
 def rating_weight(value: float | None) -> float:
-    """A 1-5 rating as a preference weight: 5 -> +2, 4 -> +1, 3 -> 0.25, 2 -> -1, 1 -> -2."""
+    """A 1-5 rating (half stars allowed) as a preference weight: 5 -> +2, 4 -> +1, 3 -> 0.25, 2 -> -1, 1 -> -2."""
     if value is None:
         return 1.0
-    return {5: 2.0, 4: 1.0, 3: 0.25, 2: -1.0, 1: -2.0}.get(int(round(value)), 0.5)
+    return next((weight for lowest, weight in RATING_LEVELS if value >= lowest), -2.0)
 
 
 def event_weight(event_type: str, value: float | None) -> float:

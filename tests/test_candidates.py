@@ -10,7 +10,7 @@ import pytest
 
 from retrieval.candidates import Request, Retriever, UserHistory, words
 from retrieval.embeddings import HashingEmbedder
-from retrieval.records import Event, Item
+from retrieval.records import Event, Item, rating_weight
 from retrieval.sequential import SequentialModel
 from retrieval.store import Store
 from retrieval.vectors import VectorIndex, open_chroma
@@ -36,7 +36,8 @@ def catalog() -> list[Item]:
                 creator=CREATORS[n - 1], year=1960 + 10 * n, popularity=0.1 * n if prefix != "k" else 0.05 * n,
                 extra={"format": "audio" if n % 2 else "print"},
             ))
-    items.append(Item(id="c1b", title="Crime 1 again", text=items[10].text, categories=["Crime"], creator="Zed Young", year=1971))
+    # A near copy of c1 (another edition): what a dislike of c1 should push down.
+    items.append(Item(id="c1b", title="Crime 1 again", text=items[10].text, categories=["Crime"], creator="Ann Lee", year=1970))
     items[17].popularity = 0.99  # k3: the most popular item in the catalog
     return items
 
@@ -104,7 +105,10 @@ def test_dislikes_are_removed_and_their_near_copies_pushed_down(world):
     assert "c1b" in before[:3]  # a near copy of c1 ranks high for someone who likes crime...
     assert "c1b" not in after[:3]  # ...and drops for someone who disliked c1
     evidence = {c.item.id: c.evidence for c in retriever.candidates("eve", Request(), k=20)}
-    assert evidence["c1b"].signals["near_disliked"] > 0.5  # the similarity that cost it its place
+    assert evidence["c1b"].signals["near_disliked"] > 0.8  # the similarity that cost it its place
+    # Merely similar items (same genre, other words) keep their place: a low rating of one crime
+    # story is no verdict on every crime story.
+    assert not any("near_disliked" in e.signals for i, e in evidence.items() if i != "c1b")
 
 
 def test_a_low_rating_counts_as_a_dislike(world):
@@ -236,6 +240,19 @@ def test_sequential_signal_finds_what_others_had_next(world):
     assert next(c for c in found if c.item.id == "k5").evidence.signals["sequential"] > 0
 
 
+def test_a_low_rated_item_still_says_what_comes_next(world):
+    # A 1-star rating means the film was watched: what people had after it stays a clue (measured
+    # on MovieLens validation items); an explicit "dislike" is no evidence of having had it.
+    crowd = [e for n in range(10) for e in events(f"p{n}", ("like", "s1"), ("like", "k5"), ("like", f"r{n % 5 + 1}"))]
+    rated_low = [Event("ana", "rate", T0, "s1", 1.0)]
+    disliked = [Event("bob", "view", T0, "s1"), Event("bob", "dislike", T0 + 60, "s1")]
+    retriever = world(crowd + rated_low + disliked)
+    ana = {c.item.id: c.evidence.signals for c in retriever.candidates("ana", Request(), k=10)}
+    bob = {c.item.id: c.evidence.signals for c in retriever.candidates("bob", Request(), k=10)}
+    assert ana["k5"]["sequential"] > 0
+    assert "sequential" not in bob.get("k5", {})
+
+
 def test_refit_keeps_the_collab_collection_in_step(world):
     crowd = [e for n in range(6) for e in events(f"p{n}", ("like", "s1"), ("like", "k5"), ("like", "r2"))]
     retriever = world(crowd)
@@ -274,6 +291,30 @@ def test_user_history_reading(pairs, liked, disliked, seen):
     assert [i for i, _ in history.liked] == liked
     assert [i for i, _ in history.disliked] == disliked
     assert history.seen == seen
+
+
+@pytest.mark.parametrize(
+    "kinds, consumed",
+    [
+        ([("view", "a"), ("rate", "a", 1.0)], ["a"]),  # rated low, still watched
+        ([("view", "a"), ("dislike", "a")], []),  # an explicit no
+        ([("view", "a"), ("dislike", "a"), ("like", "a")], ["a"]),  # a later yes lifts it
+        ([("not_interested", "a"), ("view", "b")], ["b"]),  # "not interested" is not having it
+        ([("view", "b"), ("view", "a"), ("view", "b")], ["b", "a"]),  # first time each, in order
+    ],
+)
+def test_consumed_items_feed_the_sequential_signal(kinds, consumed):
+    history = UserHistory.from_events([Event("u", kind, T0 + n, item, *rest) for n, (kind, item, *rest) in enumerate(kinds)])
+    assert history.consumed == consumed
+
+
+@pytest.mark.parametrize(
+    "rating, weight",
+    [(5, 2.0), (4.5, 2.0), (4, 1.0), (3.5, 1.0), (3, 0.25), (2.5, -1.0), (2, -1.0), (1.5, -2.0), (1, -2.0), (0.5, -2.0), (None, 1.0)],
+)
+def test_half_star_ratings_round_away_from_the_middle(rating, weight):
+    # round() sent 0.5 to 0 (an unknown rating, +0.5) and 4.5 to 4: a half star must not flip sign.
+    assert rating_weight(rating) == weight
 
 
 @pytest.mark.parametrize(
