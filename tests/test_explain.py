@@ -297,7 +297,7 @@ def test_labelled_reasons_are_judged_as_labelled():
 
     The threshold (MAX_UNSUPPORTED) and the vocabulary lists were chosen on the first Gemma run
     and the hand rows; "heldout" rows come from a second run with other requests, labelled before
-    the check was run on them.
+    the check was run on them. `python -m evaluation.reason_check score` prints the table per group.
     """
     verdicts = _labelled_verdicts()
     assert len(verdicts) >= 30
