@@ -302,6 +302,13 @@ class Agent:
         if u.more_like and target and target not in seeds:
             seeds.insert(0, target)
         history = self.store.events_for_user(conv.user_id)
+        # What a reason may say the user liked: items they clearly liked (a like, a purchase, a good
+        # rating; a view is not enough) and never disliked. Nothing else.
+        net: dict[str, float] = {}
+        for e in history:
+            if e.item_id in vocab.title_of:
+                net[e.item_id] = net.get(e.item_id, 0.0) + (e.weight if e.weight > 0 else float("-inf"))
+        state["liked_titles"] = {vocab.title_of[i] for i, w in net.items() if w >= 1.0}
         profile = self.get_profile(conv.user_id, history)
         if not history and u.query and conv.persist and not profile["onboarding"]:
             # A new user's first words about their taste are profile signals at once.
@@ -466,7 +473,10 @@ class Agent:
         deadline = time.monotonic() + self.settings.llm_timeout_s
         done: set[str] = set()
         request = _prompt_request(u.query, state["request"].get("context"))
-        chunks = llm_reasons(llm, self._prompts(overrides), shown, request, u.language, known_titles=known_titles)
+        chunks = llm_reasons(
+            llm, self._prompts(overrides), shown, request, u.language,
+            known_titles=known_titles, liked_titles=state.get("liked_titles", ()),
+        )
         for chunk in chunks:
             if chunk.final is None:
                 yield ReasonDelta(chunk.item_id, chunk.delta or "")

@@ -365,3 +365,23 @@ def test_instructions_inside_an_item_description_change_nothing(make_engine):
     reasons = [e for e in events if isinstance(e, ReasonEvent)]
     assert reasons and all(r.source == "evidence" for r in reasons)
     assert not any("Pride and Prejudice" in r.text or "System prompt" in r.text for r in reasons)
+
+
+def test_a_reason_may_name_what_this_user_liked_and_nothing_they_did_not(make_engine):
+    llm = FakeLLM()
+    engine = make_engine(llm=llm, rank_blend=0.0)
+    liked = [e.item_id for e in engine.store.events_for_user("ana") if e.type == "like"]
+    card = engine.agent.recommend("ana", k=1)["items"][0]
+    near = {h["title"] for h in card["evidence"]["near_history"]}
+    title = next(engine.store.get_item(i).title for i in liked if engine.store.get_item(i).title not in near)
+    reason = f"A {card['categories'][0].lower()} story, for a reader who liked {title}."
+    llm.enqueue(reason)
+    events, cards, _ = run(engine, "ana", "recommend me something", k=1)
+    final = next(e for e in events if isinstance(e, ReasonEvent))
+    assert cards[0].item_id == card["item_id"] and final.source == "llm" and title in final.text
+    # ben never liked that title: the same sentence is not his reason.
+    ben_card = engine.agent.recommend("ben", k=1)["items"][0]
+    llm.enqueue(f"A {ben_card['categories'][0].lower()} story, for a reader who liked {title}.")
+    events, _, _ = run(engine, "ben", "recommend me something", k=1)
+    final = next(e for e in events if isinstance(e, ReasonEvent))
+    assert final.source == "evidence" and title not in final.text, (title, final.text, ben_card["title"])
