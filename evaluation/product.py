@@ -99,12 +99,14 @@ class ProductSequential:
         return self
 
     def score(self, stage: Stage, rows: Sequence[int]) -> np.ndarray:
+        from retrieval.candidates import UserHistory
+
         index = {item_id: j for j, item_id in enumerate(stage.item_ids)}
         out = np.zeros((len(rows), stage.n_items), dtype=np.float32)
         for k, row in enumerate(rows):
             user = self.split.users[row]
-            # As the product reads a user: positive events only, newest last.
-            recent = [e.item_id for e in user.history(stage.name) if e.weight > 0]
+            # As the Retriever reads a user: every consumed item, newest last.
+            recent = UserHistory.from_events(user.history(stage.name)).consumed
             for item_id, value in self.model.scores(recent, n=stage.n_items).items():
                 if item_id in index:
                     out[k, index[item_id]] = value

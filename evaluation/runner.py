@@ -216,7 +216,8 @@ def choose_knobs(valid, rows, keys, vectors, cfg: EvalConfig, results: dict) -> 
 
     knobs["sequential"] = {**tuning.SEQUENTIAL_FIXED,
                            **search("sequential", lambda s: scorers.Sequential(**tuning.SEQUENTIAL_FIXED, **s), tuning.SEQUENTIAL_GRID)}
-    knobs["collab"] = search("collab", lambda s: scorers.EASE(**s), tuning.COLLAB_GRID)
+    knobs["collab"] = {**tuning.COLLAB_FIXED,
+                       **search("collab", lambda s: scorers.EASE(**tuning.COLLAB_FIXED, **s), tuning.COLLAB_GRID)}
     knobs["content"] = search("content", lambda s: scorers.Content(vectors, **s), tuning.CONTENT_GRID)
     signals = {
         "sequential": scorers.Sequential(**knobs["sequential"]),

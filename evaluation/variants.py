@@ -82,7 +82,7 @@ def build_batched(name: str, knobs: dict, vectors: np.ndarray | None, split=None
     if name == "collab":
         return MatrixVariant(
             name, scorers.EASE(**knobs.get("collab", {})),
-            "item-item weights learned in closed form from who watched what (EASE)",
+            "item-item weights learned in closed form from who watched what (EASE), from the user's recent items",
             knobs.get("collab", {}),
         )
     if name == "sequential":

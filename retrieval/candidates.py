@@ -48,7 +48,9 @@ FILTER_OVERFETCH = 3  # results per signal multiply by this when filters run aft
 VECTOR_CACHE = 50_000  # content vectors kept in process (50k x 384 float32 = 75 MB)
 ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
-DISLIKE_MARGIN = 0.8  # similarity to a disliked item above which a candidate is pushed down (a near copy)
+# Similarity to a disliked item above which a candidate is pushed down: a near copy. At 0.5 a low
+# rating pushed down ordinary films of the same genre and cost NDCG@10 0.005 on MovieLens (0.7: 0.002).
+DISLIKE_MARGIN = 0.8
 DISLIKE_PUSH = 2.0  # penalty at similarity 1.0 (an exact copy), scaled linearly from the margin
 CONFIDENT_EVENTS_PER_ITEM = 5.0  # below this, sequential/collab weights shrink proportionally
 POPULAR_CACHE = 1000
