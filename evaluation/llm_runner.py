@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from assistant.errors import RecassistError
-from evaluation import llm_eval, metrics, tuning
+from evaluation import bootstrap, llm_eval, metrics, tuning
 from evaluation.runner import EvalConfig, latency_summary, summarize
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,18 @@ def build_llm(cfg: EvalConfig):
     return llm, prompts, None
 
 
+def guarded_blend(valid_ranks: dict, protocol: str, variant: str, best: float, seed: int) -> float:
+    """The validation's best blend only when its gain over retrieval alone is clear (the paired
+    bootstrap interval of NDCG@10 on the validation item lies above 0); otherwise 0, retrieval
+    alone. A weight picked on noise would make the test figure worse as often as better."""
+    if best <= 0:
+        return 0.0
+    with_llm = metrics.ndcg_at(valid_ranks[(protocol, variant, best)], 10)
+    alone = metrics.ndcg_at(valid_ranks[(protocol, variant, 0.0)], 10)
+    gain = bootstrap.paired_difference(with_llm, alone, seed=seed)
+    return best if gain.low > 0 else 0.0
+
+
 def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybrid, names, results, per_user) -> None:
     """Run the LLM variants on the sampled rows; the blend is chosen on the validation item."""
     llm, prompts, why = build_llm(cfg)
@@ -73,8 +85,9 @@ def run_llm_variants(cfg: EvalConfig, split, stages, rows, keys, negatives, hybr
                 found.add({"blend": blend}, score)
                 points.append({"blend": blend, "NDCG@10": score})
             curve[f"({protocol}) {variant}"] = points
-            chosen[f"({protocol}) {variant}"] = found.best["blend"]
-            configs.append((variant, variant, found.best["blend"]))
+            blend = guarded_blend(runs["valid"].ranks, protocol, variant, found.best["blend"], cfg.seed)
+            chosen[f"({protocol}) {variant}"] = blend
+            configs.append((variant, variant, blend))
         if "llm" in names:
             configs.append((PURE, "llm", 1.0))
         for name, variant, blend in configs:

@@ -525,3 +525,19 @@ def test_user_samples_are_seeded_and_nested():
     assert _sample(rows, 50, seed=0, salt=2).tolist() == small.tolist()
     assert _sample(rows, 50, seed=1, salt=2).tolist() != small.tolist()
     assert _sample(rows, None, seed=0, salt=2) is rows
+
+
+def test_the_llm_blend_needs_a_clear_validation_gain():
+    """A blend chosen on noise is refused (0, retrieval alone); a consistent gain is kept."""
+    import numpy as np
+
+    from evaluation.llm_runner import guarded_blend
+
+    rng = np.random.default_rng(0)
+    alone = rng.integers(1, 40, size=200)
+    noisy = np.where(rng.random(200) < 0.5, np.maximum(alone - 3, 1), alone + 3)  # as often worse as better
+    better = np.maximum(alone - 3, 1)  # every user's item moves up
+    ranks = {("a", "llm", 0.0): alone, ("a", "llm", 0.4): noisy, ("a", "llm", 0.6): better}
+    assert guarded_blend(ranks, "a", "llm", 0.4, seed=0) == 0.0
+    assert guarded_blend(ranks, "a", "llm", 0.6, seed=0) == 0.6
+    assert guarded_blend(ranks, "a", "llm", 0.0, seed=0) == 0.0
