@@ -178,6 +178,7 @@ class Engine:
             model = {
                 "llama": str(s.llm_model_path or "gemma-3-270m (embedded, Q4_K_M)"),
                 "openai": f"{s.openai_model} at {s.openai_base_url}",
+                "fake": "scripted answers (for tests)",
             }.get(s.llm_backend, "-")
         return {
             "version": __version__,
