@@ -111,7 +111,12 @@ def read_catalog(path: str | Path, mapping: dict[str, str] | None = None) -> Rea
     items, rejects = _convert(
         table.rows, table.name, lambda row: _item(row, columns, extra_columns, table.typed), _item_key
     )
-    return ReadResult(items, table.rejects + rejects, table.total_rows, table.name)
+    return ReadResult(items, _by_line(table.rejects + rejects), table.total_rows, table.name)
+
+
+def _by_line(rejects: list[Reject]) -> list[Reject]:
+    """Rejects in file order (reading finds bad bytes first, conversion the rest)."""
+    return sorted(rejects, key=lambda r: r.line)
 
 
 def read_events(
@@ -123,7 +128,7 @@ def read_events(
     events, rejects = _convert(
         table.rows, table.name, lambda row: _event(row, columns, known_item_ids, now=None), None
     )
-    return ReadResult(events, table.rejects + rejects, table.total_rows, table.name)
+    return ReadResult(events, _by_line(table.rejects + rejects), table.total_rows, table.name)
 
 
 def items_from_dicts(rows: list[dict]) -> tuple[list[Item], list[Reject]]:

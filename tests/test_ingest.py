@@ -400,3 +400,19 @@ def test_movielens_catalog_lands_whole(tmp_path, store):
     report = ingest_catalog(MOVIELENS / "movies.csv", store, {"id": "movieId", "categories": "genres"}, progress=False)
     assert report.rejected == 0 and report.inserted == 9742
     assert store.get_item("1").categories == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
+
+
+def test_rejects_are_reported_in_file_order(tmp_path):
+    from retrieval.ingest import read_catalog
+
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(
+        b'{"id": "1", "title": "Good"}\n'
+        b'{"id": "2"}\n'  # line 2: no title (found while converting)
+        b'\xff\xfe not utf-8\n'  # line 3: undecodable (found while reading)
+        b'{"id": "4", "title": "Also good"}\n'
+        b'{"id": "5", "title": ""}\n'  # line 5: empty title
+    )
+    result = read_catalog(path)
+    assert [r.line for r in result.rejects] == [2, 3, 5]
+    assert [i.id for i in result.records] == ["1", "4"]
