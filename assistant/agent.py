@@ -373,6 +373,7 @@ class Agent:
             ranked, rank_note = self._rank(llm, conv, candidates, history, u, context, overrides, trace, state)
             timer.lap("rank")
             if rank_note:
+                state["model_noticed"] = True  # one notice per turn about the model is enough
                 yield NoticeEvent(rank_note, "warning")
             shown = ranked[:k]
             cards = [_card(c) for c in shown]
@@ -482,6 +483,8 @@ class Agent:
                 yield ReasonDelta(chunk.item_id, chunk.delta or "")
             else:
                 done.add(chunk.item_id)
+                if chunk.failure and not state.get("model_noticed"):
+                    yield NoticeEvent(f"The model failed while writing reasons ({chunk.failure[:160]}); they come from the evidence.", "warning")
                 if chunk.source == "llm":
                     state["tokens"]["completion"] = state["tokens"].get("completion", 0) + llm.count_tokens(chunk.final)
                 yield ReasonEvent(chunk.item_id, chunk.final, chunk.source)

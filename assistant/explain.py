@@ -350,6 +350,7 @@ class ReasonChunk:
     delta: str | None
     final: str | None
     source: str  # "llm" or "evidence"
+    failure: str | None = None  # set once, on the final chunk of the reason where the model failed
 
 
 def llm_reasons(
@@ -379,6 +380,7 @@ def llm_reasons(
             item=item_line(candidate.item), facts=evidence_facts(candidate), request=user_context, language=language_name(language)
         )
         text = ""
+        failure = None
         stops = template.output.stop or ["\n"]
         try:
             pieces = llm.stream(prompt, max_tokens=min(template.output.max_tokens, MAX_REASON_TOKENS), stop=stops)
@@ -388,6 +390,7 @@ def llm_reasons(
         except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
             log.warning("LLM reason failed, using evidence reasons: %s", exc)
             llm_ok = False
+            failure = f"{type(exc).__name__}: {exc}"
         reason = clean_generated(text)
         problems = (
             reason_problems(reason, candidate, known_titles, user_context, batch_categories, liked_titles, language)
@@ -396,7 +399,7 @@ def llm_reasons(
         )
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason)
-            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")
+            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure)
         else:
             yield ReasonChunk(item_id, None, reason, "llm")
 

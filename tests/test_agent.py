@@ -385,3 +385,22 @@ def test_a_reason_may_name_what_this_user_liked_and_nothing_they_did_not(make_en
     events, _, _ = run(engine, "ben", "recommend me something", k=1)
     final = next(e for e in events if isinstance(e, ReasonEvent))
     assert final.source == "evidence" and title not in final.text, (title, final.text, ben_card["title"])
+
+
+def test_a_model_failing_while_writing_reasons_is_said_once(make_engine):
+    llm = FakeLLM()
+    engine = make_engine(llm=llm, rank_blend=0.0)  # no ranking call: the reasons meet the failure first
+    llm.enqueue(LLMError("server went away"))
+    events, cards, _ = run(engine, "ben", "recommend me something", k=3)
+    notices = [e.text for e in events if isinstance(e, NoticeEvent) and "writing reasons" in e.text]
+    assert len(notices) == 1 and "server went away" in notices[0]
+    finals = [e for e in events if isinstance(e, ReasonEvent)]
+    assert len(finals) == len(cards) == 3 and all(e.source == "evidence" and e.text for e in finals)
+
+
+def test_a_model_that_is_down_gets_one_notice_per_turn(make_engine):
+    llm = FakeLLM()
+    engine = make_engine(llm=llm)
+    llm.default = LLMError("down")
+    events, cards, _ = run(engine, "ben", "recommend me something")
+    assert cards and len([e for e in events if isinstance(e, NoticeEvent)]) == 1
