@@ -32,7 +32,7 @@ from assistant.understand import (
     read_context,
     understand_with_llm,
 )
-from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence
+from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence, item_length
 
 log = logging.getLogger(__name__)
 
@@ -580,16 +580,12 @@ def _prompt_request(query: str, context_note: str | None) -> str:
 
 def _prefer_shorter(candidates: list[Candidate]) -> tuple[list[Candidate], str | None]:
     """Keep the shorter half when the catalog knows lengths; otherwise say we can't tell."""
-    from retrieval.candidates import item_length
-
-    def length(c):
-        return item_length(c.item)
-
-    known = [length(c) for c in candidates if length(c) is not None]
+    lengths = [item_length(c.item) for c in candidates]
+    known = [n for n in lengths if n is not None]
     if not known:
         return candidates, "This catalog has no length information, so I could not pick shorter ones."
     median = sorted(known)[len(known) // 2]
-    return [c for c in candidates if (length(c) or median) <= median], None
+    return [c for c, n in zip(candidates, lengths) if (n or median) <= median], None
 
 
 def _evidence_from_dict(data: dict) -> Evidence:

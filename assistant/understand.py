@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from assistant.errors import InputError
-from retrieval.records import Item
+from retrieval.records import Item, item_length
 
 INTENTS = ("recommend", "refine", "why", "about_item", "feedback", "smalltalk")
 
@@ -102,10 +102,7 @@ class CatalogVocabulary:
         for cat in item.categories:
             self.categories.setdefault(cat.lower(), cat)
         self.extra_keys.update(item.extra)
-        if not self.knows_length:
-            from retrieval.candidates import item_length
-
-            self.knows_length = item_length(item) is not None
+        self.knows_length = self.knows_length or item_length(item) is not None
         self._title_pattern = None
 
     def find_titles(self, message: str) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from assistant.errors import StoreError
 from retrieval.collab import CollabTable, fit_item_factors, user_vector
-from retrieval.records import Candidate, Event, Evidence, Item
+from retrieval.records import Candidate, Event, Evidence, Item, item_length
 from retrieval.sequential import SequentialModel, consumed
 from retrieval.vectors import VectorIndex
 
@@ -138,18 +138,6 @@ class Request:
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
-LENGTH_KEYS = ("pages", "length", "runtime", "minutes", "duration", "word_count")
-
-
-def item_length(item: Item) -> float | None:
-    """The item's length from its platform metadata (pages, runtime...), or None when unknown."""
-    for key in LENGTH_KEYS:
-        value = item.extra.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
 def _term_pattern(term: str) -> re.Pattern:
     """A word and its plain plural/singular forms, on word boundaries: vampire(s), romance(s)."""
     word = " ".join(term.lower().split())

@@ -85,6 +85,18 @@ class Item:
         return asdict(self)
 
 
+LENGTH_KEYS = ("pages", "length", "runtime", "minutes", "duration", "word_count")
+
+
+def item_length(item: Item) -> float | None:
+    """The item's length from its platform metadata (pages, runtime...), or None when unknown."""
+    for key in LENGTH_KEYS:
+        value = item.extra.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
 @dataclass
 class Event:
     """One thing a user did. `timestamp` is seconds since the epoch (UTC)."""
