@@ -29,6 +29,15 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
+def cli_env(tmp_path, monkeypatch) -> Path:
+    """The environment a command-line test runs in: temp data dir, hashing embeddings, no LLM."""
+    monkeypatch.setenv("RECASSIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECASSIST_EMBEDDING_BACKEND", "hash")
+    monkeypatch.setenv("RECASSIST_LLM_BACKEND", "none")
+    return tmp_path
+
+
+@pytest.fixture
 def fake_llm() -> FakeLLM:
     return FakeLLM()
 

@@ -232,14 +232,6 @@ def test_odd_titles_come_back_exactly_through_every_door(client):
 # --- bad files for the ingest commands -----------------------------------------------------------
 
 
-@pytest.fixture
-def cli_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECASSIST_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RECASSIST_EMBEDDING_BACKEND", "hash")
-    monkeypatch.setenv("RECASSIST_LLM_BACKEND", "none")
-    return tmp_path
-
-
 def _ingested_titles(tmp_path) -> dict[str, str]:
     from retrieval.store import Store
 

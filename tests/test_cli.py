@@ -7,14 +7,6 @@ import pytest
 from assistant.cli import main
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECASSIST_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RECASSIST_EMBEDDING_BACKEND", "hash")
-    monkeypatch.setenv("RECASSIST_LLM_BACKEND", "none")
-    return tmp_path
-
-
 def test_help_lists_every_subcommand(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -23,7 +15,7 @@ def test_help_lists_every_subcommand(capsys):
         assert name in out
 
 
-def test_ingest_recommend_json_and_info(env, capsys):
+def test_ingest_recommend_json_and_info(cli_env, capsys):
     from assistant.engine import Engine
     from assistant.settings import Settings
 
@@ -40,15 +32,15 @@ def test_ingest_recommend_json_and_info(env, capsys):
     assert info["catalog_items"] == 302 and info["users"] == 6 and info["llm_backend"] == "none"
 
 
-def test_ingest_with_rejects_exits_2_and_names_the_line(env, capsys):
-    path = env / "items.csv"
+def test_ingest_with_rejects_exits_2_and_names_the_line(cli_env, capsys):
+    path = cli_env / "items.csv"
     path.write_text("sku,name\n1,Good item\n2,\n3,Another\n", encoding="utf-8")
     assert main(["ingest-catalog", str(path), "--map", "id=sku", "--map", "title=name", "--quiet"]) == 2
     out = capsys.readouterr().out
     assert "items.csv:3" in out and "inserted 2" in out
 
 
-def test_chat_streams_in_the_terminal(env, capsys, monkeypatch):
+def test_chat_streams_in_the_terminal(cli_env, capsys, monkeypatch):
     from assistant.engine import Engine
     from assistant.settings import Settings
 
@@ -64,7 +56,7 @@ def test_chat_streams_in_the_terminal(env, capsys, monkeypatch):
     assert reasons[0].startswith(lists[0].rsplit(" (", 1)[0] + ": ")
 
 
-def test_chat_notice_never_lands_inside_a_streamed_reason(env, capsys, monkeypatch):
+def test_chat_notice_never_lands_inside_a_streamed_reason(cli_env, capsys, monkeypatch):
     from assistant.events import Card, CardsEvent, DoneEvent, NoticeEvent, ReasonDelta, ReasonEvent
 
     card = Card(item_id="x1", title="Some Title", score=1.0, year=1900, creator="A. Writer", categories=[], reason="", reason_source="evidence", evidence={})
@@ -88,13 +80,13 @@ def test_chat_notice_never_lands_inside_a_streamed_reason(env, capsys, monkeypat
     assert "  1. Some Title: From the evidence." in lines
 
 
-def test_bad_config_is_a_clear_error(env, capsys, monkeypatch):
+def test_bad_config_is_a_clear_error(cli_env, capsys, monkeypatch):
     monkeypatch.setenv("RECASSIST_TOP_K", "lots")
     assert main(["info"]) == 1
     assert "top_k" in capsys.readouterr().err
 
 
-def test_a_closed_pipe_ends_quietly(env):
+def test_a_closed_pipe_ends_quietly(cli_env):
     """`recassist recommend --json | head -c 0`: no BrokenPipeError traceback when the reader leaves."""
     import os
     import subprocess
