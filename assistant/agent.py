@@ -568,9 +568,7 @@ def _card(c: Candidate) -> Card:
 
 def _rank_note(fallback: str) -> str:
     """One short notice for a ranking that fell back: why, then what the user sees instead."""
-    why = fallback.removesuffix("; showing retrieval order").strip()
-    why = why.removeprefix("LLM ranking failed (").removesuffix(")") if why.startswith("LLM ranking failed (") else why
-    return f"Showing retrieval order: the model's ranking was unusable ({why[:160]})."
+    return f"Showing retrieval order: the model's ranking was unusable ({fallback[:160]})."
 
 
 def _prompt_request(query: str, context_note: str | None) -> str:

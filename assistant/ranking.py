@@ -44,7 +44,7 @@ class RankResult:
     prompt_tokens: int = 0  # tokens of one prompt
     passes: int = 0  # orders read (one forward pass each; calibration adds one more call)
     method: str = "retrieval"  # "logprobs", "generation" or "retrieval"
-    fallback: str | None = None  # why the LLM order was not used, if it was not
+    fallback: str | None = None  # why the LLM order was not used (the retrieval order stands), if it was not
     raw: list[dict] = field(default_factory=list)  # per call: order, prompt, model output (calibration first)
     elapsed_ms: float = 0.0
 
@@ -98,7 +98,7 @@ def rank(
     if len(ordered) < 2 or blend <= 0:
         return _finish(result, ordered, {}, blend, started)
     if llm is None:
-        result.fallback = "no LLM configured; showing retrieval order"
+        result.fallback = "no LLM configured"
         return _finish(result, ordered, {}, blend, started)
     try:
         if llm.supports_logprobs:
@@ -112,11 +112,11 @@ def rank(
     except Exception as exc:  # any backend failure: keep the retrieval order and say why
         log.warning("LLM ranking failed, keeping retrieval order: %s", exc)
         result.method = "retrieval"
-        result.fallback = f"LLM ranking failed ({type(exc).__name__}: {exc}); showing retrieval order"
+        result.fallback = f"{type(exc).__name__}: {exc}"
         llm_scores = {}
     if not llm_scores:
         result.method = "retrieval"
-        result.fallback = result.fallback or "the LLM gave no usable ranking; showing retrieval order"
+        result.fallback = result.fallback or "the LLM gave no usable ranking"
     return _finish(result, ordered, llm_scores, blend, started)
 
 
@@ -172,7 +172,7 @@ def _rank_by_generation(llm, prompts, history, ordered, request, budget, max_his
     result.raw.append({"order": [c.item.id for c in shown], "prompt": prompt, "output": out})
     ranking = parse_ranking(out, labels)
     if not ranking:
-        result.fallback = f"the LLM's ranking could not be read ({out[:80]!r}); showing retrieval order"
+        result.fallback = f"the LLM's ranking could not be read ({out[:80]!r})"
         return {}
     # Listed first = 1, listed last = 1/m, unlisted = 0.
     m = len(ranking)
