@@ -103,6 +103,7 @@ class Agent:
         self._vocab: CatalogVocabulary | None = None
         self._vocab_size = -1
         self._model_turns = ModelTurns()
+        self._rank_priors: dict = {}  # calibration answers of the loaded model, reused every turn
 
     @property
     def store(self):
@@ -115,6 +116,21 @@ class Agent:
             self._vocab = CatalogVocabulary(self.store.iter_items())
             self._vocab_size = size
         return self._vocab
+
+    def warm_up(self) -> None:
+        """Before serving a local model: the ranking's calibration call, so the first user does not wait for it.
+
+        Hosted models are not asked at start-up (a slow server would hold the start); their first turn asks.
+        """
+        llm = self.engine.llm
+        if llm is None or llm.backend == "openai" or not llm.supports_logprobs or self.settings.effective_rank_blend <= 0:
+            return
+        from assistant.ranking import warm_up
+
+        try:
+            warm_up(llm, self._prompts(), self.settings.candidates, self._rank_priors)
+        except (RecassistError, ValueError) as exc:  # the first turn tries again, and says so if it fails
+            log.warning("ranking warm-up failed: %s", exc)
 
     # --- one chat turn ------------------------------------------------------------------
 
@@ -435,6 +451,7 @@ class Agent:
 
         items = self.store.get_items([e.item_id for e in history if e.item_id and e.weight > 0][-20:])
         history_items = [items[e.item_id] for e in history if e.item_id in items and e.weight > 0][-10:]
+        blend = self.settings.effective_rank_blend
         try:
             result = rank(
                 llm,
@@ -442,7 +459,8 @@ class Agent:
                 history_items,
                 candidates,
                 shuffles=self.settings.rank_shuffles,
-                blend=self.settings.rank_blend,
+                blend=blend,
+                priors=self._rank_priors,
                 request=_prompt_request(state["request"].get("query", u.query), state["request"].get("context")),
             )
         except RecassistError as exc:
@@ -451,10 +469,15 @@ class Agent:
         state["tokens"]["rank_prompt"] = result.total_prompt_tokens
         state["tokens"]["prompt"] = state["tokens"].get("prompt", 0) + result.total_prompt_tokens
         if trace is not None:
+            unasked = (
+                f"(not asked: rank_blend is 0 for {llm.model}, the weight the evaluation chose for it; "
+                f"set RECASSIST_RANK_BLEND=0.3 to rank with this template)"
+            )
+            asked = [call["prompt"] for call in result.raw if not call.get("calibration")]
             trace.append({
                 "stage": "rank",
                 "method": result.method,
-                "prompt": result.raw[0].get("prompt") if result.raw else None,
+                "prompt": asked[0] if asked else (unasked if blend <= 0 else None),
                 "raw": result.raw,
                 "fallback": result.fallback,
             })

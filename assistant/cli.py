@@ -28,14 +28,16 @@ def _engine(args):
     return Engine(_settings(args))
 
 
-def _check_prompts(engine) -> None:
-    """Before the first answer: the prompt files the loaded model will use are present and valid."""
+def _ready_model(engine) -> None:
+    """Before the first answer: the prompt files the loaded model will use are valid, and the
+    ranking's one-off calibration call is made (a local model), so the first turn is not slower."""
     if engine.llm is None:
         return  # retrieval order and evidence reasons: no prompts
     from prompts import Prompts
 
     s = engine.settings
     Prompts.for_llm(engine.llm, s.prompt_variant, s.prompt_variants_dir).check()
+    engine.agent.warm_up()
 
 
 def _mapping(pairs: list[str] | None, constants: list[str] | None = None) -> dict[str, str] | None:
@@ -67,7 +69,7 @@ def cmd_ingest_events(args) -> int:
 
 def cmd_recommend(args) -> int:
     engine = _engine(args)
-    _check_prompts(engine)
+    _ready_model(engine)
     filters = {}
     if args.category:
         filters["categories"] = args.category
@@ -96,7 +98,7 @@ def cmd_chat(args) -> int:
     from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, ReasonDelta, ReasonEvent
 
     engine = _engine(args)
-    _check_prompts(engine)
+    _ready_model(engine)
     session = args.session
     print(f"recassist chat as {args.user!r}. Empty line or Ctrl-D to quit.", file=sys.stderr)
     tty = sys.stdout.isatty()
@@ -161,7 +163,7 @@ def cmd_serve(args) -> int:
         engine.llm  # load before serving so the first chat is not slow
         if engine.llm_error:
             print(f"warning: {engine.llm_error}\nAnswers use retrieval order and evidence-based reasons.", file=sys.stderr)
-        _check_prompts(engine)  # before the demo: a broken prompt file fails in seconds, not after embedding
+        _ready_model(engine)  # before the demo: a broken prompt file fails in seconds, not after embedding
     if args.demo:
         if engine.store.item_count() == 0 or args.reload_demo:
             print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)

@@ -192,6 +192,7 @@ class Engine:
             "llm_backend": backend,
             "llm_model": model,
             "llm_error": self._llm_error,
+            "rank_blend": _blend_text(s),
             "embedding_model": getattr(self.embedder, "name", s.embedding_backend)
             if "embedder" in self.__dict__
             else {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "hash": "hashing-bow"}[s.embedding_backend],
@@ -200,6 +201,18 @@ class Engine:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
+
+
+def _blend_text(s) -> str:
+    """The LLM ranking weight in use, and where it comes from."""
+    blend = s.effective_rank_blend
+    if s.rank_blend != "auto":
+        return f"{blend:g} (set)"
+    if s.llm_backend == "none":
+        return "- (no LLM)"
+    if s.uses_embedded_model:
+        return f"{blend:g} (auto: the evaluation's choice for the embedded model; the LLM does not rank)"
+    return f"{blend:g} (auto: unmeasured for this model; `recassist eval --backend {s.llm_backend}` measures it)"
 
 
 def _mask(url: str) -> str:

@@ -26,12 +26,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from prompts.loader import Lines
 from retrieval.records import Candidate, Item
 
 log = logging.getLogger(__name__)
 
 LABELS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # single tokens in Gemma's and OpenAI's tokenizers
-_MAX_CATEGORIES = 2  # each costs ~2 tokens per line; two say enough
+_ALL_FACTS = Lines()  # year, two categories, creator, evidence
 
 
 @dataclass
@@ -42,7 +43,7 @@ class RankResult:
     scores: dict[str, float]  # item_id -> final blended score
     llm_scores: dict[str, float]  # item_id -> LLM probability averaged over orders (items it saw)
     prompt_tokens: int = 0  # tokens of one prompt
-    passes: int = 0  # orders read (one forward pass each; calibration adds one more call)
+    passes: int = 0  # orders read (one forward pass each; an uncached calibration adds one more call)
     method: str = "retrieval"  # "logprobs", "generation" or "retrieval"
     fallback: str | None = None  # why the LLM order was not used (the retrieval order stands), if it was not
     raw: list[dict] = field(default_factory=list)  # per call: order, prompt, model output (calibration first)
@@ -50,19 +51,23 @@ class RankResult:
 
     @property
     def total_prompt_tokens(self) -> int:
-        """Prompt tokens of every call this ranking made (calibration included; an upper bound)."""
-        return self.prompt_tokens * len(self.raw)
+        """Prompt tokens of every call this ranking made (an uncached calibration included; an upper bound)."""
+        return self.prompt_tokens * sum(1 for call in self.raw if not call.get("cached"))
 
 
-def item_line(item: Item, *, label: str | None = None, evidence: str = "") -> str:
-    """A compact candidate/history line: 'B. Title (1997; Drama, Crime) by X - near: Heat'."""
-    facts = [str(item.year)] if item.year is not None else []
-    if item.categories:
-        facts.append(", ".join(item.categories[:_MAX_CATEGORIES]))
+def item_line(item: Item, *, label: str | None = None, evidence: str = "", lines: Lines | None = None) -> str:
+    """A compact candidate/history line: 'B. Title (1997; Drama, Crime) by X - near: Heat'.
+
+    `lines` (a template's `lines:` block) says which facts to keep; the default keeps them all.
+    """
+    lines = lines or _ALL_FACTS
+    facts = [str(item.year)] if lines.year and item.year is not None else []
+    if item.categories and lines.categories:
+        facts.append(", ".join(item.categories[: lines.categories]))
     line = item.title + (f" ({'; '.join(facts)})" if facts else "")
-    if item.creator:
+    if item.creator and lines.creator:
         line += f" by {item.creator}"
-    if evidence:
+    if evidence and lines.evidence:
         line += f" - {evidence}"
     return f"{label}. {line}" if label else line
 
@@ -90,8 +95,12 @@ def rank(
     budget_tokens: int | None = None,
     max_history: int = 20,
     calibrate: bool = True,
+    priors: dict | None = None,
 ) -> RankResult:
-    """Re-rank `candidates` (any order) with the LLM; `history_items` oldest first. Never returns fewer items."""
+    """Re-rank `candidates` (any order) with the LLM; `history_items` oldest first. Never returns fewer items.
+
+    `priors` caches the calibration call across turns (keep one dict per loaded model).
+    """
     started = time.perf_counter()
     ordered = sorted(candidates, key=lambda c: -c.score)  # stable: ties keep the caller's order
     result = RankResult(candidates=list(ordered), scores={}, llm_scores={})
@@ -104,7 +113,7 @@ def rank(
         if llm.supports_logprobs:
             result.method = "logprobs"
             llm_scores = _rank_by_logprobs(
-                llm, prompts, history_items, ordered, request, shuffles, seed, budget_tokens, max_history, calibrate, result
+                llm, prompts, history_items, ordered, request, shuffles, seed, budget_tokens, max_history, calibrate, priors, result
             )
         else:
             result.method = "generation"
@@ -123,22 +132,16 @@ def rank(
 # The two ways to ask ---------------------------------------------------------------------------
 
 
-def _rank_by_logprobs(llm, prompts, history, ordered, request, shuffles, seed, budget, max_history, calibrate, result) -> dict[str, float]:
+def _rank_by_logprobs(llm, prompts, history, ordered, request, shuffles, seed, budget, max_history, calibrate, priors, result) -> dict[str, float]:
     template = prompts.get("rank")
     history_lines, shown, hints = _fit(llm, template, history, ordered, request, budget, max_history, result)
     sums = dict.fromkeys((c.item.id for c in shown), 0.0)
     labels = LABELS[: len(shown)]
     prior = dict.fromkeys(labels, 0.0)
     if calibrate:
-        # Contextual calibration: what the model answers when every candidate is "N/A" is its bias
-        # for the labels and positions themselves; dividing it out leaves the part the items earn.
-        prompt = template.render(history=history_lines, request=request, candidates=[f"{label}. N/A" for label in labels])
-        prior = llm.label_logprobs(prompt, labels)
-        result.raw.append({"order": [], "prompt": prompt, "output": prior, "calibration": True})
-        if _softmax(list(prior.values())) is None:
-            raise ValueError(f"the model returned non-finite label log-probabilities: {prior}")
+        prior = _label_prior(llm, template, labels, priors, result)
     for order in _orders(len(shown), max(1, shuffles), seed):
-        lines = [item_line(shown[i].item, label=labels[k], evidence=hints[i]) for k, i in enumerate(order)]
+        lines = [item_line(shown[i].item, label=labels[k], evidence=hints[i], lines=template.lines) for k, i in enumerate(order)]
         prompt = template.render(history=history_lines, request=request, candidates=lines)
         logprobs = llm.label_logprobs(prompt, labels)
         result.passes += 1
@@ -151,11 +154,38 @@ def _rank_by_logprobs(llm, prompts, history, ordered, request, shuffles, seed, b
     return {item_id: total / result.passes for item_id, total in sums.items()}
 
 
+def warm_up(llm, prompts, n_candidates: int, priors: dict) -> None:
+    """Ask the calibration question before the first turn: its answer lands in `priors`, and the
+    template's instructions in the model's prompt cache, so a first turn costs what later ones do."""
+    labels = LABELS[: max(2, min(n_candidates, len(LABELS)))]
+    _label_prior(llm, prompts.get("rank"), labels, priors, RankResult(candidates=[], scores={}, llm_scores={}))
+
+
+def _label_prior(llm, template, labels, priors: dict | None, result) -> dict[str, float]:
+    """What the model answers when every input is "N/A": its bias for the labels and slots themselves.
+
+    Contextual calibration (Zhao et al. 2021) with a content-free input: the template's own
+    instructions and examples, no history, no request, every candidate "N/A". That prompt is the
+    same for every user and turn, so `priors` (a dict the caller keeps) holds it after the first
+    call and a turn spends its forward passes on the candidates only.
+    """
+    prompt = template.render(history=[], request="", candidates=[f"{label}. N/A" for label in labels])
+    key = (getattr(llm, "model", ""), json.dumps(prompt, sort_keys=True), tuple(labels))
+    cached = priors.get(key) if priors is not None else None
+    prior = cached if cached is not None else llm.label_logprobs(prompt, labels)
+    if _softmax(list(prior.values())) is None:
+        raise ValueError(f"the model returned non-finite label log-probabilities: {prior}")
+    if priors is not None:
+        priors[key] = prior
+    result.raw.append({"order": [], "prompt": prompt, "output": prior, "calibration": True, "cached": cached is not None})
+    return prior
+
+
 def _rank_by_generation(llm, prompts, history, ordered, request, budget, max_history, result) -> dict[str, float]:
     template = prompts.get("rank_list")
     history_lines, shown, hints = _fit(llm, template, history, ordered, request, budget, max_history, result)
     labels = list(LABELS[: len(shown)])
-    lines = [item_line(c.item, label=labels[k], evidence=hints[k]) for k, c in enumerate(shown)]
+    lines = [item_line(c.item, label=labels[k], evidence=hints[k], lines=template.lines) for k, c in enumerate(shown)]
     prompt = template.render(history=history_lines, request=request, candidates=lines)
     schema = None
     if llm.supports_json_schema:
@@ -197,14 +227,14 @@ def parse_ranking(text: str, labels: Sequence[str]) -> list[str]:
 
 def _fit(llm, template, history, ordered, request, budget, max_history, result):
     """Trim whole lines until the prompt fits: oldest history first, then evidence, then the weakest candidates."""
-    history_lines = [item_line(item) for item in list(history)[-max_history:]] if max_history > 0 else []
+    history_lines = [item_line(item, lines=template.lines) for item in list(history)[-max_history:]] if max_history > 0 else []
     shown = list(ordered[: len(LABELS)])
-    hints = [evidence_hint(c) for c in shown]
+    hints = [evidence_hint(c) if template.lines.evidence else "" for c in shown]
     if budget is None:
         budget = llm.context_window - template.output.max_tokens - 8  # 8: BOS/chat-format slack
 
     def measure() -> int:
-        lines = [item_line(c.item, label=LABELS[k], evidence=hints[k]) for k, c in enumerate(shown)]
+        lines = [item_line(c.item, label=LABELS[k], evidence=hints[k], lines=template.lines) for k, c in enumerate(shown)]
         return count_prompt_tokens(llm, template.render(history=history_lines, request=request, candidates=lines))
 
     tokens = measure()

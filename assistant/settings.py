@@ -7,11 +7,13 @@ import tomllib
 from pathlib import Path
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assistant.errors import ConfigError
 
 ENV_PREFIX = "RECASSIST_"
+EMBEDDED_RANK_BLEND = 0.0  # chosen on validation by `recassist eval` (evaluation/reports/latest)
+AUTO_RANK_BLEND = 0.3  # other models: a prior, not a measurement; `recassist eval --backend ...` measures yours
 
 
 class Settings(BaseModel):
@@ -51,7 +53,10 @@ class Settings(BaseModel):
     candidates: int = 20  # how many retrieved candidates the LLM ranks
     top_k: int = 5  # how many cards an answer shows
     rank_shuffles: int = 2  # orders averaged against position bias (1 = no shuffling)
-    rank_blend: float = 0.3  # weight of the LLM order against retrieval scores; chosen by evaluation
+    # Weight of the LLM order against retrieval scores, 0..1. "auto": what `recassist eval` chose
+    # for the embedded model (0: its order did not beat retrieval on validation, so it is not
+    # asked), AUTO_RANK_BLEND for any other model until you measure it (README, Evaluation).
+    rank_blend: float | Literal["auto"] = "auto"
     llm_reasons: bool = True  # let the LLM phrase reasons (always checked against evidence)
     prompt_variant: str = ""  # a saved variant name from data_dir/prompts, or "" for the shipped ones
 
@@ -61,6 +66,24 @@ class Settings(BaseModel):
     # "KEY=admin" or "KEY=user:USER_ID", comma separated in the environment.
     api_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     redact_pii: bool = True
+
+    @field_validator("rank_blend")
+    @classmethod
+    def _blend_in_range(cls, value):
+        if value != "auto" and not 0.0 <= value <= 1.0:
+            raise ValueError("must be between 0 and 1, or auto")
+        return value
+
+    @property
+    def uses_embedded_model(self) -> bool:
+        return self.llm_backend == "llama" and self.llm_model_path is None
+
+    @property
+    def effective_rank_blend(self) -> float:
+        """rank_blend with "auto" resolved for the configured model."""
+        if self.rank_blend != "auto":
+            return float(self.rank_blend)
+        return EMBEDDED_RANK_BLEND if self.uses_embedded_model else AUTO_RANK_BLEND
 
     @property
     def sqlite_path(self) -> Path:

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model_path = args.model or ensure_embedded_model(Path(tempfile.gettempdir()) / "recassist-models")
     history, cands, source = load_scenario(args.data, args.candidates, args.history)
+    other_history = list(reversed(history))  # another user: shares the template head, not the history
     start = time.perf_counter()
     llm = LlamaCppLLM(model_path, n_ctx=2048, n_threads=args.threads)
     load_s = time.perf_counter() - start
@@ -95,15 +96,33 @@ def main(argv: list[str] | None = None) -> None:
         if llm._snapshots is not None:
             llm._snapshots._entries.clear()
 
-    def one_pass_cold():
+    priors: dict = {}  # the calibration answer, kept per model as the agent keeps it
+
+    def first_call():
         fresh_cache()
-        return rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1)
+        priors.clear()
+        return rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1, priors=priors)
+
+    def one_pass_cold():
+        # A new conversation: nothing of this prompt is in the KV cache; the calibration is known.
+        fresh_cache()
+        return rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1, priors=priors)
+
+    def one_pass_new_conversation():
+        # A running server meeting a new user: the template's head is cached (snapshots), not this history.
+        fresh_cache()
+        for _ in range(2):
+            rank(llm, prompts, other_history, cands, request="a thrilling film", shuffles=1, priors=priors)
+        start = time.perf_counter()
+        result = rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1, priors=priors)
+        result.elapsed_ms = (time.perf_counter() - start) * 1000
+        return result
 
     def one_pass_warm():
         # The instructions, examples and history are cached from the previous call; a new request and order.
-        rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1)
+        rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1, priors=priors)
         start = time.perf_counter()
-        result = rank(llm, prompts, history, list(reversed(cands)), request="something funny", shuffles=1)
+        result = rank(llm, prompts, history, list(reversed(cands)), request="something funny", shuffles=1, priors=priors)
         result.elapsed_ms = (time.perf_counter() - start) * 1000
         return result
 
@@ -116,13 +135,23 @@ def main(argv: list[str] | None = None) -> None:
     written = llm.count_tokens("".join(llm.stream("Once upon a time", max_tokens=64)))
     write_rate = written / (time.perf_counter() - start)
 
+    first_s, first_result = median_time(first_call, args.repeats)
     cold_s, cold = median_time(one_pass_cold, args.repeats)
+    new_runs = [one_pass_new_conversation() for _ in range(args.repeats)]
+    new_s = statistics.median(r.elapsed_ms for r in new_runs) / 1000
     warm_runs = [one_pass_warm() for _ in range(args.repeats)]
     warm_s = statistics.median(r.elapsed_ms for r in warm_runs) / 1000
-    two_s, two = median_time(lambda: rank(llm, prompts, history, cands, request="a thrilling film", shuffles=2, seed=1), args.repeats)
+    two_s, two = median_time(lambda: rank(llm, prompts, history, cands, request="a thrilling film", shuffles=2, seed=1, priors=priors), args.repeats)
 
+    # The baseline reads the same lines: its template's `lines:` block matches the rank template's.
     template = prompts.get("rank_titles")
-    titles_prompt = template.render(history=[item_line(h) for h in history], request="a thrilling film", candidates=[item_line(c.item) for c in cands])
+    lines = template.lines
+
+    def titles_prompt_for(request: str, candidates, user_history=history) -> str:
+        return template.render(history=[item_line(h, lines=lines) for h in user_history], request=request,
+                               candidates=[item_line(c.item, lines=lines) for c in candidates])
+
+    titles_prompt = titles_prompt_for("a thrilling film", cands)
 
     # The fairest budget for the baseline: exactly what listing every candidate title takes.
     answer_tokens = llm.count_tokens("\n".join(c.item.title for c in cands)) + 1
@@ -137,13 +166,22 @@ def main(argv: list[str] | None = None) -> None:
     def generate_titles_warm():
         # As one_pass_warm: instructions and history cached by a first call, then a new request and order.
         "".join(llm.stream(titles_prompt, max_tokens=answer_tokens, stop=template.output.stop))
-        prompt = template.render(history=[item_line(h) for h in history], request="something funny",
-                                 candidates=[item_line(c.item) for c in reversed(cands)])
+        prompt = titles_prompt_for("something funny", list(reversed(cands)))
         start = time.perf_counter()
         "".join(llm.stream(prompt, max_tokens=answer_tokens, stop=template.output.stop))
         return time.perf_counter() - start
 
     gen_warm_s = statistics.median(generate_titles_warm() for _ in range(max(1, args.repeats - 1)))
+
+    def generate_titles_new_conversation():
+        fresh_cache()
+        for _ in range(2):
+            "".join(llm.stream(titles_prompt_for("a thrilling film", cands, other_history), max_tokens=answer_tokens, stop=template.output.stop))
+        start = time.perf_counter()
+        "".join(llm.stream(titles_prompt, max_tokens=answer_tokens, stop=template.output.stop))
+        return time.perf_counter() - start
+
+    gen_new_s = statistics.median(generate_titles_new_conversation() for _ in range(max(1, args.repeats - 1)))
 
     # One whole turn: rank (2 orders), reasons for the top 5 streamed, a summary; then a second turn.
     known = {c.item.title for c in cands} | {h.title for h in history}
@@ -151,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     def turn(request: str) -> dict:
         t0 = time.perf_counter()
         before = dict(llm.stats)
-        result = rank(llm, prompts, history, cands, request=request, shuffles=2)
+        result = rank(llm, prompts, history, cands, request=request, shuffles=2, priors=priors)
         t_rank = time.perf_counter() - t0
         first_delta = None
         t1 = time.perf_counter()
@@ -177,10 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     llm._snapshots = saved
 
     rows += [
+        (f"rank {len(cands)} candidates, first call after loading (calibration + one pass)", first_s, f"{first_result.total_prompt_tokens} prompt tokens"),
         (f"rank {len(cands)} candidates, one forward pass, cold cache", cold_s, f"{cold.prompt_tokens} prompt tokens"),
+        (f"rank {len(cands)} candidates, one forward pass, new conversation (template head cached)", new_s, f"{new_runs[-1].prompt_tokens} prompt tokens"),
         (f"rank {len(cands)} candidates, one forward pass, warm (instructions + history cached)", warm_s, f"{warm_runs[-1].prompt_tokens} prompt tokens"),
         (f"rank {len(cands)} candidates, two orders (default shuffles=2), warm", two_s, f"{two.passes} passes"),
         (f"rank by generating the titles as text (LLMRank style), cold", gen_s, f"{count_prompt_tokens(llm, titles_prompt)} prompt + {gen_tokens} generated tokens"),
+        (f"rank by generating the titles as text, new conversation (template head cached)", gen_new_s, ""),
         (f"rank by generating the titles as text, warm (instructions + history cached)", gen_warm_s, "same budget of generated tokens"),
         ("turn 1: rank (2 orders) + 5 streamed reasons + summary", first["turn_s"], f"{first['prompt_tokens']} prompt tokens, {first['read_tokens']} read"),
         ("turn 1: time to first streamed reason (after ranking)", first["first_reason_s"], ""),
@@ -191,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     speedup = gen_s / cold_s if cold_s else float("nan")
     speedup_warm = gen_warm_s / warm_s if warm_s else float("nan")
+    speedup_new = gen_new_s / new_s if new_s else float("nan")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nModel {llm.model}, {args.threads} threads, loaded in {load_s:.1f} s; {source}; "
           f"median of {args.repeats}; load average {load:.1f} on {os.cpu_count()} cores; "
@@ -198,9 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| measurement | seconds | notes |\n| --- | ---: | --- |")
     for name, seconds, note in rows:
         print(f"| {name} | {seconds:.2f} | {note} |")
-    print(f"\nOne pass vs generation: {speedup:.1f}x faster both cold, {speedup_warm:.1f}x both warm. "
-          f"Targets: one pass < 1.5 s ({'met' if warm_s < 1.5 else 'NOT met'} warm, {'met' if cold_s < 1.5 else 'not met'} cold), "
-          f">= 3x faster than generation ({'met' if speedup >= 3 else 'NOT met'} cold, {'met' if speedup_warm >= 3 else 'NOT met'} warm).")
+    met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    print(f"\nOne pass vs generation, in the same cache state: {speedup:.1f}x cold, {speedup_new:.1f}x new conversation, "
+          f"{speedup_warm:.1f}x warm. Targets: one pass < 1.5 s ({met(cold_s < 1.5)} cold, {met(new_s < 1.5)} new "
+          f"conversation, {met(warm_s < 1.5)} warm), >= 3x faster than generation ({met(speedup >= 3)} cold, "
+          f"{met(speedup_new >= 3)} new conversation, {met(speedup_warm >= 3)} warm).")
 
 
 if __name__ == "__main__":

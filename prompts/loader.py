@@ -57,6 +57,17 @@ class Output(BaseModel):
         return self
 
 
+class Lines(BaseModel):
+    """Which facts an item line carries: every fact is tokens the model reads on every call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    year: bool = True
+    categories: int = Field(default=2, ge=0)  # how many, each ~2 tokens per line
+    creator: bool = True
+    evidence: bool = True  # candidates only: "- near: Heat", the closest liked item or matched words
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +85,7 @@ class PromptTemplate(BaseModel):
     style: Literal["completion", "chat"]
     variables: list[Variable]
     output: Output
+    lines: Lines = Field(default_factory=Lines)
     template: str | None = None
     messages: list[Message] | None = None
     source: str = Field(default="", exclude=True)  # the file it came from, for error messages

@@ -191,6 +191,19 @@ def test_llm_label_ranking_moves_its_favourite_up(make_engine):
     assert labelled_e.startswith(cards[0].title)
 
 
+@pytest.mark.parametrize("blend, asked", [(0.5, True), (0.0, False)])
+def test_warm_up_asks_the_calibration_before_the_first_turn(make_engine, blend, asked):
+    llm = FakeLLM(default="A")
+    engine = make_engine(llm=llm, rank_blend=blend, rank_shuffles=1)
+    engine.agent.warm_up()
+    assert [("N/A" in p) for p in llm.prompts] == ([True] if asked else [])
+    before = len(llm.prompts)
+    run(engine, "ben", "recommend me something")
+    turn_prompts = [p if isinstance(p, str) else str(p) for p in llm.prompts[before:]]
+    assert not any("A. N/A" in p for p in turn_prompts)  # the turn reused the warm-up's answer
+    assert any("Candidates:" in p for p in turn_prompts) == asked
+
+
 def test_llm_reasons_stream_and_are_checked(make_engine):
     llm = FakeLLM()
     engine = make_engine(llm=llm, rank_blend=0.0)

@@ -32,6 +32,21 @@ def test_ingest_recommend_json_and_info(cli_env, capsys):
     assert info["catalog_items"] == 302 and info["users"] == 6 and info["llm_backend"] == "none"
 
 
+@pytest.mark.parametrize(
+    "env, shown",
+    [
+        ({"RECASSIST_LLM_BACKEND": "llama"}, "0 (auto: the evaluation's choice for the embedded model"),
+        ({"RECASSIST_LLM_BACKEND": "openai"}, "0.3 (auto: unmeasured for this model; `recassist eval --backend openai`"),
+        ({"RECASSIST_RANK_BLEND": "0.4"}, "0.4 (set)"),
+    ],
+)
+def test_info_says_which_ranking_weight_is_in_use_and_why(cli_env, capsys, monkeypatch, env, shown):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rank_blend"].startswith(shown)
+
+
 def test_ingest_with_rejects_exits_2_and_names_the_line(cli_env, capsys):
     path = cli_env / "items.csv"
     path.write_text("sku,name\n1,Good item\n2,\n3,Another\n", encoding="utf-8")
@@ -71,7 +86,7 @@ def test_chat_notice_never_lands_inside_a_streamed_reason(cli_env, capsys, monke
         agent = Agent()
 
     monkeypatch.setattr("assistant.cli._engine", lambda args: FakeEngine())
-    monkeypatch.setattr("assistant.cli._check_prompts", lambda engine: None)
+    monkeypatch.setattr("assistant.cli._ready_model", lambda engine: None)
     answers = iter(["hello", ""])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     assert main(["chat", "--user", "eli"]) == 0

@@ -11,6 +11,7 @@ from assistant.errors import LLMError
 from assistant.llm.fake import FakeLLM
 from assistant.ranking import LABELS, item_line, parse_ranking, rank
 from prompts import Prompts
+from prompts.loader import Lines
 from retrieval.records import Candidate, Evidence, Item
 
 PROMPTS = Prompts("completion")
@@ -96,11 +97,36 @@ def test_each_shuffle_shows_the_same_candidates_relabelled():
     llm = FakeLLM(default="A")
     result = rank(llm, PROMPTS, history(2), candidates(4), shuffles=2)
     calibration, first, second = llm.prompts
-    assert "A. N/A\nB. N/A" in calibration and calibration.split("A. N/A")[0] == first.split("A. Title 0")[0]
-    assert "A. Title 0 (1990; Drama, Crime)" in first and "A. Title 3 (1993; Drama, Crime)" in second
+    assert "A. Title 0 (Drama)" in first and "A. Title 3 (Drama)" in second
     # Everything before the candidate block is identical, so the model's KV cache reuses it.
-    assert first.split("A. Title 0 (1990")[0] == second.split("A. Title 3 (1993")[0]
+    assert first.split("A. Title 0 (")[0] == second.split("A. Title 3 (")[0]
     assert [entry["order"] for entry in result.raw[1:]] == [["c0", "c1", "c2", "c3"], ["c3", "c2", "c1", "c0"]]
+
+
+def test_calibration_is_content_free_and_asked_once_per_model():
+    # Zhao et al.'s content-free input: the template's instructions and examples, no user data.
+    llm, priors = FakeLLM(default="A"), {}
+    first = rank(llm, PROMPTS, history(2), candidates(4), shuffles=1, request="a heist", priors=priors)
+    calibration = llm.prompts[0]
+    assert "A. N/A\nB. N/A\nC. N/A\nD. N/A" in calibration
+    assert "History 0" not in calibration and "a heist" not in calibration
+    assert first.raw[0]["calibration"] and not first.raw[0]["cached"] and first.total_prompt_tokens == 2 * first.prompt_tokens
+    # Another user, another request, the same number of candidates: the saved prior is used.
+    second = rank(llm, PROMPTS, history(5), list(reversed(candidates(4))), shuffles=1, request="comedy", priors=priors)
+    assert len(llm.prompts) == 3 and "N/A" not in llm.prompts[2]
+    assert second.raw[0]["cached"] and second.total_prompt_tokens == second.prompt_tokens
+    assert second.llm_scores == pytest.approx(dict.fromkeys(["c0", "c1", "c2", "c3"], 0.25))
+    # A different candidate count is a different content-free prompt.
+    rank(llm, PROMPTS, [], candidates(3), shuffles=1, priors=priors)
+    assert "C. N/A" in llm.prompts[3] and "D. N/A" not in llm.prompts[3] and len(priors) == 2
+
+
+def test_a_cached_prior_belongs_to_its_model():
+    priors = {}
+    rank(FakeLLM(default="A", model="one"), PROMPTS, [], candidates(3), shuffles=1, priors=priors)
+    other = FakeLLM(default="A", model="two")
+    rank(other, PROMPTS, [], candidates(3), shuffles=1, priors=priors)
+    assert "N/A" in other.prompts[0] and len(priors) == 2
 
 
 @pytest.mark.parametrize(
@@ -172,11 +198,12 @@ def test_budget_trims_history_then_evidence_then_weakest_candidates(budget):
     prompt = llm.prompts[0]
     assert llm.count_tokens(prompt) <= budget and result.prompt_tokens == llm.count_tokens(prompt)
     kept_history = re.findall(r"^- (History \d+ .*)$", prompt.split("History (oldest first):")[-1], flags=re.M)
-    full_history = [item_line(h) for h in hist]
+    lines_ = PROMPTS.get("rank").lines
+    full_history = [item_line(h, lines=lines_) for h in hist]
     assert kept_history == full_history[len(full_history) - len(kept_history) :]  # newest kept, whole lines
     lines = re.findall(r"^[A-Z]\. .*$", prompt.split("Candidates:")[-1], flags=re.M)
     assert all(
-        line in (item_line(c.item, label=line[0]), item_line(c.item, label=line[0], evidence="near: History 0"))
+        line in (item_line(c.item, label=line[0], lines=lines_), item_line(c.item, label=line[0], evidence="near: History 0", lines=lines_))
         for line, c in zip(lines, cands)
     )
     with_evidence = sum("near:" in line for line in lines)
@@ -216,3 +243,25 @@ def test_chat_style_prompts_are_messages():
 def test_item_lines_are_compact(item, expected):
     assert item_line(item) == expected
     assert item_line(item, label="C", evidence="near: X") == f"C. {expected} - near: X"
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        ({}, "C. Heat (1995; Action, Crime) by Michael Mann - near: X"),
+        ({"categories": 1}, "C. Heat (1995; Action) by Michael Mann - near: X"),
+        ({"categories": 0, "creator": False}, "C. Heat (1995) - near: X"),
+        ({"year": False, "evidence": False}, "C. Heat (Action, Crime) by Michael Mann"),
+        ({"year": False, "categories": 0, "creator": False, "evidence": False}, "C. Heat"),
+    ],
+)
+def test_a_templates_lines_block_chooses_the_facts(lines, expected):
+    item = Item("1", "Heat", year=1995, categories=["Action", "Crime", "Drama"], creator="Michael Mann")
+    assert item_line(item, label="C", evidence="near: X", lines=Lines(**lines)) == expected
+
+
+def test_the_rank_prompt_uses_its_templates_lines():
+    llm = FakeLLM(default="A")
+    rank(llm, PROMPTS, history(1), candidates(2, evidence=True), shuffles=1, calibrate=False)
+    assert "A. Title 0 (Drama) - near: History 0" in llm.prompts[0]
+    assert "- History 0 (Drama)\n" in llm.prompts[0] and "1970" not in llm.prompts[0]

@@ -43,6 +43,26 @@ def test_bad_settings_name_the_setting(env, needle):
         Settings.load(env=env)
 
 
+@pytest.mark.parametrize(
+    "env, blend",
+    [
+        ({}, 0.0),  # the embedded model: the evaluation's choice, so it is not asked to rank
+        ({"RECASSIST_LLM_MODEL_PATH": "/models/qwen.gguf"}, 0.3),  # another GGUF: the unmeasured prior
+        ({"RECASSIST_LLM_BACKEND": "openai"}, 0.3),
+        ({"RECASSIST_RANK_BLEND": "0.7"}, 0.7),  # a pinned weight wins, for any model
+        ({"RECASSIST_RANK_BLEND": "auto", "RECASSIST_LLM_BACKEND": "fake"}, 0.3),
+    ],
+)
+def test_rank_blend_auto_follows_the_evaluation_for_the_embedded_model(env, blend):
+    assert Settings.load(env=env).effective_rank_blend == blend
+
+
+@pytest.mark.parametrize("raw", ["1.5", "-0.1", "often"])
+def test_rank_blend_must_be_a_weight_or_auto(raw):
+    with pytest.raises(ConfigError, match="rank_blend"):
+        Settings.load(env={"RECASSIST_RANK_BLEND": raw})
+
+
 def test_unknown_key_in_file_is_an_error(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("tpo_k = 3\n")
