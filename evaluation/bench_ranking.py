@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import re
 import statistics
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from evaluation.movielens import split_title
 from retrieval.records import Candidate, Evidence, Item
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "movielens-small"
@@ -35,8 +35,7 @@ def load_scenario(data_dir: Path, n_candidates: int, n_history: int) -> tuple[li
     movies: dict[str, Item] = {}
     with open(data_dir / "movies.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            match = re.match(r"^(.*?)\s*\((\d{4})\)\s*$", row["title"])
-            title, year = (match.group(1), int(match.group(2))) if match else (row["title"], None)
+            title, year = split_title(row["title"])  # as the evaluation's catalog spells titles
             movies[row["movieId"]] = Item(row["movieId"], title, categories=row["genres"].split("|"), year=year)
     ratings: dict[str, list[tuple[float, str, float]]] = {}
     counts: Counter = Counter()

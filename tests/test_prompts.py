@@ -80,6 +80,8 @@ def test_rendering_with_wrong_variables_names_file_and_variable(values, message)
         (("{{ who }}:", "{{ who }:"), "Jinja syntax error"),
         (("type: text,", "type: json,"), "needs a `schema`"),
         (("template: |-\n  Hello {{ who }}:\n", "messages: []\n"), "completion template needs `template`"),
+        (("template: |-", "lines: {years: false}\ntemplate: |-"), "lines.years: Extra inputs"),
+        (("template: |-", "lines: {categories: -1}\ntemplate: |-"), "lines.categories"),
     ],
 )
 def test_invalid_template_files_are_rejected_with_the_reason(change, message):
@@ -88,6 +90,12 @@ def test_invalid_template_files_are_rejected_with_the_reason(change, message):
     with pytest.raises(PromptError) as err:
         parse_template(text, "greet.completion.yaml")
     assert "greet.completion.yaml" in str(err.value) and message in str(err.value)
+
+
+def test_lines_default_to_every_fact_and_a_file_may_trim_them():
+    assert parse_template(GOOD).lines.model_dump() == {"year": True, "categories": 2, "creator": True, "evidence": True}
+    trimmed = parse_template(GOOD.replace("template: |-", "lines: {year: false, categories: 1}\ntemplate: |-"))
+    assert (trimmed.lines.year, trimmed.lines.categories, trimmed.lines.creator) == (False, 1, True)
 
 
 def test_a_saved_variant_overrides_the_shipped_template(tmp_path):
