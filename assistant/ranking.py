@@ -3,8 +3,9 @@
 The prompt labels candidates A, B, C...; the LLM's next-token probabilities over those labels
 score every candidate at once (LlamaRec), instead of generating a ranked list token by token.
 Position bias (LLMRank) is countered twice: contextual calibration divides out the label
-probabilities the model gives when every candidate is "N/A" (its bias for "A" and for the first
-slot), and the same candidates are read in several orders and averaged. The LLM score is then
+probabilities the model gives when every candidate is "N/A" and there is no history or request
+(its bias for "A" and for the first slot; asked once per model), and the same candidates are read
+in several orders and averaged. The LLM score is then
 blended with the retrieval order, so a weak model can nudge the list but not wreck it. Gemma 3
 270M, measured: with all candidates "N/A" label A still gets ~35% and the first four ~70%.
 

@@ -17,6 +17,17 @@ from retrieval.records import Candidate, Evidence, Item
 PROMPTS = Prompts("completion")
 
 
+def prompts_with_lines(**lines) -> Prompts:
+    """The shipped completion prompts, with the rank template's `lines:` block changed."""
+    shipped = PROMPTS.get("rank")
+    prompts = Prompts("completion")
+    prompts.override(shipped.model_copy(update={"lines": shipped.lines.model_copy(update=lines)}))
+    return prompts
+
+
+EVIDENCE_PROMPTS = prompts_with_lines(evidence=True)
+
+
 def candidates(n: int, evidence: bool = False) -> list[Candidate]:
     """Candidates c0..c(n-1), best retrieval score first."""
     return [
@@ -194,11 +205,11 @@ def test_more_candidates_than_labels_keep_their_place_after_the_ranked_ones():
 def test_budget_trims_history_then_evidence_then_weakest_candidates(budget):
     llm = FakeLLM(default="A")  # counts whitespace-separated words as tokens
     hist, cands = history(8), candidates(10, evidence=True)
-    result = rank(llm, PROMPTS, hist, cands, shuffles=1, budget_tokens=budget, calibrate=False)
+    result = rank(llm, EVIDENCE_PROMPTS, hist, cands, shuffles=1, budget_tokens=budget, calibrate=False)
     prompt = llm.prompts[0]
     assert llm.count_tokens(prompt) <= budget and result.prompt_tokens == llm.count_tokens(prompt)
     kept_history = re.findall(r"^- (History \d+ .*)$", prompt.split("History (oldest first):")[-1], flags=re.M)
-    lines_ = PROMPTS.get("rank").lines
+    lines_ = EVIDENCE_PROMPTS.get("rank").lines
     full_history = [item_line(h, lines=lines_) for h in hist]
     assert kept_history == full_history[len(full_history) - len(kept_history) :]  # newest kept, whole lines
     lines = re.findall(r"^[A-Z]\. .*$", prompt.split("Candidates:")[-1], flags=re.M)
@@ -263,5 +274,7 @@ def test_a_templates_lines_block_chooses_the_facts(lines, expected):
 def test_the_rank_prompt_uses_its_templates_lines():
     llm = FakeLLM(default="A")
     rank(llm, PROMPTS, history(1), candidates(2, evidence=True), shuffles=1, calibrate=False)
-    assert "A. Title 0 (Drama) - near: History 0" in llm.prompts[0]
+    assert "A. Title 0 (Drama)\n" in llm.prompts[0] and "near:" not in llm.prompts[0]  # shipped: no evidence
     assert "- History 0 (Drama)\n" in llm.prompts[0] and "1970" not in llm.prompts[0]
+    rank(llm, prompts_with_lines(evidence=True, year=True), history(1), candidates(2, evidence=True), shuffles=1, calibrate=False)
+    assert "A. Title 0 (1990; Drama) - near: History 0" in llm.prompts[1]
