@@ -8,6 +8,8 @@ users; three positions triple the evidence behind each choice and never touch th
     python -m evaluation.experiments                 # signals alone and fused with sequential (~10 min, 2 cores)
     python -m evaluation.experiments --product       # the product Retriever at the same positions (~5 min)
     python -m evaluation.experiments --product --dislike-margin 0.5 --reading positive
+    python -m evaluation.experiments --signals sasrec                # SASRec-CE alone and fused (torch)
+    python -m evaluation.experiments --signals sasrec --sasrec hidden=128,dropout=0.5,epochs=80
 
 Findings and the table: evaluation/reports/experiments.md.
 """
@@ -23,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import sparse
 
+from assistant.errors import ConfigError
 from evaluation import metrics, protocols, scorers
 from evaluation.splits import Split, Stage, UserSplit
 
@@ -103,12 +106,16 @@ class ProductCollab:
 
 
 class RecentPopularity:
-    """How many interactions each item had in the time before the user's latest one (decay tau)."""
+    """How many interactions each item had in the time before "now" (decay tau).
+
+    now = the user's latest interaction, or with at="request" the time of the held-out one: a live
+    system knows when it is asked. Only interactions strictly before now count, so nothing leaks.
+    """
 
     name = "recent-popularity"
 
-    def __init__(self, tau_days: float = 30.0, horizon: float = 5.0):
-        self.tau, self.horizon = tau_days * 86400.0, horizon
+    def __init__(self, tau_days: float = 30.0, horizon: float = 5.0, at: str = "latest"):
+        self.tau, self.horizon, self.at = tau_days * 86400.0, horizon, at
 
     def fit(self, stage: Stage) -> "RecentPopularity":
         times, items = np.concatenate(stage.times), np.concatenate(stage.histories)
@@ -119,9 +126,13 @@ class RecentPopularity:
     def score(self, stage: Stage, rows: Sequence[int]) -> np.ndarray:
         out = np.zeros((len(rows), stage.n_items), dtype=np.float32)
         for n, row in enumerate(rows):
-            now = stage.times[row][-1]  # nothing after the user's latest interaction is counted
+            if self.at == "request":
+                now = stage.target_times[row]
+                hi = np.searchsorted(self.times, now, side="left")
+            else:
+                now = stage.times[row][-1]  # nothing after the user's latest interaction is counted
+                hi = np.searchsorted(self.times, now, side="right")
             lo = np.searchsorted(self.times, now - self.horizon * self.tau)
-            hi = np.searchsorted(self.times, now, side="right")
             weights = np.exp(-(now - self.times[lo:hi]) / self.tau)
             out[n] = np.bincount(self.items[lo:hi], weights=weights, minlength=stage.n_items)
         return out
@@ -185,7 +196,32 @@ class NextItemRidge:
         return np.asarray(self._profile([stage.histories[r] for r in rows], stage.n_items) @ self.weights)
 
 
-def signals(vectors: np.ndarray | None) -> dict[str, Callable[[], object]]:
+class SASRec:
+    """evaluation.sasrec.SASRecModel (full-softmax CE) trained on the stage's histories."""
+
+    name = "sasrec"
+    # Its probabilities peak sharper than the sequential scores, so heavier weights are in reach too.
+    fusion_weights = (*FUSION_WEIGHTS, 1.0, 1.5)
+
+    def __init__(self, **knobs):
+        self.knobs = knobs
+
+    def fit(self, stage: Stage) -> "SASRec":
+        from evaluation.sasrec import SASRecModel
+
+        self.model = SASRecModel(**self.knobs).fit_sequences([h.tolist() for h in stage.histories])
+        self.columns = np.asarray(self.model.item_ids, dtype=np.int64)
+        seconds = self.model.epoch_seconds
+        print(f"  sasrec {self.knobs}: {len(seconds)} epochs, {np.mean(seconds or [0]):.2f} s each, {sum(seconds):.0f} s", flush=True)
+        return self
+
+    def score(self, stage: Stage, rows: Sequence[int]) -> np.ndarray:
+        out = np.zeros((len(rows), stage.n_items), dtype=np.float32)
+        out[:, self.columns] = self.model.score_matrix([stage.histories[r].tolist() for r in rows])
+        return out
+
+
+def signals(vectors: np.ndarray | None, sasrec: dict | None = None) -> dict[str, Callable[[], object]]:
     """Every candidate, by the name the experiment log uses."""
     out = {
         "sequential (product SequentialModel)": lambda: ProductSequential(),
@@ -201,28 +237,37 @@ def signals(vectors: np.ndarray | None) -> dict[str, Callable[[], object]]:
         "pair context (last two items)": lambda: PairContext(),
         "recent popularity (30 days before)": lambda: RecentPopularity(30.0),
         "recent popularity (1 day before)": lambda: RecentPopularity(1.0),
+        "request-time popularity (30 days before the held-out item's time)": lambda: RecentPopularity(30.0, at="request"),
+        "request-time popularity (90 days before the held-out item's time)": lambda: RecentPopularity(90.0, at="request"),
         "popularity": lambda: scorers.Popularity(),
     }
+    if sasrec:  # the knobs being tried replace the defaults' row
+        out[f"SASRec-CE ({_knob_text(sasrec)})"] = lambda: SASRec(**sasrec)
+    else:
+        out["SASRec-CE (evaluation.sasrec defaults)"] = lambda: SASRec()
     if vectors is not None:
         out["content (MiniLM, last 5)"] = lambda: scorers.Content(vectors, last=5, decay=0.8)
     return out
 
 
-def run_signals(split: Split, keys: np.ndarray, vectors: np.ndarray | None) -> list[dict]:
-    """Each signal alone and fused (max-scaled, best weight) with the product sequential signal."""
+def run_signals(split: Split, keys: np.ndarray, vectors: np.ndarray | None,
+                candidates: dict[str, Callable[[], object]] | None = None) -> list[dict]:
+    """Each signal alone and fused (max-scaled, best weight) with the product sequential signal (the first)."""
     stages = [held_out(split, k).stage("valid") for k in POSITIONS]
     rows = np.arange(len(split.users))
     table = []
     base: list[np.ndarray] = []
-    for name, make in signals(vectors).items():
+    for name, make in (candidates or signals(vectors)).items():
         began = time.perf_counter()
-        matrices = [scorers.scale_rows(make().fit(stage).score(stage, rows)) for stage in stages]
+        instances = [make() for _ in stages]
+        matrices = [scorers.scale_rows(signal.fit(stage).score(stage, rows)) for signal, stage in zip(instances, stages)]
         alone = [accuracy(m, stage, keys) for m, stage in zip(matrices, stages)]
         entry = {"signal": name, "alone": alone, "seconds": time.perf_counter() - began}
         if not base:
             base = matrices
         else:
-            tried = {w: [accuracy(b + w * m, stage, keys) for b, m, stage in zip(base, matrices, stages)] for w in FUSION_WEIGHTS}
+            weights = getattr(instances[0], "fusion_weights", FUSION_WEIGHTS)
+            tried = {w: [accuracy(b + w * m, stage, keys) for b, m, stage in zip(base, matrices, stages)] for w in weights}
             weight = max(tried, key=lambda w: np.mean([n for _, n in tried[w]]))
             entry.update(fused_weight=weight, fused=tried[weight])
         table.append(entry)
@@ -255,6 +300,36 @@ def run_product(split: Split, keys: np.ndarray, work_dir: Path, vectors: np.ndar
     return out
 
 
+def chosen(candidates: dict[str, Callable[[], object]], wanted: str | None) -> dict[str, Callable[[], object]]:
+    """The first candidate (the fusion base) and those whose name contains one of the comma-separated words."""
+    if not wanted:
+        return candidates
+    words = [w.strip().lower() for w in wanted.split(",") if w.strip()]
+    names = list(candidates)
+    keep = [names[0]] + [n for n in names[1:] if any(w in n.lower() for w in words)]
+    if len(keep) == 1 and not any(w in names[0].lower() for w in words):
+        raise ConfigError(f"--signals {wanted!r} matches no signal; names are: {', '.join(names)}")
+    return {n: candidates[n] for n in keep}
+
+
+def parse_knobs(text: str) -> dict:
+    """'hidden=128,dropout=0.5' -> {'hidden': 128, 'dropout': 0.5} (ints stay ints)."""
+    knobs = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigError(f"--sasrec: {part!r} is not KNOB=VALUE (e.g. hidden=128,dropout=0.5)")
+        try:
+            knobs[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise ConfigError(f"--sasrec: {key.strip()}={value!r} is not a number") from None
+    return knobs
+
+
+def _knob_text(knobs: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in knobs.items())
+
+
 def _row(entry: dict) -> str:
     def cell(values):
         return f"{values[0][0]:.4f} / {values[0][1]:.4f} | {np.mean([r for r, _ in values]):.4f} / {np.mean([n for _, n in values]):.4f}"
@@ -269,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dislike-margin", type=float, help="override retrieval.candidates.DISLIKE_MARGIN (product run)")
     parser.add_argument("--reading", choices=("consumed", "positive"), default="consumed",
                         help="positive: feed the product's sequential signal only items with weight >= 0 (the reading before)")
+    parser.add_argument("--signals", metavar="WORDS",
+                        help="only signals whose name contains one of these comma-separated words (the product sequential base always runs)")
+    parser.add_argument("--sasrec", metavar="KNOBS", type=parse_knobs,
+                        help="add a SASRec-CE row with these evaluation.sasrec.SASRecModel knobs, e.g. hidden=128,dropout=0.5,epochs=80")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "recassist-eval")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -281,10 +360,12 @@ def main(argv: list[str] | None = None) -> None:
     items, events, _ = load_data(EvalConfig(out=args.work_dir / "unused", work_dir=args.work_dir))
     split = leave_one_out(items, events, min_count=5)
     keys = protocols.tie_key(len(split.items), args.seed)
-    vectors = content_vectors(split.items, create_embedder("minilm"), args.work_dir / "vectors")
+    needs_vectors = args.product or not args.signals or "content" in args.signals.lower()
+    vectors = content_vectors(split.items, create_embedder("minilm"), args.work_dir / "vectors") if needs_vectors else None
     if not args.product:
+        candidates = chosen(signals(vectors, args.sasrec), args.signals)
         print("| signal | alone: valid R@10 / NDCG@10 | 3 positions | + sequential: valid | 3 positions | time |")
-        run_signals(split, keys, vectors)
+        run_signals(split, keys, vectors, candidates)
         return
     import retrieval.candidates as candidates
 

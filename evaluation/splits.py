@@ -49,6 +49,7 @@ class Stage:
     weights: list[np.ndarray]  # Event.weight of each history entry (rating -> preference)
     times: list[np.ndarray]
     targets: np.ndarray  # item index of each user's held-out item
+    target_times: np.ndarray | None = None  # its timestamp: "now" for signals that know when they are asked
 
     @property
     def n_items(self) -> int:
@@ -69,6 +70,7 @@ class Stage:
             [self.weights[r] for r in rows],
             [self.times[r] for r in rows],
             self.targets[rows],
+            None if self.target_times is None else self.target_times[rows],
         )
 
 
@@ -89,13 +91,14 @@ class Split:
         if name not in ("valid", "test"):
             raise ConfigError(f"unknown stage {name!r}; use 'valid' or 'test'")
         index = self.item_index()
-        histories, weights, times, targets = [], [], [], []
+        histories, weights, times, targets, target_times = [], [], [], [], []
         for user in self.users:
             events = user.history(name)
             histories.append(np.array([index[e.item_id] for e in events], dtype=np.int64))
             weights.append(np.array([e.weight for e in events], dtype=np.float32))
             times.append(np.array([e.timestamp for e in events], dtype=np.float64))
             targets.append(index[user.target(name).item_id])
+            target_times.append(user.target(name).timestamp)
         return Stage(
             name,
             [item.id for item in self.items],
@@ -104,6 +107,7 @@ class Split:
             weights,
             times,
             np.array(targets, dtype=np.int64),
+            np.array(target_times, dtype=np.float64),
         )
 
 

@@ -44,6 +44,19 @@ def test_recent_popularity_counts_only_what_came_before_the_users_latest_interac
     assert scores[column["y"]] == 0  # after day 10: the future is not counted
 
 
+def test_request_time_popularity_counts_what_came_strictly_before_the_held_out_items_time():
+    # u0 is asked on day 11 (its validation item); u1 watched x before, w at that second, v after.
+    split = split_of(list("abcde"), list("xwvhi"),
+                     times=[[0, 9 * DAY, 10 * DAY, 11 * DAY, 12 * DAY], [10.5 * DAY, 11 * DAY, 11.5 * DAY, 30 * DAY, 31 * DAY]])
+    stage = split.stage("valid")
+    column = {item: j for j, item in enumerate(stage.item_ids)}
+    at_request = RecentPopularity(tau_days=30, at="request").fit(stage).score(stage, [0])[0]
+    at_latest = RecentPopularity(tau_days=30).fit(stage).score(stage, [0])[0]
+    assert at_request[column["x"]] > 0 and at_latest[column["x"]] == 0  # between the latest item and the ask
+    assert at_request[column["w"]] == 0 and at_request[column["v"]] == 0  # at or after the ask: not known yet
+    assert stage.target_times[0] == 11 * DAY
+
+
 def test_pair_context_reads_the_last_two_items_in_order():
     split = split_of(list("abcxyz"), list("abdxyz"), list("baexyz"), list("qrabst"))
     stage = split.stage("valid")  # u3 sees q r a b; others show what followed "a b"
