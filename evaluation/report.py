@@ -187,6 +187,10 @@ def _llm_section(llm: dict) -> list[str]:
              f"- Blend weight chosen on the validation item (grid {llm.get('blend_grid')}): "
              + ", ".join(f"{k}: {v}" for k, v in llm.get("chosen_blend", {}).items()) + ".",
              ]
+    chosen = llm.get("chosen_blend", {}).get("(a) llm")
+    if chosen is not None:
+        lines.append(f"- In the product: `RECASSIST_RANK_BLEND={chosen:g}` ranks as protocol (a)'s `llm` row does "
+                     "(two orders, `rank_shuffles` 2); `auto` already applies the shipped choice for the embedded model.")
     validity = llm.get("validity", {})
     if validity:
         lines.append("- Validity of outputs: " + ", ".join(f"{k} {_fmt(v)}" for k, v in validity.items()) + ".")
