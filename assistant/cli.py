@@ -168,6 +168,10 @@ def cmd_serve(args) -> int:
         if engine.store.item_count() == 0 or args.reload_demo:
             print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)
         engine.load_demo(progress=True)
+    try:
+        engine.retriever  # load the embedder and fit the signals now, not in the first user's turn
+    except RecassistError as exc:  # e.g. a Chroma server not up yet: each request retries and says so
+        print(f"warning: retrieval is not ready yet ({exc}); requests will try again", file=sys.stderr)
     serve(engine, settings.host, settings.port)
     return 0
 
