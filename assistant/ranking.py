@@ -140,7 +140,8 @@ def _rank_by_logprobs(llm, prompts, history, ordered, request, shuffles, seed, b
     labels = LABELS[: len(shown)]
     prior = dict.fromkeys(labels, 0.0)
     if calibrate:
-        prior = _label_prior(llm, template, labels, priors, result)
+        prompt, prior, cached = _label_prior(llm, template, labels, priors)
+        result.raw.append({"order": [], "prompt": prompt, "output": prior, "calibration": True, "cached": cached})
     for order in _orders(len(shown), max(1, shuffles), seed):
         lines = [item_line(shown[i].item, label=labels[k], evidence=hints[i], lines=template.lines) for k, i in enumerate(order)]
         prompt = template.render(history=history_lines, request=request, candidates=lines)
@@ -158,28 +159,28 @@ def _rank_by_logprobs(llm, prompts, history, ordered, request, shuffles, seed, b
 def warm_up(llm, prompts, n_candidates: int, priors: dict) -> None:
     """Ask the calibration question before the first turn: its answer lands in `priors`, and the
     template's instructions in the model's prompt cache, so a first turn costs what later ones do."""
-    labels = LABELS[: max(2, min(n_candidates, len(LABELS)))]
-    _label_prior(llm, prompts.get("rank"), labels, priors, RankResult(candidates=[], scores={}, llm_scores={}))
+    _label_prior(llm, prompts.get("rank"), LABELS[: max(2, min(n_candidates, len(LABELS)))], priors)
 
 
-def _label_prior(llm, template, labels, priors: dict | None, result) -> dict[str, float]:
+def _label_prior(llm, template, labels, priors: dict | None) -> tuple[str | list, dict[str, float], bool]:
     """What the model answers when every input is "N/A": its bias for the labels and slots themselves.
 
     Contextual calibration (Zhao et al. 2021) with a content-free input: the template's own
     instructions and examples, no history, no request, every candidate "N/A". That prompt is the
     same for every user and turn, so `priors` (a dict the caller keeps) holds it after the first
-    call and a turn spends its forward passes on the candidates only.
+    call and a turn spends its forward passes on the candidates only. Returns the prompt, the
+    label log-probabilities and whether they came from `priors`.
     """
     prompt = template.render(history=[], request="", candidates=[f"{label}. N/A" for label in labels])
-    key = (getattr(llm, "model", ""), json.dumps(prompt, sort_keys=True), tuple(labels))
-    cached = priors.get(key) if priors is not None else None
-    prior = cached if cached is not None else llm.label_logprobs(prompt, labels)
+    key = (getattr(llm, "model", ""), json.dumps(prompt, sort_keys=True))  # the prompt spells the labels
+    if priors is not None and key in priors:
+        return prompt, priors[key], True
+    prior = llm.label_logprobs(prompt, labels)
     if _softmax(list(prior.values())) is None:
         raise ValueError(f"the model returned non-finite label log-probabilities: {prior}")
     if priors is not None:
         priors[key] = prior
-    result.raw.append({"order": [], "prompt": prompt, "output": prior, "calibration": True, "cached": cached is not None})
-    return prior
+    return prompt, prior, False
 
 
 def _rank_by_generation(llm, prompts, history, ordered, request, budget, max_history, result) -> dict[str, float]:

@@ -5,7 +5,8 @@ validation item (second-to-last) and the two items before it, each time refitted
 before that position only. One position's NDCG@10 has a standard error of about 0.01 over 610
 users; three positions triple the evidence behind each choice and never touch the test item.
 
-    python -m evaluation.experiments                 # signals alone and fused with sequential (~10 min, 2 cores)
+    python -m evaluation.experiments                 # signals alone and fused with sequential (~10 min, 2 cores,
+                                                     # plus 2-7 min for the SASRec row's three fits)
     python -m evaluation.experiments --product       # the product Retriever at the same positions (~5 min)
     python -m evaluation.experiments --product --dislike-margin 0.5 --reading positive
     python -m evaluation.experiments --signals sasrec                # SASRec-CE alone and fused (torch)
