@@ -133,6 +133,32 @@ def evidence_facts(candidate: Candidate) -> list[str]:
     return facts
 
 
+_DANGLING = frozenset("a an the and or but of to in on at by for with from who whom whose which that where when as his her their its".split())
+ABOUT_WORDS = 20  # the first sentence of a description, cut here: enough for a phrase to draw on
+
+
+def item_about(item: Item) -> str:
+    """The first sentence of the item's description, cut to a clause of at most ABOUT_WORDS words.
+
+    A longer sentence is cut at its last comma or semicolon past 3/5 of the limit (or at the limit,
+    without a dangling "the" or "who"), so a model that copies it copies a whole phrase.
+    """
+    text = re.sub(r"\s+", " ", item.text or "").strip()
+    first = re.match(r".+?(?:(?<!\b[A-Z])[.!?](?=\s|$)|[。！？]|$)", text)
+    sentence = (first.group(0) if first else text).strip()
+    words = sentence.split()
+    if len(words) <= ABOUT_WORDS:
+        return sentence
+    head = " ".join(words[:ABOUT_WORDS])
+    cut = max(head.rfind(","), head.rfind(";"))
+    if cut >= 0 and len(head[:cut].split()) >= ABOUT_WORDS * 3 // 5:
+        return head[:cut]
+    words = words[:ABOUT_WORDS]
+    while words and words[-1].lower().strip(",;") in _DANGLING:
+        words.pop()
+    return " ".join(words).rstrip(",;")
+
+
 # Grounding check ---------------------------------------------------------------------------------
 
 
@@ -353,6 +379,41 @@ class ReasonChunk:
     failure: str | None = None  # set once, on the final chunk of the reason where the model failed
 
 
+HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
+
+
+def _says_only_the_line(text: str, item: Item) -> bool:
+    """True when every content word of `text` is in the item's title, categories or year."""
+    line = Support.of([item.title, " ".join(item.categories), str(item.year or "")])
+    return all(line.covers(w) for w in content_words(text) if not w.isdigit())
+
+
+def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | None:
+    """A reason from a model's phrase about the item plus the strongest evidence fact.
+
+    The phrase must have at most HOOK_MAX_WORDS words: a longer one copied the description
+    instead of summing it up, and a cut one reads broken. None when it is longer, empty, or says
+    nothing beyond the item's line ("Wonder Woman", "a comedy film from 1994"); the caller then
+    uses the evidence sentence, which says more.
+    """
+    zh = is_chinese(language)
+    text = clean_generated(hook, max_sentences=1).strip().rstrip(".。!！?？;；:：…").strip()
+    if not zh:
+        words = text.split()
+        if len(words) > HOOK_MAX_WORDS:
+            return None
+        while words and words[-1].lower().strip(",;") in _DANGLING:
+            words.pop()
+        text = " ".join(words).rstrip(",;")
+    if not text or (not zh and _says_only_the_line(text, candidate.item)):
+        return None
+    preds = _predicates(candidate, zh)[:1]
+    if zh:
+        return text + ("，它" + preds[0] if preds else "") + "。"
+    text = text[:1].upper() + text[1:]
+    return text + ("; it " + preds[0] if preds else "") + "."
+
+
 def llm_reasons(
     llm,
     prompts,
@@ -367,18 +428,30 @@ def llm_reasons(
     `user_context` is the user's request this turn; `known_titles` the catalog titles (for the check);
     `liked_titles` the user's liked items (a reason may say they were liked).
     Without an LLM, or after it fails once, reasons come from the evidence.
+
+    The template's `output.form` says what the model writes: the whole sentence ("sentence"), or
+    a phrase on what the item is about ("hook", the embedded model's template), which
+    `hook_reason` joins with the strongest evidence fact. Either way the final sentence is
+    checked, and an evidence sentence replaces it if it invents anything. A template may use any
+    of the values offered: item, about, facts, request, language.
     """
     llm_ok = llm is not None
     template = prompts.get("reason") if llm_ok else None
+    hook_form = template is not None and template.output.form == "hook"
     batch_categories = {cat for c in candidates for cat in c.item.categories}
     for candidate in candidates:
         item_id = candidate.item.id
-        if not llm_ok:
+        about = item_about(candidate.item)
+        # A hook template with no description to sum up (or one that only restates the item's
+        # line, "A comedy film from 1994"): the evidence says more, and the model is not asked.
+        if not llm_ok or (hook_form and (not about or _says_only_the_line(about, candidate.item))):
             yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")
             continue
-        prompt = template.render(
-            item=item_line(candidate.item), facts=evidence_facts(candidate), request=user_context, language=language_name(language)
-        )
+        offered = {
+            "item": item_line(candidate.item), "about": about, "facts": evidence_facts(candidate),
+            "request": user_context, "language": language_name(language),
+        }
+        prompt = template.render_offered(offered)
         text = ""
         failure = None
         stops = template.output.stop or ["\n"]
@@ -391,14 +464,15 @@ def llm_reasons(
             log.warning("LLM reason failed, using evidence reasons: %s", exc)
             llm_ok = False
             failure = f"{type(exc).__name__}: {exc}"
-        reason = clean_generated(text)
-        problems = (
-            reason_problems(reason, candidate, known_titles, user_context, batch_categories, liked_titles, language)
-            if llm_ok
-            else ["llm failed"]
-        )
+        reason = (hook_reason(text, candidate, language) or "") if hook_form else clean_generated(text)
+        if not llm_ok:
+            problems = ["llm failed"]
+        elif hook_form and not reason:
+            problems = ["the phrase was unusable (empty, only the title, or one long unbroken clause)"]
+        else:
+            problems = reason_problems(reason, candidate, known_titles, user_context, batch_categories, liked_titles, language)
         if problems:
-            log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason)
+            log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason or text)
             yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure)
         else:
             yield ReasonChunk(item_id, None, reason, "llm")

@@ -3,11 +3,14 @@ a model's reasons pass it.
 
     python -m evaluation.reason_check score              # the labelled table in tests/
     python -m evaluation.reason_check collect out.json   # the embedded model on the demo users
+    python -m evaluation.reason_check collect out.json --data movielens   # ... on MovieLens users
     python -m evaluation.reason_check passes out.json    # how many of those pass the check
 
 `score` prints false rejects and false accepts per group of tests/reasons_labelled.json for a
 few thresholds (claims.MAX_UNSUPPORTED). `collect` runs the embedded Gemma 3 270M through
-llm_reasons (temperature 0) for the demo users' candidates and keeps each raw reason.
+llm_reasons (temperature 0) for the demo users' candidates (or, with --data movielens, for a
+seeded sample of MovieLens users with their whole history, through the evaluation's prepared
+store) and keeps each raw reason. `--prompt-variant NAME` collects with a saved variant.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from importlib.resources import files
 from pathlib import Path
 
 from assistant import claims
-from assistant.explain import clean_generated, llm_reasons, reason_problems
+from assistant.explain import clean_generated, hook_reason, llm_reasons, reason_problems
 from retrieval.records import Candidate, Evidence, Item
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "reasons_labelled.json"
+MOVIE_REQUESTS = ["", "a funny film for tonight", "a space adventure", "something dark and tense", "a love story"]
 REQUESTS = {
     "ana": ["", "a witty love story"], "ben": ["", "a sea adventure"], "chen": ["", "a dystopia"],
     "dara": ["", "a clever murder mystery"], "eli": ["", "something scary with ghosts"], "fay": ["", "calm essays about nature"],
@@ -59,6 +63,63 @@ def score(threshold: int) -> None:
         print(f"| {group} | {counts[group, 'n']} | {counts[group, 'good']} | {counts[group, 'false reject']} | {counts[group, 'false accept']} |")
 
 
+def _reasons_for(llm, prompts, cands, request, language, titles, liked=()) -> list[dict]:
+    raw: dict[str, str] = {}
+    for chunk in llm_reasons(llm, prompts, cands, request, language, titles, liked):
+        if chunk.delta:
+            raw[chunk.item_id] = raw.get(chunk.item_id, "") + chunk.delta
+    others = sorted({cat for c in cands for cat in c.item.categories})
+    return [
+        {"request": request, "language": language, "item": c.item.to_dict(), "evidence": c.evidence.to_dict(),
+         "others": others, "liked": sorted(liked), "raw": raw.get(c.item.id, "")}
+        for c in cands
+    ]
+
+
+def collect_movies(out: Path, k: int, language: str, threads: int, users: int, variant: str) -> None:
+    """Reasons for a seeded sample of MovieLens users, each asked every MOVIE_REQUESTS in turn."""
+    import numpy as np
+
+    from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
+    from assistant.settings import Settings
+    from evaluation.itemvectors import content_vectors
+    from evaluation.product import CachedEmbedder, stage_engine
+    from evaluation.runner import EvalConfig, load_data
+    from evaluation.splits import leave_one_out
+    from prompts import Prompts
+    from retrieval.candidates import Request
+    from retrieval.embeddings import create_embedder
+
+    cfg = EvalConfig(out=out.parent, work_dir=Path.home() / ".cache" / "recassist-eval")
+    items, events, _ = load_data(cfg)
+    split = leave_one_out(items, events, min_count=cfg.min_count)
+    embedder = create_embedder(cfg.embedding)
+    vectors = content_vectors(split.items, embedder, cfg.work_dir / "vectors", progress=False)
+    engine = stage_engine(cfg, split, "test", CachedEmbedder(embedder, [it.document() for it in split.items], vectors))
+    titles = sorted({it.title for it in split.items})
+    settings = Settings.load()
+    llm = LlamaCppLLM(ensure_embedded_model(settings.models_dir), n_ctx=2048, n_threads=threads)
+    prompts = Prompts.for_llm(llm, variant or None, settings.prompt_variants_dir)
+    rng = np.random.default_rng([0, 7])
+    sample = sorted(str(u) for u in rng.choice([u.user_id for u in split.users], size=users, replace=False))
+    rows = []
+    for n, user in enumerate(sample):
+        history = engine.store.events_for_user(user)
+        net: dict[str, float] = {}
+        for e in history:
+            net[e.item_id] = net.get(e.item_id, 0.0) + (e.weight if e.weight > 0 else float("-inf"))
+        title_of = {it.id: it.title for it in split.items}
+        liked = {title_of[i] for i, w in net.items() if w >= 1.0 and i in title_of}
+        request = MOVIE_REQUESTS[n % len(MOVIE_REQUESTS)]
+        cands = engine.retriever.candidates(user, Request(query=request), k=k, history=history)
+        rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles, liked)]
+        print(f"{user}: {len(cands)} reasons", flush=True)
+    form = prompts.get("reason").output.form
+    out.write_text(json.dumps({"titles": titles, "form": form, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
+    engine.close()
+    print(f"{len(rows)} reasons ({form} form) written to {out}")
+
+
 def collect(out: Path, k: int, language: str, threads: int) -> None:
     from assistant.engine import Engine
     from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
@@ -76,30 +137,30 @@ def collect(out: Path, k: int, language: str, threads: int) -> None:
     for user, requests in REQUESTS.items():
         for request in requests:
             cands = engine.retriever.candidates(user, Request(query=request), k=k)
-            raw: dict[str, str] = {}
-            for chunk in llm_reasons(llm, prompts, cands, request, language, titles):
-                if chunk.delta:
-                    raw[chunk.item_id] = raw.get(chunk.item_id, "") + chunk.delta
-            others = sorted({cat for c in cands for cat in c.item.categories})
-            rows += [
-                {"user": user, "request": request, "language": language, "item": c.item.to_dict(),
-                 "evidence": c.evidence.to_dict(), "others": others, "raw": raw.get(c.item.id, "")}
-                for c in cands
-            ]
-    out.write_text(json.dumps({"titles": titles, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
+            rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles)]
+    form = prompts.get("reason").output.form
+    out.write_text(json.dumps({"titles": titles, "form": form, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
     engine.close()
-    print(f"{len(rows)} reasons written to {out}")
+    print(f"{len(rows)} reasons ({form} form) written to {out}")
 
 
 def passes(path: Path) -> None:
     data = json.loads(path.read_text("utf-8"))
     n = passed = 0
+    hook = data.get("form") == "hook"
     for row in data["rows"]:
-        reason = clean_generated(row["raw"])
-        problems = reason_problems(reason, candidate(row["item"], row["evidence"]), data["titles"], row["request"], row["others"], (), row["language"])
+        c = candidate(row["item"], row["evidence"])
+        if hook and not row["raw"]:
+            continue  # not asked: no description to sum up
+        reason = (hook_reason(row["raw"], c, row["language"]) or "") if hook else clean_generated(row["raw"])
+        problems = (
+            ["unusable phrase (long, empty, or only the item line)"] if hook and not reason
+            else reason_problems(reason, c, data["titles"], row["request"], row["others"], row.get("liked", ()), row["language"])
+        )
         n, passed = n + 1, passed + (not problems)
         print(f"{'PASS' if not problems else 'fail'}  {row['item']['title']}: {reason!r}  {'; '.join(problems)}")
-    print(f"\n{passed}/{n} reasons pass the check")
+    asked = f" (of the {len(data['rows'])} items, {len(data['rows']) - n} had no description and were not asked)" if hook else ""
+    print(f"\n{passed}/{n} reasons pass the check{asked}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,12 +172,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--language", default="en")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", choices=("demo", "movielens"), default="demo", help="demo books (default) or MovieLens users")
+    p.add_argument("--users", type=int, default=15, help="MovieLens users to sample (default: %(default)s)")
+    p.add_argument("--prompt-variant", default="", help="a saved prompt variant (default: the shipped prompts)")
     p = sub.add_parser("passes")
     p.add_argument("path", type=Path)
     args = parser.parse_args(argv)
     if args.command == "score":
         for threshold in (0, 1, 2):
             score(threshold)
+    elif args.command == "collect" and args.data == "movielens":
+        collect_movies(args.out, args.k, args.language, args.threads, args.users, args.prompt_variant)
     elif args.command == "collect":
         collect(args.out, args.k, args.language, args.threads)
     else:

@@ -49,6 +49,9 @@ class Output(BaseModel):
     json_schema: dict | None = Field(default=None, alias="schema")
     max_tokens: int = Field(default=64, ge=1)
     stop: list[str] = Field(default_factory=list)
+    # reason only: "sentence" = the whole reason; "hook" = a short phrase on what the item is
+    # about, which the caller joins with the strongest evidence fact (assistant.explain).
+    form: Literal["sentence", "hook"] = "sentence"
 
     @model_validator(mode="after")
     def _schema_for_json(self) -> "Output":
@@ -104,6 +107,21 @@ class PromptTemplate(BaseModel):
 
     def examples(self) -> dict[str, Any]:
         return {v.name: v.example for v in self.variables}
+
+    def render_offered(self, offered: dict[str, Any]) -> str | list[dict]:
+        """Render with those `offered` values this template declares.
+
+        For prompts whose caller offers more facts than a template needs (the reason prompt: a
+        hook template reads the description, a sentence template the evidence). A declared
+        variable the caller does not offer is still an error, with the offered names.
+        """
+        missing = self.variable_names - offered.keys()
+        if missing:
+            raise PromptError(
+                f"{self.source or self.name}: uses {sorted(missing)}, which the caller does not offer; "
+                f"it offers {sorted(offered)}"
+            )
+        return self.render(**{k: v for k, v in offered.items() if k in self.variable_names})
 
     def render(self, **values: Any) -> str | list[dict]:
         """The prompt: text for completion style, [{role, content}] for chat style."""

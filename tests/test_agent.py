@@ -208,8 +208,10 @@ def test_llm_reasons_stream_and_are_checked(make_engine):
     llm = FakeLLM()
     engine = make_engine(llm=llm, rank_blend=0.0)
     base = engine.agent.recommend("ben", k=2)["items"]
-    # First reason is grounded in the item's own data; the second invents a title.
-    llm.enqueue(f"A {base[0]['categories'][0].lower()} story you will enjoy.", "Just like War and Peace by Tolstoy.")
+    # The embedded-style template asks for a phrase on what the item is about. The first is taken
+    # from the item's own description; the second invents a title and a name.
+    about = engine.store.get_item(base[0]["item_id"]).text.split()[:6]
+    llm.enqueue(" ".join(about), "Just like War and Peace by Tolstoy.")
     events, cards, _ = run(engine, "ben", "recommend me something", k=2)
     deltas = [e for e in events if isinstance(e, ReasonDelta)]
     finals = {e.item_id: e for e in events if isinstance(e, ReasonEvent)}

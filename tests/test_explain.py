@@ -15,16 +15,22 @@ from assistant.explain import (
     clean_generated,
     evidence_reason,
     evidence_summary,
+    hook_reason,
+    item_about,
     llm_reasons,
     reason_problems,
     summarize_item,
     summarize_list,
 )
 from assistant.llm.fake import FakeLLM
-from prompts import Prompts
+from prompts import Prompts, parse_template
 from retrieval.records import Candidate, Evidence, Item
 
-PROMPTS = Prompts("completion")
+PROMPTS = Prompts("completion")  # the shipped reason template writes a hook
+# The whole-sentence form (as the chat template and a prompt engineer's variant may use it): the
+# completion template shipped before the hook form, kept as a test fixture.
+SENTENCE = Prompts("completion")
+SENTENCE.override(parse_template((Path(__file__).parent / "reason_sentence.completion.yaml").read_text("utf-8"), "sentence"))
 KNOWN = {"Goodfellas", "The Godfather", "Casino", "Heat", "Toy Story", "Godfather: Part II, The", "Up"}
 
 GOODFELLAS = Candidate(
@@ -112,7 +118,7 @@ def test_evidence_reasons_in_english_and_chinese(evidence, en, zh):
 
 def test_llm_reasons_stream_then_keep_a_grounded_reason():
     llm = FakeLLM(["Like The Godfather, it is a crime drama.\nItem: babble"])
-    chunks = list(llm_reasons(llm, PROMPTS, [GOODFELLAS], "something gritty", "en", KNOWN))
+    chunks = list(llm_reasons(llm, SENTENCE, [GOODFELLAS], "something gritty", "en", KNOWN))
     deltas = [c.delta for c in chunks if c.delta]
     assert "".join(deltas).startswith("Like The Godfather")
     assert chunks[-1].final == "Like The Godfather, it is a crime drama." and chunks[-1].source == "llm"
@@ -134,16 +140,91 @@ def test_llm_reasons_stream_then_keep_a_grounded_reason():
 )
 def test_llm_reasons_replace_a_bad_reason_with_the_evidence(answer):
     llm = FakeLLM([answer])
-    final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final][0]
+    final = [c for c in llm_reasons(llm, SENTENCE, [GOODFELLAS], "", "en", KNOWN) if c.final][0]
     assert (final.final, final.source) == (evidence_reason(GOODFELLAS), "evidence")
 
 
 def test_after_a_backend_failure_the_rest_of_the_turn_uses_evidence():
     llm = FakeLLM([LLMError("timeout"), "A fine pick."])
-    finals = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS, TOY_STORY], "", "zh", KNOWN) if c.final]
+    finals = [c for c in llm_reasons(llm, SENTENCE, [GOODFELLAS, TOY_STORY], "", "zh", KNOWN) if c.final]
     assert [c.source for c in finals] == ["evidence", "evidence"] and len(llm.prompts) == 1
     assert finals[1].final == evidence_reason(TOY_STORY, "zh")
 
+
+
+# The shipped completion template writes a hook: a phrase on what the item is about, which the
+# caller joins with the strongest evidence fact and checks as one sentence.
+
+
+def test_a_hook_is_streamed_then_joined_with_the_strongest_evidence():
+    llm = FakeLLM(["Henry Hill and his life in the mob\nItem: babble"])
+    chunks = list(llm_reasons(llm, PROMPTS, [GOODFELLAS], "something gritty", "en", KNOWN))
+    assert "".join(c.delta for c in chunks if c.delta).startswith("Henry Hill and his life")
+    assert chunks[-1].final == "Henry Hill and his life in the mob; it is close to The Godfather, which you liked."
+    assert chunks[-1].source == "llm"
+    assert llm.prompts[0].endswith(
+        "Item: Goodfellas (1990; Crime, Drama) by Martin Scorsese\n"
+        "About: The story of Henry Hill and his life in the mob, from 1955 to 1980.\nLanguage: English\nHook:"
+    )
+    assert llm.calls[0]["stop"] == ["\n"] and llm.calls[0]["max_tokens"] <= 32
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "a mob story starring Robert De Niro",  # a name found nowhere in the data
+        "a crime drama",  # says nothing the item line does not
+        "Goodfellas",
+        "the story of Henry Hill and his life in the mob and the crimes he did from 1955 to 1980 in New York",  # too long
+        "",
+    ],
+)
+def test_an_invented_or_empty_hook_gives_the_evidence_sentence(hook):
+    final = [c for c in llm_reasons(FakeLLM([hook]), PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final][0]
+    assert (final.final, final.source) == (evidence_reason(GOODFELLAS), "evidence")
+
+
+def test_an_item_without_a_description_is_not_sent_to_the_model():
+    bare = Candidate(Item("n", "Night Shift", text="A comedy film from 1982.", categories=["Comedy"], year=1982), 0.5, Evidence())
+    llm = FakeLLM(["should not be asked"])
+    finals = [c for c in llm_reasons(llm, PROMPTS, [TOY_STORY, bare], "", "en", KNOWN) if c.final]
+    assert [c.source for c in finals] == ["evidence", "evidence"] and llm.prompts == []
+
+
+def test_a_chinese_hook_is_joined_with_the_chinese_evidence():
+    final = [c for c in llm_reasons(FakeLLM(["亨利·希尔的黑帮生涯"]), PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    assert (final.final, final.source) == ("亨利·希尔的黑帮生涯，它与你喜欢的《The Godfather》相近。", "llm")
+
+
+@pytest.mark.parametrize(
+    "hook, expected",
+    [
+        ("henry Hill's life in the mob.", "Henry Hill's life in the mob; it is close to The Godfather, which you liked."),
+        ("Henry Hill and his", "Henry Hill; it is close to The Godfather, which you liked."),  # no dangling words
+        ("a crime film from 1990", None),
+        ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen", None),
+    ],
+)
+def test_hook_reason(hook, expected):
+    assert hook_reason(hook, GOODFELLAS) == expected
+
+
+@pytest.mark.parametrize(
+    "text, about",
+    [
+        ("Short. Second sentence.", "Short."),
+        ("H. G. Wells wrote it. Then more.", "H. G. Wells wrote it."),
+        # past 3/5 of the limit a comma ends the clause
+        ("A young sailor signs aboard a whaling ship whose one-legged captain, bent on revenge, hunts the white whale that took his leg.",
+         "A young sailor signs aboard a whaling ship whose one-legged captain, bent on revenge"),
+        # otherwise the cut is at 20 words, without a dangling "the"
+        ("In the smog-choked Los Angeles of 2019, blade runner Rick Deckard is called out of retirement to hunt down the four replicants who fled.",
+         "In the smog-choked Los Angeles of 2019, blade runner Rick Deckard is called out of retirement to hunt down"),
+        ("", ""),
+    ],
+)
+def test_item_about_is_the_first_clause_of_the_description(text, about):
+    assert item_about(Item("x", "X", text=text)) == about
 
 def test_without_an_llm_every_reason_comes_from_evidence():
     finals = list(llm_reasons(None, PROMPTS, [GOODFELLAS, TOY_STORY], "", "en"))
@@ -266,7 +347,7 @@ def test_just_as_you_asked_needs_a_request_the_item_meets(request_, ok):
 
 def test_a_chinese_user_gets_the_evidence_reason_instead_of_an_english_one():
     llm = FakeLLM(["A Gothic tale, close to Ghost Stories of an Antiquary, which you liked."])
-    final = [c for c in llm_reasons(llm, PROMPTS, [SLEEPY_HOLLOW], "", "zh", TITLES) if c.final][0]
+    final = [c for c in llm_reasons(llm, SENTENCE, [SLEEPY_HOLLOW], "", "zh", TITLES) if c.final][0]
     assert (final.final, final.source) == (evidence_reason(SLEEPY_HOLLOW, "zh"), "evidence")
 
 

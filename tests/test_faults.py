@@ -459,7 +459,7 @@ PROMPT_PROBLEMS = {
     "malformed-yaml": ("name: reason\nstyle: completion\nvariables: [unclosed\n", "not valid YAML"),
     "unknown-key": (SHIPPED_REASON + "temperature: 2\n", "temperature: Extra inputs are not permitted"),
     "undeclared-variable": (
-        SHIPPED_REASON.replace("Use only the facts given.", "Use only the facts given. {{ secret }}"),
+        SHIPPED_REASON.replace("using only words from its About line.", "using only words from its About line. {{ secret }}"),
         "undeclared variable(s) ['secret']",
     ),
     "missing-variant": (None, "prompt variant 'custom' not found"),

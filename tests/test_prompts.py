@@ -153,3 +153,14 @@ def test_an_override_replaces_one_template_of_the_same_style():
     assert "Summarise a list" in prompts.render("summary", **edited.examples())
     with pytest.raises(PromptError, match="cannot override"):
         prompts.override(load_template("rank", "chat"))
+
+
+def test_render_offered_takes_what_the_template_declares_and_names_what_is_missing():
+    hook = Prompts("completion").get("reason")
+    offered = {"item": "Heat (1995; Crime)", "about": "A detective hunts a thief.", "facts": ["you liked Ronin"],
+               "request": "", "language": "English"}
+    assert hook.render_offered(offered).endswith("Item: Heat (1995; Crime)\nAbout: A detective hunts a thief.\nLanguage: English\nHook:")
+    chat = Prompts("chat").get("reason").render_offered(offered)
+    assert "About: A detective hunts a thief." in chat[-1]["content"] and "Facts: you liked Ronin" in chat[-1]["content"]
+    with pytest.raises(PromptError, match=r"uses \['about'\], which the caller does not offer; it offers \['facts', 'item'"):
+        hook.render_offered({k: v for k, v in offered.items() if k != "about"})
