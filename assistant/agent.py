@@ -404,7 +404,7 @@ class Agent:
             from assistant.explain import summarize_list
 
             summary = summarize_list(
-                llm, self._prompts(overrides), cards, u.language, request=u.query,
+                llm if self.settings.effective_llm_summary else None, self._prompts(overrides), cards, u.language, request=u.query,
                 known_titles=set(vocab.title_of.values()),
             )
         timer.lap("summary")
@@ -506,6 +506,11 @@ class Agent:
                 yield ReasonDelta(chunk.item_id, chunk.delta or "")
             else:
                 done.add(chunk.item_id)
+                if trace is not None and chunk.prompt is not None:
+                    trace.append({
+                        "stage": "reason", "item_id": chunk.item_id, "prompt": chunk.prompt, "raw": chunk.raw,
+                        "kept": chunk.source == "llm", "reason": chunk.final, "problems": list(chunk.problems),
+                    })
                 if chunk.failure and not state.get("model_noticed"):
                     yield NoticeEvent(f"The model failed while writing reasons ({chunk.failure[:160]}); they come from the evidence.", "warning")
                 if chunk.source == "llm":

@@ -193,6 +193,7 @@ class Engine:
             "llm_model": model,
             "llm_error": self._llm_error,
             "rank_blend": _blend_text(s),
+            "llm_summary": _summary_text(s),
             "embedding_model": getattr(self.embedder, "name", s.embedding_backend)
             if "embedder" in self.__dict__
             else {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "hash": "hashing-bow"}[s.embedding_backend],
@@ -213,6 +214,18 @@ def _blend_text(s) -> str:
     if s.uses_embedded_model:
         return f"{blend:g} (auto: the evaluation's choice for the embedded model; the LLM does not rank)"
     return f"{blend:g} (auto: unmeasured for this model; `recassist eval --backend {s.llm_backend}` measures it)"
+
+
+def _summary_text(s) -> str:
+    """Whether the LLM writes the list summary, and where that comes from."""
+    if s.llm_backend == "none":
+        return "- (no LLM)"
+    on = "on" if s.effective_llm_summary else "off"
+    if s.llm_summary != "auto":
+        return f"{on} (set)"
+    if s.uses_embedded_model:
+        return f"{on} (auto: the embedded model's summaries failed the check in the evaluation; the list summary is built from the cards)"
+    return f"{on} (auto)"
 
 
 def _mask(url: str) -> str:

@@ -74,7 +74,9 @@ def _join(words: Sequence[str], zh: bool) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _predicates(candidate: Candidate, zh: bool) -> list[str]:
+def _predicates(candidate: Candidate, zh: bool, history_first: bool = False) -> list[str]:
+    """The evidence as predicates ("is close to Heat, which you liked"), the request match first
+    (or, with `history_first`, the liked items the item is close to)."""
     ev = candidate.evidence
     preds: list[str] = []
     if ev.matched_words:
@@ -82,8 +84,9 @@ def _predicates(candidate: Candidate, zh: bool) -> list[str]:
         preds.append(f"符合你的要求（{words}）" if zh else f"matches what you asked for ({words})")
     if ev.near_history:
         titles = [t for _, t, _ in ev.near_history[:2]]
-        preds.append(
-            "与你喜欢的" + "".join(f"《{t}》" for t in titles) + "相近" if zh else f"is close to {_join(titles, False)}, which you liked"
+        preds.insert(
+            0 if history_first else len(preds),
+            "与你喜欢的" + "".join(f"《{t}》" for t in titles) + "相近" if zh else f"is close to {_join(titles, False)}, which you liked",
         )
     if ev.shared_creators:
         names = _join(ev.shared_creators[:2], zh)
@@ -185,6 +188,25 @@ def _title_forms(title: str) -> list[str]:
     return forms
 
 
+NUMBER_WORDS = {w: n for n, w in enumerate("_ _ two three four five six seven eight nine ten eleven twelve".split()) if n >= 2}
+NUMBER_WORDS |= {"twenty": 20, "thirty": 30, "hundred": 100}  # not "one": "one of", "the one you liked"
+
+
+def copies_example(text: str, template) -> bool:
+    """True when `text` is one of the template's own example answers (or most of one): a small
+    model that has nothing to say repeats the few-shot example, which is about other items."""
+    norm = _norm_words(text)
+    if len(norm.split()) < 4:
+        return False
+    fixed = template.template or " ".join(m.content for m in template.messages or [])
+    fixed = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", " ", fixed)  # the per-call values are not examples
+    return norm in _norm_words(fixed)
+
+
+def _norm_words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
 def grounding_problems(
     text: str,
     *,
@@ -229,6 +251,11 @@ def grounding_problems(
     for number in re.findall(r"\d+", rest):
         if number not in allowed_numbers:
             problems.append(f"mentions a number not in the evidence: {number}")
+    # Spelled-out counts claim as much as digits: "three novels" about a list of five.
+    allowed_words = _words(allowed_blob)
+    for word in re.findall(r"[^\W\d_]+", rest.lower()):
+        if word in NUMBER_WORDS and word not in allowed_words and str(NUMBER_WORDS[word]) not in allowed_numbers:
+            problems.append(f"mentions a number not in the evidence: {word}")
     vocabulary = _words(allowed_blob) | _FREE_WORDS
     # Latin-script capitalised words that do not start a sentence are names or titles: claims to check.
     for match in re.finditer(r"(?<![.!?:;\"'“(\s])\s+([A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*)", rest):
@@ -377,6 +404,11 @@ class ReasonChunk:
     final: str | None
     source: str  # "llm" or "evidence"
     failure: str | None = None  # set once, on the final chunk of the reason where the model failed
+    # On final chunks of reasons the model was asked for: what it was asked, what it wrote, and
+    # why that was not kept (empty when it was), for the prompt lab's trace.
+    prompt: str | list | None = None
+    raw: str | None = None
+    problems: tuple[str, ...] = ()
 
 
 HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
@@ -389,7 +421,8 @@ def _says_only_the_line(text: str, item: Item) -> bool:
 
 
 def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | None:
-    """A reason from a model's phrase about the item plus the strongest evidence fact.
+    """A reason from a model's phrase about the item plus the strongest evidence fact: the liked
+    items it is close to where there are any, else the request match, a creator or categories.
 
     The phrase must have at most HOOK_MAX_WORDS words: a longer one copied the description
     instead of summing it up, and a cut one reads broken. None when it is longer, empty, or says
@@ -407,7 +440,8 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
         text = " ".join(words).rstrip(",;")
     if not text or (not zh and _says_only_the_line(text, candidate.item)):
         return None
-    preds = _predicates(candidate, zh)[:1]
+    # The phrase already says what the item is; the fact ties it to what the user did.
+    preds = _predicates(candidate, zh, history_first=True)[:1]
     if zh:
         return text + ("，它" + preds[0] if preds else "") + "。"
     text = text[:1].upper() + text[1:]
@@ -469,13 +503,15 @@ def llm_reasons(
             problems = ["llm failed"]
         elif hook_form and not reason:
             problems = ["the phrase was unusable (empty, only the title, or one long unbroken clause)"]
+        elif copies_example(text, template):
+            problems = ["it repeats the template's example, which is about another item"]
         else:
             problems = reason_problems(reason, candidate, known_titles, user_context, batch_categories, liked_titles, language)
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason or text)
-            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure)
+            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text, tuple(problems))
         else:
-            yield ReasonChunk(item_id, None, reason, "llm")
+            yield ReasonChunk(item_id, None, reason, "llm", None, prompt, text)
 
 
 # Summaries ------------------------------------------------------------------------------------
@@ -524,6 +560,9 @@ def _generate_checked(llm, template, values: dict, allowed_texts, allowed_titles
         log.warning("LLM summary failed, using the fallback: %s", exc)
         return None
     text = clean_generated(out)
+    if copies_example(text, template):
+        log.info("summary rejected (it repeats the template's example): %r", text)
+        return None
     problems = grounding_problems(
         text,
         allowed_texts=allowed_texts,

@@ -14,6 +14,9 @@ from assistant.errors import ConfigError
 ENV_PREFIX = "RECASSIST_"
 EMBEDDED_RANK_BLEND = 0.0  # chosen on validation by `recassist eval` (evaluation/reports/latest)
 AUTO_RANK_BLEND = 0.3  # other models: a prior, not a measurement; `recassist eval --backend ...` measures yours
+# The embedded model's list summaries: in the conversational evaluation (evaluation/reports/latest)
+# almost none passed the check, most repeating the template's example, so it is not asked.
+EMBEDDED_LLM_SUMMARY = False
 
 
 class Settings(BaseModel):
@@ -58,6 +61,9 @@ class Settings(BaseModel):
     # asked), AUTO_RANK_BLEND for any other model until you measure it (README, Evaluation).
     rank_blend: float | Literal["auto"] = "auto"
     llm_reasons: bool = True  # let the LLM phrase reasons (always checked against evidence)
+    # Let the LLM write the one-line summary of the list (checked; else "5 picks, mostly ...").
+    # "auto": off for the embedded model (EMBEDDED_LLM_SUMMARY, measured), on for any other.
+    llm_summary: bool | Literal["auto"] = "auto"
     prompt_variant: str = ""  # a saved variant name from data_dir/prompts, or "" for the shipped ones
 
     # Server.
@@ -84,6 +90,13 @@ class Settings(BaseModel):
         if self.rank_blend != "auto":
             return float(self.rank_blend)
         return EMBEDDED_RANK_BLEND if self.uses_embedded_model else AUTO_RANK_BLEND
+
+    @property
+    def effective_llm_summary(self) -> bool:
+        """llm_summary with "auto" resolved for the configured model."""
+        if self.llm_summary != "auto":
+            return bool(self.llm_summary)
+        return EMBEDDED_LLM_SUMMARY if self.uses_embedded_model else True
 
     @property
     def sqlite_path(self) -> Path:

@@ -98,7 +98,8 @@ def final_cards(events) -> list:
 
 def run_session(agent, user_id: str, script=SCRIPT) -> list[dict]:
     """Play the script for one user; one record per turn after the first."""
-    from assistant.events import DoneEvent, ReasonEvent
+    from assistant.events import DoneEvent, MessageEvent, ReasonEvent
+    from assistant.explain import evidence_summary
 
     exp = Expectation()
     cards: list = []
@@ -111,6 +112,7 @@ def run_session(agent, user_id: str, script=SCRIPT) -> list[dict]:
         session = done.session_id if done else session
         cards = final_cards(events)
         reasons = Counter(e.source for e in events if isinstance(e, ReasonEvent))
+        summary = next((e.text for e in events if isinstance(e, MessageEvent) and e.kind == "summary"), None)
         record = {
             "user": user_id,
             "turn": position,
@@ -119,6 +121,8 @@ def run_session(agent, user_id: str, script=SCRIPT) -> list[dict]:
             "timings_ms": dict(done.timings_ms) if done else {},
             "tokens": dict(done.tokens) if done else {},
             "reasons": dict(reasons),
+            # the LLM's summary was kept when it is not the one built from the cards
+            "summary_llm": None if summary is None else summary != evidence_summary(cards),
         }
         if position > 0:  # the first answer has nothing to respect yet
             record["checks"] = check_turn(cards, exp)
@@ -141,7 +145,9 @@ def run_conversations(cfg, split, embedder, vectors, results: dict) -> dict:
         log.warning("conversations run without an LLM: %s", why)
     cached = CachedEmbedder(embedder, [item.document() for item in split.items], vectors)
     # A fresh store: the sessions write feedback events, which must not leak into later runs.
-    engine = stage_engine(cfg, split, "conversation", cached, llm=llm, fresh=True)
+    # Every summary is asked for (whatever `llm_summary` says for this model), so the report
+    # measures whether the model's summaries are worth asking for.
+    engine = stage_engine(cfg, split, "conversation", cached, llm=llm, fresh=True, llm_summary=True)
     rng = np.random.default_rng([cfg.seed, 3])
     users = sorted(rng.choice([u.user_id for u in split.users], size=min(cfg.conversations, len(split.users)), replace=False),
                    key=lambda u: (len(u), u))
@@ -183,6 +189,8 @@ def summarize(turns: list[dict], cfg, llm) -> dict:
         "latency_ms": latency,
         "reasons": {"total": total_reasons, "llm_kept": reasons.get("llm", 0), "evidence": reasons.get("evidence", 0),
                     "llm_share": reasons.get("llm", 0) / total_reasons if total_reasons else None},
+        "summaries": {"total": sum(t.get("summary_llm") is not None for t in turns),
+                      "llm_kept": sum(bool(t.get("summary_llm")) for t in turns)},
         "tokens_per_turn_mean": float(np.mean(tokens)) if tokens else None,
         "examples": checked[:3],
     }

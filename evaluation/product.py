@@ -53,8 +53,10 @@ def _key(split: Split, stage: str, embedder_name: str) -> str:
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
 
 
-def stage_engine(cfg, split: Split, stage: str, embedder, *, llm=None, fresh: bool = False, llm_backend: str = "none"):
-    """An Engine whose store holds the split's catalog and the stage's history events (built once, reused)."""
+def stage_engine(cfg, split: Split, stage: str, embedder, *, llm=None, fresh: bool = False, llm_backend: str = "none", **settings):
+    """An Engine whose store holds the split's catalog and the stage's history events (built once, reused).
+
+    `settings` override the Engine's settings (the conversations ask the LLM for every summary)."""
     from assistant.engine import Engine
     from assistant.settings import Settings
 
@@ -64,7 +66,7 @@ def stage_engine(cfg, split: Split, stage: str, embedder, *, llm=None, fresh: bo
         shutil.rmtree(data_dir)
     settings = Settings.load(
         env={}, data_dir=data_dir, llm_backend=llm_backend if llm is None else cfg.backend,
-        embedding_backend=cfg.embedding, prompt_variant=cfg.prompt_variant or None,
+        embedding_backend=cfg.embedding, prompt_variant=cfg.prompt_variant or None, **settings,
     )
     engine = Engine(settings, llm=llm, embedder=embedder)
     if ready.is_file():

@@ -222,6 +222,10 @@ def _conversation_section(conv: dict) -> list[str]:
         lines.append(f"- Reasons: {reasons['total']} shown; written by the LLM and kept after the evidence check: "
                      f"{reasons['llm_kept']} ({_fmt(reasons.get('llm_share'))}); built from evidence (LLM off, failed the check "
                      f"or timed out): {reasons['evidence']}.")
+    summaries = conv.get("summaries", {})
+    if summaries.get("total"):
+        lines.append(f"- Summaries (asked of the LLM on every turn here, whatever `llm_summary` says): {summaries['total']}; "
+                     f"written by the LLM and kept after the check: {summaries['llm_kept']}; the rest built from the cards.")
     if conv.get("tokens_per_turn_mean") is not None:
         lines.append(f"- LLM tokens per turn (mean, as DoneEvent.tokens reports): {conv['tokens_per_turn_mean']:.0f}.")
     latency = conv.get("latency_ms", {})

@@ -221,6 +221,20 @@ def test_llm_reasons_stream_and_are_checked(make_engine):
     assert "War and Peace" not in finals[cards[1].item_id].text
 
 
+def test_the_trace_shows_each_reason_prompt_what_the_model_wrote_and_the_verdict(make_engine):
+    llm = FakeLLM()
+    engine = make_engine(llm=llm, rank_blend=0.0)
+    base = engine.agent.recommend("ben", k=2)["items"]
+    about = " ".join(engine.store.get_item(base[0]["item_id"]).text.split()[:6])
+    llm.enqueue(about, "Just like War and Peace by Tolstoy.")
+    trace: list[dict] = []
+    list(engine.agent.respond("ben", "recommend me something", k=2, trace=trace, persist=False))
+    reasons = [t for t in trace if t["stage"] == "reason"]
+    assert [(t["raw"], t["kept"]) for t in reasons] == [(about, True), ("Just like War and Peace by Tolstoy.", False)]
+    assert reasons[0]["prompt"].endswith("Hook:") and reasons[0]["reason"].startswith(about[:1].upper() + about[1:])
+    assert any("Tolstoy" in p for p in reasons[1]["problems"]) and reasons[0]["problems"] == []
+
+
 def test_chinese_message_gets_chinese_reasons(demo_engine):
     events, cards, _ = run(demo_engine, "chen", "推荐一些科幻小说")
     reasons = [e.text for e in events if isinstance(e, ReasonEvent)]
@@ -419,3 +433,19 @@ def test_a_model_that_is_down_gets_one_notice_per_turn(make_engine):
     llm.default = LLMError("down")
     events, cards, _ = run(engine, "ben", "recommend me something")
     assert cards and len([e for e in events if isinstance(e, NoticeEvent)]) == 1
+
+
+@pytest.mark.parametrize("llm_summary", [True, False])
+def test_the_list_summary_asks_the_llm_only_when_llm_summary_is_on(make_engine, llm_summary):
+    from assistant.events import MessageEvent
+    from assistant.explain import evidence_summary
+
+    llm = FakeLLM()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_reasons=False, llm_summary=llm_summary)
+    llm.enqueue("Sea stories, led by a whaling voyage.")
+    events, cards, _ = run(engine, "ben", "recommend me something", k=3)
+    summary = next(e.text for e in events if isinstance(e, MessageEvent))
+    asked = [p for p in llm.prompts if "Summary:" in str(p)]
+    assert bool(asked) is llm_summary
+    if not llm_summary:
+        assert summary == evidence_summary(cards)

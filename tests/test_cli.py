@@ -47,6 +47,21 @@ def test_info_says_which_ranking_weight_is_in_use_and_why(cli_env, capsys, monke
     assert json.loads(capsys.readouterr().out)["rank_blend"].startswith(shown)
 
 
+@pytest.mark.parametrize(
+    "env, shown",
+    [
+        ({"RECASSIST_LLM_BACKEND": "llama"}, "off (auto: the embedded model's summaries failed the check"),
+        ({"RECASSIST_LLM_BACKEND": "openai"}, "on (auto)"),
+        ({"RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_SUMMARY": "true"}, "on (set)"),
+    ],
+)
+def test_info_says_whether_the_llm_writes_the_summary(cli_env, capsys, monkeypatch, env, shown):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["llm_summary"].startswith(shown)
+
+
 def test_ingest_with_rejects_exits_2_and_names_the_line(cli_env, capsys):
     path = cli_env / "items.csv"
     path.write_text("sku,name\n1,Good item\n2,\n3,Another\n", encoding="utf-8")

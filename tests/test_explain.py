@@ -176,6 +176,7 @@ def test_a_hook_is_streamed_then_joined_with_the_strongest_evidence():
         "a crime drama",  # says nothing the item line does not
         "Goodfellas",
         "the story of Henry Hill and his life in the mob and the crimes he did from 1955 to 1980 in New York",  # too long
+        "a spacecraft crew hunted by a deadly creature",  # the template's own example
         "",
     ],
 )
@@ -386,3 +387,34 @@ def test_labelled_reasons_are_judged_as_labelled():
     false_accepts = [row["reason"] for row, ok in verdicts if ok and not row["ok"]]
     assert len(false_rejects) <= 3, false_rejects  # measured: 3 of 44 good (all on held-out rows)
     assert len(false_accepts) <= 2, false_accepts  # measured: 2 of 123 bad (the check said 99 before)
+
+
+def test_a_hook_is_tied_to_the_users_history_before_the_request():
+    asked = Candidate(GOODFELLAS.item, 0.9, Evidence(near_history=[("g1", "The Godfather", 0.8)], matched_words=["mob"]))
+    assert hook_reason("Henry Hill's life in the mob", asked) == "Henry Hill's life in the mob; it is close to The Godfather, which you liked."
+    only_asked = Candidate(GOODFELLAS.item, 0.9, Evidence(matched_words=["mob"]))
+    assert hook_reason("Henry Hill's life in the mob", only_asked) == "Henry Hill's life in the mob; it matches what you asked for (mob)."
+
+
+def test_a_summary_that_repeats_the_templates_example_is_not_kept():
+    # The shipped example is about Jane Austen novels; a small model with nothing to say repeats it.
+    austen = [Card("p", "Persuasion", 0.9, year=1817, categories=["Fiction", "Romance"], creator="Jane Austen"),
+              Card("e", "Emma", 0.8, year=1815, categories=["Fiction", "Romance"], creator="Jane Austen"),
+              Card("m", "Middlemarch", 0.7, year=1871, categories=["Fiction"])]
+    copied = "Three classic novels about love and society, led by two Jane Austen favourites."
+    assert summarize_list(FakeLLM([copied]), PROMPTS, austen, "en", "", KNOWN) == evidence_summary(austen)
+    own = "Fiction and romance, led by Persuasion and Emma."
+    assert summarize_list(FakeLLM([own]), PROMPTS, austen, "en", "", KNOWN) == own
+
+
+@pytest.mark.parametrize(
+    "summary, kept",
+    [
+        ("Three crime dramas, led by Goodfellas.", True),  # three cards
+        ("Two crime dramas, led by Goodfellas.", False),
+        ("Twelve crime dramas, led by Goodfellas.", False),
+        ("Crime dramas, with Heat as one of them.", True),  # "one" is not counted
+    ],
+)
+def test_spelled_out_counts_must_match_the_list(summary, kept):
+    assert (summarize_list(FakeLLM([summary]), PROMPTS, CARDS, "en", "", KNOWN) == summary) is kept

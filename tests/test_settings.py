@@ -57,6 +57,25 @@ def test_rank_blend_auto_follows_the_evaluation_for_the_embedded_model(env, blen
     assert Settings.load(env=env).effective_rank_blend == blend
 
 
+@pytest.mark.parametrize(
+    "env, on",
+    [
+        ({}, False),  # the embedded model: its summaries failed the check in the evaluation
+        ({"RECASSIST_LLM_MODEL_PATH": "/models/qwen.gguf"}, True),
+        ({"RECASSIST_LLM_BACKEND": "openai"}, True),
+        ({"RECASSIST_LLM_SUMMARY": "true"}, True),  # a pinned value wins
+        ({"RECASSIST_LLM_SUMMARY": "false", "RECASSIST_LLM_BACKEND": "openai"}, False),
+    ],
+)
+def test_llm_summary_auto_is_off_for_the_embedded_model_only(env, on):
+    assert Settings.load(env=env).effective_llm_summary is on
+
+
+def test_llm_summary_must_be_a_boolean_or_auto():
+    with pytest.raises(ConfigError, match="llm_summary"):
+        Settings.load(env={"RECASSIST_LLM_SUMMARY": "sometimes"})
+
+
 @pytest.mark.parametrize("raw", ["1.5", "-0.1", "often"])
 def test_rank_blend_must_be_a_weight_or_auto(raw):
     with pytest.raises(ConfigError, match="rank_blend"):

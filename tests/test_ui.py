@@ -114,6 +114,19 @@ def test_lab_trace_text_prefers_the_chosen_template():
     assert trace_text(trace, "summary.completion", "raw").count("──") == 4  # no match: every stage
 
 
+def test_lab_trace_says_which_reasons_the_check_kept_and_why_not():
+    trace = [
+        {"stage": "reason", "item_id": "541", "prompt": "P1", "raw": "a replicant hunter", "kept": True,
+         "reason": "A replicant hunter; it is close to Alien, which you liked.", "problems": []},
+        {"stage": "reason", "item_id": "2", "prompt": "P2", "raw": "a story with Tolstoy", "kept": False,
+         "reason": "It shares Drama with your favourites.", "problems": ["mentions 'Tolstoy', which is not in the evidence"]},
+    ]
+    assert trace_text(trace, "reason.completion", "raw") == (
+        "── reason · 541 ──\na replicant hunter\n→ kept: A replicant hunter; it is close to Alien, which you liked.\n\n"
+        "── reason · 2 ──\na story with Tolstoy\n→ not kept: mentions 'Tolstoy', which is not in the evidence"
+    )
+
+
 def test_lab_result_html_and_template_text():
     assert "rc-card" in result_html({"items": [CARD], "text": "Two picks.", "notices": []})
     assert "name: rank" in template_text("rank.completion")

@@ -42,7 +42,11 @@ def trace_text(trace: list[dict], template: str, field: str) -> str:
     blocks = []
     for t in chosen:
         value = t.get(field)
-        blocks.append(f"── {t.get('stage', '?')} ──\n{_as_text(value)}")
+        head = t.get("stage", "?") + (f" · {t['item_id']}" if t.get("item_id") else "")
+        text = _as_text(value)
+        if field == "raw" and "kept" in t:  # a reason: whether the check kept it, and why not
+            text += "\n→ kept: " + str(t.get("reason")) if t["kept"] else "\n→ not kept: " + "; ".join(t.get("problems") or ["?"])
+        blocks.append(f"── {head} ──\n{text}")
     return "\n\n".join(blocks) or "(this request did not call the model with this template)"
 
 
