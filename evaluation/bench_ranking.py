@@ -32,11 +32,18 @@ def load_scenario(data_dir: Path, n_candidates: int, n_history: int) -> tuple[li
         history = [Item(f"h{i}", f"Film {i}", categories=["Drama"], year=1980 + i) for i in range(n_history)]
         cands = [Candidate(Item(f"c{i}", f"Other film {i}", categories=["Comedy"], year=1990 + i), 1 - i / 100) for i in range(n_candidates)]
         return history, cands, "synthetic items"
+    from evaluation.movielens import _read_links, _read_tmdb
+
+    # TMDB overviews where the shared data has them: the reason prompt sums up a description.
+    tmdb_file = data_dir.parent / "tmdb-5000" / "tmdb_5000_movies.csv"
+    overviews = _read_tmdb(tmdb_file) if tmdb_file.is_file() else {}
+    tmdb_of = _read_links(data_dir / "links.csv") if (data_dir / "links.csv").is_file() else {}
     movies: dict[str, Item] = {}
     with open(data_dir / "movies.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             title, year = split_title(row["title"])  # as the evaluation's catalog spells titles
-            movies[row["movieId"]] = Item(row["movieId"], title, categories=row["genres"].split("|"), year=year)
+            text = overviews.get(tmdb_of.get(row["movieId"], ""), ("", []))[0]
+            movies[row["movieId"]] = Item(row["movieId"], title, text=text, categories=row["genres"].split("|"), year=year)
     ratings: dict[str, list[tuple[float, str, float]]] = {}
     counts: Counter = Counter()
     with open(data_dir / "ratings.csv", newline="", encoding="utf-8") as f:
@@ -184,8 +191,13 @@ def main(argv: list[str] | None = None) -> None:
 
     gen_new_s = statistics.median(generate_titles_new_conversation() for _ in range(max(1, args.repeats - 1)))
 
-    # One whole turn: rank (2 orders), reasons for the top 5 streamed, a summary; then a second turn.
+    # One whole turn as the product runs it: rank (2 orders), reasons for the top 5 streamed, and
+    # the summary when `llm_summary` (auto) asks this model for it; then a second turn.
+    from assistant.settings import Settings
+
     known = {c.item.title for c in cands} | {h.title for h in history}
+    summary_on = Settings.load(env={}, llm_model_path=args.model).effective_llm_summary
+    turn_label = "rank (2 orders) + 5 streamed reasons" + (" + summary" if summary_on else " (the summary built from the cards, as llm_summary auto does for this model)")
 
     def turn(request: str) -> dict:
         t0 = time.perf_counter()
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         for chunk in llm_reasons(llm, prompts, result.candidates[:5], request, "en", known):
             if chunk.delta and first_delta is None:
                 first_delta = time.perf_counter() - t1
-        summarize_list(llm, prompts, result.candidates[:5], "en", request, known)
+        summarize_list(llm if summary_on else None, prompts, result.candidates[:5], "en", request, known)
         return {
             "rank_s": t_rank,
             "first_reason_s": first_delta if first_delta is not None else float("nan"),
@@ -224,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         (f"rank by generating the titles as text (LLMRank style), cold", gen_s, f"{count_prompt_tokens(llm, titles_prompt)} prompt + {gen_tokens} generated tokens"),
         (f"rank by generating the titles as text, new conversation (template head cached)", gen_new_s, ""),
         (f"rank by generating the titles as text, warm (instructions + history cached)", gen_warm_s, "same budget of generated tokens"),
-        ("turn 1: rank (2 orders) + 5 streamed reasons + summary", first["turn_s"], f"{first['prompt_tokens']} prompt tokens, {first['read_tokens']} read"),
+        (f"turn 1: {turn_label}", first["turn_s"], f"{first['prompt_tokens']} prompt tokens, {first['read_tokens']} read"),
         ("turn 1: time to first streamed reason (after ranking)", first["first_reason_s"], ""),
         ("turn 2: rank (2 orders), prefixes restored from snapshots", second["rank_s"], f"turn reads {second['read_tokens']} of {second['prompt_tokens']} tokens"),
         ("turn 2: rank (2 orders), KV cache only (no snapshots)", no_snap["rank_s"], f"turn reads {no_snap['read_tokens']} of {no_snap['prompt_tokens']} tokens"),
