@@ -192,19 +192,22 @@ NUMBER_WORDS = {w: n for n, w in enumerate("_ _ two three four five six seven ei
 NUMBER_WORDS |= {"twenty": 20, "thirty": 30, "hundred": 100}  # not "one": "one of", "the one you liked"
 
 
-def copies_example(text: str, template) -> bool:
-    """True when `text` is one of the template's own example answers (or most of one): a small
-    model that has nothing to say repeats the few-shot example, which is about other items."""
-    norm = _norm_words(text)
-    if len(norm.split()) < 4:
+def copies_example(text: str, template, own: Iterable[str] = ()) -> bool:
+    """True when `text` repeats the template's own example text (12 letters or more of it, in
+    any script) that the call's own material (`own`: the item's description, the shown items)
+    does not also hold: a small model with nothing to say copies the few-shot example, which is
+    about other items."""
+    compact = _compact(text)
+    if len(compact) < 12:
         return False
     fixed = template.template or " ".join(m.content for m in template.messages or [])
     fixed = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", " ", fixed)  # the per-call values are not examples
-    return norm in _norm_words(fixed)
+    return compact in _compact(fixed) and not any(compact in _compact(t) for t in own if t)
 
 
-def _norm_words(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
+def _compact(text: str) -> str:
+    """Letters and digits only, lowercased: "A crew, hunted!" and "a crew hunted" compare equal."""
+    return re.sub(r"[\W_]+", "", text.lower())
 
 
 def grounding_problems(
@@ -431,6 +434,8 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
     """
     zh = is_chinese(language)
     text = clean_generated(hook, max_sentences=1).strip().rstrip(".。!！?？;；:：…").strip()
+    if zh and not _CJK.search(text):
+        return None  # an English phrase in a Chinese sentence: the evidence sentence is all Chinese
     if not zh:
         words = text.split()
         if len(words) > HOOK_MAX_WORDS:
@@ -446,6 +451,30 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
         return text + ("，它" + preds[0] if preds else "") + "。"
     text = text[:1].upper() + text[1:]
     return text + ("; it " + preds[0] if preds else "") + "."
+
+
+def judge_reason(
+    text: str,
+    candidate: Candidate,
+    template,
+    known_titles: Collection[str] = (),
+    request: str = "",
+    other_categories: Collection[str] = (),
+    liked_titles: Collection[str] = (),
+    language: str = "en",
+) -> tuple[str, list[str]]:
+    """What the model wrote (`text`) as the reason to show, and why not ([] when it is kept).
+
+    A hook template's phrase becomes a sentence through `hook_reason` first; a sentence or phrase
+    that repeats the template's own example is not kept; the rest is `reason_problems`.
+    """
+    hook_form = template.output.form == "hook"
+    reason = (hook_reason(text, candidate, language) or "") if hook_form else clean_generated(text)
+    if hook_form and not reason:
+        return "", ["the phrase was unusable (empty, only the item line, too long, or not in the user's language)"]
+    if copies_example(text, template, [item_about(candidate.item), candidate.item.text]):
+        return reason, ["it repeats the template's example, which is about another item"]
+    return reason, reason_problems(reason, candidate, known_titles, request, other_categories, liked_titles, language)
 
 
 def llm_reasons(
@@ -498,15 +527,10 @@ def llm_reasons(
             log.warning("LLM reason failed, using evidence reasons: %s", exc)
             llm_ok = False
             failure = f"{type(exc).__name__}: {exc}"
-        reason = (hook_reason(text, candidate, language) or "") if hook_form else clean_generated(text)
-        if not llm_ok:
-            problems = ["llm failed"]
-        elif hook_form and not reason:
-            problems = ["the phrase was unusable (empty, only the title, or one long unbroken clause)"]
-        elif copies_example(text, template):
-            problems = ["it repeats the template's example, which is about another item"]
+        if llm_ok:
+            reason, problems = judge_reason(text, candidate, template, known_titles, user_context, batch_categories, liked_titles, language)
         else:
-            problems = reason_problems(reason, candidate, known_titles, user_context, batch_categories, liked_titles, language)
+            reason, problems = "", ["llm failed"]
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason or text)
             yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text, tuple(problems))
@@ -560,7 +584,7 @@ def _generate_checked(llm, template, values: dict, allowed_texts, allowed_titles
         log.warning("LLM summary failed, using the fallback: %s", exc)
         return None
     text = clean_generated(out)
-    if copies_example(text, template):
+    if copies_example(text, template, allowed_texts):
         log.info("summary rejected (it repeats the template's example): %r", text)
         return None
     problems = grounding_problems(

@@ -23,7 +23,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from assistant import claims
-from assistant.explain import clean_generated, hook_reason, llm_reasons, reason_problems
+from assistant.explain import judge_reason, llm_reasons, reason_problems
 from retrieval.records import Candidate, Evidence, Item
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "reasons_labelled.json"
@@ -99,7 +99,8 @@ def collect_movies(out: Path, k: int, language: str, threads: int, users: int, v
     titles = sorted({it.title for it in split.items})
     settings = Settings.load()
     llm = LlamaCppLLM(ensure_embedded_model(settings.models_dir), n_ctx=2048, n_threads=threads)
-    prompts = Prompts.for_llm(llm, variant or None, settings.prompt_variants_dir)
+    variants_dir = settings.prompt_variants_dir
+    prompts = Prompts.for_llm(llm, variant or None, variants_dir)
     rng = np.random.default_rng([0, 7])
     sample = sorted(str(u) for u in rng.choice([u.user_id for u in split.users], size=users, replace=False))
     rows = []
@@ -115,12 +116,13 @@ def collect_movies(out: Path, k: int, language: str, threads: int, users: int, v
         rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles, liked)]
         print(f"{user}: {len(cands)} reasons", flush=True)
     form = prompts.get("reason").output.form
-    out.write_text(json.dumps({"titles": titles, "form": form, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
+    meta = {"titles": titles, "form": form, "variant": variant, "variants_dir": str(variants_dir) if variant else None}
+    out.write_text(json.dumps({**meta, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
     engine.close()
     print(f"{len(rows)} reasons ({form} form) written to {out}")
 
 
-def collect(out: Path, k: int, language: str, threads: int) -> None:
+def collect(out: Path, k: int, language: str, threads: int, variant: str = "") -> None:
     from assistant.engine import Engine
     from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
     from assistant.settings import Settings
@@ -132,34 +134,36 @@ def collect(out: Path, k: int, language: str, threads: int) -> None:
     engine.load_demo(progress=False)
     titles = sorted({it.title for it in engine.store.iter_items()})
     llm = LlamaCppLLM(ensure_embedded_model(tmp / "models"), n_ctx=2048, n_threads=threads)
-    prompts = Prompts.for_llm(llm)
+    variants_dir = Settings.load().prompt_variants_dir
+    prompts = Prompts.for_llm(llm, variant or None, variants_dir)
     rows = []
     for user, requests in REQUESTS.items():
         for request in requests:
             cands = engine.retriever.candidates(user, Request(query=request), k=k)
             rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles)]
     form = prompts.get("reason").output.form
-    out.write_text(json.dumps({"titles": titles, "form": form, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
+    meta = {"titles": titles, "form": form, "variant": variant, "variants_dir": str(variants_dir) if variant else None}
+    out.write_text(json.dumps({**meta, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
     engine.close()
     print(f"{len(rows)} reasons ({form} form) written to {out}")
 
 
 def passes(path: Path) -> None:
+    """Judge each collected raw output as llm_reasons does, with the template it was collected with."""
+    from prompts import Prompts
+
     data = json.loads(path.read_text("utf-8"))
+    template = Prompts("completion", data.get("variant", ""), data.get("variants_dir")).get("reason")
     n = passed = 0
-    hook = data.get("form") == "hook"
     for row in data["rows"]:
         c = candidate(row["item"], row["evidence"])
-        if hook and not row["raw"]:
+        if template.output.form == "hook" and not row["raw"]:
             continue  # not asked: no description to sum up
-        reason = (hook_reason(row["raw"], c, row["language"]) or "") if hook else clean_generated(row["raw"])
-        problems = (
-            ["unusable phrase (long, empty, or only the item line)"] if hook and not reason
-            else reason_problems(reason, c, data["titles"], row["request"], row["others"], row.get("liked", ()), row["language"])
-        )
+        reason, problems = judge_reason(row["raw"], c, template, data["titles"], row["request"], row["others"], row.get("liked", ()), row["language"])
         n, passed = n + 1, passed + (not problems)
-        print(f"{'PASS' if not problems else 'fail'}  {row['item']['title']}: {reason!r}  {'; '.join(problems)}")
-    asked = f" (of the {len(data['rows'])} items, {len(data['rows']) - n} had no description and were not asked)" if hook else ""
+        print(f"{'PASS' if not problems else 'fail'}  {row['item']['title']}: {reason or row['raw']!r}  {'; '.join(problems)}")
+    skipped = len(data["rows"]) - n
+    asked = f" ({skipped} of the {len(data['rows'])} items have no description and were not asked)" if skipped else ""
     print(f"\n{passed}/{n} reasons pass the check{asked}")
 
 
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "collect" and args.data == "movielens":
         collect_movies(args.out, args.k, args.language, args.threads, args.users, args.prompt_variant)
     elif args.command == "collect":
-        collect(args.out, args.k, args.language, args.threads)
+        collect(args.out, args.k, args.language, args.threads, args.prompt_variant)
     else:
         passes(args.path)
 

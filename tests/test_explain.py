@@ -198,6 +198,25 @@ def test_a_chinese_hook_is_joined_with_the_chinese_evidence():
 
 
 @pytest.mark.parametrize(
+    "hook",
+    [
+        "牧师的女儿与多年前拒绝的水手重逢",  # the template's Chinese example, about another item
+        "Henry Hill and his life in the mob",  # English, for a Chinese user
+    ],
+)
+def test_a_chinese_user_gets_the_evidence_sentence_for_a_copied_or_english_hook(hook):
+    final = [c for c in llm_reasons(FakeLLM([hook]), PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    assert (final.final, final.source) == (evidence_reason(GOODFELLAS, "zh"), "evidence")
+
+
+def test_a_hook_may_repeat_example_words_its_own_description_holds():
+    crew = Candidate(Item("n", "Nightfall", text="A spacecraft crew hunted by a deadly creature fights back.", categories=["Horror"]),
+                     0.5, Evidence(near_history=[("g1", "The Godfather", 0.8)]))
+    final = [c for c in llm_reasons(FakeLLM(["a spacecraft crew hunted by a deadly creature"]), PROMPTS, [crew], "", "en", KNOWN) if c.final][0]
+    assert final.source == "llm"
+
+
+@pytest.mark.parametrize(
     "hook, expected",
     [
         ("henry Hill's life in the mob.", "Henry Hill's life in the mob; it is close to The Godfather, which you liked."),
