@@ -178,3 +178,13 @@ def test_loading_prints_nothing_and_native_errors_reach_logging(embedded_model_p
         LlamaCppLLM(bad, n_ctx=256, n_threads=1)
     assert capfd.readouterr().err == ""
     assert any("llama.cpp:" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_the_thread_benchmark_measures_each_pair_against_the_quiet_machine(embedded_model_path, capsys):
+    from evaluation.bench_threads import main
+
+    main(["--threads", "1", "--busy", "0,1", "--repeats", "1", "--words", "20", "--generate", "2", "--model", str(embedded_model_path)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["0", "1"]
+    assert rows[0].split("|")[5].strip() == "1.00x"  # the quiet row is its own reference
+    assert all(float(r.split("|")[3]) > 0 and float(r.split("|")[4]) > 0 for r in rows)
