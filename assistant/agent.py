@@ -280,8 +280,11 @@ class Agent:
         if item is None:
             text = "Which title do you mean? Name it, or say 'tell me about the first one'."
         else:
-            with self._model() as llm:
-                text = summarize_item(llm, self._prompts(), item, u.language, known_titles=set(self.vocabulary().title_of.values()))
+            if not self.settings.effective_llm_summary:  # the item's own description, the model not asked
+                text = summarize_item(None, self._prompts(), item, u.language)
+            else:
+                with self._model() as llm:
+                    text = summarize_item(llm, self._prompts(), item, u.language, known_titles=set(self.vocabulary().title_of.values()))
             text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "about", "item_id": target})

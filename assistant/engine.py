@@ -224,7 +224,8 @@ def _summary_text(s) -> str:
     if s.llm_summary != "auto":
         return f"{on} (set)"
     if s.uses_embedded_model:
-        return f"{on} (auto: the embedded model's summaries failed the check in the evaluation; the list summary is built from the cards)"
+        return (f"{on} (auto: the embedded model's summaries failed the check in the evaluation; the list summary "
+                "is built from the cards, and an item is described by its own description)")
     return f"{on} (auto)"
 
 

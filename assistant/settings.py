@@ -14,8 +14,10 @@ from assistant.errors import ConfigError
 ENV_PREFIX = "RECASSIST_"
 EMBEDDED_RANK_BLEND = 0.0  # chosen on validation by `recassist eval` (evaluation/reports/latest)
 AUTO_RANK_BLEND = 0.3  # other models: a prior, not a measurement; `recassist eval --backend ...` measures yours
-# The embedded model's list summaries: in the conversational evaluation (evaluation/reports/latest)
-# almost none passed the check, most repeating the template's example, so it is not asked.
+# The embedded model's summaries: 1 of 36 list summaries passed the check in the conversational
+# evaluation (evaluation/reports/latest), most repeating the template's example; 8 of 21 demo
+# item summaries passed ("tell me about ...", `python -m evaluation.reason_check items`), some
+# wrongly. Not asked: the list summary is built from the cards, an item described by its own text.
 EMBEDDED_LLM_SUMMARY = False
 
 
@@ -61,7 +63,8 @@ class Settings(BaseModel):
     # asked), AUTO_RANK_BLEND for any other model until you measure it (README, Evaluation).
     rank_blend: float | Literal["auto"] = "auto"
     llm_reasons: bool = True  # let the LLM phrase reasons (always checked against evidence)
-    # Let the LLM write the one-line summary of the list (checked; else "5 picks, mostly ...").
+    # Let the LLM write the one-line summary of the list (checked; else "5 picks, mostly ...") and
+    # the answer to "tell me about X" (checked; else the item's own description).
     # "auto": off for the embedded model (EMBEDDED_LLM_SUMMARY, measured), on for any other.
     llm_summary: bool | Literal["auto"] = "auto"
     prompt_variant: str = ""  # a saved variant name from data_dir/prompts, or "" for the shipped ones

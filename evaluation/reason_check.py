@@ -5,6 +5,7 @@ a model's reasons pass it.
     python -m evaluation.reason_check collect out.json   # the embedded model on the demo users
     python -m evaluation.reason_check collect out.json --data movielens   # ... on MovieLens users
     python -m evaluation.reason_check passes out.json    # how many of those pass the check
+    python -m evaluation.reason_check items              # "tell me about X" answers for demo books
 
 `score` prints false rejects and false accepts per group of tests/reasons_labelled.json for a
 few thresholds (claims.MAX_UNSUPPORTED). `collect` runs the embedded Gemma 3 270M through
@@ -167,6 +168,31 @@ def passes(path: Path) -> None:
     print(f"\n{passed}/{n} reasons pass the check{asked}")
 
 
+def item_summaries(step: int, threads: int) -> None:
+    """The embedded model's answers to "tell me about X" for every `step`-th demo book: kept or not."""
+    from assistant.engine import Engine
+    from assistant.explain import summarize_item
+    from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
+    from assistant.settings import Settings
+    from prompts import Prompts
+
+    engine = Engine(Settings.load(env={}, data_dir=Path(tempfile.mkdtemp()) / "data", llm_backend="none", embedding_backend="hash"))
+    engine.load_demo(progress=False)
+    books = list(engine.store.iter_items())
+    titles = {b.title for b in books}
+    llm = LlamaCppLLM(ensure_embedded_model(Settings.load().models_dir), n_ctx=2048, n_threads=threads)
+    prompts = Prompts.for_llm(llm)
+    sample = books[::step]
+    kept = 0
+    for book in sample:
+        text = summarize_item(llm, prompts, book, "en", titles)
+        own = text != summarize_item(None, prompts, book, "en")  # not the description fallback
+        kept += own
+        print(f"{'LLM ' if own else 'desc'}  {book.title}: {text}")
+    engine.close()
+    print(f"\n{kept}/{len(sample)} item summaries written by the model passed the check; the rest are the item's own description")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompt-variant", default="", help="a saved prompt variant (default: the shipped prompts)")
     p = sub.add_parser("passes")
     p.add_argument("path", type=Path)
+    p = sub.add_parser("items", help='the model\'s answers to "tell me about X" for demo books')
+    p.add_argument("--step", type=int, default=15, help="every N-th demo book (default: %(default)s, 21 books)")
+    p.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.command == "score":
         for threshold in (0, 1, 2):
@@ -189,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         collect_movies(args.out, args.k, args.language, args.threads, args.users, args.prompt_variant)
     elif args.command == "collect":
         collect(args.out, args.k, args.language, args.threads, args.prompt_variant)
+    elif args.command == "items":
+        item_summaries(args.step, args.threads)
     else:
         passes(args.path)
 

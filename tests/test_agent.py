@@ -449,3 +449,16 @@ def test_the_list_summary_asks_the_llm_only_when_llm_summary_is_on(make_engine, 
     assert bool(asked) is llm_summary
     if not llm_summary:
         assert summary == evidence_summary(cards)
+    # "tell me about the first one": the model's summary, or the item's own description
+    llm.enqueue(f"{cards[0].title} is a story told at sea.")
+    before = len(llm.prompts)
+    events = list(engine.agent.respond("ben", "tell me about the first one", session_id=_session(events)))
+    answer = next(e.text for e in events if isinstance(e, MessageEvent) and e.kind == "answer")
+    assert (len(llm.prompts) > before) is llm_summary
+    if not llm_summary:
+        own = engine.store.get_item(cards[0].item_id).text
+        assert answer.startswith(cards[0].title) and own.split(".")[0] in answer
+
+
+def _session(events):
+    return next(e.session_id for e in events if isinstance(e, DoneEvent))
