@@ -108,6 +108,17 @@ def test_prompt_lab_runs_edited_and_saved_templates(page):
     assert page.locator("#lab-edited-cards .rc-card").count() > 0
     assert "──" in page.locator("#lab-edited-prompt").inner_text()
     page.screenshot(path=str(ARTIFACTS / "browser-lab.png"), full_page=True)
+    # The reason template: each card's prompt and raw output, and whether the check kept it.
+    box = page.locator("#lab-template input")
+    box.click()
+    box.fill("reason.completion")
+    box.press("Enter")
+    page.wait_for_selector("#lab-yaml:has-text('form: hook')")
+    page.locator("#lab-run").click()
+    page.wait_for_selector("#lab-edited-raw:has-text('reason ·')")
+    raw = page.locator("#lab-edited-raw").inner_text()
+    assert "→ kept: " in raw or "→ not kept: " in raw
+    assert "Hook:" in page.locator("#lab-edited-prompt").inner_text()
     assert not PAGE_ERRORS, PAGE_ERRORS
 
 
