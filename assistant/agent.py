@@ -259,7 +259,7 @@ class Agent:
         conv.add(self.store, "assistant", text, {"kind": kind})
 
     def _why(self, conv: Conversation, u: Understanding, target: str | None, last: list[dict]) -> Iterator[TurnEvent]:
-        from assistant.explain import evidence_reason
+        from assistant.explain import evidence_reason, is_chinese
 
         card = next((c for c in last if c["item_id"] == target), None) or (last[0] if last and target is None else None)
         if card is None:
@@ -268,8 +268,13 @@ class Agent:
             item = self.store.get_item(card["item_id"])
             because = evidence_reason(Candidate(item, card["score"], _evidence_from_dict(card.get("evidence") or {})), u.language) if item else ""
             text = f"{card['title']}: {because}"
-            if card.get("reason") and card.get("reason_source") == "llm":
-                text += f" ({card['reason']})"
+            reason = card.get("reason") or ""
+            if reason and card.get("reason_source") == "llm":
+                # A hook reason ("A crew hunted by a creature; it is close to Alien, ...") ends with
+                # an evidence fact `because` already states: say what the item is, then why.
+                hook = re.split(r"; it |，它", reason, maxsplit=1)[0]
+                stop = "。" if is_chinese(u.language) else ". "
+                text = f"{card['title']}: {hook.rstrip('.。')}{stop}{because}" if hook != reason else text + f" ({reason})"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
 

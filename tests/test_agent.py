@@ -462,3 +462,18 @@ def test_the_list_summary_asks_the_llm_only_when_llm_summary_is_on(make_engine, 
 
 def _session(events):
     return next(e.session_id for e in events if isinstance(e, DoneEvent))
+
+
+def test_why_says_what_the_item_is_then_the_evidence_without_repeating_it(make_engine):
+    llm = FakeLLM()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    base = engine.agent.recommend("ben", k=1)["items"]
+    hook = " ".join(engine.store.get_item(base[0]["item_id"]).text.split()[:6])
+    llm.enqueue(hook)
+    events, cards, done = run(engine, "ben", "recommend me something", k=1)
+    assert cards[0].reason_source == "llm" and cards[0].reason.startswith(hook[:1].upper() + hook[1:])
+    events, _, _ = run(engine, "ben", "why the first one?", done.session_id)
+    answer = next(e.text for e in events if isinstance(e, MessageEvent) and e.kind == "answer")
+    clause = cards[0].reason.split("; it ", 1)[1].rstrip(".")
+    assert answer.startswith(f"{cards[0].title}: {hook[:1].upper() + hook[1:]}. It ")
+    assert answer.count(clause) == 1  # the evidence fact once, not in the reason again
