@@ -261,7 +261,8 @@ def grounding_problems(
             problems.append(f"mentions a number not in the evidence: {word}")
     vocabulary = _words(allowed_blob) | _FREE_WORDS
     # Latin-script capitalised words that do not start a sentence are names or titles: claims to check.
-    for match in re.finditer(r"(?<![.!?:;\"'“(\s])\s+([A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*)", rest):
+    # Latin letters only: "Fiction类" in a Chinese sentence is the word Fiction, then Chinese.
+    for match in re.finditer(r"(?<![.!?:;\"'“(\s])\s+([A-Z][A-Za-zÀ-ÖØ-öø-ÿ\d'’-]*(?:\s+[A-Z][A-Za-zÀ-ÖØ-öø-ÿ\d'’-]*)*)", rest):
         name = re.sub(r"['’]s$", "", match.group(1))
         if any(part.lower() not in vocabulary for part in re.findall(r"[^\W\d_]+", name)):
             problems.append(f"mentions {name!r}, which is not in the evidence")

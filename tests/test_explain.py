@@ -114,6 +114,7 @@ def test_evidence_reasons_in_english_and_chinese(evidence, en, zh):
     assert evidence_reason(candidate, "zh") == zh
     assert evidence_reason(candidate, "zh-CN") == zh
     assert check_reason(en, candidate)  # evidence sentences pass their own check
+    assert check_reason(zh, candidate, language="zh")  # "同属Crime类": the name ends where the Chinese begins
 
 
 def test_llm_reasons_stream_then_keep_a_grounded_reason():
