@@ -8,7 +8,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from assistant.errors import InputError, NotFoundError, RecassistError
 from assistant.events import (
@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 4000
 # ASCII only: an id is a key, and look-alike letters from other scripts would make look-alike users.
+def liked_titles(history: Iterable[Event], title_of: dict[str, str]) -> set[str]:
+    """What a reason may say the user liked: items they clearly liked (a like, a purchase, a good
+    rating; a view is not enough) and never disliked. Nothing else."""
+    net: dict[str, float] = {}
+    for e in history:
+        if e.item_id in title_of:
+            net[e.item_id] = net.get(e.item_id, 0.0) + (e.weight if e.weight > 0 else float("-inf"))
+    return {title_of[i] for i, w in net.items() if w >= 1.0}
+
+
 _USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
 ONE_CALL_AT_A_TIME = ("llama",)  # backends with one model and one KV cache; remote servers batch calls themselves
 MODEL_BUSY = "Many requests at once: this answer skips the language model (retrieval order, reasons from the evidence)."
@@ -259,7 +269,7 @@ class Agent:
         conv.add(self.store, "assistant", text, {"kind": kind})
 
     def _why(self, conv: Conversation, u: Understanding, target: str | None, last: list[dict]) -> Iterator[TurnEvent]:
-        from assistant.explain import evidence_reason, is_chinese
+        from assistant.explain import evidence_reason, hook_of, is_chinese
 
         card = next((c for c in last if c["item_id"] == target), None) or (last[0] if last and target is None else None)
         if card is None:
@@ -272,9 +282,9 @@ class Agent:
             if reason and card.get("reason_source") == "llm":
                 # A hook reason ("A crew hunted by a creature; it is close to Alien, ...") ends with
                 # an evidence fact `because` already states: say what the item is, then why.
-                hook = re.split(r"; it |，它", reason, maxsplit=1)[0]
+                hook = hook_of(reason)
                 stop = "。" if is_chinese(u.language) else ". "
-                text = f"{card['title']}: {hook.rstrip('.。')}{stop}{because}" if hook != reason else text + f" ({reason})"
+                text = f"{card['title']}: {hook}{stop}{because}" if hook else text + f" ({reason})"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
 
@@ -326,13 +336,7 @@ class Agent:
         if u.more_like and target and target not in seeds:
             seeds.insert(0, target)
         history = self.store.events_for_user(conv.user_id)
-        # What a reason may say the user liked: items they clearly liked (a like, a purchase, a good
-        # rating; a view is not enough) and never disliked. Nothing else.
-        net: dict[str, float] = {}
-        for e in history:
-            if e.item_id in vocab.title_of:
-                net[e.item_id] = net.get(e.item_id, 0.0) + (e.weight if e.weight > 0 else float("-inf"))
-        state["liked_titles"] = {vocab.title_of[i] for i, w in net.items() if w >= 1.0}
+        state["liked_titles"] = liked_titles(history, vocab.title_of)
         profile = self.get_profile(conv.user_id, history)
         if not history and u.query and conv.persist and not profile["onboarding"]:
             # A new user's first words about their taste are profile signals at once.

@@ -140,6 +140,14 @@ _DANGLING = frozenset("a an the and or but of to in on at by for with from who w
 ABOUT_WORDS = 20  # the first sentence of a description, cut here: enough for a phrase to draw on
 
 
+def _without_dangling(words: list[str]) -> str:
+    """The words joined, without a trailing "the", "who", "and" (or comma) left by a cut."""
+    words = list(words)
+    while words and words[-1].lower().strip(",;") in _DANGLING:
+        words.pop()
+    return " ".join(words).rstrip(",;")
+
+
 def item_about(item: Item) -> str:
     """The first sentence of the item's description, cut to a clause of at most ABOUT_WORDS words.
 
@@ -156,10 +164,7 @@ def item_about(item: Item) -> str:
     cut = max(head.rfind(","), head.rfind(";"))
     if cut >= 0 and len(head[:cut].split()) >= ABOUT_WORDS * 3 // 5:
         return head[:cut]
-    words = words[:ABOUT_WORDS]
-    while words and words[-1].lower().strip(",;") in _DANGLING:
-        words.pop()
-    return " ".join(words).rstrip(",;")
+    return _without_dangling(words[:ABOUT_WORDS])
 
 
 # Grounding check ---------------------------------------------------------------------------------
@@ -416,6 +421,7 @@ class ReasonChunk:
 
 
 HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
+HOOK_JOINS = {"en": "; it ", "zh": "，它"}  # phrase + join + evidence predicate (hook_reason)
 
 
 def _says_only_the_line(text: str, item: Item) -> bool:
@@ -441,17 +447,28 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
         words = text.split()
         if len(words) > HOOK_MAX_WORDS:
             return None
-        while words and words[-1].lower().strip(",;") in _DANGLING:
-            words.pop()
-        text = " ".join(words).rstrip(",;")
+        text = _without_dangling(words)
     if not text or (not zh and _says_only_the_line(text, candidate.item)):
         return None
     # The phrase already says what the item is; the fact ties it to what the user did.
     preds = _predicates(candidate, zh, history_first=True)[:1]
     if zh:
-        return text + ("，它" + preds[0] if preds else "") + "。"
+        return text + (HOOK_JOINS["zh"] + preds[0] if preds else "") + "。"
     text = text[:1].upper() + text[1:]
-    return text + ("; it " + preds[0] if preds else "") + "."
+    return text + (HOOK_JOINS["en"] + preds[0] if preds else "") + "."
+
+
+def hook_of(reason: str) -> str | None:
+    """The phrase of a hook reason, before the evidence fact hook_reason joined to it (None if none)."""
+    head = re.split("|".join(map(re.escape, HOOK_JOINS.values())), reason, maxsplit=1)[0]
+    return head.rstrip(".。") if head != reason else None
+
+
+def nothing_to_sum_up(item: Item) -> bool:
+    """No description, or one that only restates the item's line ("A comedy film from 1994."):
+    a hook template's model is not asked, and the evidence sentence says more."""
+    about = item_about(item)
+    return not about or _says_only_the_line(about, item)
 
 
 def judge_reason(
@@ -473,7 +490,7 @@ def judge_reason(
     reason = (hook_reason(text, candidate, language) or "") if hook_form else clean_generated(text)
     if hook_form and not reason:
         return "", ["the phrase was unusable (empty, only the item line, too long, or not in the user's language)"]
-    if copies_example(text, template, [item_about(candidate.item), candidate.item.text]):
+    if copies_example(text, template, [candidate.item.text]):  # `about` is a clause of this text
         return reason, ["it repeats the template's example, which is about another item"]
     return reason, reason_problems(reason, candidate, known_titles, request, other_categories, liked_titles, language)
 
@@ -505,14 +522,11 @@ def llm_reasons(
     batch_categories = {cat for c in candidates for cat in c.item.categories}
     for candidate in candidates:
         item_id = candidate.item.id
-        about = item_about(candidate.item)
-        # A hook template with no description to sum up (or one that only restates the item's
-        # line, "A comedy film from 1994"): the evidence says more, and the model is not asked.
-        if not llm_ok or (hook_form and (not about or _says_only_the_line(about, candidate.item))):
+        if not llm_ok or (hook_form and nothing_to_sum_up(candidate.item)):
             yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")
             continue
         offered = {
-            "item": item_line(candidate.item), "about": about, "facts": evidence_facts(candidate),
+            "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
             "request": user_context, "language": language_name(language),
         }
         prompt = template.render_offered(offered)

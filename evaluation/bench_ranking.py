@@ -95,28 +95,21 @@ def main(argv: list[str] | None = None) -> None:
     prompts = Prompts.for_llm(llm)
     rows: list[tuple[str, float, str]] = []
 
-    def fresh_cache():
-        """Forget every cached prefix: the next call reads its whole prompt."""
-        llm._llama.reset()
-        llm._llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-        if llm._snapshots is not None:
-            llm._snapshots._entries.clear()
-
     priors: dict = {}  # the calibration answer, kept per model as the agent keeps it
 
     def first_call():
-        fresh_cache()
+        llm.forget_prompt_cache()
         priors.clear()
         return rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1, priors=priors)
 
     def one_pass_cold():
         # A new conversation: nothing of this prompt is in the KV cache; the calibration is known.
-        fresh_cache()
+        llm.forget_prompt_cache()
         return rank(llm, prompts, history, cands, request="a thrilling film", shuffles=1, priors=priors)
 
     def one_pass_new_conversation():
         # A running server meeting a new user: the template's head is cached (snapshots), not this history.
-        fresh_cache()
+        llm.forget_prompt_cache()
         for _ in range(2):
             rank(llm, prompts, other_history, cands, request="a thrilling film", shuffles=1, priors=priors)
         start = time.perf_counter()
@@ -134,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # How fast this machine reads and writes right now (shared machines vary a lot).
     probe = " ".join(item_line(c.item) for c in cands) * 2
-    read_s, _ = median_time(lambda: (fresh_cache(), llm.label_logprobs(probe, ["A"])), args.repeats)
+    read_s, _ = median_time(lambda: (llm.forget_prompt_cache(), llm.label_logprobs(probe, ["A"])), args.repeats)
     read_rate = llm.count_tokens(probe) / read_s
-    fresh_cache()
+    llm.forget_prompt_cache()
     start = time.perf_counter()
     written = llm.count_tokens("".join(llm.stream("Once upon a time", max_tokens=64)))
     write_rate = written / (time.perf_counter() - start)
@@ -165,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     answer_tokens = llm.count_tokens("\n".join(c.item.title for c in cands)) + 1
 
     def generate_titles():
-        fresh_cache()
+        llm.forget_prompt_cache()
         return "".join(llm.stream(titles_prompt, max_tokens=answer_tokens, stop=template.output.stop))
 
     gen_s, gen_text = median_time(generate_titles, max(1, args.repeats - 1))
@@ -182,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     gen_warm_s = statistics.median(generate_titles_warm() for _ in range(max(1, args.repeats - 1)))
 
     def generate_titles_new_conversation():
-        fresh_cache()
+        llm.forget_prompt_cache()
         for _ in range(2):
             "".join(llm.stream(titles_prompt_for("a thrilling film", cands, other_history), max_tokens=answer_tokens, stop=template.output.stop))
         start = time.perf_counter()
@@ -218,11 +211,11 @@ def main(argv: list[str] | None = None) -> None:
             "read_tokens": llm.stats["evaluated_tokens"] - before["evaluated_tokens"],
         }
 
-    fresh_cache()
+    llm.forget_prompt_cache()
     first = turn("a thrilling film")
     second = turn("something funny")
     llm._snapshots, saved = None, llm._snapshots
-    fresh_cache()
+    llm.forget_prompt_cache()
     turn("a thrilling film")
     no_snap = turn("something funny")
     llm._snapshots = saved

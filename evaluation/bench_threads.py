@@ -39,10 +39,7 @@ def measure(llm, prompt: str, gen_tokens: int, repeats: int) -> tuple[float, flo
     reads, writes = [], []
     n_prompt = len(llm._llama.tokenize(prompt.encode("utf-8")))
     for _ in range(repeats):
-        llm._llama.reset()  # nothing cached: neither the KV cache nor saved prefix snapshots
-        llm._llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-        if llm._snapshots is not None:
-            llm._snapshots._entries.clear()
+        llm.forget_prompt_cache()  # nothing cached: neither the KV cache nor saved prefix snapshots
         start = time.perf_counter()
         llm.label_logprobs(prompt, ["A"])
         reads.append(time.perf_counter() - start)

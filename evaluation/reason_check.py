@@ -24,7 +24,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from assistant import claims
-from assistant.explain import judge_reason, llm_reasons, reason_problems
+from assistant.agent import liked_titles
+from assistant.explain import judge_reason, llm_reasons, nothing_to_sum_up, reason_problems
 from retrieval.records import Candidate, Evidence, Item
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "reasons_labelled.json"
@@ -104,22 +105,24 @@ def collect_movies(out: Path, k: int, language: str, threads: int, users: int, v
     prompts = Prompts.for_llm(llm, variant or None, variants_dir)
     rng = np.random.default_rng([0, 7])
     sample = sorted(str(u) for u in rng.choice([u.user_id for u in split.users], size=users, replace=False))
+    title_of = {it.id: it.title for it in split.items}
     rows = []
     for n, user in enumerate(sample):
         history = engine.store.events_for_user(user)
-        net: dict[str, float] = {}
-        for e in history:
-            net[e.item_id] = net.get(e.item_id, 0.0) + (e.weight if e.weight > 0 else float("-inf"))
-        title_of = {it.id: it.title for it in split.items}
-        liked = {title_of[i] for i, w in net.items() if w >= 1.0 and i in title_of}
+        liked = liked_titles(history, title_of)  # what the agent lets a reason say was liked
         request = MOVIE_REQUESTS[n % len(MOVIE_REQUESTS)]
         cands = engine.retriever.candidates(user, Request(query=request), k=k, history=history)
         rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles, liked)]
         print(f"{user}: {len(cands)} reasons", flush=True)
+    engine.close()
+    _write(out, titles, rows, prompts, variant, variants_dir)
+
+
+def _write(out: Path, titles, rows: list[dict], prompts, variant: str, variants_dir: Path) -> None:
+    """The collected rows, with what `passes` needs to judge them as they were made."""
     form = prompts.get("reason").output.form
     meta = {"titles": titles, "form": form, "variant": variant, "variants_dir": str(variants_dir) if variant else None}
     out.write_text(json.dumps({**meta, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
-    engine.close()
     print(f"{len(rows)} reasons ({form} form) written to {out}")
 
 
@@ -142,11 +145,8 @@ def collect(out: Path, k: int, language: str, threads: int, variant: str = "") -
         for request in requests:
             cands = engine.retriever.candidates(user, Request(query=request), k=k)
             rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles)]
-    form = prompts.get("reason").output.form
-    meta = {"titles": titles, "form": form, "variant": variant, "variants_dir": str(variants_dir) if variant else None}
-    out.write_text(json.dumps({**meta, "rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
     engine.close()
-    print(f"{len(rows)} reasons ({form} form) written to {out}")
+    _write(out, titles, rows, prompts, variant, variants_dir)
 
 
 def passes(path: Path) -> None:
@@ -158,8 +158,8 @@ def passes(path: Path) -> None:
     n = passed = 0
     for row in data["rows"]:
         c = candidate(row["item"], row["evidence"])
-        if template.output.form == "hook" and not row["raw"]:
-            continue  # not asked: no description to sum up
+        if template.output.form == "hook" and nothing_to_sum_up(c.item):
+            continue  # not asked, as llm_reasons does not ask
         reason, problems = judge_reason(row["raw"], c, template, data["titles"], row["request"], row["others"], row.get("liked", ()), row["language"])
         n, passed = n + 1, passed + (not problems)
         print(f"{'PASS' if not problems else 'fail'}  {row['item']['title']}: {reason or row['raw']!r}  {'; '.join(problems)}")

@@ -188,3 +188,15 @@ def test_the_thread_benchmark_measures_each_pair_against_the_quiet_machine(embed
     assert [r.split("|")[2].strip() for r in rows] == ["0", "1"]
     assert rows[0].split("|")[5].strip() == "1.00x"  # the quiet row is its own reference
     assert all(float(r.split("|")[3]) > 0 and float(r.split("|")[4]) > 0 for r in rows)
+
+
+def test_forgetting_the_prompt_cache_makes_the_next_call_read_its_whole_prompt(llm):
+    prompt = "Item: The Lantern Keeper (1931; Drama)\nAbout: A lighthouse keeper takes in a shipwrecked boy.\nHook:" * 3
+    llm.label_logprobs(prompt, ["A"])
+    before = llm.stats["evaluated_tokens"]
+    llm.label_logprobs(prompt, ["A"])
+    assert llm.stats["evaluated_tokens"] - before <= 1  # the prefix was cached
+    llm.forget_prompt_cache()
+    before = llm.stats["evaluated_tokens"]
+    llm.label_logprobs(prompt, ["A"])
+    assert llm.stats["evaluated_tokens"] - before == len(llm._prompt_tokens(prompt))

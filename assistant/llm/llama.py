@@ -118,6 +118,9 @@ class _PrefixSnapshots:
     def covers(self, tokens: Sequence[int]) -> bool:
         return any(len(e[0]) >= len(tokens) and _common_prefix(e[0], tokens) == len(tokens) for e in self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def add(self, tokens: list[int], state: ctypes.Array) -> None:
         # A longer prefix of the same family (same template, new history) replaces the old one.
         self._entries = [e for e in self._entries if _common_prefix(e[0], tokens) < self.min_tokens]
@@ -231,6 +234,15 @@ class LlamaCppLLM:
         """The single-token spellings of each label ("A" and " A"); LLMError if a label has none."""
         with self._locked():
             return [self._label_ids(label) for label in labels]
+
+    def forget_prompt_cache(self) -> None:
+        """Drop the KV cache and every saved prefix snapshot: the next call reads its whole prompt
+        (the benchmarks' cold case)."""
+        with self._locked():
+            self._llama.reset()
+            self._llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+            if self._snapshots is not None:
+                self._snapshots.clear()
 
     def close(self) -> None:
         self._llama.close()
