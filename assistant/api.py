@@ -12,6 +12,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -1009,6 +1010,40 @@ def serve(engine, host: str | None = None, port: int | None = None) -> None:
     logging.getLogger("uvicorn.access").addFilter(HideSecrets(engine.settings.api_keys, query=True))
     logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
     uvicorn.Server(config).run()
+
+
+def serve_workers(engine, workers: int, env: dict[str, str]) -> None:
+    """Run `workers` API processes on one port; they share this process's model process.
+
+    The model loads once, here (`engine.llm`, supervised); each worker connects to its socket
+    through RECASSIST_LLM_SOCKET, so N workers cost one model's memory, not N.
+    """
+    import uvicorn
+
+    s = engine.settings
+    llm = engine.llm
+    socket_path = getattr(llm, "socket_path", "")
+    if s.llm_backend == "llama" and not socket_path:
+        raise RecassistError("--workers N shares one model process; set RECASSIST_LLM_PROCESS=process (not inline)")
+    os.environ.update(env)
+    os.environ.update(RECASSIST_HOST=s.host, RECASSIST_PORT=str(s.port), RECASSIST_LLM_SOCKET=socket_path)
+    shown = f"[{s.host}]" if ":" in s.host else s.host
+    print(f"recassist {__version__}: {workers} workers, UI at http://{shown}:{s.port}/  API at http://{shown}:{s.port}/v1", flush=True)
+    uvicorn.run("assistant.api:worker_app", factory=True, host=s.host, port=s.port, workers=workers, log_level="info")
+    engine.close()
+
+
+def worker_app():
+    """The app of one `serve --workers N` process: settings from the environment the parent set."""
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    engine = Engine(Settings.load())
+    logging.getLogger("uvicorn.access").addFilter(HideSecrets(engine.settings.api_keys, query=True))
+    logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
+    engine.llm  # connect to the shared model process
+    engine.retriever  # load the embedder and fit the signals before the first request
+    return create_app(engine, host=engine.settings.host)
 
 
 class HideSecrets(logging.Filter):

@@ -155,6 +155,13 @@ def cmd_serve(args) -> int:
 
     settings = _settings(args)
     settings.host, settings.port = args.host or settings.host, args.port or settings.port
+    if args.workers < 1:
+        raise RecassistError(f"--workers must be 1 or more, not {args.workers}")
+    if args.workers > 1 and settings.chroma_mode != "http":
+        raise RecassistError(
+            "--workers N needs the vector store as a server (RECASSIST_CHROMA_MODE=http with `chroma run`): "
+            "several processes cannot share an on-disk Chroma; or serve with one worker"
+        )
     from assistant.engine import Engine
 
     engine = Engine(settings)
@@ -172,8 +179,23 @@ def cmd_serve(args) -> int:
         engine.retriever  # load the embedder and fit the signals now, not in the first user's turn
     except RecassistError as exc:  # e.g. a Chroma server not up yet: each request retries and says so
         print(f"warning: retrieval is not ready yet ({exc}); requests will try again", file=sys.stderr)
+    if args.workers > 1:
+        from assistant.api import serve_workers
+
+        serve_workers(engine, args.workers, _setting_env(args))
+        return 0
     serve(engine, settings.host, settings.port)
     return 0
+
+
+def _setting_env(args) -> dict[str, str]:
+    """The command line's settings as RECASSIST_* variables, for worker processes that read the environment."""
+    env = {"RECASSIST_CONFIG": str(args.config)} if getattr(args, "config", None) else {}
+    for name in ("data_dir", "llm_backend", "embedding_backend"):
+        value = getattr(args, name, None)
+        if value is not None:
+            env["RECASSIST_" + name.upper()] = str(value)
+    return env
 
 
 def cmd_eval(args) -> int:
@@ -196,6 +218,28 @@ def cmd_prompts(args) -> int:
             print(problem)
         return 1
     print("all prompt templates are valid")
+    return 0
+
+
+def cmd_check_model(args) -> int:
+    """Load the local model in a child process and evaluate a few tokens (setup runs this)."""
+    from assistant.errors import LLMError
+    from assistant.llm.llama import ensure_embedded_model
+    from assistant.llm.process import check_model
+
+    settings = _settings(args)
+    if settings.llm_backend != "llama":
+        print(f"nothing to check: the LLM backend is {settings.llm_backend!r}, not a local model")
+        return 0
+    try:
+        path = settings.llm_model_path or ensure_embedded_model(settings.models_dir)
+        info = check_model(path, n_ctx=settings.llm_context, threads=settings.llm_threads)
+    except LLMError as exc:
+        print(f"error: the local model does not run here: {exc}", file=sys.stderr)
+        return 1
+    features = ", ".join(f for f in info.get("cpu_features", []) if f.isupper()) or "?"
+    print(f"the local model runs: {info['model']} loaded and evaluated a few tokens in {info['self_test_ms']:.0f} ms "
+          f"in a child process; llama.cpp built for: {features}")
     return 0
 
 
@@ -264,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--demo", action="store_true", help="load the shipped demo catalog and users first (idempotent)")
     p.add_argument("--reload-demo", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=1,
+                   help="API worker processes sharing one model process (default 1; more needs RECASSIST_CHROMA_MODE=http)")
 
     p = add("eval", cmd_eval, "Offline evaluation: metrics.json, a Markdown report and plots (`recassist eval --help`).")
     p.add_argument("eval_args", nargs=argparse.REMAINDER, help="options for the evaluation harness")
@@ -271,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("prompts", cmd_prompts, "Check or list the prompt templates and saved variants.")
     p.add_argument("action", choices=["check", "list"], help="check: validate every template; list: names")
     p.add_argument("--prompt-variant", help=argparse.SUPPRESS)
+
+    add("check-model", cmd_check_model,
+        "Load the local model in a child process and evaluate a few tokens: does it run on this CPU?")
 
     p = add("info", cmd_info, "Show version, data directory, catalog size, users, LLM and embedding model.")
     p.add_argument("--json", action="store_true")

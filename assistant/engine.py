@@ -192,6 +192,7 @@ class Engine:
             "llm_backend": backend,
             "llm_model": model,
             "llm_error": self._llm_error,
+            "llm_process": _process_text(llm),
             "rank_blend": _blend_text(s),
             "llm_summary": _summary_text(s),
             "embedding_model": getattr(self.embedder, "name", s.embedding_backend)
@@ -202,6 +203,22 @@ class Engine:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
+        if self._llm is not None and hasattr(self._llm, "supervisor"):
+            self._llm.close()  # stops the model process this engine started
+
+
+def _process_text(llm) -> str | None:
+    """Where a local model runs, and how it fares (None for other backends)."""
+    supervisor = getattr(llm, "supervisor", None)
+    if supervisor is not None:
+        st = supervisor.status()
+        text = f"own process, {st['state']} (pid {st['pid']}, {st['restarts']} restarts"
+        return text + (f", last {st['last_exit']})" if st["last_exit"] else ")")
+    if getattr(llm, "socket_path", None):
+        return f"shared process at {llm.socket_path}"
+    if getattr(llm, "backend", None) == "llama":
+        return "inline (in this process: a crash in llama.cpp ends it)"
+    return None
 
 
 def _blend_text(s) -> str:

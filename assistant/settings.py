@@ -50,6 +50,10 @@ class Settings(BaseModel):
     llm_context: int = 2048
     llm_threads: int = 0  # 0: all cores
     llm_timeout_s: float = 30.0
+    # Where a local model runs: "process" (its own supervised process: a crash or hang in native
+    # code is a degraded answer and a restart, never a dead server) or "inline" (in this process).
+    llm_process: Literal["process", "inline"] = "process"
+    llm_socket: str = ""  # a running model process to share (set by `serve --workers N` for its workers)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = Field(default="", repr=False)  # secrets stay out of reprs and logs
     openai_model: str = "gpt-4o-mini"

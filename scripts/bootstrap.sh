@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Create .venv and install recassist with the given extras (default: local).
-# The first install compiles llama-cpp-python (~8 min on 2 cores); progress is printed as it
-# builds, and pip's wheel cache makes every later install take seconds.
+#
+# llama-cpp-python is compiled for a CPU *level*, never for the build machine: the default is
+# x86-64-v3 (AVX2, FMA, F16C, BMI2), which runs on any x86-64 server of the last decade. A native
+# build (GGML_NATIVE) can use instructions that the next machine, or this virtual machine, refuses
+# (AMX), and the first token then kills the process with SIGILL. Choose other flags with
+# RECASSIST_LLAMA_CMAKE_ARGS (see README, "The local model build"). The built wheel is cached in
+# ~/.cache/recassist/wheels under a key of the version and the flags, so a wheel built with other
+# flags, or pip's own cache of a native build, is never reused by mistake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-local}"
@@ -10,8 +16,24 @@ PY="${PYTHON:-python3}"
 # torch first and pinned to the CPU build this project was tested with: an unpinned torch
 # would pull a several-GB CUDA build through sentence-transformers.
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+LLAMA_VERSION="${RECASSIST_LLAMA_VERSION:-0.3.36}"
+# x86-64-v3. With GGML_NATIVE=OFF the other AVX-512 options and AVX-VNNI default to off;
+# AVX-512 stays off by measurement (README, "The local model build").
+LLAMA_DEFAULT_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+LLAMA_ARGS="${RECASSIST_LLAMA_CMAKE_ARGS:-$LLAMA_DEFAULT_ARGS}"
+WHEEL_CACHE="${RECASSIST_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/recassist/wheels}"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# The flags must never target the build machine or AMX: both make a wheel that dies elsewhere.
+if [[ "$LLAMA_ARGS" =~ (GGML_NATIVE=ON|march=native|mcpu=native|GGML_AMX_[A-Z0-9]+=ON) ]]; then
+  die "RECASSIST_LLAMA_CMAKE_ARGS asks for ${BASH_REMATCH[1]}: that build only runs on the machine that made it (AMX dies with SIGILL in virtual machines). Name the instruction sets instead, e.g. -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+fi
+[[ "$LLAMA_ARGS" == *GGML_NATIVE=OFF* ]] || LLAMA_ARGS="-DGGML_NATIVE=OFF $LLAMA_ARGS"  # llama.cpp's default is native
+LLAMA_KEY="$(printf '%s\n%s\n' "$LLAMA_VERSION" "$LLAMA_ARGS" | sha256sum | cut -c1-12)"
+LLAMA_WHEELS="$WHEEL_CACHE/llama-cpp-python-$LLAMA_VERSION-$LLAMA_KEY"
+LLAMA_MARK="$VENV/.recassist-llama-build"
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtual environment $VENV"
@@ -26,22 +48,48 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   pip_ install -q "$TORCH_SPEC"
 fi
 
-if [[ "$EXTRAS" == *local* ]] && ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  say "installing llama-cpp-python: the first time compiles llama.cpp (~8 min on 2 cores)"
+build_llama_wheel() {
+  say "compiling llama-cpp-python $LLAMA_VERSION for: $LLAMA_ARGS"
+  say "the first build takes ~8 min on 2 cores; it is cached in $LLAMA_WHEELS"
+  local tmp start
+  tmp="$(mktemp -d)"
   start=$(date +%s)
-  pip_ install -v "llama-cpp-python[server]>=0.3.16" 2>&1 | while IFS= read -r line; do
+  # --no-binary/--no-cache-dir: compile from source with these flags, never take pip's cached wheel.
+  CMAKE_ARGS="$LLAMA_ARGS" FORCE_CMAKE=1 "$VENV/bin/pip" wheel -v --no-deps --no-binary llama-cpp-python \
+      --no-cache-dir -w "$tmp" "llama-cpp-python==$LLAMA_VERSION" 2>&1 | while IFS= read -r line; do
     if [[ "$line" =~ \[([0-9]+)/([0-9]+)\] ]]; then
       printf '\r[setup] compiling llama.cpp: step %s of %s (%ss elapsed)   ' \
         "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "$(( $(date +%s) - start ))" >&2
     elif [[ "$line" =~ ^(Successfully|ERROR|error:) ]]; then
       printf '\n%s\n' "$line" >&2
-    elif [[ "$line" =~ (Using cached|Building wheel|Created wheel) ]]; then
-      printf '%s\n' "${line:0:160}" >&2
     fi
   done
-  "$VENV/bin/python" -c "import llama_cpp" || { say "llama-cpp-python failed to install; see the output above"; exit 1; }
+  ls "$tmp"/llama_cpp_python-*.whl >/dev/null 2>&1 || die "llama-cpp-python failed to compile; see the output above"
+  mkdir -p "$LLAMA_WHEELS"
+  mv "$tmp"/llama_cpp_python-*.whl "$LLAMA_WHEELS/"
+  printf '%s\n' "$LLAMA_ARGS" > "$LLAMA_WHEELS/cmake-args.txt"
+  rmdir "$tmp"
+}
+
+if [[ "$EXTRAS" == *local* ]]; then
+  if [ "$(cat "$LLAMA_MARK" 2>/dev/null)" != "$LLAMA_KEY" ] || ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+    ls "$LLAMA_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1 || build_llama_wheel
+    wheel="$(ls "$LLAMA_WHEELS"/llama_cpp_python-*.whl | head -1)"
+    say "installing $(basename "$wheel") (flags key $LLAMA_KEY)"
+    # --force-reinstall --no-deps replaces a build made with other flags; then the server extra's deps.
+    pip_ install -q --force-reinstall --no-deps "$wheel"
+    pip_ install -q "$wheel[server]"
+    printf '%s\n' "$LLAMA_KEY" > "$LLAMA_MARK"
+  fi
 fi
 
 say "installing recassist[$EXTRAS]"
 pip_ install -q -e ".[$EXTRAS]"
+
+if [[ "$EXTRAS" == *local* ]]; then
+  # Prove the model runs before anyone asks it a question: a child process loads the embedded
+  # model and evaluates a few tokens; a signal there (SIGILL) stops setup with what to do.
+  say "checking that the local model runs on this CPU"
+  "$VENV/bin/recassist" check-model || die "setup stopped: the local model does not run here (see above)"
+fi
 say "done: $("$VENV/bin/recassist" --version)"

@@ -16,16 +16,7 @@ def create_llm(settings) -> LLM | None:
 
         return FakeLLM()
     if backend == "llama":
-        from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
-
-        path = settings.llm_model_path or ensure_embedded_model(settings.models_dir)
-        return LlamaCppLLM(
-            path,
-            n_ctx=settings.llm_context,
-            n_threads=settings.llm_threads,
-            prompt_style=settings.llm_prompt_style,
-            lock_timeout_s=max(settings.llm_timeout_s, 1.0) * 4,
-        )
+        return _local_llm(settings)
     if backend == "openai":
         from assistant.llm.openai_compat import OpenAICompatLLM
 
@@ -40,3 +31,27 @@ def create_llm(settings) -> LLM | None:
             tiktoken_cache_dir=str(settings.data_dir / "tiktoken"),
         )
     raise ConfigError(f"unknown RECASSIST_LLM_BACKEND {backend!r}; use llama, openai, fake or none")
+
+
+def _local_llm(settings) -> LLM:
+    """A GGUF model: in a supervised process of its own (default), a shared one, or inline."""
+    from assistant.llm.llama import ensure_embedded_model
+
+    queue_timeout_s = max(settings.llm_timeout_s, 1.0) * 4
+    if settings.llm_socket:
+        from assistant.llm.process import ModelProcessLLM
+
+        return ModelProcessLLM(settings.llm_socket, timeout_s=settings.llm_timeout_s, queue_timeout_s=queue_timeout_s)
+    path = settings.llm_model_path or ensure_embedded_model(settings.models_dir)
+    if settings.llm_process == "inline":
+        from assistant.llm.llama import LlamaCppLLM
+
+        return LlamaCppLLM(path, n_ctx=settings.llm_context, n_threads=settings.llm_threads,
+                           prompt_style=settings.llm_prompt_style, lock_timeout_s=queue_timeout_s)
+    from assistant.llm.process import ModelProcessLLM, ModelSupervisor
+
+    supervisor = ModelSupervisor(path, n_ctx=settings.llm_context, threads=settings.llm_threads,
+                                 prompt_style=settings.llm_prompt_style, queue_timeout_s=queue_timeout_s)
+    info = supervisor.start()  # LLMError, saying why, when the model cannot load or run here
+    return ModelProcessLLM(supervisor.socket_path, timeout_s=settings.llm_timeout_s, queue_timeout_s=queue_timeout_s,
+                           supervisor=supervisor, info=info)

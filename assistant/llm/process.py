@@ -1,0 +1,355 @@
+"""The local model in a supervised process of its own, behind the one LLM contract.
+
+`ModelSupervisor` starts `assistant.llm.worker`, waits until the model has loaded and evaluated a
+few tokens, and restarts it with backoff whenever it dies (a signal, the OOM killer) or is killed
+for hanging. `ModelProcessLLM` is the LLM the agent calls: each call is one connection to the
+worker's Unix socket. A crash or a hang becomes an LLMError ("the model is down"), which the
+agent already turns into a degraded answer with a notice; the API process never dies of it.
+
+Several API worker processes (`recassist serve --workers N`) share one model process: the
+supervisor lives in the parent, and each worker connects to the socket named by
+RECASSIST_LLM_SOCKET.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from assistant.errors import LLMError
+from assistant.llm.base import Prompt
+
+log = logging.getLogger(__name__)
+
+REBUILD_HINT = (
+    "the llama.cpp build uses CPU instructions this machine refuses. Rebuild it for this CPU level: "
+    "`rm -rf .venv ~/.cache/recassist/wheels && make setup` (the default targets x86-64-v3: AVX2, FMA, F16C; "
+    "for an older CPU set RECASSIST_LLAMA_CMAKE_ARGS, see README 'The local model build')"
+)
+
+
+def describe_exit(code: int | None) -> str:
+    """'killed by SIGSEGV' or 'exited with status 1'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _why(code: int | None) -> str:
+    """What a death by this signal usually means, for the person reading the error."""
+    if code == -signal.SIGILL:
+        return "; " + REBUILD_HINT
+    if code == -signal.SIGKILL:
+        return " (out of memory, or killed by an operator or by recassist for hanging)"
+    return ""
+
+
+def worker_command(model_path: str | Path, *, n_ctx: int, threads: int, prompt_style: str,
+                   queue_timeout_s: float, socket_path: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "assistant.llm.worker", "--model", str(model_path), "--n-ctx", str(n_ctx),
+           "--threads", str(threads), "--prompt-style", prompt_style, "--queue-timeout", str(queue_timeout_s)]
+    return cmd + (["--socket", socket_path] if socket_path else ["--check"])
+
+
+def _start(cmd: list[str], timeout_s: float) -> tuple[subprocess.Popen, dict]:
+    """Start a worker and wait for its READY line; LLMError (with the reason) if it never comes."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter_lines(proc.stdout)), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready = [line for line in lines if line.startswith(("READY ", "FAILED "))]
+        if ready:
+            kind, _, rest = ready[0].partition(" ")
+            if kind == "READY":
+                threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
+                return proc, json.loads(rest)
+            proc.wait(timeout=10)
+            raise LLMError(rest)
+        if proc.poll() is not None:
+            reader.join(timeout=1)
+            if any(line.startswith("READY ") for line in lines):
+                continue  # it printed READY just before a --check exit
+            err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:] if proc.stderr else []
+            raise LLMError(
+                f"the local model process {describe_exit(proc.returncode)} while loading the model{_why(proc.returncode)}"
+                + (f" (its last words: {' | '.join(err)})" if err and proc.returncode > 0 else "")
+            )
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise LLMError(f"the local model did not load within {timeout_s:.0f}s")
+
+
+def iter_lines(stream) -> Iterator[str]:
+    for raw in iter(stream.readline, b""):
+        yield raw.decode("utf-8", "replace").rstrip("\n")
+
+
+def _drain(stream) -> None:
+    """Forward the worker's stderr (llama.cpp's messages, tracebacks) to our log."""
+    for line in iter_lines(stream):
+        if line.strip():
+            log.warning("model process: %s", line)
+
+
+def check_model(model_path: str | Path, *, n_ctx: int = 2048, threads: int = 0, timeout_s: float = 180.0) -> dict:
+    """Load the model in a child process and evaluate a few tokens; its info, or LLMError saying why not."""
+    cmd = worker_command(model_path, n_ctx=n_ctx, threads=threads, prompt_style="auto", queue_timeout_s=timeout_s)
+    proc, info = _start(cmd, timeout_s)
+    proc.wait(timeout=30)
+    return info
+
+
+class ModelSupervisor:
+    """Keeps one model process running: start, watch, restart with backoff, stop."""
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, threads: int = 0, prompt_style: str = "auto",
+                 queue_timeout_s: float = 120.0, load_timeout_s: float = 180.0,
+                 backoff_s: tuple[float, float] = (0.5, 30.0)):
+        self._dir = tempfile.mkdtemp(prefix="recassist-model-")
+        self.socket_path = os.path.join(self._dir, "model.sock")
+        self._cmd = worker_command(model_path, n_ctx=n_ctx, threads=threads, prompt_style=prompt_style,
+                                   queue_timeout_s=queue_timeout_s, socket_path=self.socket_path)
+        self.load_timeout_s = load_timeout_s
+        self.backoff_s = backoff_s
+        self.info: dict = {}
+        self.state = "stopped"  # starting | up | down | stopped
+        self.restarts = 0
+        self.last_exit = ""
+        self._proc: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def start(self) -> dict:
+        """Start the model process and wait until it answers; LLMError if it cannot (bad file, SIGILL)."""
+        self.state = "starting"
+        try:
+            self._proc, self.info = _start(self._cmd, self.load_timeout_s)
+        except LLMError:
+            self.state = "down"
+            raise
+        self.state = "up"
+        threading.Thread(target=self._watch, name="model-supervisor", daemon=True).start()
+        return self.info
+
+    def status(self) -> dict:
+        return {"state": self.state, "pid": self.pid, "restarts": self.restarts, "last_exit": self.last_exit,
+                "socket": self.socket_path}
+
+    def down_reason(self) -> str:
+        """Why the model is not answering right now, for an error message."""
+        what = f"the local model process {self.last_exit}" if self.last_exit else "the local model process is not running"
+        return f"{what}; it is {'restarting' if self.state in ('down', 'starting') else self.state}"
+
+    def kill(self) -> None:
+        """End a hung model process; the watcher restarts it."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.state = "stopped"
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.stdin.close()  # the worker exits when its stdin closes
+                proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+
+    def _watch(self) -> None:
+        delay, longest = self.backoff_s
+        while not self._stopping.is_set():
+            proc = self._proc
+            up_since = time.monotonic()
+            proc.wait()
+            if self._stopping.is_set():
+                return
+            self.state = "down"
+            self.last_exit = describe_exit(proc.returncode)
+            log.error("the local model process %s%s; restarting in %.1fs", self.last_exit, _why(proc.returncode), delay)
+            if time.monotonic() - up_since > 60:
+                delay = self.backoff_s[0]  # it ran fine for a while: this is a new fault, not a crash loop
+            while not self._stopping.wait(delay):
+                delay = min(delay * 2, longest)
+                self.state = "starting"
+                try:
+                    self._proc, self.info = _start(self._cmd, self.load_timeout_s)
+                except LLMError as exc:
+                    self.state = "down"
+                    log.error("restarting the local model failed: %s; next try in %.1fs", exc, delay)
+                    continue
+                self.restarts += 1
+                self.state = "up"
+                log.warning("the local model process is back (pid %d, restart %d)", self._proc.pid, self.restarts)
+                break
+
+
+class ModelProcessLLM:
+    """The LLM contract, answered by a model process over its Unix socket."""
+
+    backend = "llama"
+    supports_logprobs = True
+    supports_json_schema = True
+
+    def __init__(self, socket_path: str, *, timeout_s: float = 30.0, queue_timeout_s: float = 120.0,
+                 supervisor: ModelSupervisor | None = None, info: dict | None = None):
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+        self.queue_timeout_s = queue_timeout_s
+        self.supervisor = supervisor
+        self.info = info or self._call("info")
+        self.model = self.info["model"]
+        self.model_path = Path(self.info["model_path"])
+        self.context_window = int(self.info["context_window"])
+        self.prompt_style = self.info["prompt_style"]
+        self.chat_template = "yes" if self.info.get("chat_template") else ""
+        self._count_cache: dict[str, int] = {}
+
+    # The contract ----------------------------------------------------------------------------
+
+    def stream(self, prompt: Prompt, *, max_tokens: int, stop: Sequence[str] | None = None,
+               temperature: float = 0.0, json_schema: dict | None = None) -> Iterator[str]:
+        args = {"prompt": prompt, "max_tokens": max_tokens, "stop": list(stop or []), "temperature": temperature,
+                "json_schema": json_schema}
+        with self._connection("stream", args) as messages:
+            for message in messages:
+                if "done" in message:
+                    return
+                yield message["text"]
+
+    def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
+        return self._call("label_logprobs", prompt=prompt, labels=list(labels))
+
+    def count_tokens(self, text: str) -> int:
+        if text not in self._count_cache:
+            if len(self._count_cache) > 4096:
+                self._count_cache.clear()
+            self._count_cache[text] = self._call("count_tokens", text=text)
+        return self._count_cache[text]
+
+    # Helpers the benchmarks and the ranking use ------------------------------------------------
+
+    def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        return self._call("label_token_ids", labels=list(labels))
+
+    def forget_prompt_cache(self) -> None:
+        self._call("forget_prompt_cache")
+
+    @property
+    def stats(self) -> dict:
+        return self._call("stats")
+
+    def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+
+    # The wire ----------------------------------------------------------------------------------
+
+    def _call(self, op: str, **args):
+        with self._connection(op, args) as messages:
+            for message in messages:
+                return message["result"]
+        raise LLMError(f"the local model process closed the connection during {op}")
+
+    def _connection(self, op: str, args: dict):
+        llm = self
+
+        class _Conn:
+            def __enter__(self):
+                self.sock = llm._connect()
+                self.sock.sendall(json.dumps({"op": op, "args": args}, ensure_ascii=False).encode("utf-8") + b"\n")
+                return llm._messages(self.sock, op)
+
+            def __exit__(self, *exc):
+                self.sock.close()  # a stream closed early ends the generation in the worker
+
+        return _Conn()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5.0)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            if self.supervisor is not None:
+                raise LLMError(self.supervisor.down_reason()) from None
+            raise LLMError(f"the local model process is not answering on {self.socket_path} ({exc.strerror or exc}); "
+                           "it is restarting, or `recassist serve` that owns it has stopped") from None
+        return sock
+
+    def _messages(self, sock: socket.socket, op: str) -> Iterator[dict]:
+        """The worker's answers; LLMError for its errors, its death, or its silence."""
+        reader = sock.makefile("rb")
+        sock.settimeout(self.queue_timeout_s + 5.0)  # first: waiting for the model's turn
+        worker_pid = None
+        while True:
+            try:
+                raw = reader.readline()
+            except TimeoutError:
+                if worker_pid is None:
+                    raise LLMError(f"the local model stayed busy for {self.queue_timeout_s:.0f}s") from None
+                self._kill_hung(worker_pid)
+                raise LLMError(
+                    f"the local model did not answer within {self.timeout_s:.0f}s (it hung); it was stopped and restarts"
+                ) from None
+            except OSError as exc:
+                raise LLMError(f"lost the local model process during {op} ({exc})") from None
+            if not raw:
+                raise LLMError(self._death(op))
+            message = json.loads(raw)
+            if "error" in message:
+                raise LLMError(message["error"])
+            if "started" in message:
+                worker_pid = message["started"]
+                sock.settimeout(self.timeout_s)  # from now on: silence this long is a hang
+                continue
+            yield message
+
+    def _death(self, op: str) -> str:
+        if self.supervisor is not None:
+            proc = self.supervisor._proc
+            if proc is not None:
+                try:
+                    proc.wait(timeout=1.0)  # the socket closes a moment before the exit is reported
+                except subprocess.TimeoutExpired:
+                    pass
+                self.supervisor.last_exit = describe_exit(proc.returncode) if proc.poll() is not None else ""
+            return f"the local model process died during {op}" + (
+                f" ({self.supervisor.last_exit})" if self.supervisor.last_exit else "") + "; it restarts by itself"
+        return f"the local model process died during {op}; it restarts by itself"
+
+    def _kill_hung(self, pid: int) -> None:
+        log.error("the local model process (pid %d) gave no answer for %.0fs: killing it so it restarts", pid, self.timeout_s)
+        if self.supervisor is not None:
+            self.supervisor.kill()
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,195 @@
+"""The local model's own process: loads a GGUF model and answers the LLM contract on a Unix socket.
+
+Native code (llama.cpp) can die by a signal (an instruction the CPU refuses, a segfault, the
+out-of-memory killer) or hang; in its own process that is a fault the API process survives.
+`python -m assistant.llm.worker --socket PATH --model FILE` is started by `ModelSupervisor`.
+
+The wire is JSON lines, one request per connection:
+  request  {"op": "stream" | "label_logprobs" | "count_tokens" | ..., "args": {...}}
+  answer   {"started": pid} once the model is this request's, then
+           {"text": "..."}* {"done": true}     (stream)
+           {"result": ...}                     (every other op)
+           {"error": "message"}                (an LLMError; the connection then closes)
+Several API processes may connect at once; they take turns on the model, as threads of one
+process take turns on an in-process model.
+
+Start-up prints one line on stdout: `READY {info}` once the model has loaded AND evaluated a few
+tokens (the instructions a bad build lacks run then, not at a user's first question), or
+`FAILED message` when the model cannot load. The process exits when its stdin closes, so it
+never outlives the process that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socketserver
+import sys
+import threading
+import time
+
+from assistant.errors import LLMError
+
+# Ops that need the model (they take turns); the others answer at once.
+_MODEL_OPS = {"stream", "label_logprobs", "label_token_ids", "forget_prompt_cache"}
+
+
+def system_info() -> str:
+    """llama.cpp's own list of the CPU features this build uses, e.g. 'AVX2 = 1 | AVX512 = 0 ...'."""
+    import llama_cpp
+
+    raw = llama_cpp.llama_print_system_info()
+    return (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)).strip()
+
+
+def build_features() -> list[str]:
+    """The CPU features this llama.cpp build was compiled to use (those reported as 1)."""
+    features = []
+    for part in system_info().replace("|", "\n").splitlines():
+        name, _, value = part.rpartition("=")
+        name = name.split(":")[-1].strip()
+        if name and value.strip() == "1":
+            features.append(name)
+    return features
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        worker: ModelWorker = self.server.worker  # type: ignore[attr-defined]
+        try:
+            request = json.loads(self.rfile.readline() or b"null")
+            op, args = request["op"], request.get("args", {})
+        except (ValueError, KeyError, TypeError):
+            return self._send({"error": "bad request: expected one JSON line with 'op'"})
+        try:
+            if op in _MODEL_OPS:
+                with worker.turn():
+                    self._send({"started": os.getpid()})
+                    self._answer(worker, op, args)
+            else:
+                self._answer(worker, op, args)
+        except LLMError as exc:
+            self._send({"error": str(exc)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the caller stopped reading (a closed stream): nothing to answer
+
+    def _answer(self, worker: "ModelWorker", op: str, args: dict) -> None:
+        llm = worker.llm
+        if op == "stream":
+            chunks = llm.stream(**args)
+            try:
+                for text in chunks:
+                    self._send({"text": text})
+            finally:
+                chunks.close()  # a caller that went away frees the model at once
+            self._send({"done": True})
+        elif op == "label_logprobs":
+            self._send({"result": llm.label_logprobs(args["prompt"], args["labels"])})
+        elif op == "label_token_ids":
+            self._send({"result": llm.label_token_ids(args["labels"])})
+        elif op == "forget_prompt_cache":
+            llm.forget_prompt_cache()
+            self._send({"result": None})
+        elif op == "count_tokens":
+            self._send({"result": llm.count_tokens(args["text"])})
+        elif op == "stats":
+            self._send({"result": dict(llm.stats)})
+        elif op == "info":
+            self._send({"result": worker.info})
+        else:
+            self._send({"error": f"unknown op {op!r}"})
+
+    def _send(self, message: dict) -> None:
+        self.wfile.write(json.dumps(message, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.wfile.flush()
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+
+class ModelWorker:
+    """One loaded model, served to any number of connections that take turns on it."""
+
+    def __init__(self, llm, queue_timeout_s: float):
+        self.llm = llm
+        self.queue_timeout_s = queue_timeout_s
+        self._lock = threading.Lock()
+        self.info = {
+            "pid": os.getpid(),
+            "model": llm.model,
+            "model_path": str(llm.model_path),
+            "context_window": llm.context_window,
+            "prompt_style": llm.prompt_style,
+            "chat_template": bool(llm.chat_template),
+            "cpu_features": build_features(),
+        }
+
+    def turn(self):
+        worker = self
+
+        class _Turn:
+            def __enter__(self):
+                if not worker._lock.acquire(timeout=worker.queue_timeout_s):
+                    raise LLMError(
+                        f"{worker.llm.model} stayed busy for {worker.queue_timeout_s:.0f}s (other requests hold it); "
+                        "retry, or run the model behind an OpenAI-compatible server for many concurrent users"
+                    )
+
+            def __exit__(self, *exc):
+                worker._lock.release()
+
+        return _Turn()
+
+    def serve(self, socket_path: str) -> None:
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)  # a socket file left by a worker that died
+        server = _Server(socket_path, _Handler)
+        server.worker = self  # read by the handlers
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        print("READY " + json.dumps(self.info), flush=True)
+        sys.stdin.read()  # until the parent goes away or closes the pipe
+        server.shutdown()
+
+
+def self_test(llm) -> dict:
+    """Evaluate a few tokens: a build with instructions this CPU refuses dies here, by a signal."""
+    started = time.perf_counter()
+    prompt = "The assistant recommends a book about the sea. Answer: A"
+    llm.label_logprobs(prompt, ["A", "B"])
+    text = "".join(llm.stream("Once upon a time", max_tokens=4))
+    llm.forget_prompt_cache()
+    return {"self_test_ms": round((time.perf_counter() - started) * 1000, 1), "self_test_text": text}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m assistant.llm.worker", description=__doc__.split("\n")[0])
+    p.add_argument("--socket", help="Unix socket to serve on (omit with --check: load, self-test, exit)")
+    p.add_argument("--model", required=True, help="GGUF file")
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--prompt-style", default="auto")
+    p.add_argument("--queue-timeout", type=float, default=120.0, help="seconds a request may wait for its turn")
+    p.add_argument("--check", action="store_true", help="load the model, evaluate a few tokens, print READY and exit")
+    args = p.parse_args(argv)
+    from assistant.llm.llama import LlamaCppLLM
+
+    try:
+        llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, prompt_style=args.prompt_style,
+                          lock_timeout_s=args.queue_timeout)
+        tested = self_test(llm)
+    except LLMError as exc:
+        print("FAILED " + str(exc).replace("\n", " "), flush=True)
+        return 1
+    worker = ModelWorker(llm, args.queue_timeout)
+    worker.info.update(tested)
+    if args.check or not args.socket:
+        print("READY " + json.dumps(worker.info), flush=True)
+        return 0
+    worker.serve(args.socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
