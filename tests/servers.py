@@ -55,15 +55,16 @@ def running_server(data_dir: Path, *, demo: bool = True, timeout_s: float = 180.
 
 @contextmanager
 def server_process(
-    data_dir: Path, *, demo: bool = True, timeout_s: float = 180.0, **env: str
+    data_dir: Path, *, demo: bool = True, timeout_s: float = 180.0, args: tuple[str, ...] = (), **env: str
 ) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Like running_server, but yields the process too (its pid, e.g. to read its memory)."""
+    """Like running_server, but yields the process too (its pid, e.g. to read its memory); `args`
+    are more `serve` options."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            serve_command(port, *(["--demo"] if demo else [])),
+            serve_command(port, *(["--demo"] if demo else []), *args),
             cwd=REPO,
             env=server_env(data_dir, **env),
             stdout=log,

@@ -121,7 +121,7 @@ def test_a_closed_stream_frees_the_model_for_the_next_caller(supervised):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
 def test_a_model_process_killed_mid_stream_is_an_error_then_a_restart(supervised, sig):
     pid = supervised.supervisor.pid
     restarts = supervised.supervisor.restarts
@@ -240,3 +240,152 @@ def test_the_default_build_runs_on_any_x86_64_v3_machine():
         pytest.skip("llama-cpp-python was not installed by scripts/bootstrap.sh with the default flags")
     for lib in _native_libraries():
         assert "%zmm" not in _disassembly(lib), f"{lib.name} uses AVX-512 (zmm registers); the default targets x86-64-v3"
+
+
+# --- a real server: the model dies in the middle of a streamed turn ------------------------------
+
+
+def _model_pid(base: str) -> tuple[int, int]:
+    """(pid, restarts) of the model process, as /v1/info reports it."""
+    import re
+
+    import httpx
+
+    text = httpx.get(base + "/v1/info", timeout=10).json()["llm_process"]
+    found = re.search(r"own process, up \(pid (\d+), (\d+) restarts", text or "")
+    return (int(found.group(1)), int(found.group(2))) if found else (0, -1)
+
+
+def _streamed_turn(base: str, body: dict, on_event=None) -> list[tuple[str, dict]]:
+    import json
+
+    import httpx
+
+    events, name = [], None
+    with httpx.stream("POST", base + "/v1/chat", json={**body, "stream": True}, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
+                if on_event:
+                    on_event(*events[-1])
+    return events
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory, embedded_model_path):
+    from servers import server_process
+
+    env = {"RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_MODEL_PATH": str(embedded_model_path),
+           "RECASSIST_LLM_TIMEOUT_S": "10", "RECASSIST_LLM_THREADS": "2"}
+    with server_process(tmp_path_factory.mktemp("served-model"), **env) as (proc, base):
+        yield proc, base
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
+def test_killing_the_model_mid_turn_leaves_the_server_answering_and_loses_nothing(served_model, sig):
+    import httpx
+
+    proc, base = served_model
+    deadline = time.monotonic() + 60
+    while _model_pid(base)[1] < 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pid, restarts = _model_pid(base)
+    assert pid, "the server reports its model process"
+    killed = []
+
+    def kill_once_ranked(name, data):
+        if name == "cards" and data.get("stage") == "ranked" and not killed:
+            os.kill(pid, sig)
+            killed.append(time.monotonic())
+
+    started = time.monotonic()
+    events = _streamed_turn(base, {"user_id": "eli", "message": "something scary with ghosts", "k": 5}, kill_once_ranked)
+    seconds = time.monotonic() - started
+    assert killed, "the turn reached its ranked cards"
+    names = [n for n, _ in events]
+    assert names[-1] == "done" and "error" not in names, names
+    reasons = {d["item_id"]: d for n, d in events if n == "reason"}
+    ranked = [d for n, d in events if n == "cards" and d.get("stage") == "ranked"][-1]
+    assert {c["item_id"] for c in ranked["cards"]} <= set(reasons), "every card still gets a reason"
+    assert all(r["text"].strip() for r in reasons.values())
+    notices = [d["text"] for n, d in events if n == "notice"]
+    assert any("died" in t or "restarting" in t for t in notices), notices
+    assert seconds < 30, f"the turn took {seconds:.1f}s"
+    assert proc.poll() is None, "the API process is alive"
+
+    # Behaviour sent while the model restarts lands.
+    r = httpx.post(base + "/v1/feedback", json={"user_id": "eli", "item_id": ranked["cards"][0]["item_id"], "kind": "like"},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+
+    deadline = time.monotonic() + 60
+    while _model_pid(base)[1] != restarts + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    new_pid, new_restarts = _model_pid(base)
+    assert new_restarts == restarts + 1 and new_pid != pid
+
+    # The same session goes on: the killed turn's cards were stored, and the restarted model answers.
+    session = next(d for n, d in events if n == "done")["session_id"]
+    events = _streamed_turn(base, {"user_id": "eli", "message": "why the first one?", "session_id": session})
+    answer = " ".join(d["text"] for n, d in events if n == "message")
+    assert ranked["cards"][0]["title"] in answer, answer
+    assert not [d for n, d in events if n == "notice" and ("died" in d["text"] or "failed" in d["text"])]
+    profile = httpx.get(base + "/v1/users/eli/profile", timeout=30).json()
+    first = ranked["cards"][0]
+    assert first["item_id"] in str(profile) or first["title"] in str(profile), "the like sent during the restart was kept"
+    assert proc.poll() is None
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below `pid`."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                cmd = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found.append((child, cmd))
+            todo.append(child)
+    return found
+
+
+@pytest.mark.integration
+def test_several_api_workers_share_one_model_process(tmp_path, embedded_model_path):
+    import httpx
+    from servers import free_port, server_process
+    from test_chroma_server import CLI, ChromaServer
+
+    if CLI is None:
+        pytest.skip("the `chroma` CLI is missing (it comes with `pip install chromadb` in the same environment)")
+    chroma = ChromaServer(tmp_path / "chroma", free_port())
+    chroma.start()
+    env = {"RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_MODEL_PATH": str(embedded_model_path),
+           "RECASSIST_LLM_THREADS": "2", "RECASSIST_CHROMA_MODE": "http", "RECASSIST_CHROMA_PORT": str(chroma.port)}
+    try:
+        with server_process(tmp_path / "served", args=("--workers", "2"), **env) as (proc, base):
+            tree = _descendants(proc.pid)
+            models = [pid for pid, cmd in tree if "assistant.llm.worker" in cmd]
+            workers = [pid for pid, cmd in tree if "assistant.llm.worker" not in cmd and "multiprocessing" in cmd]
+            assert len(models) == 1, tree
+            assert len(workers) >= 2, tree
+            for user in ("ana", "ben", "eli", "ana"):
+                r = httpx.post(base + "/v1/chat", json={"user_id": user, "message": "a classic adventure", "k": 3}, timeout=120)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                assert body["items"] and not [n for n in body["notices"] if "model" in n.lower()], body["notices"]
+            assert [pid for pid, cmd in _descendants(proc.pid) if "assistant.llm.worker" in cmd] == models
+    finally:
+        chroma.stop()

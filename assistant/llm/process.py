@@ -318,6 +318,8 @@ class ModelProcessLLM:
                 raise LLMError(
                     f"the local model did not answer within {self.timeout_s:.0f}s (it hung); it was stopped and restarts"
                 ) from None
+            except (ConnectionResetError, BrokenPipeError):
+                raise LLMError(self._death(op)) from None
             except OSError as exc:
                 raise LLMError(f"lost the local model process during {op} ({exc})") from None
             if not raw:
