@@ -237,7 +237,8 @@ def cmd_check_model(args) -> int:
     except LLMError as exc:
         print(f"error: the local model does not run here: {exc}", file=sys.stderr)
         return 1
-    features = ", ".join(f for f in info.get("cpu_features", []) if f.isupper()) or "?"
+    not_isa = {"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI"}  # build options llama.cpp lists beside the instruction sets
+    features = ", ".join(f for f in info.get("cpu_features", []) if f.isupper() and f not in not_isa) or "?"
     print(f"the local model runs: {info['model']} loaded and evaluated a few tokens in {info['self_test_ms']:.0f} ms "
           f"in a child process; llama.cpp built for: {features}")
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assistant.errors import ConfigError
+from assistant.errors import ConfigError, LLMError
 from assistant.llm.base import LLM
 
 
@@ -35,8 +35,12 @@ def create_llm(settings) -> LLM | None:
 
 def _local_llm(settings) -> LLM:
     """A GGUF model: in a supervised process of its own (default), a shared one, or inline."""
-    from assistant.llm.llama import ensure_embedded_model
+    import importlib.util
 
+    from assistant.llm.llama import INSTALL_HINT, ensure_embedded_model
+
+    if importlib.util.find_spec("llama_cpp") is None:  # say so here, before starting a process
+        raise LLMError(f"llama-cpp-python is not installed; {INSTALL_HINT}")
     queue_timeout_s = max(settings.llm_timeout_s, 1.0) * 4
     if settings.llm_socket:
         from assistant.llm.process import ModelProcessLLM
