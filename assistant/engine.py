@@ -213,7 +213,7 @@ def _process_text(llm) -> str | None:
     if supervisor is not None:
         st = supervisor.status()
         text = f"own process, {st['state']} (pid {st['pid']}, {st['restarts']} restarts"
-        return text + (f", last {st['last_exit']})" if st["last_exit"] else ")")
+        return text + (f"; last one {st['last_exit']})" if st["last_exit"] else ")")
     if getattr(llm, "socket_path", None):
         return f"shared process at {llm.socket_path}"
     if getattr(llm, "backend", None) == "llama":

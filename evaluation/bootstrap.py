@@ -1,4 +1,4 @@
-"""95% confidence intervals by resampling users with replacement (percentile bootstrap, fixed seed)."""
+"""95% confidence intervals by resampling users (or whole dialogs) with replacement (percentile bootstrap, fixed seed)."""
 
 from __future__ import annotations
 
@@ -39,9 +39,30 @@ def confidence_interval(
     if n == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
     means = values[resample_indices(n, seed, resamples)].mean(axis=1)
+    return _percentile_interval(float(values.mean()), means, level, n)
+
+
+def grouped_interval(
+    values: np.ndarray, groups, *, seed: int, resamples: int = DEFAULT_RESAMPLES, level: float = 0.95
+) -> Interval:
+    """Mean over cases, resampling whole groups: the cases of one dialog are not independent draws.
+
+    Each resample draws groups with replacement and takes the mean of all their cases; `n` is the
+    number of cases."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    _, group = np.unique(np.asarray(groups), return_inverse=True)
+    sums = np.bincount(group, weights=values)
+    sizes = np.bincount(group).astype(float)
+    draws = resample_indices(len(sums), seed, resamples)
+    means = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    return _percentile_interval(float(values.mean()), means, level, len(values))
+
+
+def _percentile_interval(mean: float, means: np.ndarray, level: float, n: int) -> Interval:
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
-    mean = float(values.mean())
     # With heavy ties the percentile can land a hair off the mean; keep the mean inside.
     return Interval(mean, float(min(low, mean)), float(max(high, mean)), n)
 

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   recassist eval --out evaluation/reports/latest                              # the full benchmark
   recassist eval --data custom --catalog items.csv --events events.csv \\
       --map-catalog id=sku title=name text=description --map-events user_id=uid item_id=sku type==view
+  recassist eval --dialogs redial --limit-dialogs 20                          # the dialog protocol, quick
 """
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--min-count", type=int, default=5,
                       help="keep users and items with at least this many interactions (LlamaRec: 5; 0 = no filtering)")
     run = p.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=Path("evaluation/reports/latest"), help="report folder (default: %(default)s)")
+    run.add_argument("--out", type=Path, help="report folder (default: evaluation/reports/latest; with --dialogs: evaluation/reports/dialogs-SOURCE)")
     run.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "recassist-eval",
                      help="prepared data, cached vectors and evaluation stores; never inside the repository (default: %(default)s)")
     run.add_argument("--protocol", choices=("a", "b", "both"), default="both",
@@ -57,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--prompt-variant", default="", help="a saved prompt variant name (default: the shipped prompts)")
     llm.add_argument("--conversations", type=int, default=20,
                      help="scripted multi-turn sessions through the real Agent (0 to skip; default: %(default)s)")
+    dialogs = p.add_argument_group("dialog protocol (instead of leave-one-out)")
+    dialogs.add_argument("--dialogs", metavar="redial|inspired|FILE",
+                         help="human movie dialogs, dedup protocol: redial-dev (report half by dialog-id hash), INSPIRED "
+                              "(report on test.tsv), or a ReDial-format .jsonl / INSPIRED-format .tsv (evaluation/README.md, Dialogs)")
+    dialogs.add_argument("--dialog-llm", choices=("none", "configured"), default="none",
+                         help="none (default): the agent without an LLM; configured: the LLM RECASSIST_* settings configure, as `recassist serve`")
+    dialogs.add_argument("--dialog-modes", default="one,replay",
+                         help="one (the seeker's words so far as one message), replay (turn by turn in one session), both "
+                              "comma-separated, or none for the baselines only (default: %(default)s)")
+    dialogs.add_argument("--limit-dialogs", type=int, help="a seeded sample of N report dialogs (quick runs)")
     return p
 
 
@@ -65,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     args = build_parser().parse_args(argv)
+    if args.dialogs:
+        return _dialogs_main(args, argv)
+    args.out = args.out or Path("evaluation/reports/latest")
     try:
         from evaluation.runner import EvalConfig, run
 
-        if args.work_dir.resolve().is_relative_to(Path(__file__).resolve().parents[1]):
-            raise RecassistError(f"--work-dir {args.work_dir} is inside the repository; the prepared data must stay outside it")
+        _check_work_dir(args.work_dir)
         cfg = EvalConfig(
             out=args.out,
             work_dir=args.work_dir,
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             embedding=args.embedding,
             conversations=args.conversations,
             progress=not args.quiet,
-            command="recassist eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            command=_command(argv),
             settings_env={k: v for k, v in os.environ.items() if k.startswith("RECASSIST_")},
         )
         results = run(cfg)
@@ -100,6 +113,43 @@ def main(argv: list[str] | None = None) -> int:
     print(headline(results), file=sys.stdout)
     print(f"report: {args.out / 'report.md'}", file=sys.stdout)
     return 0
+
+
+def _dialogs_main(args, argv: list[str] | None) -> int:
+    """`recassist eval --dialogs ...`: the dialog protocol (evaluation/dialog_eval.py)."""
+    import os
+
+    from evaluation.dialog_eval import MODES, DialogConfig, run_dialogs
+
+    modes = tuple(m for m in args.dialog_modes.split(",") if m and m != "none")
+    out = args.out or Path(f"evaluation/reports/dialogs-{Path(args.dialogs).stem}")
+    try:
+        if set(modes) - set(MODES):
+            raise RecassistError(f"--dialog-modes {args.dialog_modes}: use one, replay, one,replay or none")
+        _check_work_dir(args.work_dir)
+        results = run_dialogs(DialogConfig(
+            source=args.dialogs, out=out, work_dir=args.work_dir, data_root=args.data_root, embedding=args.embedding,
+            llm=args.dialog_llm, modes=modes, limit_dialogs=args.limit_dialogs, seed=args.seed, progress=not args.quiet,
+            command=_command(argv),
+            settings_env={k: v for k, v in os.environ.items() if k.startswith("RECASSIST_")},
+        ))
+    except RecassistError as exc:
+        print(f"recassist eval: {exc}", file=sys.stderr)
+        return 2
+    for name, summary in results["metrics"].items():
+        print(f"{name:<22} " + "  ".join(f"{m} {summary[m]['mean']:.3f}" for m in ("Recall@1", "Recall@10", "Recall@20", "Recall@50")))
+    print(f"report: {out / 'report.md'}", file=sys.stdout)
+    return 0
+
+
+def _check_work_dir(work_dir: Path) -> None:
+    if work_dir.resolve().is_relative_to(Path(__file__).resolve().parents[1]):
+        raise RecassistError(f"--work-dir {work_dir} is inside the repository; the prepared data must stay outside it")
+
+
+def _command(argv: list[str] | None) -> str:
+    """The command line to repeat the run, for the report."""
+    return "recassist eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
 
 def headline(results: dict) -> str:

@@ -49,7 +49,7 @@ def test_a_model_process_that_never_gets_ready_is_stopped_at_the_load_timeout():
 
 
 def test_exit_codes_are_described_in_words():
-    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
     assert describe_exit(3) == "exited with status 3"
 
 

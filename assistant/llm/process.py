@@ -39,14 +39,14 @@ REBUILD_HINT = (
 
 
 def describe_exit(code: int | None) -> str:
-    """'killed by SIGSEGV' or 'exited with status 1'."""
+    """'was killed by SIGSEGV' or 'exited with status 1'."""
     if code is None:
-        return "still running"
+        return "is still running"
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
-            return f"killed by signal {-code}"
+            return f"was killed by signal {-code}"
     return f"exited with status {code}"
 
 
