@@ -520,37 +520,74 @@ def llm_reasons(
     template = prompts.get("reason") if llm_ok else None
     hook_form = template is not None and template.output.form == "hook"
     batch_categories = {cat for c in candidates for cat in c.item.categories}
+    jobs: list[tuple[Candidate, str]] = []
     for candidate in candidates:
-        item_id = candidate.item.id
         if not llm_ok or (hook_form and nothing_to_sum_up(candidate.item)):
-            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence")
+            yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
             continue
         offered = {
             "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
             "request": user_context, "language": language_name(language),
         }
-        prompt = template.render_offered(offered)
-        text = ""
-        failure = None
-        stops = template.output.stop or ["\n"]
-        try:
-            pieces = llm.stream(prompt, max_tokens=min(template.output.max_tokens, MAX_REASON_TOKENS), stop=stops)
-            for piece in _until_stop(pieces, stops, MAX_REASON_CHARS):
-                text += piece
-                yield ReasonChunk(item_id, piece, None, "llm")
-        except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
-            log.warning("LLM reason failed, using evidence reasons: %s", exc)
-            llm_ok = False
-            failure = f"{type(exc).__name__}: {exc}"
-        if llm_ok:
+        jobs.append((candidate, template.render_offered(offered)))
+    if not jobs:
+        return
+
+    def final(candidate: Candidate, prompt: str, text: str, failed: bool, failure: str | None = None) -> ReasonChunk:
+        """The checked reason; `failure` (said once a turn) is why the model could not write it."""
+        item_id = candidate.item.id
+        if not failed:
             reason, problems = judge_reason(text, candidate, template, known_titles, user_context, batch_categories, liked_titles, language)
         else:
             reason, problems = "", ["llm failed"]
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason or text)
-            yield ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text, tuple(problems))
-        else:
-            yield ReasonChunk(item_id, None, reason, "llm", None, prompt, text)
+            return ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text, tuple(problems))
+        return ReasonChunk(item_id, None, reason, "llm", None, prompt, text)
+
+    stops = template.output.stop or ["\n"]
+    max_tokens = min(template.output.max_tokens, MAX_REASON_TOKENS)
+    if len(jobs) > 1 and getattr(llm, "supports_batch", False):
+        # One decode for all of them: each step writes a token of every reason (llm.stream_many).
+        texts = [""] * len(jobs)
+        done: set[int] = set()
+        failure = None
+        try:
+            pieces = llm.stream_many([prompt for _, prompt in jobs], max_tokens=max_tokens, stop=stops)
+            try:
+                for index, piece in pieces:
+                    candidate, prompt = jobs[index]
+                    if piece is None:
+                        done.add(index)
+                        yield final(candidate, prompt, texts[index], False)
+                    elif len(texts[index]) <= MAX_REASON_CHARS:
+                        texts[index] += piece
+                        yield ReasonChunk(candidate.item.id, piece, None, "llm")
+            finally:
+                pieces.close()  # stopping early must end the generation now
+        except Exception as exc:  # the backend failed: the rest come from the evidence
+            log.warning("LLM reasons failed, using evidence reasons: %s", exc)
+            failure = f"{type(exc).__name__}: {exc}"
+        for index, (candidate, prompt) in enumerate(jobs):
+            if index not in done:
+                yield final(candidate, prompt, texts[index], True, failure)
+                failure = None  # one notice is enough
+        return
+    for candidate, prompt in jobs:
+        text = ""
+        failure = None
+        failed = not llm_ok
+        if llm_ok:
+            try:
+                pieces = llm.stream(prompt, max_tokens=max_tokens, stop=stops)
+                for piece in _until_stop(pieces, stops, MAX_REASON_CHARS):
+                    text += piece
+                    yield ReasonChunk(candidate.item.id, piece, None, "llm")
+            except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
+                log.warning("LLM reason failed, using evidence reasons: %s", exc)
+                llm_ok, failed = False, True
+                failure = f"{type(exc).__name__}: {exc}"
+        yield final(candidate, prompt, text, failed, failure)
 
 
 # Summaries ------------------------------------------------------------------------------------

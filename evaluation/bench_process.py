@@ -9,7 +9,8 @@ backend alike, against:
 - sidecar: `python -m llama_cpp.server` (needs `--logits_all true` for logprobs, which makes every
            prompt token produce vocabulary-sized logits) through the OpenAI-compatible backend,
            whose label probabilities come from the server's top 20 only.
-Prints a Markdown table: median seconds per call and the ratio to inline.
+Prints a Markdown table: median seconds per call and the ratio to inline. The reasons are written
+both one after another and in one batched decode (`stream_many`), where the backend can.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ def sidecar(model_path: Path, threads: int):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+class _OneAtATime:
+    """A backend seen without its batch capability: reasons are then written one after another."""
+
+    supports_batch = False
+
+    def __init__(self, llm):
+        self._llm = llm
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,10 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             rank(backends[name], prompts[name], history, cands, request="a thrilling film", shuffles=1, priors=priors[name])
             return time.perf_counter() - start
 
-        def reasons(name):
+        def reasons(name, batched: bool):
+            llm = backends[name] if batched else _OneAtATime(backends[name])
             first = None
             start = time.perf_counter()
-            for chunk in llm_reasons(backends[name], prompts[name], cands[:5], "a thrilling film", "en", known):
+            for chunk in llm_reasons(llm, prompts[name], cands[:5], "a thrilling film", "en", known):
                 if chunk.delta and first is None:
                     first = time.perf_counter() - start
             return time.perf_counter() - start, first
@@ -127,10 +141,12 @@ def main(argv: list[str] | None = None) -> None:
                 rank_warm(name)
                 times.setdefault(("rank 20 candidates, one pass, warm", name), []).append(time.perf_counter() - start)
                 times.setdefault(("rank 20 candidates, one pass, new user", name), []).append(rank_new_user(name))
-                whole, first = reasons(name)
-                times.setdefault(("5 reasons streamed, whole", name), []).append(whole)
-                if first is not None:
-                    times.setdefault(("5 reasons streamed, first piece", name), []).append(first)
+                for batched in (False, True) if getattr(backends[name], "supports_batch", False) else (False,):
+                    how = "one decode (batched)" if batched else "one after another"
+                    whole, first = reasons(name, batched)
+                    times.setdefault((f"5 reasons, {how}: whole", name), []).append(whole)
+                    if first is not None:
+                        times.setdefault((f"5 reasons, {how}: first piece", name), []).append(first)
 
     supervisor.stop()
     names = list(backends)

@@ -153,6 +153,26 @@ def test_after_a_backend_failure_the_rest_of_the_turn_uses_evidence():
 
 
 
+def test_a_batching_model_writes_every_reason_in_one_call_streamed_as_each_finishes():
+    llm = FakeLLM(["Like The Godfather, it is a crime drama.", "An animated film."], supports_batch=True)
+    chunks = list(llm_reasons(llm, SENTENCE, [GOODFELLAS, TOY_STORY], "", "en", KNOWN))
+    assert [c["kind"] for c in llm.calls] == ["stream_many"] and llm.calls[0]["n"] == 2
+    deltas = [c.item_id for c in chunks if c.delta]
+    assert deltas[:2] == [GOODFELLAS.item.id, TOY_STORY.item.id], "the reasons' pieces interleave"
+    finals = {c.item_id: c for c in chunks if c.final}
+    assert finals[GOODFELLAS.item.id].final == "Like The Godfather, it is a crime drama."
+    assert finals[GOODFELLAS.item.id].source == "llm"
+    assert [c.item_id for c in chunks if c.final][0] == TOY_STORY.item.id, "the shorter reason is final first"
+
+
+def test_a_batch_that_fails_midway_keeps_what_finished_and_says_so_once():
+    llm = FakeLLM(["Gritty.", LLMError("the local model process died")], supports_batch=True)  # one word: done first
+    finals = {c.item_id: c for c in llm_reasons(llm, SENTENCE, [GOODFELLAS, TOY_STORY], "", "en", KNOWN) if c.final}
+    assert finals[TOY_STORY.item.id].source == "evidence"
+    assert "the local model process died" in finals[TOY_STORY.item.id].failure
+    assert finals[GOODFELLAS.item.id].failure is None
+
+
 # The shipped completion template writes a hook: a phrase on what the item is about, which the
 # caller joins with the strongest evidence fact and checks as one sentence.
 

@@ -391,3 +391,53 @@ def test_several_api_workers_share_one_model_process(tmp_path, embedded_model_pa
             assert [pid for pid, cmd in _descendants(proc.pid) if "assistant.llm.worker" in cmd] == models
     finally:
         chroma.stop()
+
+
+# --- one decode for several prompts (a turn's reasons) -------------------------------------------
+
+HOOK_HEAD = "Write what each book is about, in one short phrase.\n\nBook: Moby-Dick (1851)\nAbout: a captain hunts the white whale\n\n"
+BOOKS = ["Treasure Island (1883)", "The Sea-Wolf (1904)", "Typee (1846)", "Kidnapped (1886)", "Captains Courageous (1897)"]
+
+
+def _collect(pairs) -> dict[int, str]:
+    out: dict[int, str] = {}
+    ended = []
+    for index, piece in pairs:
+        if piece is None:
+            ended.append(index)
+        else:
+            assert index not in ended, "no piece after a prompt's end"
+            out[index] = out.get(index, "") + piece
+    assert sorted(ended) == sorted(set(ended)), "each prompt ends once"
+    return out | {i: out.get(i, "") for i in ended}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["inline", "process"])
+def test_several_prompts_decoded_together_write_what_each_alone_would(where, inline, supervised):
+    llm = inline if where == "inline" else supervised
+    prompts = [HOOK_HEAD + f"Book: {b}\nAbout:" for b in BOOKS]
+    alone = ["".join(llm.stream(p, max_tokens=20, stop=["\n"])) for p in prompts]
+    together = _collect(llm.stream_many(prompts, max_tokens=20, stop=["\n"]))
+    assert sorted(together) == list(range(len(prompts)))
+    assert all(t.strip() and "\n" in alone[i] + "\n" and "\n" not in t for i, t in together.items())
+    # Greedy decoding of the same prompts: other batch shapes round differently, which can flip a
+    # near-tie (seen: "a pirate ship is found ..." alone, "a pirate's quest ..." together), so compare
+    # the opening words, and ask most phrases to agree word for word.
+    assert all(together[i].split()[:2] == alone[i].split()[:2] for i in range(len(prompts))), (alone, together)
+    assert sum(together[i] == alone[i] for i in range(len(prompts))) >= 3, (alone, together)
+    assert all(llm.count_tokens(t) <= 21 for t in together.values())
+    # The single-prompt cache is intact afterwards: ranking still gives the same numbers.
+    fresh = inline.label_logprobs(QUESTION, ["A", "B"])
+    assert llm.label_logprobs(QUESTION, ["A", "B"]) == pytest.approx(fresh, abs=1e-3)
+
+
+@pytest.mark.integration
+def test_more_prompts_than_parallel_sequences_and_an_early_close(inline):
+    prompts = [HOOK_HEAD + f"Book: {b}\nAbout:" for b in BOOKS * 2]  # 10 > 8 sequences
+    out = _collect(inline.stream_many(prompts, max_tokens=8, stop=["\n"]))
+    assert sorted(out) == list(range(10)) and all(out.values())
+    pieces = inline.stream_many(prompts[:3], max_tokens=40, stop=["\n"])
+    next(pieces)
+    pieces.close()  # the lock is released and the extra sequences are dropped
+    assert sorted(_collect(inline.stream_many(prompts[:2], max_tokens=8, stop=["\n"]))) == [0, 1]

@@ -23,6 +23,7 @@ class FakeLLM:
         context_window: int = 4096,
         supports_logprobs: bool = True,
         supports_json_schema: bool = True,
+        supports_batch: bool = False,
         default: str = "",
     ):
         self.model = model
@@ -30,6 +31,7 @@ class FakeLLM:
         self.context_window = context_window
         self.supports_logprobs = supports_logprobs
         self.supports_json_schema = supports_json_schema
+        self.supports_batch = supports_batch
         self.default = default
         self._answers: deque = deque(answers)
         self.prompts: list[Prompt] = []  # every prompt received, in order
@@ -58,6 +60,30 @@ class FakeLLM:
         # Stream word by word so callers exercise their incremental paths.
         for i, word in enumerate(answer.split(" ")):
             yield word if i == 0 else " " + word
+
+    def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop=None) -> Iterator[tuple[int, str | None]]:
+        """One queued answer per prompt, written a word of each at a time, as a batched decode
+        interleaves them; (index, None) ends a prompt. A queued exception is raised when its
+        prompt's turn comes, after the others have begun."""
+        if not self.supports_batch:
+            raise LLMError("this fake model was built with supports_batch=False")
+        self.calls.append({"kind": "stream_many", "n": len(prompts), "max_tokens": max_tokens, "stop": stop})
+        answers = []
+        for prompt in prompts:
+            self.prompts.append(prompt)
+            answer = self._answers.popleft() if self._answers else self.default
+            answers.append(answer(prompt) if callable(answer) else answer)
+        words = [a.split(" ") if isinstance(a, str) else a for a in answers]
+        for step in range(max((len(w) if isinstance(w, list) else 2) for w in words)):
+            for i, w in enumerate(words):
+                if isinstance(w, Exception):
+                    if step == 1 or len(words) == 1:
+                        raise w
+                    continue
+                if step < len(w):
+                    yield i, w[step] if step == 0 else " " + w[step]
+                    if step == len(w) - 1:
+                        yield i, None
 
     def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
         self.prompts.append(prompt)

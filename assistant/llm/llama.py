@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+from collections import deque
 import functools
 import json
 import logging
@@ -134,6 +135,7 @@ class LlamaCppLLM:
     backend = "llama"
     supports_logprobs = True
     supports_json_schema = True
+    supports_batch = True  # stream_many decodes several prompts in one pass per token
 
     def __init__(
         self,
@@ -144,6 +146,7 @@ class LlamaCppLLM:
         *,
         lock_timeout_s: float = 120.0,
         prefix_snapshots: int = 4,
+        parallel: int = 8,
         verbose: bool = False,
     ):
         try:
@@ -169,6 +172,9 @@ class LlamaCppLLM:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"llama.cpp could not load {path}: {exc}. Is it a valid GGUF file?") from None
+        if parallel > 1:
+            self._allow_sequences(parallel + 1)  # sequence 0 keeps the single-prompt cache
+        self.parallel = max(1, parallel)
         self.model = path.name
         self.model_path = path
         self.context_window = self._llama.n_ctx()
@@ -228,6 +234,29 @@ class LlamaCppLLM:
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def stream_many(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] | None = None,
+    ) -> Iterator[tuple[int, str | None]]:
+        """Greedy completions of several prompts decoded together: (index, piece) as they are
+        written, (index, None) when prompt `index` is done.
+
+        The prompts' common head is read once (and reused from the cache like any prompt), copied
+        to one sequence per prompt, their tails read in one batch, and each step decodes one token
+        of every unfinished prompt in one forward pass: N reasons cost about one reason's time on a
+        CPU, where the weights' memory traffic, not arithmetic, bounds a small model.
+        """
+        if len(prompts) > self.parallel:
+            for start in range(0, len(prompts), self.parallel):
+                for index, piece in self.stream_many(prompts[start : start + self.parallel], max_tokens=max_tokens, stop=stop):
+                    yield start + index, piece
+            return
+        with self._locked():
+            yield from _BatchDecode(self, [self._prompt_tokens(p) for p in prompts], max_tokens, list(stop or [])).run()
+
     # Helpers -----------------------------------------------------------------------------------
 
     def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
@@ -259,6 +288,19 @@ class LlamaCppLLM:
             yield
         finally:
             self._lock.release()
+
+    def _allow_sequences(self, n_seq: int) -> None:
+        """Recreate the context with room for `n_seq` sequences sharing one KV buffer (n_ctx in all)."""
+        from llama_cpp import _internals
+
+        llama = self._llama
+        llama.context_params.n_seq_max = n_seq
+        llama.context_params.kv_unified = True  # otherwise each sequence gets n_ctx / n_seq
+        old = llama._ctx
+        llama._ctx = llama._stack.enter_context(
+            contextlib.closing(_internals.LlamaContext(model=llama._model, params=llama.context_params, verbose=False))
+        )
+        old.close()
 
     def _prompt_tokens(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -412,3 +454,126 @@ class LlamaCppLLM:
             yield from chunks
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"llama.cpp ({self.model}) failed while generating: {exc}") from None
+
+
+# Prompt tokens read in a step where other prompts are being written: larger reads the remaining
+# prompts sooner, smaller keeps the written ones flowing (a step reads ~400 tokens/s on 2 cores).
+PREFILL_SLICE = 96
+
+
+class _BatchDecode:
+    """One stream_many call: sequence 0 holds the shared head, sequences 1..N one prompt each."""
+
+    def __init__(self, owner: LlamaCppLLM, prompts: list[list[int]], max_tokens: int, stops: list[str]):
+        self.owner, self.llama, self.prompts = owner, owner._llama, prompts
+        self.max_tokens, self.stops = max_tokens, stops
+        self.hold = max((len(s) for s in stops), default=1) - 1  # text that might begin a stop sequence
+
+    def run(self) -> Iterator[tuple[int, str | None]]:
+        import llama_cpp
+
+        owner, llama, prompts = self.owner, self.llama, self.prompts
+        n = len(prompts)
+        longest = max(len(p) for p in prompts)
+        head = min(min(len(p) for p in prompts) - 1, *(_common_prefix(prompts[0], p) for p in prompts[1:])) if n > 1 else len(prompts[0]) - 1
+        owner._check_fits(head + sum(len(p) - head for p in prompts) + n * self.max_tokens)
+        owner._check_fits(longest + self.max_tokens)
+        memory = llama._ctx.memory
+        # Sequence 0: exactly the shared head, read through the single-prompt cache machinery.
+        keep = owner._reuse_prefix(prompts[0][: head + 1])
+        if keep < head:
+            llama.eval(prompts[0][keep:head])
+        # _reuse_prefix counted head + 1 tokens of prompt 0; what is really read is the head's
+        # uncached part and every prompt's tail.
+        owner.stats["prompt_tokens"] += sum(len(p) for p in prompts) - (head + 1)
+        owner.stats["evaluated_tokens"] += sum(len(p) - head for p in prompts) - 1
+        for i in range(n):
+            llama_cpp.llama_memory_seq_cp(memory, 0, i + 1, -1, -1)
+        batch = llama_cpp.llama_batch_init(max(llama.n_batch, n), 0, 1)
+        try:
+            yield from self._decode(batch, head, n)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            for i in range(n):
+                llama_cpp.llama_memory_seq_rm(memory, i + 1, -1, -1)
+
+    def _decode(self, batch, head: int, n: int) -> Iterator[tuple[int, str | None]]:
+        """Continuous batching within one call: each step decodes the next token of every prompt
+        being written plus a slice of the prompts still being read, so the first prompt writes
+        while the later ones are read, and the first pieces arrive after one prompt, not all."""
+        llama = self.llama
+        eos = llama.token_eos()
+        waiting = deque((i, pos, tok, pos == len(p) - 1) for i, p in enumerate(self.prompts) for pos, tok in enumerate(p[head:], start=head))
+        raw = {i: b"" for i in range(n)}
+        sent = {i: 0 for i in range(n)}
+        written = {i: 0 for i in range(n)}
+        position = {i: len(p) for i, p in enumerate(self.prompts)}
+        logits_row: dict[int, int] = {}  # prompts being written: their row in the last batch
+        while logits_row or waiting:
+            step = []
+            for i, row in sorted(logits_row.items()):
+                token = self._argmax(row)
+                done = token == eos or llama_is_eog(llama, token)
+                if not done:
+                    raw[i] += llama.detokenize([token], prev_tokens=None)
+                    written[i] += 1
+                text = raw[i].decode("utf-8", "ignore")  # an unfinished UTF-8 character waits for its last byte
+                cut = min((k for k in (text.find(s) for s in self.stops if s) if k >= 0), default=-1)
+                if cut >= 0:
+                    text, done = text[:cut], True
+                if done or written[i] >= self.max_tokens:
+                    if len(text) > sent[i]:
+                        yield i, text[sent[i] :]
+                    yield i, None
+                    continue
+                ready = len(text) - self.hold  # text that may begin a stop sequence waits
+                if ready > sent[i]:
+                    yield i, text[sent[i] : ready]
+                    sent[i] = ready
+                step.append((i, position[i], token, True))
+                position[i] += 1
+            # Nothing being written yet: read up to the end of the next prompt only, so it starts.
+            room = llama.n_batch - len(step) if not step else min(llama.n_batch - len(step), PREFILL_SLICE)
+            while waiting and room > 0:
+                step.append(waiting.popleft())
+                room -= 1
+                if len(step) and step[-1][3] and not logits_row:
+                    break
+            if not step:
+                break
+            logits_row = self._fill(batch, step)
+            self._run(batch)
+
+    def _fill(self, batch, entries) -> dict[int, int]:
+        """Put (sequence index, position, token, wants logits) entries in the batch; rows with logits."""
+        rows = {}
+        for j, (i, pos, token, logits) in enumerate(entries):
+            batch.token[j] = token
+            batch.pos[j] = pos
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = i + 1
+            batch.logits[j] = logits
+            if logits:
+                rows[i] = j
+        batch.n_tokens = len(entries)
+        return rows
+
+    def _run(self, batch) -> None:
+        import llama_cpp
+
+        code = llama_cpp.llama_decode(self.llama._ctx.ctx, batch)
+        if code != 0:
+            raise LLMError(f"llama.cpp could not decode a batch of {batch.n_tokens} tokens with {self.owner.model} (code {code})")
+
+    def _argmax(self, row: int) -> int:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, row)
+        return int(np.ctypeslib.as_array(pointer, shape=(self.llama.n_vocab(),)).argmax())
+
+
+def llama_is_eog(llama, token: int) -> bool:
+    """End of generation: EOS or any other end-of-turn token of this model."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))

@@ -215,6 +215,7 @@ class ModelProcessLLM:
     backend = "llama"
     supports_logprobs = True
     supports_json_schema = True
+    supports_batch = True
 
     def __init__(self, socket_path: str, *, timeout_s: float = 30.0, queue_timeout_s: float = 120.0,
                  supervisor: ModelSupervisor | None = None, info: dict | None = None):
@@ -241,6 +242,16 @@ class ModelProcessLLM:
                 if "done" in message:
                     return
                 yield message["text"]
+
+    def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int,
+                    stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
+        args = {"prompts": list(prompts), "max_tokens": max_tokens, "stop": list(stop or [])}
+        with self._connection("stream_many", args) as messages:
+            for message in messages:
+                if "done" in message:
+                    return
+                index, text = message["piece"]
+                yield index, text
 
     def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
         return self._call("label_logprobs", prompt=prompt, labels=list(labels))

@@ -8,6 +8,7 @@ The wire is JSON lines, one request per connection:
   request  {"op": "stream" | "label_logprobs" | "count_tokens" | ..., "args": {...}}
   answer   {"started": pid} once the model is this request's, then
            {"text": "..."}* {"done": true}     (stream)
+           {"piece": [i, "..." | null]}* {"done": true}   (stream_many: null ends prompt i)
            {"result": ...}                     (every other op)
            {"error": "message"}                (an LLMError; the connection then closes)
 Several API processes may connect at once; they take turns on the model, as threads of one
@@ -32,7 +33,7 @@ import time
 from assistant.errors import LLMError
 
 # Ops that need the model (they take turns); the others answer at once.
-_MODEL_OPS = {"stream", "label_logprobs", "label_token_ids", "forget_prompt_cache"}
+_MODEL_OPS = {"stream", "stream_many", "label_logprobs", "label_token_ids", "forget_prompt_cache"}
 
 
 def system_info() -> str:
@@ -83,6 +84,14 @@ class _Handler(socketserver.StreamRequestHandler):
                     self._send({"text": text})
             finally:
                 chunks.close()  # a caller that went away frees the model at once
+            self._send({"done": True})
+        elif op == "stream_many":
+            pieces = llm.stream_many(**args)
+            try:
+                for index, text in pieces:
+                    self._send({"piece": [index, text]})
+            finally:
+                pieces.close()
             self._send({"done": True})
         elif op == "label_logprobs":
             self._send({"result": llm.label_logprobs(args["prompt"], args["labels"])})
