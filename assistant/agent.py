@@ -8,7 +8,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from assistant.errors import InputError, NotFoundError, RecassistError
 from assistant.events import (
@@ -141,6 +141,20 @@ class Agent:
             warm_up(llm, self._prompts(), self.settings.candidates, self._rank_priors)
         except (RecassistError, ValueError) as exc:  # the first turn tries again, and says so if it fails
             log.warning("ranking warm-up failed: %s", exc)
+
+    def warm_up_turns(self, messages: Sequence[str] = ("recommend me something", "something a little different")) -> None:
+        """Dry-run turns before serving (nothing is stored): whatever a turn loads on first use
+        (the embedder's first encode, vocabularies, the reason prompt's head in the model's cache)
+        loads now, so the first user's turn is as fast as the tenth."""
+        first = next(iter(self.store.iter_events()), None)
+        user = first.user_id if first is not None else "recassist-warm-up"
+        for message in messages:
+            try:
+                for _ in self.respond(user, message, persist=False):
+                    pass
+            except RecassistError as exc:  # the first real turn tries again, and says what failed
+                log.warning("warm-up turn failed: %s", exc)
+                return
 
     # --- one chat turn ------------------------------------------------------------------
 

@@ -1042,7 +1042,9 @@ def worker_app():
     logging.getLogger("uvicorn.access").addFilter(HideSecrets(engine.settings.api_keys, query=True))
     logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
     engine.llm  # connect to the shared model process
-    engine.retriever  # load the embedder and fit the signals before the first request
+    from assistant.cli import warm_up
+
+    warm_up(engine)
     return create_app(engine, host=engine.settings.host)
 
 

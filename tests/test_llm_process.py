@@ -441,3 +441,40 @@ def test_more_prompts_than_parallel_sequences_and_an_early_close(inline):
     next(pieces)
     pieces.close()  # the lock is released and the extra sequences are dropped
     assert sorted(_collect(inline.stream_many(prompts[:2], max_tokens=8, stop=["\n"]))) == [0, 1]
+
+
+# --- warm before listening ----------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("warm", [True, False], ids=["warmed", "cold"])
+def test_after_the_warm_up_the_first_turn_reads_no_more_than_a_later_one(tmp_path, embedded_model_path, warm):
+    """What a turn loads on first use shows as prompt tokens the model reads in the first turn only."""
+    from assistant.cli import warm_up
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    # The embedded model's defaults (no LLM ranking, summaries from the cards): as `serve --demo` runs.
+    settings = Settings.load(env={}, data_dir=tmp_path / "data", llm_backend="llama", embedding_backend="hash", llm_threads=2)
+    settings.models_dir.mkdir(parents=True)
+    (settings.models_dir / embedded_model_path.name).symlink_to(embedded_model_path)
+    engine = Engine(settings)
+    try:
+        engine.load_demo(progress=False)
+        if warm:
+            warm_up(engine)
+        else:
+            engine.retriever
+        read = []
+        for user, message in [("ben", "a sea adventure"), ("eli", "something with ghosts"), ("ana", "a witty romance")]:
+            before = engine.llm.stats["evaluated_tokens"]
+            events = list(engine.agent.respond(user, message))
+            assert any(e.type == "done" for e in events)
+            read.append(engine.llm.stats["evaluated_tokens"] - before)
+        later = max(read[1:])
+        if warm:
+            assert read[0] <= later * 1.3 + 20, f"the first turn read {read[0]} prompt tokens, later ones {read[1:]}"
+        else:  # the check above catches a lazy load: without the warm-up it fails
+            assert read[0] > later * 1.3 + 20, read
+    finally:
+        engine.close()
