@@ -98,6 +98,15 @@ def test_the_process_answers_exactly_as_the_model_does_inline(supervised, inline
 
 
 @pytest.mark.integration
+def test_out_of_memory_ends_the_model_process_before_the_api(supervised):
+    adj = Path(f"/proc/{supervised.supervisor.pid}/oom_score_adj")
+    if not adj.exists():
+        pytest.skip("no /proc/PID/oom_score_adj on this system")
+    assert int(adj.read_text()) == 500
+    assert int(Path("/proc/self/oom_score_adj").read_text()) < 500
+
+
+@pytest.mark.integration
 def test_prompt_prefixes_are_reused_across_the_process_boundary(supervised):
     supervised.forget_prompt_cache()
     head = "Instructions that every ranking prompt of this template shares. " * 12

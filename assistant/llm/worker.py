@@ -172,6 +172,15 @@ def self_test(llm) -> dict:
     return {"self_test_ms": round((time.perf_counter() - started) * 1000, 1), "self_test_text": text}
 
 
+def prefer_as_oom_victim(score: int = 500) -> None:
+    """When memory runs out, the kernel should end this process (it restarts) rather than the API."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(score))
+    except OSError:
+        pass  # not Linux, or not allowed: the supervisor still restarts whatever dies
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m assistant.llm.worker", description=__doc__.split("\n")[0])
     p.add_argument("--socket", help="Unix socket to serve on (omit with --check: load, self-test, exit)")
@@ -182,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue-timeout", type=float, default=120.0, help="seconds a request may wait for its turn")
     p.add_argument("--check", action="store_true", help="load the model, evaluate a few tokens, print READY and exit")
     args = p.parse_args(argv)
+    prefer_as_oom_victim()
     from assistant.llm.llama import LlamaCppLLM
 
     try:
