@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -71,23 +72,23 @@ def _start(cmd: list[str], timeout_s: float) -> tuple[subprocess.Popen, dict]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter_lines(proc.stdout)), daemon=True)
-    reader.start()
+    last_words: deque[str] = deque(maxlen=5)  # stderr is read from the start, so it never fills its pipe
+    threading.Thread(target=lambda: lines.extend(iter_lines(proc.stdout)), daemon=True).start()
+    threading.Thread(target=_drain, args=(proc.stderr, last_words), daemon=True).start()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         ready = [line for line in lines if line.startswith(("READY ", "FAILED "))]
         if ready:
             kind, _, rest = ready[0].partition(" ")
             if kind == "READY":
-                threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
                 return proc, json.loads(rest)
             proc.wait(timeout=10)
             raise LLMError(rest)
         if proc.poll() is not None:
-            reader.join(timeout=1)
-            if any(line.startswith("READY ") for line in lines):
-                continue  # it printed READY just before a --check exit
-            err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:] if proc.stderr else []
+            time.sleep(0.2)  # let the readers take the last lines
+            if any(line.startswith(("READY ", "FAILED ")) for line in lines):
+                continue  # it printed its verdict just before exiting (--check)
+            err = [w for w in last_words if w.strip()][-3:]
             raise LLMError(
                 f"the local model process {describe_exit(proc.returncode)} while loading the model{_why(proc.returncode)}"
                 + (f" (its last words: {' | '.join(err)})" if err and proc.returncode > 0 else "")
@@ -103,10 +104,11 @@ def iter_lines(stream) -> Iterator[str]:
         yield raw.decode("utf-8", "replace").rstrip("\n")
 
 
-def _drain(stream) -> None:
-    """Forward the worker's stderr (llama.cpp's messages, tracebacks) to our log."""
+def _drain(stream, last_words: deque) -> None:
+    """Forward the worker's stderr (llama.cpp's errors, tracebacks) to our log, keeping the last lines."""
     for line in iter_lines(stream):
         if line.strip():
+            last_words.append(line)
             log.warning("model process: %s", line)
 
 
