@@ -7,6 +7,7 @@ movies already mentioned are excluded from any list and never count as hits.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -167,10 +168,12 @@ def read_inspired(path: Path, link: Callable[[str], str | None]) -> tuple[list[D
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: point --data-root at the folder holding inspired/")
-    csv.field_size_limit(1 << 24)
     linked: Counter = Counter()
     by_dialog: dict[str, list[tuple[int, Message]]] = {}
-    with path.open(encoding="utf-8", newline="") as src:
+    # csv's field limit is process-wide: raise it for this file only (ingest reports long fields).
+    old_limit = csv.field_size_limit(1 << 24)
+    with contextlib.ExitStack() as restore, path.open(encoding="utf-8", newline="") as src:
+        restore.callback(csv.field_size_limit, old_limit)
         reader = csv.DictReader(src, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = {"dialog_id", "utt_id", "speaker", "text", "movies"} - set(reader.fieldnames or ())
         if missing:
