@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="TOML settings file (also RECASSIST_CONFIG)")
     common.add_argument("--data-dir", type=Path, help="where the database, vectors and model live (RECASSIST_DATA_DIR, default ~/.recassist)")
     common.add_argument("--llm-backend", choices=["llama", "openai", "fake", "none"], help="language model backend (RECASSIST_LLM_BACKEND)")
-    common.add_argument("--embedding-backend", choices=["minilm", "hash"], help="embedding model (RECASSIST_EMBEDDING_BACKEND)")
+    common.add_argument("--embedding-backend", choices=["minilm", "e5", "hash"],
+                        help="embedding model: minilm (English), e5 (multilingual, Chinese), hash (tests) (RECASSIST_EMBEDDING_BACKEND)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help_text):

@@ -59,7 +59,7 @@ class Engine:
         from retrieval.vectors import VectorIndex
 
         # One content collection per embedding model: switching models never mixes vector spaces.
-        slug = re.sub(r"[^a-zA-Z0-9]+", "-", self.embedder.name).strip("-").lower()[:40]
+        slug = re.sub(r"[^a-zA-Z0-9]+", "-", self.embedder.name).lower()[:40].strip("-")  # Chroma: no trailing "-"
         hnsw = {"ef_search": self.settings.hnsw_ef_search}
         content = VectorIndex(self.chroma, f"content-{slug}", self.embedder, hnsw=hnsw)
         collab = VectorIndex(self.chroma, "collab", None, hnsw=hnsw)
@@ -169,6 +169,8 @@ class Engine:
 
     def info(self, load_llm: bool = False) -> dict:
         """What is in use: version, data dir, catalog size, users, LLM backend and model, embeddings."""
+        from retrieval.embeddings import EMBEDDERS
+
         s = self.settings
         llm = self.llm if load_llm else self._llm
         if llm is not None:
@@ -197,7 +199,7 @@ class Engine:
             "llm_summary": _summary_text(s),
             "embedding_model": getattr(self.embedder, "name", s.embedding_backend)
             if "embedder" in self.__dict__
-            else {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "hash": "hashing-bow"}[s.embedding_backend],
+            else EMBEDDERS[s.embedding_backend],
         }
 
     def close(self) -> None:

