@@ -137,6 +137,9 @@ def test_profile_edit_and_delete(page):
 
     page.locator("#delete-data").click()
     page.locator("#delete-confirm").click()
+    # Wait for the chip to go: "0 events" alone can be true before the delete lands (a chat turn
+    # stores messages, not events), which made this test flaky.
+    page.wait_for_selector("#profile-view .rc-chip:has-text('lighthouses')", state="detached")
     page.wait_for_selector("#profile-view:has-text('0 events')")
     assert page.locator("#profile-view .rc-chip:has-text('lighthouses')").count() == 0
     assert not PAGE_ERRORS, PAGE_ERRORS
