@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -1042,9 +1043,7 @@ def worker_app():
     logging.getLogger("uvicorn.access").addFilter(HideSecrets(engine.settings.api_keys, query=True))
     logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
     engine.llm  # connect to the shared model process
-    from assistant.cli import warm_up
-
-    warm_up(engine)
+    print(engine.warm_up(), file=sys.stderr, flush=True)
     return create_app(engine, host=engine.settings.host)
 
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from assistant import __version__
@@ -176,7 +175,7 @@ def cmd_serve(args) -> int:
         if engine.store.item_count() == 0 or args.reload_demo:
             print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)
         engine.load_demo(progress=True)
-    warm_up(engine)
+    print(engine.warm_up(), file=sys.stderr)  # before listening: the first turn is not slower
     if args.workers > 1:
         from assistant.api import serve_workers
 
@@ -194,18 +193,6 @@ def _setting_env(args) -> dict[str, str]:
         if value is not None:
             env["RECASSIST_" + name.upper()] = str(value)
     return env
-
-
-def warm_up(engine) -> None:
-    """Before listening: the retriever built, then dry-run turns, so the first turn is not slower."""
-    try:
-        engine.retriever  # load the embedder and fit the signals now, not in the first user's turn
-    except RecassistError as exc:  # e.g. a Chroma server not up yet: each request retries and says so
-        print(f"warning: retrieval is not ready yet ({exc}); requests will try again", file=sys.stderr)
-        return
-    started = time.monotonic()
-    engine.agent.warm_up_turns()
-    print(f"Warmed up with two dry-run turns in {time.monotonic() - started:.1f}s.", file=sys.stderr)
 
 
 def cmd_eval(args) -> int:

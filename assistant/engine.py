@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
@@ -96,6 +97,17 @@ class Engine:
                     self._llm_error = str(exc)
                     log.warning("LLM unavailable, answering from retrieval alone: %s", exc)
             return self._llm
+
+    def warm_up(self) -> str:
+        """Before serving: build the retriever, then run dry-run turns (nothing stored), so the first
+        user's turn finds everything loaded. Returns what happened, for the log."""
+        try:
+            self.retriever  # the embedder loaded and the signals fitted now, not in the first user's turn
+        except RecassistError as exc:  # e.g. a Chroma server not up yet: each request retries and says so
+            return f"warning: retrieval is not ready yet ({exc}); requests will try again"
+        started = time.monotonic()
+        self.agent.warm_up_turns()
+        return f"Warmed up with two dry-run turns in {time.monotonic() - started:.1f}s."
 
     @property
     def llm_error(self) -> str | None:

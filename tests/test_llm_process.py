@@ -27,7 +27,7 @@ STORY = "Once upon a time, in a small village by the sea, there lived"
 @pytest.mark.parametrize(
     "code, expected",
     [
-        ("import os, signal; os.kill(os.getpid(), signal.SIGILL)", ["killed by SIGILL", "Rebuild", "RECASSIST_LLAMA_CMAKE_ARGS"]),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGILL)", ["killed by SIGILL", "Rebuild", "RECASSIST_LLAMA_CPU"]),
         ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", ["killed by SIGSEGV", "while loading"]),
         ("print('FAILED model file /x.gguf does not exist; set RECASSIST_LLM_MODEL_PATH', flush=True)",
          ["/x.gguf does not exist", "RECASSIST_LLM_MODEL_PATH"]),
@@ -459,7 +459,6 @@ def test_more_prompts_than_parallel_sequences_and_an_early_close(inline):
 @pytest.mark.parametrize("warm", [True, False], ids=["warmed", "cold"])
 def test_after_the_warm_up_the_first_turn_reads_no_more_than_a_later_one(tmp_path, embedded_model_path, warm):
     """What a turn loads on first use shows as prompt tokens the model reads in the first turn only."""
-    from assistant.cli import warm_up
     from assistant.engine import Engine
     from assistant.settings import Settings
 
@@ -471,7 +470,7 @@ def test_after_the_warm_up_the_first_turn_reads_no_more_than_a_later_one(tmp_pat
     try:
         engine.load_demo(progress=False)
         if warm:
-            warm_up(engine)
+            engine.warm_up()
         else:
             engine.retriever
         read = []

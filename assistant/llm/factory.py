@@ -39,13 +39,13 @@ def _local_llm(settings) -> LLM:
 
     from assistant.llm.llama import INSTALL_HINT, ensure_embedded_model
 
-    if importlib.util.find_spec("llama_cpp") is None:  # say so here, before starting a process
-        raise LLMError(f"llama-cpp-python is not installed; {INSTALL_HINT}")
     queue_timeout_s = max(settings.llm_timeout_s, 1.0) * 4
-    if settings.llm_socket:
+    if settings.llm_socket:  # a model process another process runs: nothing of llama.cpp is needed here
         from assistant.llm.process import ModelProcessLLM
 
         return ModelProcessLLM(settings.llm_socket, timeout_s=settings.llm_timeout_s, queue_timeout_s=queue_timeout_s)
+    if importlib.util.find_spec("llama_cpp") is None:  # say so here, before starting a process
+        raise LLMError(f"llama-cpp-python is not installed; {INSTALL_HINT}")
     path = settings.llm_model_path or ensure_embedded_model(settings.models_dir)
     if settings.llm_process == "inline":
         from assistant.llm.llama import LlamaCppLLM

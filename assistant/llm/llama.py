@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections import deque
 import functools
 import json
 import logging
 import os
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -184,7 +184,7 @@ class LlamaCppLLM:
         if prompt_style not in ("completion", "chat"):
             raise LLMError(f"prompt_style must be auto, completion or chat, not {prompt_style!r}")
         self.prompt_style = prompt_style
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a caller holding `hold()` may call the contract
         self._lock_timeout_s = lock_timeout_s
         self._label_cache: dict[str, list[int]] = {}
         self._snapshots = _PrefixSnapshots(max_entries=prefix_snapshots) if prefix_snapshots else None
@@ -202,7 +202,7 @@ class LlamaCppLLM:
         json_schema: dict | None = None,
     ) -> Iterator[str]:
         grammar = self._grammar(json_schema) if json_schema else None
-        with self._locked():
+        with self.hold():
             tokens = self._prompt_tokens(prompt)
             self._check_fits(len(tokens) + max_tokens)
             self._reuse_prefix(tokens)
@@ -223,7 +223,7 @@ class LlamaCppLLM:
                         yield text
 
     def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
-        with self._locked():
+        with self.hold():
             forms = [self._label_ids(label) for label in labels]
             logits = self._last_logits(self._prompt_tokens(prompt))
         top = float(logits.max())
@@ -245,29 +245,30 @@ class LlamaCppLLM:
         written, (index, None) when prompt `index` is done.
 
         The prompts' common head is read once (and reused from the cache like any prompt), copied
-        to one sequence per prompt, their tails read in one batch, and each step decodes one token
-        of every unfinished prompt in one forward pass: N reasons cost about one reason's time on a
-        CPU, where the weights' memory traffic, not arithmetic, bounds a small model.
+        to one sequence per prompt, and each step decodes one token of every unfinished prompt in
+        one forward pass while reading a slice of the prompts still waiting. Measured with the
+        embedded Gemma on 2 cores: 5 reasons 1.15-1.27x faster than one after another, since its
+        262k-word output layer makes each extra sequence cost arithmetic, not only memory traffic.
         """
         if len(prompts) > self.parallel:
             for start in range(0, len(prompts), self.parallel):
                 for index, piece in self.stream_many(prompts[start : start + self.parallel], max_tokens=max_tokens, stop=stop):
                     yield start + index, piece
             return
-        with self._locked():
+        with self.hold():
             yield from _BatchDecode(self, [self._prompt_tokens(p) for p in prompts], max_tokens, list(stop or [])).run()
 
     # Helpers -----------------------------------------------------------------------------------
 
     def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
         """The single-token spellings of each label ("A" and " A"); LLMError if a label has none."""
-        with self._locked():
+        with self.hold():
             return [self._label_ids(label) for label in labels]
 
     def forget_prompt_cache(self) -> None:
         """Drop the KV cache and every saved prefix snapshot: the next call reads its whole prompt
         (the benchmarks' cold case)."""
-        with self._locked():
+        with self.hold():
             self._llama.reset()
             self._llama._ctx.kv_cache_seq_rm(-1, 0, -1)
             if self._snapshots is not None:
@@ -277,8 +278,9 @@ class LlamaCppLLM:
         self._llama.close()
 
     @contextlib.contextmanager
-    def _locked(self):
-        # One model, one KV cache: calls from several threads take turns.
+    def hold(self):
+        """The model for this thread until the block ends: one model, one KV cache, so calls from
+        several threads take turns (LLMError after lock_timeout_s)."""
         if not self._lock.acquire(timeout=self._lock_timeout_s):
             raise LLMError(
                 f"{self.model} stayed busy for {self._lock_timeout_s:.0f}s (another request holds it); "
@@ -474,10 +476,9 @@ class _BatchDecode:
 
         owner, llama, prompts = self.owner, self.llama, self.prompts
         n = len(prompts)
-        longest = max(len(p) for p in prompts)
         head = min(min(len(p) for p in prompts) - 1, *(_common_prefix(prompts[0], p) for p in prompts[1:])) if n > 1 else len(prompts[0]) - 1
+        # One KV buffer holds the head once and every prompt's tail and answer.
         owner._check_fits(head + sum(len(p) - head for p in prompts) + n * self.max_tokens)
-        owner._check_fits(longest + self.max_tokens)
         memory = llama._ctx.memory
         # Sequence 0: exactly the shared head, read through the single-prompt cache machinery.
         keep = owner._reuse_prefix(prompts[0][: head + 1])
@@ -502,7 +503,6 @@ class _BatchDecode:
         being written plus a slice of the prompts still being read, so the first prompt writes
         while the later ones are read, and the first pieces arrive after one prompt, not all."""
         llama = self.llama
-        eos = llama.token_eos()
         waiting = deque((i, pos, tok, pos == len(p) - 1) for i, p in enumerate(self.prompts) for pos, tok in enumerate(p[head:], start=head))
         raw = {i: b"" for i in range(n)}
         sent = {i: 0 for i in range(n)}
@@ -513,7 +513,7 @@ class _BatchDecode:
             step = []
             for i, row in sorted(logits_row.items()):
                 token = self._argmax(row)
-                done = token == eos or llama_is_eog(llama, token)
+                done = llama_is_eog(llama, token)
                 if not done:
                     raw[i] += llama.detokenize([token], prev_tokens=None)
                     written[i] += 1
@@ -533,11 +533,11 @@ class _BatchDecode:
                 step.append((i, position[i], token, True))
                 position[i] += 1
             # Nothing being written yet: read up to the end of the next prompt only, so it starts.
-            room = llama.n_batch - len(step) if not step else min(llama.n_batch - len(step), PREFILL_SLICE)
+            room = min(llama.n_batch - len(step), PREFILL_SLICE) if step else llama.n_batch
             while waiting and room > 0:
                 step.append(waiting.popleft())
                 room -= 1
-                if len(step) and step[-1][3] and not logits_row:
+                if step[-1][3] and not logits_row:
                     break
             if not step:
                 break

@@ -13,6 +13,7 @@ RECASSIST_LLM_SOCKET.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 REBUILD_HINT = (
     "the llama.cpp build uses CPU instructions this machine refuses. Rebuild it for this CPU level: "
     "`rm -rf .venv ~/.cache/recassist/wheels && make setup` (the default targets x86-64-v3: AVX2, FMA, F16C; "
-    "for an older CPU set RECASSIST_LLAMA_CMAKE_ARGS, see README 'The local model build')"
+    "for another CPU set RECASSIST_LLAMA_CPU, see README 'The local model build')"
 )
 
 
@@ -138,7 +139,6 @@ class ModelSupervisor:
         self.last_exit = ""
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -164,6 +164,18 @@ class ModelSupervisor:
         """Why the model is not answering right now, for an error message."""
         what = f"the local model process {self.last_exit}" if self.last_exit else "the local model process is not running"
         return f"{what}; it is {'restarting' if self.state in ('down', 'starting') else self.state}"
+
+    def exit_reason(self, wait_s: float = 1.0) -> str:
+        """How the current model process ended ('was killed by SIGSEGV'), waiting up to `wait_s`
+        for it: its socket closes a moment before its exit is reported. '' while it runs."""
+        proc = self._proc
+        if proc is None:
+            return ""
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return ""
+        return describe_exit(proc.returncode)
 
     def kill(self) -> None:
         """End a hung model process; the watcher restarts it."""
@@ -289,19 +301,14 @@ class ModelProcessLLM:
                 return message["result"]
         raise LLMError(f"the local model process closed the connection during {op}")
 
-    def _connection(self, op: str, args: dict):
-        llm = self
-
-        class _Conn:
-            def __enter__(self):
-                self.sock = llm._connect()
-                self.sock.sendall(json.dumps({"op": op, "args": args}, ensure_ascii=False).encode("utf-8") + b"\n")
-                return llm._messages(self.sock, op)
-
-            def __exit__(self, *exc):
-                self.sock.close()  # a stream closed early ends the generation in the worker
-
-        return _Conn()
+    @contextlib.contextmanager
+    def _connection(self, op: str, args: dict) -> Iterator[Iterator[dict]]:
+        sock = self._connect()
+        try:
+            sock.sendall(json.dumps({"op": op, "args": args}, ensure_ascii=False).encode("utf-8") + b"\n")
+            yield self._messages(sock, op)
+        finally:
+            sock.close()  # a stream closed early ends the generation in the worker
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -347,17 +354,8 @@ class ModelProcessLLM:
             yield message
 
     def _death(self, op: str) -> str:
-        if self.supervisor is not None:
-            proc = self.supervisor._proc
-            if proc is not None:
-                try:
-                    proc.wait(timeout=1.0)  # the socket closes a moment before the exit is reported
-                except subprocess.TimeoutExpired:
-                    pass
-                self.supervisor.last_exit = describe_exit(proc.returncode) if proc.poll() is not None else ""
-            return f"the local model process died during {op}" + (
-                f" ({self.supervisor.last_exit})" if self.supervisor.last_exit else "") + "; it restarts by itself"
-        return f"the local model process died during {op}; it restarts by itself"
+        how = self.supervisor.exit_reason() if self.supervisor is not None else ""
+        return f"the local model process died during {op}" + (f" ({how})" if how else "") + "; it restarts by itself"
 
     def _kill_hung(self, pid: int) -> None:
         log.error("the local model process (pid %d) gave no answer for %.0fs: killing it so it restarts", pid, self.timeout_s)

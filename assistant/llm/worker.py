@@ -65,7 +65,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return self._send({"error": "bad request: expected one JSON line with 'op'"})
         try:
             if op in _MODEL_OPS:
-                with worker.turn():
+                with worker.llm.hold():  # re-entrant: the op below takes it again in this thread
                     self._send({"started": os.getpid()})
                     self._answer(worker, op, args)
             else:
@@ -121,10 +121,8 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 class ModelWorker:
     """One loaded model, served to any number of connections that take turns on it."""
 
-    def __init__(self, llm, queue_timeout_s: float):
+    def __init__(self, llm):
         self.llm = llm
-        self.queue_timeout_s = queue_timeout_s
-        self._lock = threading.Lock()
         self.info = {
             "pid": os.getpid(),
             "model": llm.model,
@@ -134,22 +132,6 @@ class ModelWorker:
             "chat_template": bool(llm.chat_template),
             "cpu_features": build_features(),
         }
-
-    def turn(self):
-        worker = self
-
-        class _Turn:
-            def __enter__(self):
-                if not worker._lock.acquire(timeout=worker.queue_timeout_s):
-                    raise LLMError(
-                        f"{worker.llm.model} stayed busy for {worker.queue_timeout_s:.0f}s (other requests hold it); "
-                        "retry, or run the model behind an OpenAI-compatible server for many concurrent users"
-                    )
-
-            def __exit__(self, *exc):
-                worker._lock.release()
-
-        return _Turn()
 
     def serve(self, socket_path: str) -> None:
         if os.path.exists(socket_path):
@@ -201,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except LLMError as exc:
         print("FAILED " + str(exc).replace("\n", " "), flush=True)
         return 1
-    worker = ModelWorker(llm, args.queue_timeout)
+    worker = ModelWorker(llm)
     worker.info.update(tested)
     if args.check or not args.socket:
         print("READY " + json.dumps(worker.info), flush=True)
