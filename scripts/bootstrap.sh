@@ -19,7 +19,7 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 LLAMA_VERSION="${RECASSIST_LLAMA_VERSION:-0.3.36}"
 # RECASSIST_LLAMA_CPU: a CPU level (x86-64-v2, x86-64-v3, x86-64-v4) or your own CMake flags ("-DGGML_...").
 # With GGML_NATIVE=OFF every instruction set not named stays off. Measured on an AVX-512 Xeon
-# (README, "The local model build"): v4 reads prompts ~1.35x faster, writes at the same speed.
+# (README, "The local model build"): v4 reads prompts ~1.2-1.35x faster, writes at the same speed.
 LLAMA_CPU="${RECASSIST_LLAMA_CPU:-x86-64-v3}"
 V2="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_BMI2=OFF -DGGML_AVX512=OFF"
 V3="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
