@@ -23,10 +23,12 @@ from assistant.events import (
 )
 from assistant.memory import Conversation
 from assistant.profile import apply_patch, derive_profile, profile_query
+from assistant.replies import REPLIES, quoted, reply, year_text
 from assistant.understand import (
     CatalogVocabulary,
     Understanding,
     apply_context,
+    detect_language,
     merge_constraints,
     parse_message,
     read_context,
@@ -37,6 +39,8 @@ from retrieval.records import FEEDBACK_TYPES, Candidate, Event, Evidence, item_l
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 4000
+TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much of them at most
+_WORDY = re.compile(r"[A-Za-z\u4e00-\u9fff]")  # a message with letters or Chinese characters shows its language
 # ASCII only: an id is a key, and look-alike letters from other scripts would make look-alike users.
 def liked_titles(history: Iterable[Event], title_of: dict[str, str]) -> set[str]:
     """What a reason may say the user liked: items they clearly liked (a like, a purchase, a good
@@ -49,8 +53,25 @@ def liked_titles(history: Iterable[Event], title_of: dict[str, str]) -> set[str]
 
 
 _USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
-ONE_CALL_AT_A_TIME = ("llama",)  # backends with one model and one KV cache; remote servers batch calls themselves
-MODEL_BUSY = "Many requests at once: this answer skips the language model (retrieval order, reasons from the evidence)."
+MODEL_BUSY = REPLIES["model_busy"]["en"]
+
+
+MAX_PRIOR_TURNS = 100
+
+
+def validate_turns(turns: Sequence[dict]) -> list[dict]:
+    """Earlier turns as [{"role", "content"}]: user and assistant kept, system turns skipped."""
+    if len(turns) > MAX_PRIOR_TURNS:
+        raise InputError(f"history has {len(turns)} turns; send at most the last {MAX_PRIOR_TURNS}")
+    out = []
+    for n, turn in enumerate(turns):
+        role = turn.get("role") if isinstance(turn, dict) else None
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if role not in ("user", "assistant", "system") or not isinstance(content, str):
+            raise InputError(f"history[{n}]: each turn needs a role (user, assistant or system) and a text content")
+        if role != "system" and content.strip():
+            out.append({"role": role, "content": content[:MAX_MESSAGE_CHARS]})
+    return out
 
 
 def validate_user_id(user_id: str) -> str:
@@ -133,7 +154,7 @@ class Agent:
         Hosted models are not asked at start-up (a slow server would hold the start); their first turn asks.
         """
         llm = self.engine.llm
-        if llm is None or llm.backend == "openai" or not llm.supports_logprobs or self.settings.effective_rank_blend <= 0:
+        if llm is None or llm.remote or not llm.supports_logprobs or self.settings.effective_rank_blend <= 0:
             return
         from assistant.ranking import warm_up
 
@@ -168,10 +189,13 @@ class Agent:
         prompt_overrides: dict | None = None,
         trace: list | None = None,
         persist: bool = True,
+        prior: Sequence[dict] | None = None,
     ) -> Iterator[TurnEvent]:
         """Answer one message; yields cards first, then ranked cards, reasons, a summary, and Done.
 
         persist=False is a dry run (the prompt lab): nothing is written to the user's history.
+        prior: earlier turns ({"role": "user" | "assistant", "content": str}) of a conversation that
+        began elsewhere; they start the session when it has no turns yet (a resumed one ignores them).
         """
         validate_user_id(user_id)
         timer = _Timer()
@@ -180,11 +204,15 @@ class Agent:
             raise InputError("message is empty: say what you would like, e.g. 'something like Dracula'")
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[:MAX_MESSAGE_CHARS]
-            notices.append(f"Your message was long; I read its first {MAX_MESSAGE_CHARS} characters.")
+            notices.append(reply("long_message", detect_language(message), chars=MAX_MESSAGE_CHARS))
         conv = Conversation.load(self.store, user_id, session_id)
         conv.persist = persist
+        if prior and not conv.turns:
+            self._import_turns(conv, prior)
         last = conv.last_cards()
         u = parse_message(message, self.vocabulary(), has_last_list=bool(last))
+        if not _WORDY.search(message):  # "2?" or an emoji says nothing of the language: keep the conversation's
+            u.language = conv.language() or u.language
         llm = self._llm()
         if llm is not None and llm.prompt_style == "chat" and llm.supports_json_schema:
             # Instruction-tuned models read the message too; base models would babble here.
@@ -211,6 +239,18 @@ class Agent:
         timer.lap("finish")
         yield DoneEvent(conv.session_id, u.intent, timer.marks, state["tokens"], state["request"])
 
+    def _import_turns(self, conv: Conversation, prior: Sequence[dict]) -> None:
+        """Earlier turns from elsewhere, stored as if said here: the user's with their reading, the
+        assistant's with the titles it named (its suggestions)."""
+        vocab = self.vocabulary()
+        for n, turn in enumerate(validate_turns(prior)):
+            if turn["role"] == "user":
+                u = parse_message(turn["content"], vocab)
+                conv.add(self.store, "user", turn["content"], {"understanding": u.to_dict(), "imported": True})
+            else:
+                named = list(dict.fromkeys(m.item_id for m in vocab.find_mentions(turn["content"])))
+                conv.add(self.store, "assistant", turn["content"], {"suggested": named, "imported": True})
+
     def recommend(self, user_id: str, query: str = "", k: int | None = None, filters: dict | None = None) -> dict:
         """One-shot recommendations (no conversation): items with reasons and a summary."""
         validate_user_id(user_id)
@@ -228,6 +268,7 @@ class Agent:
         if query:
             parsed = parse_message(query, self.vocabulary())
             u.item_ids = parsed.item_ids
+            u.mentions = parsed.mentions
             u.language = parsed.language
         conv = Conversation(user_id, "", persist=False)
         timer, state = _Timer(), {"tokens": {}, "request": {}}
@@ -287,18 +328,19 @@ class Agent:
 
         card = next((c for c in last if c["item_id"] == target), None) or (last[0] if last and target is None else None)
         if card is None:
-            text = "Which one? Say for example 'why the second one?'." if u.language != "zh" else "哪一个？比如说“为什么推荐第二个？”"
+            text = reply("why_which", u.language)
         else:
             item = self.store.get_item(card["item_id"])
             because = evidence_reason(Candidate(item, card["score"], _evidence_from_dict(card.get("evidence") or {})), u.language) if item else ""
-            text = f"{card['title']}: {because}"
+            title, colon = quoted(card["title"], u.language), "：" if is_chinese(u.language) else ": "
+            text = f"{title}{colon}{because}"
             reason = card.get("reason") or ""
             if reason and card.get("reason_source") == "llm":
                 # A hook reason ("A crew hunted by a creature; it is close to Alien, ...") ends with
                 # an evidence fact `because` already states: say what the item is, then why.
                 hook = hook_of(reason)
                 stop = "。" if is_chinese(u.language) else ". "
-                text = f"{card['title']}: {hook}{stop}{because}" if hook else text + f" ({reason})"
+                text = f"{title}{colon}{hook}{stop}{because}" if hook else text + f" ({reason})"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
 
@@ -307,14 +349,17 @@ class Agent:
 
         item = self.store.get_item(target) if target else None
         if item is None:
-            text = "Which title do you mean? Name it, or say 'tell me about the first one'."
+            text = reply("about_which", u.language)
         else:
             if not self.settings.effective_llm_summary:  # the item's own description, the model not asked
                 text = summarize_item(None, self._prompts(), item, u.language)
             else:
                 with self._model() as llm:
                     text = summarize_item(llm, self._prompts(), item, u.language, known_titles=set(self.vocabulary().title_of.values()))
-            text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
+            if u.language == "zh":
+                text = quoted(item.title, "zh") + (f"（{year_text(item.year, 'zh')}）" if item.year is not None else "") + f"：{text}"
+            else:
+                text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
         yield MessageEvent(text, "answer")
         conv.add(self.store, "assistant", text, {"kind": "about", "item_id": target})
 
@@ -323,15 +368,17 @@ class Agent:
         if u.item_ids and u.feedback:
             targets = list(dict.fromkeys(targets + u.item_ids))
         if not targets:
-            yield MessageEvent("Which one do you mean? Say for example 'I've seen the second one'.", "feedback")
+            yield MessageEvent(reply("feedback_which", u.language), "feedback")
             return
+        # Each named title gets what was said about it ("loved X but Y was meh"); else the message's verdict.
+        stance_of = {m["item_ids"][0]: m["stance"] for m in u.mentions}
+        said = {"liked": "like", "disliked": "dislike", "seen": "seen"}
         for item_id in targets:
             if conv.persist:
-                self.feedback(conv.user_id, item_id, u.feedback or "like")
-        titles = ", ".join(self.store.get_item(i).title for i in targets if self.store.get_item(i))
-        verb = {"seen": "Noted that you've seen", "like": "Glad you liked", "dislike": "Noted, no more like",
-                "not_interested": "Got it, not interested in"}[u.feedback or "like"]
-        yield MessageEvent(f"{verb} {titles}.", "feedback")
+                self.feedback(conv.user_id, item_id, said.get(stance_of.get(item_id, ""), u.feedback or "like"))
+        items = [self.store.get_item(i) for i in targets]
+        titles = ("" if u.language == "zh" else ", ").join(quoted(item.title, u.language) for item in items if item)
+        yield MessageEvent(reply(f"feedback_{u.feedback or 'like'}", u.language, titles=titles), "feedback")
 
     def _recommend(self, conv, u, target, last, context, k, overrides, trace, timer, state, exclude=None):
         from retrieval.candidates import Request
@@ -346,9 +393,13 @@ class Agent:
             creator = vocab.creator_of.get(ref) if ref else None
             if creator and creator not in constraints["exclude_creators"]:
                 constraints["exclude_creators"].append(creator)
-        seeds = list(u.item_ids)
-        if u.more_like and target and target not in seeds:
-            seeds.insert(0, target)
+        # The whole conversation is evidence: works named in any turn (this one newest), verdicts on them.
+        said = conv.evidence()
+        said_no = said.said_no | {i for m in u.mentions if m["stance"] == "disliked" for i in m["item_ids"]}
+        named = said.named | {i for m in u.mentions for i in m["item_ids"]}  # every id of every named work
+        seeds = [i for i in said.seeds if i not in said_no] + [i for i in u.item_ids if i not in said_no and i not in said.seeds]
+        if u.more_like and target and target not in said_no:
+            seeds = [i for i in seeds if i != target] + [target]
         history = self.store.events_for_user(conv.user_id)
         state["liked_titles"] = liked_titles(history, vocab.title_of)
         profile = self.get_profile(conv.user_id, history)
@@ -358,9 +409,13 @@ class Agent:
         ctx = read_context(context, vocab)
         # The turn sees the context's filters too; the conversation remembers only its own.
         turn = apply_context(constraints, ctx)
-        query = " ".join(filter(None, [u.query, ctx.words, profile_query(profile) if not u.query else ""]))
+        topic = u.query
+        if u.intent == "refine" or (u.intent == "feedback" and not u.item_ids):
+            # "shorter", "not that one": still about what was asked for before ("江南水乡的散文").
+            topic = " ".join(filter(None, [conv.last_request().get("topic", ""), u.query]))[-TOPIC_CHARS:].strip()
+        query = " ".join(filter(None, [topic, ctx.words, profile_query(profile) if not topic else ""]))
         avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in turn["categories"]]
-        exclude_ids = set(exclude or ()) | set(seeds)
+        exclude_ids = set(exclude or ()) | set(seeds) | named
         if u.intent == "refine" or u.feedback:
             exclude_ids |= set(conv.shown_ids())
         request = Request(
@@ -376,10 +431,11 @@ class Agent:
             extra_filters=ctx.extra_filters,
             max_length=ctx.max_length,
             seed_item_ids=seeds,
+            avoid_item_ids=sorted(said_no - set(seeds)),
             diversity=0.3,
         )
         state["request"] = {
-            **turn, "query": query, "seed_item_ids": seeds, "avoid_categories": avoid,
+            **turn, "query": query, "topic": topic, "seed_item_ids": seeds, "avoid_categories": avoid,
             "context": ctx.note, "extra_filters": ctx.extra_filters, "max_length": ctx.max_length,
         }
         n = max(self.settings.candidates, k)
@@ -391,34 +447,31 @@ class Agent:
             request.exclude_categories = turn["exclude_categories"]
             candidates = self.engine.retriever.candidates(conv.user_id, request, k=n, history=history)
         if constraints.get("shorter") or ctx.prefer_shorter:
-            candidates, note = _prefer_shorter(candidates)
+            candidates, note = _prefer_shorter(candidates, u.language)
             if note:
                 yield NoticeEvent(note)
         timer.lap("retrieve")
         if not candidates and self.store.item_count() == 0:
-            text = (
-                "The catalog is empty. Load one with `recassist ingest-catalog FILE` "
-                "(or start with `recassist serve --demo` for the demo books)."
-            )
+            text = reply("catalog_empty", u.language)
             yield MessageEvent(text, "answer")
             return
         if not candidates:
-            text = "Nothing in the catalog matches all of that. Try loosening a constraint (for example a year range or a category)."
+            text = reply("nothing_matches", u.language)
             yield MessageEvent(text, "answer")
             conv.add(self.store, "assistant", text, {"cards": [], "constraints": constraints})
             return
-        yield CardsEvent([_card(c) for c in candidates[:k]], "retrieved")
+        yield CardsEvent([_card(c, u.language) for c in candidates[:k]], "retrieved")
 
         with self._model() as llm:
             if llm is None and self._llm() is not None:
-                yield NoticeEvent(MODEL_BUSY, "info")
+                yield NoticeEvent(reply("model_busy", u.language), "info")
             ranked, rank_note = self._rank(llm, conv, candidates, history, u, context, overrides, trace, state)
             timer.lap("rank")
             if rank_note:
                 state["model_noticed"] = True  # one notice per turn about the model is enough
                 yield NoticeEvent(rank_note, "warning")
             shown = ranked[:k]
-            cards = [_card(c) for c in shown]
+            cards = [_card(c, u.language) for c in shown]
             yield CardsEvent(cards, "ranked")
 
             by_id = {card.item_id: card for card in cards}
@@ -430,7 +483,7 @@ class Agent:
             from assistant.explain import summarize_list
 
             summary = summarize_list(
-                llm if self.settings.effective_llm_summary else None, self._prompts(overrides), cards, u.language, request=u.query,
+                llm if self.settings.effective_llm_summary else None, self._prompts(overrides), cards, u.language, request=topic,
                 known_titles=set(vocab.title_of.values()),
             )
         timer.lap("summary")
@@ -452,7 +505,7 @@ class Agent:
         """The LLM for this turn's stages: None when there is none, or when it stays busy with
         other turns (a backend that runs one call at a time is taken by whole turns, see ModelTurns)."""
         llm = self._llm()
-        if llm is None or llm.backend not in ONE_CALL_AT_A_TIME:
+        if llm is None or not llm.one_call_at_a_time:
             yield llm
             return
         with self._model_turns.take(self.settings.llm_timeout_s) as got:
@@ -522,7 +575,7 @@ class Agent:
         known_titles = set(self.vocabulary().title_of.values())
         deadline = time.monotonic() + self.settings.llm_timeout_s
         done: set[str] = set()
-        request = _prompt_request(u.query, state["request"].get("context"))
+        request = _prompt_request(state["request"].get("topic", u.query), state["request"].get("context"))
         chunks = llm_reasons(
             llm, self._prompts(overrides), shown, request, u.language,
             known_titles=known_titles, liked_titles=state.get("liked_titles", ()),
@@ -538,14 +591,14 @@ class Agent:
                         "kept": chunk.source == "llm", "reason": chunk.final, "problems": list(chunk.problems),
                     })
                 if chunk.failure and not state.get("model_noticed"):
-                    yield NoticeEvent(f"The model failed while writing reasons ({chunk.failure[:160]}); they come from the evidence.", "warning")
+                    yield NoticeEvent(reply("reasons_failed", u.language, failure=chunk.failure[:160]), "warning")
                 if chunk.source == "llm":
                     state["tokens"]["completion"] = state["tokens"].get("completion", 0) + llm.count_tokens(chunk.final)
                 yield ReasonEvent(chunk.item_id, chunk.final, chunk.source)
             if time.monotonic() > deadline:
                 # Out of time: the remaining cards keep their evidence-based reasons.
                 chunks.close()
-                yield NoticeEvent("The model was slow; some reasons come straight from the evidence.", "info")
+                yield NoticeEvent(reply("model_slow", u.language), "info")
                 break
         for c in shown:
             if c.item.id not in done:
@@ -604,7 +657,7 @@ class Agent:
         return self.store.get_messages(user_id, session_id)
 
 
-def _card(c: Candidate) -> Card:
+def _card(c: Candidate, language: str = "en") -> Card:
     from assistant.explain import evidence_reason
 
     return Card(
@@ -614,7 +667,7 @@ def _card(c: Candidate) -> Card:
         year=c.item.year,
         creator=c.item.creator,
         categories=list(c.item.categories),
-        reason=evidence_reason(c),
+        reason=evidence_reason(c, language),
         reason_source="evidence",
         evidence=c.evidence.to_dict(),
     )
@@ -630,12 +683,12 @@ def _prompt_request(query: str, context_note: str | None) -> str:
     return f"{query} (context: {context_note})".strip() if context_note else query
 
 
-def _prefer_shorter(candidates: list[Candidate]) -> tuple[list[Candidate], str | None]:
+def _prefer_shorter(candidates: list[Candidate], language: str = "en") -> tuple[list[Candidate], str | None]:
     """Keep the shorter half when the catalog knows lengths; otherwise say we can't tell."""
     lengths = [item_length(c.item) for c in candidates]
     known = [n for n in lengths if n is not None]
     if not known:
-        return candidates, "This catalog has no length information, so I could not pick shorter ones."
+        return candidates, reply("no_lengths", language)
     median = sorted(known)[len(known) // 2]
     return [c for c, n in zip(candidates, lengths) if (n or median) <= median], None
 

@@ -81,6 +81,11 @@ def _user_id():
     return Field(pattern=USER_ID_PATTERN, description=USER_ID_HELP, examples=["alice"])
 
 
+class HistoryTurn(_Strict):
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(max_length=4000)
+
+
 class ChatRequest(_Strict):
     user_id: str = _user_id()
     message: str = Field(min_length=1, max_length=4000)
@@ -98,6 +103,16 @@ class ChatRequest(_Strict):
     )
     k: int | None = Field(default=None, ge=1, le=20, description="How many items to answer with.")
     stream: bool = Field(default=False, description="Answer as Server-Sent Events, one per turn event.")
+    history: list[HistoryTurn] | None = Field(
+        default=None,
+        max_length=100,
+        description=(
+            "Earlier turns of a conversation that began elsewhere, oldest first. They start the session when it "
+            "has none yet: titles the user named (and what they said of them) and titles the assistant suggested "
+            "count as evidence. Ignored when session_id names a session that already has turns."
+        ),
+        examples=[[{"role": "user", "content": "I loved Alien (1979)"}, {"role": "assistant", "content": "Have you seen Aliens (1986)?"}]],
+    )
 
 
 class ItemOut(BaseModel):
@@ -678,7 +693,8 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         """One chat turn: a short list with reasons and a summary (SSE when `stream` is true)."""
         require_user(principal, body.user_id)
         events = _primed(
-            agent().respond(body.user_id, body.message, session_id=body.session_id, context=body.context, k=body.k)
+            agent().respond(body.user_id, body.message, session_id=body.session_id, context=body.context, k=body.k,
+                            prior=[t.model_dump() for t in body.history or []])
         )
         if body.stream:
             return StreamingResponse(_sse_events(events), media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -789,7 +805,8 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         x_recassist_user: str | None = Header(default=None),
         x_recassist_session: str | None = Header(default=None),
     ):
-        """OpenAI-compatible chat: the last user message is the turn; the answer is a Markdown list."""
+        """OpenAI-compatible chat: the last user message is the turn, the turns before it its conversation
+        (read when the session starts); the answer is a Markdown list."""
         user_id = body.user or x_recassist_user or principal.user_id
         if not user_id:
             raise ApiError(400, "invalid_request", f"name the user: the 'user' field or the {USER_HEADER} header")
@@ -803,7 +820,9 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         session_id = (
             x_recassist_session or "oai-" + hashlib.sha1(f"{user_id}\x1f{user_texts[0]}".encode()).hexdigest()[:16]
         )
-        events = _primed(agent().respond(user_id, user_texts[-1], session_id=session_id))
+        turns = [{"role": m.role, "content": _text_of(m.content)} for m in body.messages if m.role in ("user", "assistant")]
+        last_user = max(i for i, t in enumerate(turns) if t["role"] == "user" and t["content"].strip())
+        events = _primed(agent().respond(user_id, user_texts[-1], session_id=session_id, prior=turns[:last_user][-100:]))
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = body.model or FACADE_MODEL
@@ -1021,10 +1040,12 @@ def serve_workers(engine, workers: int, env: dict[str, str]) -> None:
     """
     import uvicorn
 
+    from assistant.llm.registry import backend
+
     s = engine.settings
     llm = engine.llm
     socket_path = getattr(llm, "socket_path", "")
-    if s.llm_backend == "llama" and not socket_path:
+    if backend(s.llm_backend).local_model and not socket_path:
         raise RecassistError("--workers N shares one model process; set RECASSIST_LLM_PROCESS=process (not inline)")
     os.environ.update(env)
     os.environ.update(RECASSIST_HOST=s.host, RECASSIST_PORT=str(s.port), RECASSIST_LLM_SOCKET=socket_path)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from assistant import __version__
+from assistant.demos import DEMOS
 from assistant.errors import RecassistError
 from assistant.settings import Settings
 
@@ -25,7 +26,7 @@ def _settings(args) -> Settings:
 def _engine(args):
     from assistant.engine import Engine
 
-    return Engine(_settings(args))
+    return Engine(_settings(args), demo=getattr(args, "demo", None))
 
 
 def _ready_model(engine) -> None:
@@ -164,8 +165,8 @@ def cmd_serve(args) -> int:
         )
     from assistant.engine import Engine
 
-    engine = Engine(settings)
-    if settings.llm_backend != "none":
+    engine = Engine(settings, demo=args.demo)
+    if settings.has_llm:
         print(f"Loading the language model ({engine.info()['llm_model']})...", file=sys.stderr)
         engine.llm  # load before serving so the first chat is not slow
         if engine.llm_error:
@@ -173,7 +174,8 @@ def cmd_serve(args) -> int:
         _ready_model(engine)  # before the demo: a broken prompt file fails in seconds, not after embedding
     if args.demo:
         if engine.store.item_count() == 0 or args.reload_demo:
-            print("Loading the demo catalog and users (the first run embeds the 302 books once)...", file=sys.stderr)
+            print(f"Loading the {engine.demo.name!r} demo catalog and users into {engine.data_dir} "
+                  f"({engine.demo.loading})...", file=sys.stderr)
         engine.load_demo(progress=True)
     print(engine.warm_up(), file=sys.stderr)  # before listening: the first turn is not slower
     if args.workers > 1:
@@ -225,7 +227,9 @@ def cmd_check_model(args) -> int:
     from assistant.llm.process import check_model
 
     settings = _settings(args)
-    if settings.llm_backend != "llama":
+    from assistant.llm.registry import backend
+
+    if not backend(settings.llm_backend).local_model:
         print(f"nothing to check: the LLM backend is {settings.llm_backend!r}, not a local model")
         return 0
     try:
@@ -245,7 +249,7 @@ def cmd_info(args) -> int:
     engine = _engine(args)
     info = engine.info(load_llm=args.load_llm)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, ensure_ascii=False))
     else:
         width = max(map(len, info))
         for key, value in info.items():
@@ -264,9 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML settings file (also RECASSIST_CONFIG)")
     common.add_argument("--data-dir", type=Path, help="where the database, vectors and model live (RECASSIST_DATA_DIR, default ~/.recassist)")
-    common.add_argument("--llm-backend", choices=["llama", "openai", "fake", "none"], help="language model backend (RECASSIST_LLM_BACKEND)")
-    common.add_argument("--embedding-backend", choices=["minilm", "e5", "hash"],
-                        help="embedding model: minilm (English), e5 (multilingual, Chinese), hash (tests) (RECASSIST_EMBEDDING_BACKEND)")
+    # No argparse choices: installed packages add backends (checked by Settings, which lists the known ones).
+    common.add_argument("--llm-backend", help="language model backend: llama, openai, langchain, fake, none, or a "
+                        "plug-in's (RECASSIST_LLM_BACKEND)")
+    common.add_argument("--embedding-backend",
+                        help="embedding model: minilm (English), e5 (multilingual, Chinese), st (a sentence-transformers "
+                        "folder, RECASSIST_EMBEDDING_MODEL), openai (a /v1/embeddings server), hash (tests), or a "
+                        "plug-in's (RECASSIST_EMBEDDING_BACKEND)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help_text):
@@ -305,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "Serve the Gradio UI at / and the HTTP API under /v1.")
     p.add_argument("--host", help="bind address (default 127.0.0.1; API keys are required off loopback)")
     p.add_argument("--port", type=int, help="port (default 7860)")
-    p.add_argument("--demo", action="store_true", help="load the shipped demo catalog and users first (idempotent)")
+    p.add_argument("--demo", nargs="?", const="en", choices=sorted(DEMOS),
+                   help="load a shipped demo catalog and its users first (idempotent): en, the default, 302 English "
+                   "books in the data dir; zh, 211 Chinese works in DATA_DIR/demo-zh, embedded with e5 (multilingual)")
     p.add_argument("--reload-demo", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1,
                    help="API worker processes sharing one model process (default 1; more needs RECASSIST_CHROMA_MODE=http)")
@@ -323,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", cmd_info, "Show version, data directory, catalog size, users, LLM and embedding model.")
     p.add_argument("--json", action="store_true")
     p.add_argument("--load-llm", action="store_true", help="load the model to confirm it works")
+    p.add_argument("--demo", choices=sorted(DEMOS), help="the store of this demo (zh lives in DATA_DIR/demo-zh)")
     return parser
 
 

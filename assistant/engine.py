@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from functools import cached_property
-from importlib.resources import files
 from pathlib import Path
 
 from assistant import __version__
-from assistant.errors import RecassistError
+from assistant.errors import ConfigError, RecassistError
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,7 +18,18 @@ log = logging.getLogger(__name__)
 class Engine:
     """Owns the long-lived components; everything is built lazily and can be injected for tests."""
 
-    def __init__(self, settings: Settings, *, llm=None, embedder=None, store=None):
+    def __init__(self, settings: Settings, *, llm=None, embedder=None, store=None, demo: str | None = None):
+        from assistant.demos import get_demo
+
+        # The shipped demo this engine serves (None: whichever the store holds, see loaded_demo).
+        self.demo = get_demo(demo) if demo else None
+        if self.demo and self.demo.embedding and settings.embedding_backend == "minilm":
+            settings = settings.model_copy(update={"embedding_backend": self.demo.embedding})  # MiniLM reads English only
+        if self.demo and self.demo.own_data and (settings.database_url or settings.chroma_mode == "http"):
+            raise ConfigError(
+                f"the {self.demo.name!r} demo keeps its own SQLite store and on-disk vectors in {settings.data_dir / ('demo-' + self.demo.name)}, "
+                "apart from your catalog; unset RECASSIST_DATABASE_URL and RECASSIST_CHROMA_MODE to run it"
+            )
         self.settings = settings
         self._llm = llm
         self._llm_loaded = llm is not None
@@ -37,32 +46,46 @@ class Engine:
     def store(self):
         from retrieval.store import Store
 
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return Store.open(self.settings.resolved_database_url)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return Store.open(self.database_url)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where this engine's store and vectors live: the data dir, or a demo's own folder in it."""
+        own = self.demo is not None and self.demo.own_data
+        return self.settings.data_dir / f"demo-{self.demo.name}" if own else self.settings.data_dir
+
+    @property
+    def database_url(self) -> str:
+        if self.data_dir == self.settings.data_dir:
+            return self.settings.resolved_database_url
+        return f"sqlite:///{self.data_dir / 'recassist.db'}"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
 
     @cached_property
     def embedder(self):
-        from retrieval.embeddings import create_embedder
+        from retrieval.embedders import create_embedder
 
-        return create_embedder(self.settings.embedding_backend, self.settings.embedding_device)
+        return create_embedder(self.settings.embedding_backend, self.settings.embedder_config)
 
     @cached_property
     def chroma(self):
         from retrieval.vectors import open_chroma
 
         s = self.settings
-        return open_chroma(s.chroma_mode, path=str(s.chroma_path), host=s.chroma_host, port=s.chroma_port)
+        return open_chroma(s.chroma_mode, path=str(self.chroma_path), host=s.chroma_host, port=s.chroma_port)
 
     @cached_property
     def retriever(self):
         from retrieval.candidates import Retriever
         from retrieval.sequential import SequentialModel
-        from retrieval.vectors import VectorIndex
+        from retrieval.vectors import VectorIndex, content_collection_name
 
-        # One content collection per embedding model: switching models never mixes vector spaces.
-        slug = re.sub(r"[^a-zA-Z0-9]+", "-", self.embedder.name).lower()[:40].strip("-")  # Chroma: no trailing "-"
         hnsw = {"ef_search": self.settings.hnsw_ef_search}
-        content = VectorIndex(self.chroma, f"content-{slug}", self.embedder, hnsw=hnsw)
+        content = VectorIndex(self.chroma, content_collection_name(self.embedder), self.embedder, hnsw=hnsw)
         collab = VectorIndex(self.chroma, "collab", None, hnsw=hnsw)
         retriever = Retriever(self.store, self.embedder, content, collab, SequentialModel())
         self._sync_vectors(retriever)
@@ -89,7 +112,7 @@ class Engine:
 
                 try:
                     self._llm = create_llm(self.settings)
-                    if self._llm is not None and self._llm.backend == "openai" and self.settings.redact_pii:
+                    if self._llm is not None and self._llm.remote and self.settings.redact_pii:
                         from assistant.llm.redact import RedactingLLM
 
                         self._llm = RedactingLLM(self._llm)
@@ -162,14 +185,27 @@ class Engine:
         return {"accepted": len(events), "stored": stored, "rejected": [r.to_dict() for r in rejects]}
 
     def demo_paths(self) -> tuple[Path, Path]:
-        base = Path(str(files("assistant.demo_data")))
-        return base / "books.jsonl", base / "events.jsonl"
+        """The catalog and events files `load_demo` reads: this engine's demo, else the English one."""
+        from assistant.demos import DEMOS
+
+        return (self.demo or DEMOS["en"]).files()
 
     def demo_users(self) -> list[dict]:
-        import json
+        """The readers to offer: of this engine's demo, else of the demo its store holds, else English."""
+        from assistant.demos import DEMOS
 
-        base = Path(str(files("assistant.demo_data")))
-        return json.loads((base / "users.json").read_text(encoding="utf-8"))
+        return (self.demo or self.loaded_demo() or DEMOS["en"]).users()
+
+    def loaded_demo(self):
+        """The shipped demo whose catalog is in the store (its first item, same title), or None."""
+        from assistant.demos import DEMOS
+
+        for demo in [self.demo] if self.demo else DEMOS.values():
+            item_id, title = demo.first_item()
+            item = self.store.get_item(item_id)
+            if item is not None and item.title == title:
+                return demo
+        return None
 
     def load_demo(self, progress=True) -> None:
         """Ingest the shipped demo catalog and users once (idempotent: re-runs change nothing)."""
@@ -181,25 +217,36 @@ class Engine:
 
     def info(self, load_llm: bool = False) -> dict:
         """What is in use: version, data dir, catalog size, users, LLM backend and model, embeddings."""
-        from retrieval.embeddings import EMBEDDERS
+        from assistant.llm.registry import backend as llm_backend
+
+        from assistant.demos import DEMOS
 
         s = self.settings
         llm = self.llm if load_llm else self._llm
+        demo = self.loaded_demo()
+        # Demos kept in folders of their own are another store: say where, so `info` finds them.
+        elsewhere = [
+            f"{d.name} in {s.data_dir / ('demo-' + d.name)} (recassist info --demo {d.name})"
+            for d in DEMOS.values() if d.own_data and d is not self.demo and (s.data_dir / f"demo-{d.name}").is_dir()
+        ]
         if llm is not None:
             backend, model = llm.backend, llm.model
         else:
-            backend = s.llm_backend
-            model = {
-                "llama": str(s.llm_model_path or "gemma-3-270m (embedded, Q4_K_M)"),
-                "openai": f"{s.openai_model} at {s.openai_base_url}",
-                "fake": "scripted answers (for tests)",
-            }.get(s.llm_backend, "-")
+            spec = llm_backend(s.llm_backend)
+            backend, model = s.llm_backend, spec.describe(s) if spec.describe else "-"
+        try:
+            embedder = self.embedder  # cheap: models load on first use
+            name, dim = embedder.name, embedder.dim  # a size not declared loads the model (or asks its server) now
+        except RecassistError as exc:
+            name, dim = s.embedding_model or s.embedding_backend, f"unknown ({exc})"
         return {
             "version": __version__,
-            "data_dir": str(s.data_dir),
-            "database": _mask(s.resolved_database_url),
+            "data_dir": str(self.data_dir),
+            "database": _mask(self.database_url),
             "vector_store": f"chroma {s.chroma_mode}"
-            + (f" {s.chroma_host}:{s.chroma_port}" if s.chroma_mode == "http" else f" {s.chroma_path}"),
+            + (f" {s.chroma_host}:{s.chroma_port}" if s.chroma_mode == "http" else f" {self.chroma_path}"),
+            "demo": f"{demo.name} ({demo.description})" if demo else None,
+            "other_demos": "; ".join(elsewhere) or None,
             "catalog_items": self.store.item_count(),
             "users": self.store.user_count(),
             "events": self.store.event_count(),
@@ -209,9 +256,9 @@ class Engine:
             "llm_process": _process_text(llm),
             "rank_blend": _blend_text(s),
             "llm_summary": _summary_text(s),
-            "embedding_model": getattr(self.embedder, "name", s.embedding_backend)
-            if "embedder" in self.__dict__
-            else EMBEDDERS[s.embedding_backend],
+            "embedding_backend": s.embedding_backend,
+            "embedding_model": name,
+            "embedding_dim": dim,
         }
 
     def close(self) -> None:
@@ -230,7 +277,7 @@ def _process_text(llm) -> str | None:
         return text + (f"; last one {st['last_exit']})" if st["last_exit"] else ")")
     if getattr(llm, "socket_path", None):
         return f"shared process at {llm.socket_path}"
-    if getattr(llm, "backend", None) == "llama":
+    if getattr(llm, "one_call_at_a_time", False) and not getattr(llm, "remote", True):
         return "inline (in this process: a crash in llama.cpp ends it)"
     return None
 
@@ -240,7 +287,7 @@ def _blend_text(s) -> str:
     blend = s.effective_rank_blend
     if s.rank_blend != "auto":
         return f"{blend:g} (set)"
-    if s.llm_backend == "none":
+    if not s.has_llm:
         return "- (no LLM)"
     if s.uses_embedded_model:
         return f"{blend:g} (auto: the evaluation's choice for the embedded model; the LLM does not rank)"
@@ -249,7 +296,7 @@ def _blend_text(s) -> str:
 
 def _summary_text(s) -> str:
     """Whether the LLM writes the list summary, and where that comes from."""
-    if s.llm_backend == "none":
+    if not s.has_llm:
         return "- (no LLM)"
     on = "on" if s.effective_llm_summary else "off"
     if s.llm_summary != "auto":

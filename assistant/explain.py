@@ -16,6 +16,7 @@ from typing import Collection, Iterable, Iterator, Sequence
 from assistant import claims
 from assistant.claims import Liked, Support, content_words, liked_claim_problems, strip_denials, unsupported_words
 from assistant.ranking import item_line
+from assistant.replies import year_text
 from retrieval.records import Candidate, Item
 
 log = logging.getLogger(__name__)
@@ -426,6 +427,8 @@ HOOK_JOINS = {"en": "; it ", "zh": "，它"}  # phrase + join + evidence predica
 
 def _says_only_the_line(text: str, item: Item) -> bool:
     """True when every content word of `text` is in the item's title, categories or year."""
+    if _CJK.search(text):  # Chinese has no spaces to find words by: every character, then
+        return all(ch in item.title + "".join(item.categories) for ch in _CJK.findall(text))
     line = Support.of([item.title, " ".join(item.categories), str(item.year or "")])
     return all(line.covers(w) for w in content_words(text) if not w.isdigit())
 
@@ -448,7 +451,7 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
         if len(words) > HOOK_MAX_WORDS:
             return None
         text = _without_dangling(words)
-    if not text or (not zh and _says_only_the_line(text, candidate.item)):
+    if not text or _says_only_the_line(text, candidate.item):
         return None
     # The phrase already says what the item is; the fact ties it to what the user did.
     preds = _predicates(candidate, zh, history_first=True)[:1]
@@ -462,6 +465,23 @@ def hook_of(reason: str) -> str | None:
     """The phrase of a hook reason, before the evidence fact hook_reason joined to it (None if none)."""
     head = re.split("|".join(map(re.escape, HOOK_JOINS.values())), reason, maxsplit=1)[0]
     return head.rstrip(".。") if head != reason else None
+
+
+def _unsupported_characters(phrase: str, candidate: Candidate) -> str:
+    """The Chinese characters of a phrase that neither the item's data nor its evidence contains.
+
+    Chinese has no spaces to check words by (assistant.claims checks English words); characters
+    catch what the embedded model copies from its template's example ("牧师的冬景" for a winter
+    essay) or invents ("夏丏尊的父亲"). One stray character is allowed, for a paraphrase. An item
+    described in another language is translated, not copied: nothing to compare with.
+    """
+    item, ev = candidate.item, candidate.evidence
+    if not _CJK.search(item.text or ""):
+        return ""
+    support = set("".join([item.title, item.text or "", item.creator or "", *item.categories, *item.tags,
+                           *ev.matched_words, *(t for _, t, _ in ev.near_history)]))
+    strange = [ch for ch in _CJK.findall(phrase) if ch not in support]
+    return "".join(strange) if len(strange) > 1 else ""
 
 
 def nothing_to_sum_up(item: Item) -> bool:
@@ -492,6 +512,8 @@ def judge_reason(
         return "", ["the phrase was unusable (empty, only the item line, too long, or not in the user's language)"]
     if copies_example(text, template, [candidate.item.text]):  # `about` is a clause of this text
         return reason, ["it repeats the template's example, which is about another item"]
+    if hook_form and is_chinese(language) and (strange := _unsupported_characters(hook_of(reason) or "", candidate)):
+        return reason, [f"says {strange}: characters found neither in the item's data nor in the evidence"]
     return reason, reason_problems(reason, candidate, known_titles, request, other_categories, liked_titles, language)
 
 
@@ -616,7 +638,8 @@ def evidence_summary(cards: Sequence, language: str = "en") -> str:
         if top:
             text += f"，以{_join(top, True)}为主"
         if years:
-            text += f"，年份 {years[0]}–{years[-1]}" if years[0] != years[-1] else f"，均为 {years[0]} 年"
+            first, last = (year_text(y, "zh") for y in (years[0], years[-1]))  # -91: 公元前91
+            text += f"，年份 {first}–{last}" if years[0] != years[-1] else f"，均为 {first} 年"
         return text + "。"
     text = f"{len(items)} pick{'s' if len(items) != 1 else ''}"
     if top:

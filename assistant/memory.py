@@ -18,6 +18,27 @@ class Turn:
 
 
 @dataclass
+class SessionEvidence:
+    """Works the conversation so far named: seeds (oldest first), the ones said no to, every id named."""
+
+    seeds: list[str] = field(default_factory=list)
+    said_no: set[str] = field(default_factory=set)
+    named: set[str] = field(default_factory=set)
+
+    def add(self, item_ids: list[str], stance: str) -> None:
+        """One work (its ids, the best first) and what was said about it; a later verdict wins."""
+        if not item_ids:
+            return
+        self.named.update(item_ids)
+        if stance == "disliked":
+            self.said_no.update(item_ids)
+            self.seeds = [i for i in self.seeds if i not in item_ids]
+        else:
+            self.said_no.difference_update(item_ids)
+            self.seeds = [i for i in self.seeds if i != item_ids[0]] + [item_ids[0]]
+
+
+@dataclass
 class Conversation:
     """The turns so far. State that later turns need (last list, constraints) lives in payloads."""
 
@@ -45,6 +66,17 @@ class Conversation:
         """The cards shown most recently (what "the second one" refers to)."""
         return list(self._last_assistant().get("cards", []))
 
+    def last_request(self) -> dict:
+        """The request behind the cards shown most recently (a refinement keeps its topic)."""
+        return dict(self._last_assistant().get("request", {}))
+
+    def language(self) -> str | None:
+        """The language of the user's latest message (None before the first)."""
+        for turn in reversed(self.turns):
+            if turn.role == "user" and turn.payload.get("understanding", {}).get("language"):
+                return turn.payload["understanding"]["language"]
+        return None
+
     def constraints(self) -> dict:
         """Constraints in force (they persist across turns until changed)."""
         for turn in reversed(self.turns):
@@ -60,6 +92,29 @@ class Conversation:
                 if card["item_id"] not in seen:
                     seen.append(card["item_id"])
         return seen
+
+    def evidence(self) -> "SessionEvidence":
+        """What the earlier turns said about works: named by the user (with a verdict) or suggested.
+
+        A suggestion is an item the assistant named in an imported turn (its own cards have the
+        feedback intent and its references). A verdict in the user's next message that names no
+        title of its own ("loved it", "not for me") is about those suggestions: for or against them."""
+        evidence = SessionEvidence()
+        suggested: list[str] = []
+        for turn in self.turns:
+            if turn.role == "assistant":
+                suggested = list(turn.payload.get("suggested", []))
+                evidence.named.update(turn.payload.get("suggested", []))
+                continue
+            understanding = turn.payload.get("understanding", {})
+            mentions = understanding.get("mentions", [])
+            for mention in mentions:
+                evidence.add(mention["item_ids"], mention["stance"])
+            verdict = understanding.get("feedback")
+            if suggested and not mentions and verdict in ("like", "dislike", "not_interested"):
+                evidence.add(suggested, "liked" if verdict == "like" else "disliked")
+            suggested = []
+        return evidence
 
     def recent_text(self, turns: int = 4) -> list[tuple[str, str]]:
         return [(t.role, t.content) for t in self.turns[-turns:]]

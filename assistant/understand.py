@@ -13,6 +13,7 @@ from typing import Iterable
 
 from assistant.errors import InputError
 from retrieval.records import Item, item_length
+from retrieval.titles import Mention, TitleIndex, normalize_title
 
 INTENTS = ("recommend", "refine", "why", "about_item", "feedback", "smalltalk")
 
@@ -36,6 +37,7 @@ class Understanding:
     more_like: bool = False  # "more like the second one": the reference becomes a seed
     reference: int | None = None  # 0-based index into the list shown last
     item_ids: list[str] = field(default_factory=list)  # catalog items named in the message
+    mentions: list[dict] = field(default_factory=list)  # each named title: item_ids (with twins), text, stance
     feedback: str | None = None  # like, dislike, seen, not_interested
     language: str = "en"
 
@@ -46,23 +48,6 @@ class Understanding:
 # --- catalog vocabulary --------------------------------------------------------------------
 
 _ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
-
-
-def normalize_title(text: str) -> str:
-    """Forgiving title key: case, accents, punctuation, leading article and a trailing year ignored."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    text = re.sub(r"\(\s*\d{4}\s*\)", " ", text)
-    text = text.replace("&", " and ").replace("'", "").replace("’", "")
-    words = re.findall(r"\w+", text)
-    if words and words[0] in _ARTICLES:
-        words = words[1:]
-    if len(words) > 1 and re.fullmatch(r"1[5-9]\d\d|20\d\d", words[-1]):
-        words = words[:-1]
-    # "Movie, The" forms (MovieLens) put the article last.
-    if len(words) > 1 and words[-1] in _ARTICLES:
-        words = words[:-1]
-    return " ".join(words)
 
 
 def _plain(text: str) -> str:
@@ -82,14 +67,15 @@ class CatalogVocabulary:
         self.title_of: dict[str, str] = {}
         self.extra_keys: set[str] = set()  # platform metadata fields some item carries
         self.knows_length = False  # does any item say how long it is (pages, runtime...)?
+        self.title_index = TitleIndex()
         for item in items:
             self.add(item)
-        self._title_pattern: re.Pattern | None = None
 
     def add(self, item: Item) -> None:
         key = normalize_title(item.title)
         if key:
             self.titles.setdefault(key, []).append(item.id)
+        self.title_index.add(item.id, item.title, item.year)
         self.years[item.id] = item.year
         self.creator_of[item.id] = item.creator
         self.title_of[item.id] = item.title
@@ -103,32 +89,14 @@ class CatalogVocabulary:
             self.categories.setdefault(cat.lower(), cat)
         self.extra_keys.update(item.extra)
         self.knows_length = self.knows_length or item_length(item) is not None
-        self._title_pattern = None
 
     def find_titles(self, message: str) -> list[str]:
-        """Item ids whose title appears in the message (longest titles first, no overlaps)."""
-        norm = " " + normalize_title(message) + " "
-        found: list[str] = []
-        taken: list[tuple[int, int]] = []
-        for key in sorted(self.titles, key=len, reverse=True):
-            if len(key) < 3:
-                continue
-            start = norm.find(" " + key + " ")
-            if start < 0:
-                continue
-            # One-word titles ("Emma", "Nature", "Kim") are everyday words too: they count
-            # only when written with a capital letter, as a title would be.
-            if " " not in key and not (
-                re.search(rf"(?<!\w){re.escape(key.capitalize())}(?!\w)", _plain(message))
-                or re.search(rf"\b(?:like|similar to|loved|liked|enjoyed|about)\s+(?:the\s+)?{re.escape(key)}\b", norm)
-            ):
-                continue
-            span = (start, start + len(key) + 2)
-            if any(a < span[1] and span[0] < b for a, b in taken):
-                continue
-            taken.append(span)
-            found.extend(self.titles[key][:1])
-        return found
+        """Item ids whose title appears in the message, in order (one id per title)."""
+        return list(dict.fromkeys(m.item_id for m in self.find_mentions(message)))
+
+    def find_mentions(self, message: str) -> list[Mention]:
+        """Titles named in the message with their twins and what was said about them (retrieval.titles)."""
+        return self.title_index.find(message)
 
     def find_creators(self, text: str) -> list[str]:
         norm = " " + normalize_title(text) + " "
@@ -210,9 +178,9 @@ _FEEDBACK_RULES: list[tuple[re.Pattern, str]] = [
 _WHY = re.compile(r"\bwhy\b|\bhow come\b|\breason\b|为什么|为何|理由")
 _ABOUT = re.compile(r"\b(?:tell me (?:more )?about|what(?:'s| is) .{1,60} about|more about|describe|summary of|summari[sz]e|plot of)\b|介绍一下|讲什么|是关于什么")
 _MORE_LIKE = re.compile(r"\b(?:more|others?|something|anything|books?|films?|movies?|titles?|stuff)\s+(?:\w+\s+){0,2}(?:like|similar to)\b|\blike that\b|\bsimilar\b|类似|像.{0,12}(?:一样|那样|的)")
-_OLDER = re.compile(r"\bolder\b|\bclassic(?:s)?\b|\bearlier\b|\bless recent\b|更老|更早|老一点|年代久")
-_NEWER = re.compile(r"\bnewer\b|\bmore recent\b|\brecent\b|\bmodern\b|\blater\b|更新|新一点|近一点")
-_SHORTER = re.compile(r"\bshort(?:er)?\b|\bquick(?:er)?\b|\blight(?:er)? read\b|更短|短一点|短的")
+_OLDER = re.compile(r"\bolder\b|\bclassic(?:s)?\b|\bearlier\b|\bless recent\b|更老|更早|老一点|老一些|年代久")
+_NEWER = re.compile(r"\bnewer\b|\bmore recent\b|\brecent\b|\bmodern\b|\blater\b|更新|新一点|新一些|近一点")
+_SHORTER = re.compile(r"\bshort(?:er)?\b|\bquick(?:er)?\b|\blight(?:er)? read\b|更短|短一点|短一些|短的")
 _SMALLTALK = re.compile(
     r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|ok(?:ay)?|cool|bye|good (?:morning|evening|night)|how are you|who are you|what can you do|你好|谢谢|再见|您好)\b[\s!.?]*$"
     r"|\b(?:weather|joke|capital of|stock price|bitcoin|president|football score|recipe)\b|天气|笑话"
@@ -240,10 +208,13 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
     text = message.strip()
     lowered = text.lower()
     u = Understanding(language=detect_language(text))
-    u.item_ids = vocab.find_titles(text)
-    remaining = lowered
-    for item_id in u.item_ids:
-        remaining = remaining.replace(vocab.title_of[item_id].lower(), " ")
+    mentions = vocab.find_mentions(text)
+    u.item_ids = list(dict.fromkeys(m.item_id for m in mentions))
+    u.mentions = [{"item_ids": list(m.item_ids), "text": m.text, "stance": m.stance} for m in mentions]
+    untitled = text  # the message without the titles it names: their words are no request
+    for m in reversed(mentions):
+        untitled = untitled[: m.start] + " " + untitled[m.end :]
+    remaining = untitled.lower()
 
     match = _ORDINAL_RE.search(lowered)
     if match:
@@ -278,7 +249,7 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         u.intent, u.feedback = "feedback", feedback
     else:
         u.intent = "recommend"
-    u.query = _query_text(text, u)
+    u.query = _query_text(untitled, u)
     return u
 
 
@@ -365,11 +336,14 @@ def _query_text(text: str, u: Understanding) -> str:
         return ""
     kept = []
     for clause in re.split(r"[,.;!?，。；！？]|\bbut\b", text):
-        if _NEGATION.search(clause.lower()):
+        if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse
             continue
         kept.append(clause)
     query = " ".join(kept)
     query = _FILLER.sub(" ", query.lower())
+    for said in (_SHORTER, _OLDER, _NEWER):  # constraints, not a topic ("要短一点的", "older ones")
+        query = said.sub(" ", query)
+    query = re.sub(r"(?<![\u4e00-\u9fff])(?:一点|什么|[点要些的了吧呢啊])+(?![\u4e00-\u9fff])", " ", query)  # particles left alone
     query = re.sub(r"\s+", " ", query).strip(" -?!.")
     return query if len(query) > 2 else ""
 

@@ -37,7 +37,8 @@ class RecordingLLM:
 
     def __init__(self, llm, cache_file: Path | None = None):
         self.inner = llm
-        for name in ("backend", "model", "prompt_style", "context_window", "supports_logprobs", "supports_json_schema"):
+        for name in ("backend", "model", "prompt_style", "context_window", "supports_logprobs", "supports_json_schema",
+                     "remote", "one_call_at_a_time"):
             setattr(self, name, getattr(llm, name))
         self._answers: dict[str, object] = {}
         self._tokens: dict[str, int] = {}

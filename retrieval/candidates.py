@@ -22,9 +22,11 @@ import numpy as np
 
 from assistant.errors import StoreError
 from retrieval.collab import CollabTable, fit_item_factors, user_vector
+from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item, item_length
 from retrieval.sequential import SequentialModel, consumed
+from retrieval.titles import normalize_title
 from retrieval.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,18 @@ DEFAULT_WEIGHTS = {
     "query": 2.0,
     "seed": 1.5,
     "popularity": 0.1,  # 1.0 for a cold-start user with no request text
+    # Named items and request text (a conversation): co-mention neighbours of the named items and
+    # what is popular lately. Both scale with behaviour confidence. Chosen on the ReDial tuning
+    # dialogs (evaluation/reports/dialogs-tuning.md).
+    "comention": 1.0,
+    "trending": 0.6,
 }
+# A request's text steers fully up to this many content words; a longer message says many things
+# at once (a chat so far), and its single text vector gets mushy: its weight falls with the square.
+FOCUSED_QUERY_WORDS = 6
+TRENDING_REPLACES = 0.8  # a cold start's share of all-time popularity that trending takes, at full confidence
+SEED_CONTENT_SHRINK = 0.9
+QUERY_SHRINK = 0.8  # with confident behaviour, named items steer through people, not text
 EXPLICIT_TYPES = frozenset({"like", "dislike", "not_interested", "rate"})  # the latest one decides
 NOT_SEEN_TYPES = frozenset({"search"})
 REJECT_TYPES = frozenset({"dislike", "not_interested"})  # "no" without saying it was consumed
@@ -78,6 +91,7 @@ class Request:
     year_max: int | None = None
     exclude_ids: set[str] = field(default_factory=set)
     seed_item_ids: list[str] = field(default_factory=list)  # items the user named: "like The Matrix"
+    avoid_item_ids: list[str] = field(default_factory=list)  # items the user named to say no: "Annie was meh"
     include_seen: bool = False
     diversity: float = 0.0  # MMR trade-off: 0 = relevance only, 0.3 = some variety, 1 = variety only
     extra_filters: dict = field(default_factory=dict)  # platform metadata equality, keys of Item.extra
@@ -177,6 +191,20 @@ def item_metadata(item: Item) -> dict:
     return meta
 
 
+def _spread(scores: dict[str, float]) -> dict[str, float]:
+    """Scores rescaled from their median to their best: the best 1, the lower half 0 (dropped)."""
+    low, high = float(np.median(list(scores.values()))), max(scores.values())
+    if high - low < 1e-6:
+        return {i: 1.0 for i in scores}
+    return {i: (s - low) / (high - low) for i, s in scores.items() if s > low}
+
+
+def cjk_terms(query: str, item: Item) -> set[str]:
+    """The item's Chinese (or Japanese, Korean) tags and categories that the request contains:
+    these scripts put no spaces between words, so `words` finds none to match."""
+    return {t for t in [*item.tags, *item.categories] if len(t) >= 2 and _CJK.search(t) and t in query}
+
+
 def words(text: str) -> set[str]:
     """Content words of a text, lower-cased, a plural 's' dropped."""
     out = set()
@@ -245,12 +273,14 @@ class Retriever:
         collab: VectorIndex | None = None,
         sequential: SequentialModel | None = None,
         weights: dict | None = None,
+        comention: CoMentionModel | None = None,
     ):
         self.store = store
         self.embedder = embedder
         self.content = content
         self.collab = collab
         self.sequential = sequential
+        self.comention = comention if comention is not None else CoMentionModel()
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.behaviour_confidence = 0.0  # set by refit: 0 (no events) .. 1 (enough to trust)
         self.fitted_at: float | None = None
@@ -287,6 +317,7 @@ class Retriever:
         self._popular_top = None
         if self.sequential is not None:
             self.sequential.fit(events)
+        self.comention.fit(events)
         if self.collab is not None:
             ids, vectors = fit_item_factors(events)
             stale = set(self.collab.all_ids()) - set(ids)
@@ -343,6 +374,8 @@ class Retriever:
         """The k best items for this user and request, each with the evidence that found it."""
         events = self.store.events_for_user(user_id) if history is None else history
         user = UserHistory.from_events(events)
+        avoid = [i for i in dict.fromkeys(request.avoid_item_ids) if i not in {j for j, _ in user.disliked}]
+        user.disliked = user.disliked + [(i, -2.0) for i in avoid]  # said in words: as a dislike, this turn
         drop = set(request.exclude_ids) | set(request.seed_item_ids) | {i for i, _ in user.disliked}
         if not request.include_seen:
             drop |= user.seen
@@ -363,6 +396,10 @@ class Retriever:
         weights = self._signal_weights(request, seeds, cold)
         if weights["popularity"] > 0:
             signals["popularity"] = dict(self.popular(fetch if cold else min(fetch, 100)))
+        if seeds and weights["comention"] > 0:
+            signals["comention"] = self.comention.scores(seeds, fetch)
+        if weights["trending"] > 0:
+            signals["trending"] = self.comention.trending(fetch)
 
         fused, found_by = self._fuse(signals, weights)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
@@ -377,7 +414,7 @@ class Retriever:
 
         pool_vectors = self._content_vectors(pool)
         if reorder:
-            self._push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by)
+            self._push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by, self._above_floor)
             pool.sort(key=lambda i: -fused.get(i, 0.0))
         chosen = _mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
 
@@ -393,7 +430,7 @@ class Retriever:
             for row, item_id in enumerate(with_vectors):
                 best = np.argsort(-similarity[row], kind="stable")[:2]
                 near[item_id] = [(liked_ids[j], liked_items[liked_ids[j]].title, float(similarity[row, j]))
-                                 for j in best if similarity[row, j] >= NEAR_MIN_SIMILARITY]
+                                 for j in best if self._above_floor(similarity[row, j]) >= NEAR_MIN_SIMILARITY]
         liked_categories = {c.lower() for item in liked_items.values() for c in item.categories}
         liked_creators = {item.creator.lower() for item in liked_items.values() if item.creator}
         query_words = words(request.query)
@@ -402,7 +439,7 @@ class Retriever:
             item = items[item_id]
             evidence = Evidence(
                 near_history=near.get(item_id, []),
-                matched_words=sorted(query_words & words(item.document())) if query_words else [],
+                matched_words=sorted(query_words & words(item.document()) | cjk_terms(request.query, item)) if query_words else [],
                 shared_categories=[c for c in item.categories if c.lower() in liked_categories],
                 shared_creators=[item.creator] if item.creator and item.creator.lower() in liked_creators else [],
                 signals=found_by.get(item_id, {}),
@@ -457,6 +494,14 @@ class Retriever:
             scores = signals.setdefault(name, {})
             for item_id, similarity in hits:
                 scores[item_id] = max(scores.get(item_id, float("-inf")), factor * similarity)
+        if getattr(self.embedder, "similarity_floor", 0.0):
+            # Any two texts score close to 1 with such an embedder: divided by the best alone (as
+            # `_fuse` does), the hits of "江南水乡的散文" scored within 10% of each other and
+            # popularity chose among them. Spread from their median up, the best counts 1 and the
+            # lower half of the hits nothing.
+            for name in ("history", "seed", "query"):
+                if name in signals:
+                    signals[name] = _spread(signals[name])
         return queries[-1][1] if request.query.strip() or seed_vectors else queries[0][1]
 
     def _behaviour_signals(self, signals, user: UserHistory, seeds: list[str], fetch: int) -> None:
@@ -481,12 +526,24 @@ class Retriever:
         weights["sequential"] *= confidence
         weights["collab"] *= confidence
         weights["history"] += (1.0 - weights["history"]) * (1.0 - confidence)
-        if request.query.strip() or seeds:
+        weights["comention"] *= confidence
+        talking = bool(request.query.strip() or seeds)
+        weights["trending"] *= confidence if (talking or cold) else 0.0
+        # With a confident log, what people did outranks the words of a chat, which mostly are not
+        # about the items ("hi, I'm open to anything"): on the ReDial tuning dialogs the request
+        # text at full weight cost R@10 0.13 -> 0.08; at this share it costs ~0.01.
+        weights["query"] *= _focus(request.query) * (1.0 - QUERY_SHRINK * confidence)
+        weights["seed"] *= 1.0 - SEED_CONTENT_SHRINK * confidence
+        if talking:
             # The request steers; behaviour only flavours it.
             for name in ("sequential", "collab", "history"):
                 weights[name] *= 0.5
         if cold:
-            weights["popularity"] = 0.3 if request.query.strip() else 1.0
+            # Nothing known of this person: what is popular. With a confident log, what is popular
+            # lately (trending) rather than of all time; the catalog's own figures otherwise.
+            base = 0.3 if request.query.strip() else 1.0
+            weights["popularity"] = base * (1.0 - TRENDING_REPLACES * confidence)
+            weights["trending"] = max(weights["trending"], base * confidence)
         return weights
 
     @staticmethod
@@ -508,12 +565,13 @@ class Retriever:
         """The first n ranked ids that exist in the store and pass the filters, with their items."""
         items: dict[str, Item] = {}
         pool: list[str] = []
+        works = _Works()
         step = max(n, 50)
         for start in range(0, len(ranked), step):
             chunk = ranked[start : start + step]
             found = self._items(chunk)
             items.update(found)
-            pool += [i for i in chunk if i in found and request.accepts(found[i])]
+            pool += [i for i in chunk if i in found and request.accepts(found[i]) and works.first(found[i])]
             if len(pool) >= n:
                 return items, pool[:n]
         return items, pool
@@ -541,19 +599,50 @@ class Retriever:
             take(sorted(((i, popularity.get(i, 0.0)) for i in ids), key=lambda x: -x[1]), "popularity")
         return chosen
 
+    def _above_floor(self, similarity):
+        """A similarity measured from the embedder's `similarity_floor`, where unrelated texts sit
+        (0 for most; E5 scores any two texts 0.74 or more), so the thresholds on it (a liked item
+        "near" enough to cite, a near copy of a disliked one) mean the same for every embedder."""
+        floor = getattr(self.embedder, "similarity_floor", 0.0)
+        return similarity if not floor else (similarity - floor) / (1.0 - floor)
+
     @staticmethod
-    def _push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by) -> None:
+    def _push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by, above_floor=lambda s: s) -> None:
         """Near copies of disliked items lose score, not only the disliked items themselves."""
         disliked = [vectors[i] for i, _ in user.disliked[-HISTORY_LAST:] if i in vectors]
         present = [i for i in pool if i in pool_vectors]
         if not disliked or not present:
             return
-        closest = (np.stack([pool_vectors[i] for i in present]) @ np.stack(disliked).T).max(axis=1)
+        closest = above_floor((np.stack([pool_vectors[i] for i in present]) @ np.stack(disliked).T).max(axis=1))
         for item_id, similarity in zip(present, closest.tolist()):
             if similarity > DISLIKE_MARGIN:
                 penalty = DISLIKE_PUSH * (similarity - DISLIKE_MARGIN) / (1.0 - DISLIKE_MARGIN)
                 fused[item_id] = fused.get(item_id, 0.0) - penalty
                 found_by.setdefault(item_id, {})["near_disliked"] = similarity
+
+
+class _Works:
+    """One film shown once: an item whose title matches an earlier one with the same year (or a
+    year unknown on either side) is the same work under a second id."""
+
+    def __init__(self):
+        self.years: dict[str, set] = {}
+
+    def first(self, item: Item) -> bool:
+        key = normalize_title(item.title)
+        if not key:
+            return True
+        years = self.years.setdefault(key, set())
+        if years and (item.year is None or None in years or item.year in years):
+            return False
+        years.add(item.year)
+        return True
+
+
+def _focus(query: str) -> float:
+    """1 for a focused request, falling with the square of its length past FOCUSED_QUERY_WORDS."""
+    n = len(words(query))
+    return 1.0 if n <= FOCUSED_QUERY_WORDS else (FOCUSED_QUERY_WORDS / n) ** 2
 
 
 def _bounded_update(cache: dict, fresh: dict, limit: int) -> None:

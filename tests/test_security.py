@@ -103,8 +103,7 @@ def test_wrapper_redacts_prompts_and_keeps_capabilities():
 def test_engine_wraps_only_hosted_backends(tmp_path, monkeypatch):
     import assistant.llm.factory as factory
 
-    hosted = FakeLLM()
-    hosted.backend = "openai"
+    hosted = FakeLLM(remote=True)  # prompts leave the machine: the capability, not the backend's name
     monkeypatch.setattr(factory, "create_llm", lambda settings: hosted)
     engine = Engine(Settings.load(env={}, data_dir=tmp_path, llm_backend="openai"))
     assert isinstance(engine.llm, RedactingLLM)

@@ -178,3 +178,72 @@ def test_launch_refuses_to_serve_off_loopback_without_keys(make_engine):
 
     with pytest.raises(ConfigError, match="RECASSIST_API_KEYS"):
         launch(make_engine(demo=False), host="0.0.0.0", port=1)
+
+
+# The card panel across turns: a turn about the list ("why the first one?") keeps it in view ------
+
+
+def _state(*events):
+    from assistant.api import TurnState
+
+    state = TurnState()
+    for event in events:
+        state.apply(event)
+    return state
+
+
+SHOWN = [{"item_id": "bk-1", "title": "Emma"}, {"item_id": "bk-2", "title": "Persuasion"}]
+
+
+@pytest.mark.parametrize(
+    "events, expected",
+    [
+        ([], ["bk-1", "bk-2"]),  # nothing yet: what is on screen stays
+        ([("message", "Emma: it matches what you asked for."), ("done", "why")], ["bk-1", "bk-2"]),
+        ([("message", "Emma (1815): a matchmaker..."), ("done", "about_item")], ["bk-1", "bk-2"]),
+        ([("message", "Hi!"), ("done", "smalltalk")], ["bk-1", "bk-2"]),
+        ([("cards", "bk-3"), ("done", "refine")], ["bk-3"]),  # a new list replaces it
+        ([("message", "Nothing in the catalog matches all of that."), ("done", "recommend")], []),
+    ],
+)
+def test_cards_in_view(events, expected):
+    from assistant.events import Card, CardsEvent, DoneEvent, MessageEvent
+    from ui.app import cards_in_view
+
+    made = {
+        "message": lambda text: MessageEvent(text, "answer"),
+        "done": lambda intent: DoneEvent("s1", intent, {}, {}, {}),
+        "cards": lambda item_id: CardsEvent([Card(item_id, "Sense and Sensibility", 1.0, 1811, None, [], "", "evidence", {})], "ranked"),
+    }
+    view = cards_in_view(_state(*(made[kind](value) for kind, value in events)), SHOWN)
+    assert [c["item_id"] for c in view] == expected
+
+
+def test_the_cards_a_turn_asks_about_stay_in_view(make_engine):
+    """The browser bug: after "why the first one?" the answer came and the card panel emptied."""
+    pytest.importorskip("gradio")
+    from html import escape
+    from types import SimpleNamespace
+
+    from ui.app import create_ui
+
+    blocks = create_ui(make_engine())
+    send = next(f for f in blocks.fns.values() if f.name == "send")
+    _, _, history, session, cards = send.outputs[:5]
+    by_id = {c.elem_id: c for c in send.outputs if getattr(c, "elem_id", None)}
+
+    def turn(message, before):
+        frames = list(send.fn(message, "ana", before.get(session), before.get(history, []), {}, before.get(cards, []),
+                              SimpleNamespace(username=None)))
+        return frames, frames[-1]
+
+    _, first = turn("a witty romance", {})
+    shown = first[cards]
+    assert shown and first[by_id["cards-empty"]].visible is False
+    for message in ("why the first one?", "tell me about the second one"):
+        frames, out = turn(message, first)
+        assert out[cards] == shown, message
+        for frame in frames:  # not even for a moment
+            assert frame[by_id["cards-empty"]].visible is False, message
+            assert escape(shown[0]["title"]) in frame[by_id["card-0-body"]], message
+        assert shown[0]["title"] in out[send.outputs[0]][-1]["content"] or message.startswith("tell")

@@ -146,7 +146,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
             turn_status = gr.HTML("", elem_id="turn-status")
             with gr.Row():
                 msg = gr.Textbox(
-                    placeholder="e.g. something like Dracula, but shorter",
+                    placeholder=_example(engine),
                     show_label=False,
                     scale=5,
                     elem_id="msg",
@@ -285,7 +285,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         *slot_htmls,
     ]
 
-    def send(message, user_id, session_id, history, marks, request: gr.Request):
+    def send(message, user_id, session_id, history, marks, shown, request: gr.Request):
         access.check(request, user_id)
         message = (message or "").strip()
         if not message:
@@ -298,13 +298,14 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         def frame(status: str, final: bool = False) -> dict:
             items = state.items()
             bubble = chat_markdown(items, state.text, state.notices, waiting=not final)
+            panel = cards_in_view(state, shown or [])
             out = {
                 chatbot: history + [{"role": "assistant", "content": bubble}],
                 turn_status: turn_status_html(status, turn, "done" if final else "working"),
-                cards_state: items,
+                cards_state: panel,
             }
             writing = set() if final else state.writing
-            out.update(cards_updates(items, pending=state.stage == "retrieved", writing=writing, marks=marks))
+            out.update(cards_updates(panel, pending=bool(state.cards) and state.stage == "retrieved", writing=writing, marks=marks))
             return out
 
         yield {msg: "", **frame("Understanding your request…")}
@@ -339,7 +340,7 @@ def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
         )
         yield out
 
-    send_inputs = [msg, user_state, session_state, history_state, marks_state]
+    send_inputs = [msg, user_state, session_state, history_state, marks_state, cards_state]
     send_btn.click(send, inputs=send_inputs, outputs=turn_outputs, show_progress="hidden")
     msg.submit(send, inputs=send_inputs, outputs=turn_outputs, show_progress="hidden")
 
@@ -492,6 +493,29 @@ def _done_text(done, elapsed_s: float) -> str:
 
 def _split(text: str) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in (text or "").split(",") if t.strip()))
+
+
+LIST_INTENTS = ("recommend", "refine", "feedback")  # turns that answer with a new list
+
+
+def cards_in_view(state, shown: list[dict]) -> list[dict]:
+    """The cards to show during and after a turn: its own as soon as it has some. Until then, and
+    for turns about the list already shown ("why the first one?", "tell me about the second"),
+    the cards on screen stay: they are what the answer talks about."""
+    if state.cards:
+        return state.items()
+    if state.done is not None and state.done.intent in LIST_INTENTS:
+        return []  # a new list was asked for and nothing matched
+    return list(shown)
+
+
+def _example(engine) -> str:
+    """A first request to try, in the language of the demo the engine serves."""
+    try:
+        demo = engine.demo or engine.loaded_demo()
+    except RecassistError:  # a store that is not reachable yet: the English example will do
+        demo = None
+    return demo.example if demo is not None else "e.g. something like Dracula, but shorter"
 
 
 def _demo_users(engine) -> list[dict]:

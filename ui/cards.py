@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from html import escape
 
+from assistant.replies import year_text
+
 FEEDBACK_LABELS = {"like": "Liked", "dislike": "Disliked", "not_interested": "Not interested", "seen": "Seen"}
 
 CSS = """
@@ -55,7 +57,7 @@ def card_html(card: dict, rank: int, *, pending: bool = False, writing: bool = F
     if feedback:
         classes.append(f"rc-{feedback}")
     meta = " · ".join(
-        escape(str(x)) for x in (card.get("year"), card.get("creator"), ", ".join(card.get("categories") or [])) if x
+        escape(str(x)) for x in (year_text(card.get("year")), card.get("creator"), ", ".join(card.get("categories") or [])) if x
     )
     badge = ""
     if feedback:
@@ -115,14 +117,15 @@ def profile_html(profile: dict | None) -> str:
 
 
 def status_html(info: dict) -> str:
-    """The status line: LLM backend and model, embedding model, catalog size."""
+    """The status line: LLM backend and model, embedding model, catalog size, the demo loaded."""
     llm = f"{info.get('llm_backend', '?')} · {info.get('llm_model', '?')}"
     if info.get("llm_error"):
         llm += " (unavailable: answering from retrieval)"
+    demo = f" &nbsp;|&nbsp; <span class='rc-demo'>demo: {escape(str(info['demo']))}</span>" if info.get("demo") else ""
     return (
         f"LLM: {escape(str(llm))} &nbsp;|&nbsp; embeddings: {escape(str(info.get('embedding_model', '?')))}"
         f" &nbsp;|&nbsp; catalog: {int(info.get('catalog_items') or 0):,} items, {int(info.get('users') or 0):,} users"
-        f" &nbsp;|&nbsp; recassist {escape(str(info.get('version', '')))}"
+        f"{demo} &nbsp;|&nbsp; recassist {escape(str(info.get('version', '')))}"
     )
 
 
@@ -138,7 +141,7 @@ def chat_markdown(items: list[dict], text: str, notices: list[str], *, waiting: 
     if items:
         parts.append(
             "\n".join(
-                f"{i}. **{_md_escape(str(c.get('title', '')))}**" + (f" ({c['year']})" if c.get("year") else "")
+                f"{i}. **{_md_escape(str(c.get('title', '')))}**" + (f" ({year_text(c['year'])})" if c.get("year") is not None else "")
                 for i, c in enumerate(items, 1)
             )
         )

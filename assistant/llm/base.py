@@ -11,12 +11,18 @@ Prompt = Union[str, list[dict]]
 class LLM(Protocol):
     """A language model backend. Capabilities are attributes callers ask about."""
 
-    backend: str  # "llama", "openai", "fake"
+    backend: str  # the registry name it was built for ("llama", "openai", ...), shown to users
     model: str  # model name or file, shown to users
     prompt_style: str  # "completion" (base models) or "chat"
     context_window: int  # tokens
     supports_logprobs: bool  # label_logprobs works
     supports_json_schema: bool  # stream(..., json_schema=...) constrains the output
+    # Prompts leave this machine for a server: PII in them is masked first (redact_pii), and
+    # start-up does not call it (a slow or absent server must not hold the start; the first turn asks).
+    remote: bool
+    # One model and one KV cache in this machine's memory: a chat turn takes it whole, so turns queue
+    # for it (agent.ModelTurns) instead of interleaving calls; servers batch concurrent calls themselves.
+    one_call_at_a_time: bool
 
     def stream(
         self,

@@ -1,39 +1,42 @@
-"""Build the configured LLM backend from Settings."""
+"""The built-in LLM backends' factories; which one runs is the registry's business (registry.py)."""
 
 from __future__ import annotations
 
-from assistant.errors import ConfigError, LLMError
+from assistant.errors import LLMError
 from assistant.llm.base import LLM
 
 
 def create_llm(settings) -> LLM | None:
     """The backend named by settings.llm_backend; None for "none" (retrieval order, evidence reasons)."""
-    backend = settings.llm_backend
-    if backend == "none":
-        return None
-    if backend == "fake":
-        from assistant.llm.fake import FakeLLM
+    from assistant.llm.registry import create_llm as create
 
-        return FakeLLM()
-    if backend == "llama":
-        return _local_llm(settings)
-    if backend == "openai":
-        from assistant.llm.openai_compat import OpenAICompatLLM
-
-        style = "chat" if settings.llm_prompt_style == "auto" else settings.llm_prompt_style
-        return OpenAICompatLLM(
-            settings.openai_base_url,
-            settings.openai_api_key,
-            settings.openai_model,
-            settings.llm_timeout_s,
-            prompt_style=style,
-            context_window=settings.llm_context,
-            tiktoken_cache_dir=str(settings.data_dir / "tiktoken"),
-        )
-    raise ConfigError(f"unknown RECASSIST_LLM_BACKEND {backend!r}; use llama, openai, fake or none")
+    return create(settings)
 
 
-def _local_llm(settings) -> LLM:
+def fake_llm(settings) -> LLM:
+    """A FakeLLM with no answers queued (tests enqueue theirs)."""
+    from assistant.llm.fake import FakeLLM
+
+    return FakeLLM()
+
+
+def openai_llm(settings) -> LLM:
+    """The OpenAI-compatible server the openai_* settings name (built without contacting it)."""
+    from assistant.llm.openai_compat import OpenAICompatLLM
+
+    style = "chat" if settings.llm_prompt_style == "auto" else settings.llm_prompt_style
+    return OpenAICompatLLM(
+        settings.openai_base_url,
+        settings.openai_api_key,
+        settings.openai_model,
+        settings.llm_timeout_s,
+        prompt_style=style,
+        context_window=settings.llm_context,
+        tiktoken_cache_dir=str(settings.data_dir / "tiktoken"),
+    )
+
+
+def local_llm(settings) -> LLM:
     """A GGUF model: in a supervised process of its own (default), a shared one, or inline."""
     import importlib.util
 

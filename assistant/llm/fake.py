@@ -24,6 +24,8 @@ class FakeLLM:
         supports_logprobs: bool = True,
         supports_json_schema: bool = True,
         supports_batch: bool = False,
+        remote: bool = False,
+        one_call_at_a_time: bool = False,
         default: str = "",
     ):
         self.model = model
@@ -32,6 +34,8 @@ class FakeLLM:
         self.supports_logprobs = supports_logprobs
         self.supports_json_schema = supports_json_schema
         self.supports_batch = supports_batch
+        self.remote = remote  # True: plays a hosted model (its prompts are redacted, start-up skips it)
+        self.one_call_at_a_time = one_call_at_a_time  # True: plays a local model that turns queue for
         self.default = default
         self._answers: deque = deque(answers)
         self.prompts: list[Prompt] = []  # every prompt received, in order

@@ -133,6 +133,8 @@ class LlamaCppLLM:
     """Any GGUF model. Base models get completion prompts; models with a chat template get chat prompts."""
 
     backend = "llama"
+    remote = False
+    one_call_at_a_time = True  # one context, one KV cache
     supports_logprobs = True
     supports_json_schema = True
     supports_batch = True  # stream_many decodes several prompts in one pass per token

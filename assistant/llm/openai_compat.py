@@ -24,6 +24,8 @@ class OpenAICompatLLM:
     """Chat prompts by default; a plain-text prompt goes to the /completions endpoint."""
 
     backend = "openai"
+    remote = True  # even a loopback server is treated as remote: its logs and the prompts are out of our hands
+    one_call_at_a_time = False
 
     def __init__(
         self,

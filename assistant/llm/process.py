@@ -227,6 +227,8 @@ class ModelProcessLLM:
     """The LLM contract, answered by a model process over its Unix socket."""
 
     backend = "llama"
+    remote = False  # a Unix socket to a process on this machine
+    one_call_at_a_time = True  # the model process serves one call at a time
     supports_logprobs = True
     supports_json_schema = True
     supports_batch = True

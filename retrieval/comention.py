@@ -1,0 +1,126 @@
+"""Co-mention and trending: what the same people had alongside the items named now, and what is
+popular lately.
+
+C[a, b] sums, over every user who had both a and b, w_u = decay(u) / n_u, where n_u counts the
+user's items and decay(u) halves every `half_life_days` of the age of the user's newest event.
+Dividing by n_u makes each user's pairs weigh in proportion to the length of their history, not
+its square: a conversation that named five films counts, next to a rating history of five
+hundred, as a short history does, and not 10,000 times less. Ages are counted back from the
+newest event in the log (not the wall clock), so a log loaded years later behaves the same.
+Trending is the same decay per event, summed per item.
+
+Chosen on the ReDial tuning dialogs (evaluation/reports/dialogs-tuning.md): with conversations as
+behaviour, the decayed and length-normalised co-occurrence ranked the next recommended film best
+of the plain signals (alone: R@10 0.111 vs 0.099 for raw co-occurrence and 0.068 for sequential
+transitions from the named films), and decayed popularity ranked it as well as popularity in the
+conversations alone, without having to tell conversations from other behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from retrieval.records import Event
+
+DAY = 86400.0
+
+
+class CoMentionModel:
+    """Item-item co-occurrence over users, length-normalised and time-decayed, plus trending."""
+
+    def __init__(self, half_life_days: float = 180.0, keep: int = 300, seed_decay: float = 0.8, last: int = 10):
+        self.half_life_days = half_life_days
+        self.keep = keep  # neighbours kept per item: bounds memory at O(items x keep)
+        self.seed_decay = seed_decay  # the newest named item weighs 1, the one before it this much, ...
+        self.last = last
+        # (item ids, id -> row, CSR neighbours, trending per item) swapped in whole by fit.
+        self._state: tuple[list[str], dict[str, int], object, np.ndarray] = ([], {}, None, np.zeros(0))
+
+    @property
+    def fitted(self) -> bool:
+        matrix = self._state[2]
+        return matrix is not None and matrix.nnz > 0
+
+    def fit(self, events: Iterable[Event]) -> "CoMentionModel":
+        """Learn from every positive event (any order)."""
+        import scipy.sparse as sp
+
+        users: dict[str, int] = {}
+        items: dict[str, int] = {}
+        newest: dict[tuple[int, int], float] = {}  # (user, item) -> newest positive event time
+        for event in events:
+            if event.item_id and event.weight > 0:
+                key = (users.setdefault(event.user_id, len(users)), items.setdefault(event.item_id, len(items)))
+                if event.timestamp > newest.get(key, float("-inf")):
+                    newest[key] = event.timestamp
+        ids = list(items)
+        if not newest:
+            self._state = (ids, items, None, np.zeros(len(ids), dtype=np.float32))
+            return self
+        rows = np.fromiter((u for u, _ in newest), dtype=np.int64, count=len(newest))
+        cols = np.fromiter((i for _, i in newest), dtype=np.int64, count=len(newest))
+        times = np.fromiter(newest.values(), dtype=np.float64, count=len(newest))
+        age_days = (times.max() - times) / DAY
+        event_decay = 0.5 ** (age_days / self.half_life_days)
+        trending = np.bincount(cols, weights=event_decay, minlength=len(ids)).astype(np.float32)
+
+        n_users = len(users)
+        last_seen = np.full(n_users, -np.inf)
+        np.maximum.at(last_seen, rows, times)
+        user_decay = 0.5 ** ((times.max() - last_seen) / DAY / self.half_life_days)
+        length = np.bincount(rows, minlength=n_users).astype(np.float64)
+        had = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, len(ids)))
+        weighted = sp.diags((user_decay / np.maximum(length, 1.0)).astype(np.float32)) @ had
+        matrix = (had.T @ weighted).tocsr()
+        matrix.setdiag(0)
+        matrix.eliminate_zeros()
+        self._state = (ids, items, _top_per_row(matrix, self.keep), trending)
+        return self
+
+    def scores(self, seeds: Sequence[str], n: int = 200) -> dict[str, float]:
+        """The n items most co-had with the seeds (newest seed last), id -> score > 0, best first."""
+        ids, index, matrix, _ = self._state
+        recent = [i for i in dict.fromkeys(reversed(list(seeds))) if i in index][: self.last]
+        if matrix is None or not recent:
+            return {}
+        weights = (self.seed_decay ** np.arange(len(recent))).astype(np.float32)
+        scores = np.asarray(matrix[[index[i] for i in recent]].T @ weights).ravel()
+        return _best(ids, scores, n)
+
+    def trending(self, n: int = 200) -> dict[str, float]:
+        """The n items most had lately, id -> log1p(decayed count): one recent person counts 1, one a
+        half-life ago 0.5; an item had only long ago scores next to nothing."""
+        ids, _, _, counts = self._state
+        if not len(counts) or counts.max() <= 0:
+            return {}
+        return _best(ids, np.log1p(counts), n)
+
+
+def _best(ids: list[str], scores: np.ndarray, n: int) -> dict[str, float]:
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > n:
+        positive = positive[np.argpartition(-scores[positive], n - 1)[:n]]
+    best = positive[np.argsort(-scores[positive], kind="stable")]
+    return {ids[j]: float(scores[j]) for j in best}
+
+
+def _top_per_row(matrix, keep: int):
+    """The `keep` largest entries of each CSR row (ties broken by column), the rest dropped."""
+    import scipy.sparse as sp
+
+    counts = np.diff(matrix.indptr)
+    if counts.max(initial=0) <= keep:
+        return matrix
+    data, indices, indptr = [], [], [0]
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        values, columns = matrix.data[start:end], matrix.indices[start:end]
+        if end - start > keep:
+            chosen = np.argpartition(-values, keep - 1)[:keep]
+            values, columns = values[chosen], columns[chosen]
+        data.append(values)
+        indices.append(columns)
+        indptr.append(indptr[-1] + len(values))
+    return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.array(indptr)), shape=matrix.shape)

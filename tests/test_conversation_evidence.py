@@ -1,0 +1,100 @@
+"""The whole conversation is evidence: named titles (with verdicts), co-mention neighbours, twins,
+and the earlier turns a client sends (POST /v1/chat `history`, the OpenAI facade's messages)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.engine import Engine
+from assistant.events import CardsEvent
+from assistant.settings import Settings
+
+FILMS = [
+    ("alien", "Alien", 1979, "Science Fiction|Horror", "A crew in space meets a deadly creature."),
+    ("aliens", "Aliens", 1986, "Science Fiction|Action", "Marines return to the creature's planet."),
+    ("predator", "Predator", 1987, "Science Fiction|Action", "Soldiers in a jungle are hunted."),
+    ("annie", "Annie", 1982, "Musical|Family", "An orphan girl sings her way into a new home."),
+    ("grease", "Grease", 1978, "Musical|Romance", "High school sweethearts sing through a summer."),
+    ("xmen", "X-Men", None, "Action", "Mutants with powers fight for acceptance."),
+    ("xmen00", "X-Men", 2000, "Action", "Mutants with powers fight for acceptance."),
+    ("logan", "Logan", 2017, "Action|Drama", "An old mutant protects a girl."),
+] + [(f"pop{n}", f"Blockbuster Number {n}", 2015, "Comedy", "A crowd pleaser everyone has seen.") for n in range(12)]
+
+# Conversations on the platform: who named what together. Blockbusters are named most often alone.
+TALKS = [["alien", "aliens", "predator"], ["alien", "aliens"], ["alien", "predator"], ["annie", "grease"],
+         ["annie", "grease"], ["xmen00", "logan"], ["xmen", "logan"]] + [[f"pop{n % 12}"] for n in range(60)]
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory) -> Engine:
+    settings = Settings.load(env={}, data_dir=tmp_path_factory.mktemp("films"), llm_backend="none", embedding_backend="hash")
+    engine = Engine(settings)
+    engine.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
+    engine.add_events([{"user_id": f"talk{n}", "item_id": item, "type": "like", "timestamp": 1_600_000_000 + n * 60 + k}
+                       for n, talk in enumerate(TALKS) for k, item in enumerate(talk)])
+    engine.retriever.refit(engine.store)
+    yield engine
+    engine.close()
+
+
+def ids(engine, user, message, **kw):
+    events = list(engine.agent.respond(user, message, k=5, **kw))
+    ranked = [e for e in events if isinstance(e, CardsEvent) and e.stage == "ranked"]
+    return [c.item_id for c in ranked[-1].cards] if ranked else []
+
+
+def test_named_titles_bring_their_co_mention_neighbours(films):
+    got = ids(films, "u1", "I loved Alien (1979), anything else?")
+    assert set(got[:2]) == {"aliens", "predator"}
+    assert "alien" not in got
+
+
+def test_a_title_said_no_to_is_no_seed(films):
+    got = ids(films, "u2", "I saw Annie (1982) but it was meh. I really liked Alien (1979) though")
+    assert "annie" not in got and got[0] in {"aliens", "predator"}
+    assert got.index("grease") > 1 if "grease" in got else True
+
+
+def test_one_work_under_two_ids_is_never_shown_nor_shown_twice(films):
+    got = ids(films, "u3", "something like X-Men (2000)")
+    assert "xmen" not in got and "xmen00" not in got and got[0] == "logan"
+    listed = ids(films, "u4", "mutants with powers")
+    assert not {"xmen", "xmen00"} <= set(listed)  # the same film once, whichever id
+
+
+def test_earlier_turns_in_the_session_still_count(films):
+    first = list(films.agent.respond("u5", "I loved Alien (1979)", k=5))
+    session = first[-1].session_id
+    got = ids(films, "u5", "what else could I watch?", session_id=session)
+    assert got[0] in {"aliens", "predator"} and "alien" not in got
+
+
+def test_prior_turns_start_a_session_and_suggestions_turned_down_count_against(films):
+    prior = [{"role": "user", "content": "I only watch films like Alien (1979)"},
+             {"role": "assistant", "content": "Have you seen Predator (1987)?"},
+             {"role": "user", "content": "not for me, I hated it"}]
+    got = ids(films, "u6", "anything good?", prior=prior)
+    assert got[0] == "aliens" and "predator" not in got and "alien" not in got
+    without = ids(films, "u7", "anything good?")
+    assert without[0].startswith("pop")  # without the history: what is popular
+
+
+fastapi = pytest.importorskip("fastapi")
+
+
+def test_http_chat_history_and_openai_facade_read_the_conversation(films):
+    from fastapi.testclient import TestClient
+
+    from assistant.api import create_app
+
+    with TestClient(create_app(films, mount_ui=False), raise_server_exceptions=False) as client:
+        history = [{"role": "user", "content": "I only watch films like Alien (1979)"}, {"role": "assistant", "content": "Got it"}]
+        r = client.post("/v1/chat", json={"user_id": "h1", "message": "anything good?", "history": history})
+        assert r.status_code == 200, r.text
+        assert r.json()["items"][0]["item_id"] in {"aliens", "predator"}
+        messages = history + [{"role": "user", "content": "anything good?"}]
+        r = client.post("/v1/chat/completions", json={"user": "h2", "messages": messages})
+        assert r.status_code == 200, r.text
+        assert r.json()["recassist"]["items"][0]["item_id"] in {"aliens", "predator"}
+        bad = client.post("/v1/chat", json={"user_id": "h3", "message": "hi", "history": [{"role": "robot", "content": "x"}]})
+        assert bad.status_code == 422 and "role" in bad.text
