@@ -375,7 +375,8 @@ class Agent:
         said = {"liked": "like", "disliked": "dislike", "seen": "seen"}
         for item_id in targets:
             if conv.persist:
-                self.feedback(conv.user_id, item_id, said.get(stance_of.get(item_id, ""), u.feedback or "like"))
+                self.feedback(conv.user_id, item_id, said.get(stance_of.get(item_id, ""), u.feedback or "like"),
+                              source=f"chat {conv.session_id}")
         items = [self.store.get_item(i) for i in targets]
         titles = ("" if u.language == "zh" else ", ").join(quoted(item.title, u.language) for item in items if item)
         yield MessageEvent(reply(f"feedback_{u.feedback or 'like'}", u.language, titles=titles), "feedback")
@@ -606,14 +607,17 @@ class Agent:
 
     # --- feedback and profile --------------------------------------------------------------
 
-    def feedback(self, user_id: str, item_id: str, kind: str) -> None:
-        """Store a card's like/dislike/not-interested/seen as an event; the next answer reflects it."""
+    def feedback(self, user_id: str, item_id: str, kind: str, source: str | None = None) -> None:
+        """Store a card's like/dislike/not-interested/seen as an event; the next answer reflects it.
+
+        source: where it was said ("chat <session id>"), kept as the event's text so that what a
+        conversation taught can be traced to it."""
         validate_user_id(user_id)
         if kind not in FEEDBACK_TYPES:
             raise InputError(f"feedback kind {kind!r} is not one of {', '.join(FEEDBACK_TYPES)}")
         if self.store.get_item(item_id) is None:
             raise NotFoundError(f"item {item_id!r} is not in the catalog")
-        self.store.add_events([Event(user_id=user_id, type=kind, timestamp=time.time(), item_id=item_id)])
+        self.store.add_events([Event(user_id=user_id, type=kind, timestamp=time.time(), item_id=item_id, text=source)])
 
     def _overrides(self, user_id: str) -> dict:
         return (self.store.get_profile(user_id) or {}).get("overrides", {})

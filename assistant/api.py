@@ -725,8 +725,6 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
     @app.post("/v1/events", tags=["ingest"], response_model=EventsResponse)
     def post_events(body: dict[str, Any] | list[dict[str, Any]], principal: Principal = Depends(authenticate)):
         """Record behaviour: one event object or a list {user_id, type, item_id?, timestamp?, value?, text?}."""
-        from retrieval.ingest import events_from_dicts
-
         rows = body if isinstance(body, list) else [body]
         if principal.role != "admin":
             others = sorted({str(r.get("user_id")) for r in rows if r.get("user_id") != principal.user_id})
@@ -734,26 +732,20 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
                 raise ApiError(
                     403, "forbidden", f"this API key may only send events for {principal.user_id!r}, not {others[:3]}"
                 )
-        store = engine.store
-        events, rejects = events_from_dicts(rows, _known_item_ids(store, rows))
-        new = store.add_events(events) if events else 0
-        if new:
+        added = engine.add_events(rows)
+        if added["stored"]:
             refresher.request()
-        return EventsResponse(accepted=len(events), new=new, rejected=[_rejection(r) for r in rejects])
+        return EventsResponse(
+            accepted=added["accepted"], new=added["stored"], rejected=[_rejection(r) for r in added["rejected"]]
+        )
 
     @app.put("/v1/items", tags=["ingest"], response_model=ItemsResponse)
     def put_items(body: list[dict[str, Any]], principal: Principal = Depends(authenticate)):
         """Add or update catalog items {id, title, text?, categories?, tags?, year?, creator?, ...} (admin)."""
-        from retrieval.ingest import items_from_dicts
-
         require_admin(principal)
-        items, rejects = items_from_dicts(body)
-        result = engine.store.upsert_items(items)
-        changed = set(result.inserted) | set(result.updated)
-        if changed:
-            engine.retriever.index_items([i for i in items if i.id in changed])
+        written = engine.upsert_items(body)
         return ItemsResponse(
-            upserted=len(changed), unchanged=len(result.unchanged), rejected=[_rejection(r) for r in rejects]
+            upserted=written["upserted"], unchanged=written["unchanged"], rejected=[_rejection(r) for r in written["rejected"]]
         )
 
     @app.get("/v1/users/{user_id}/profile", tags=["users"], response_model=Profile)
@@ -969,12 +961,6 @@ def _rejection(reject) -> Rejection:
     d = reject.to_dict() if hasattr(reject, "to_dict") else dict(reject)
     reason = str(d.get("reason", "")) + (f" ({d['hint']})" if d.get("hint") else "")
     return Rejection(index=int(d.get("index", d.get("line", -1))), field=d.get("field"), reason=reason)
-
-
-def _known_item_ids(store, rows: list[dict]) -> set[str]:
-    """The item ids in this batch that the catalog knows (events on unknown items are rejected)."""
-    wanted = {str(r["item_id"]) for r in rows if isinstance(r, dict) and r.get("item_id") is not None}
-    return set(store.get_items(wanted)) if wanted else set()
 
 
 class Refresher:

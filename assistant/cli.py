@@ -68,6 +68,19 @@ def cmd_ingest_events(args) -> int:
     return report.exit_code
 
 
+def cmd_ingest_dialogs(args) -> int:
+    engine = _engine(args)
+    report = engine.ingest_dialogs_file(args.file, user_prefix=args.user_prefix)
+    print(f"{args.file}: {report['dialogs']} dialogs -> {report['events']} events ({report['stored']} new), "
+          f"by type {report['by_type']}; {report['linked_by_title']} linked by title, "
+          f"{report['works_not_in_catalog']} named works not in the catalog")
+    for line in report["rejected"][:20]:
+        print("  rejected " + line)
+    if len(report["rejected"]) > 20:
+        print(f"  ... and {len(report['rejected']) - 20} more rejected lines")
+    return 1 if report["rejected"] and not report["dialogs"] else (2 if report["rejected"] else 0)
+
+
 def cmd_recommend(args) -> int:
     engine = _engine(args)
     _ready_model(engine)
@@ -294,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", action="append", metavar="FIELD=COLUMN", help=mapping_help)
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a constant, e.g. --set type=rate for a ratings file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("ingest-dialogs", cmd_ingest_dialogs, "Load past conversations (ReDial's JSONL format) as behaviour: the works each one named.")
+    p.add_argument("file", type=Path, help="one dialog a line: conversationId, messages (@<id> names a work), movieMentions, initiatorQuestions")
+    p.add_argument("--user-prefix", default="dialog:", help="user id of each dialog: PREFIX + conversationId (default dialog:)")
 
     p = add("recommend", cmd_recommend, "Recommend items for a user once (no conversation).")
     p.add_argument("--user", required=True, help="user id")

@@ -160,28 +160,57 @@ class Engine:
         self.retriever.refit(self.store)
         return report
 
+    def ingest_dialogs_file(self, path, user_prefix: str = "dialog:", base_time: float | None = None) -> dict:
+        """Load a ReDial-format dialog log as behaviour (retrieval.dialog_log), then refit the signals."""
+        import os
+
+        from assistant.errors import ConfigError
+        from retrieval.dialog_log import load_redial
+        from retrieval.titles import TitleIndex
+        from retrieval.writes import write_events
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist: give a ReDial-format .jsonl (one dialog a line)")
+        if self.store.item_count() == 0:
+            raise ConfigError("the catalog is empty: load it first with `recassist ingest-catalog FILE`, then the dialogs")
+        items = list(self.store.iter_items())
+        # The file's time: loading the same file again gives the same event ids (nothing stored twice).
+        base = os.path.getmtime(path) if base_time is None else base_time
+        loaded = load_redial(path, {i.id for i in items}, TitleIndex(items), base, user_prefix)
+        stored = write_events(self.store, loaded.events)
+        if loaded.events:
+            self.retriever.refit(self.store)
+        kinds: dict[str, int] = {}
+        for event in loaded.events:
+            kinds[event.type] = kinds.get(event.type, 0) + 1
+        return {"dialogs": loaded.dialogs, "events": len(loaded.events), "stored": stored, "by_type": kinds,
+                "linked_by_title": loaded.linked_by_title, "works_not_in_catalog": loaded.not_in_catalog,
+                "rejected": loaded.rejects}
+
     def upsert_items(self, rows: list[dict]) -> dict:
         """Validate and upsert items given as dicts (the HTTP API); new/changed ones are embedded at once."""
         from retrieval.ingest import items_from_dicts
+        from retrieval.writes import write_items
 
         items, rejects = items_from_dicts(rows)
-        result = self.store.upsert_items(items)
-        pending = self.store.items_needing_embedding([item.id for item in items])
-        if pending:
-            self.retriever.index_items(pending)
-            self.store.mark_embedded(pending)
+        # The retriever is built only when something needs embedding (an all-unchanged batch loads nothing).
+        written = write_items(self.store, lambda pending: self.retriever.index_items(pending), items)
         return {
-            "upserted": len(result.inserted) + len(result.updated),
-            "unchanged": len(result.unchanged),
+            "upserted": written.upserted,
+            "unchanged": len(written.unchanged),
             "rejected": [r.to_dict() for r in rejects],
         }
 
     def add_events(self, rows: list[dict]) -> dict:
         """Validate and store events given as dicts; duplicates (same event id) are stored once."""
-        from retrieval.ingest import events_from_dicts
+        from retrieval.ingest import event_item_ids, events_from_dicts
+        from retrieval.writes import write_events
 
-        events, rejects = events_from_dicts(rows, self.store.item_ids())
-        stored = self.store.add_events(events)
+        named = event_item_ids(rows)
+        known = set(self.store.get_items(named)) if named else set()  # events on unknown items are rejected
+        events, rejects = events_from_dicts(rows, known)
+        stored = write_events(self.store, events)
         return {"accepted": len(events), "stored": stored, "rejected": [r.to_dict() for r in rejects]}
 
     def demo_paths(self) -> tuple[Path, Path]:

@@ -19,44 +19,26 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from evaluation.bench_ranking import DEFAULT_DATA, load_scenario
+from evaluation.servers import free_port, loopback_process
 
 
 @contextlib.contextmanager
 def sidecar(model_path: Path, threads: int):
     """llama.cpp's OpenAI-compatible server on a free loopback port, as the product would manage it."""
-    import socket
-
-    import httpx
-
-    with socket.socket() as s:  # a port nothing listens on right now
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads), "--logits_all", "true"
            ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not start (pip install 'llama-cpp-python[server]')")
-            time.sleep(0.3)
+    log_path = Path(tempfile.gettempdir()) / f"llama-server-{port}.log"
+    what = "llama_cpp.server (it needs pip install 'llama-cpp-python[server]')"
+    with loopback_process(cmd, f"http://127.0.0.1:{port}/v1/models", what=what, log_path=log_path, timeout_s=120):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 class _OneAtATime:

@@ -162,9 +162,9 @@ def write_events(path: Path, data_root: Path, linker: TitleLinker, tune: Iterabl
         for ordinal, dialog in enumerate(tune):
             user = _USER_ID_CHARS.sub("_", f"{source}:{dialog.id}")[:128]
             for position, item in enumerate(dialog.mentioned()):
-                # No "mention" event type exists: a stated verdict is a like or dislike, any other
-                # mention a comment (a positive signal, weight 1), as a platform would log it.
-                write(user, item, dialog.verdicts.get(item, "comment"), "", MENTION_TIME + ordinal * 3600 + position)
+                # As `recassist ingest-dialogs` logs a conversation (retrieval/dialog_log.py): a stated
+                # verdict is a like or dislike, any other named work a mention (weight 1).
+                write(user, item, dialog.verdicts.get(item, "mention"), "", MENTION_TIME + ordinal * 3600 + position)
     return {"movielens_movies_linked": len(ml_to_catalog), **{f"events_{k}": v for k, v in sorted(counts.items())}}
 
 

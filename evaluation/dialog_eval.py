@@ -200,7 +200,8 @@ def run_agent(cfg: DialogConfig, prepared, items, vectors, embedder, cases: list
             name = MODE_NAMES[mode]
             ranks[name] = np.array([list_rank(answers[i].ids, c, cfg.depth) for i, c in enumerate(cases)])
             variants[name] = {"description": ("a new user sends the seeker's words so far as one message" if mode == "one" else
-                                              "the seeker's turns sent one by one in one session; the answer to the last turn counts")}
+                                              "the seeker's turns sent one by one in one session; the list in view after the last turn counts "
+                                              "(a turn answered in words keeps the list before it on screen)")}
             latency[name] = _latency(np.array([t.ms for t in turns]), f"per agent turn ({len(turns)} turns), wall clock of Agent.respond")
             latency[name]["stages_p50"] = {s: metrics.percentile([t.timings[s] for t in turns if s in t.timings], 50)
                                            for s in sorted({s for t in turns for s in t.timings})}
@@ -309,7 +310,12 @@ def play_replay(engine, cases: list[Case], dialogs: list[Dialog], cfg: DialogCon
         answers: list[Answer] = []
         session = None
         for _, text in seeker_turns(dialog)[:needed]:
-            answers.append(respond(engine, f"dlg-replay-{ordinal}", text, session))
+            answer = respond(engine, f"dlg-replay-{ordinal}", text, session)
+            if not answer.ids and answers:
+                # "Thanks!" or "why that one?" answers in words; the list in view is the one before
+                # (the UI keeps it on screen), so that is the list the person has.
+                answer = Answer(answers[-1].ids, answer.ms, answer.timings, answer.intent, answer.session_id)
+            answers.append(answer)
             session = answers[-1].session_id
         turns += answers
         for i in by_dialog[dialog.id]:

@@ -34,6 +34,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from evaluation.metrics import percentile
+from evaluation.servers import peak_rss_mib, reset_peak_rss, server_process
+
 ASKS = [
     "a witty romance",
     "something like Dracula 🧛",
@@ -230,17 +233,6 @@ def run_session(
 # --- one level and a whole run -----------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100), interpolating between closest ranks like numpy's default."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> dict:
     """The figures of one level from its samples (stored events and memory are added by the caller)."""
     chats = [s for s in samples if s.kind == "chat"]
@@ -249,8 +241,7 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
     problems = Counter((s.problem or "").split(":")[0] for s in samples if s.problem)
 
     def ms(values: list[float], q: float):
-        value = percentile(values, q)
-        return None if value is None else round(value * 1000, 1)
+        return round(percentile(values, q) * 1000, 1) if values else None
 
     chat_s = [s.seconds for s in chats]
     post_s = [s.seconds for s in posts]
@@ -361,32 +352,6 @@ def failures(result: dict) -> list[str]:
     return found
 
 
-# --- server memory -----------------------------------------------------------------------------
-
-
-def peak_rss_mib(pid: int | None) -> float | None:
-    """The process's peak resident memory (VmHWM) since start or the last reset, in MiB."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss(pid: int | None) -> None:
-    """Start VmHWM afresh so each level reports its own peak (Linux; harmless elsewhere)."""
-    if pid is None:
-        return
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass  # the peak then covers the whole run so far; the report says which
-
-
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -490,10 +455,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_own_server(args) -> dict:
-    try:
-        from tests.servers import server_process
-    except ImportError:
-        raise SystemExit("starting a server needs the repository's tests/servers.py; run from the repository root or pass --url") from None
     with tempfile.TemporaryDirectory(prefix="recassist-load-") as tmp:
         data_dir = Path(tmp) / "data"
         env = {"RECASSIST_LLM_BACKEND": args.llm, "RECASSIST_EMBEDDING_BACKEND": args.embedding}

@@ -59,6 +59,7 @@ def stage_engine(cfg, split: Split, stage: str, embedder, *, llm=None, fresh: bo
     `settings` override the Engine's settings (the conversations ask the LLM for every summary)."""
     from assistant.engine import Engine
     from assistant.settings import Settings
+    from retrieval.writes import write_events, write_items
 
     data_dir = Path(cfg.work_dir) / "engines" / f"{stage}-{_key(split, stage, embedder.name)}"
     ready = data_dir / "READY"
@@ -72,14 +73,11 @@ def stage_engine(cfg, split: Split, stage: str, embedder, *, llm=None, fresh: bo
     if ready.is_file():
         return engine
     began = time.perf_counter()
-    engine.store.upsert_items(list(split.items))
-    pending = engine.store.items_needing_embedding([item.id for item in split.items])
-    for start in range(0, len(pending), 512):
-        batch = pending[start : start + 512]
-        engine.retriever.index_items(batch)
-        engine.store.mark_embedded(batch)
+    index = engine.retriever.index_items  # built before the catalog lands, so each item is embedded once
+    for start in range(0, len(split.items), 512):
+        write_items(engine.store, index, list(split.items[start : start + 512]))
     events = [event for user in split.users for event in user.history(stage if stage in ("valid", "test") else "test")]
-    engine.store.add_events(events)
+    write_events(engine.store, events)
     engine.retriever.refit(engine.store)
     ready.write_text(f"built in {time.perf_counter() - began:.0f} s\n", encoding="utf-8")
     return engine

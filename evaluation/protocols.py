@@ -18,6 +18,7 @@ import numpy as np
 
 from evaluation import metrics
 from evaluation.splits import Split, Stage
+from retrieval.progress import progress_bar
 
 FULL_KS = (10, 20)
 SAMPLED_KS = (1, 5, 10)
@@ -128,20 +129,3 @@ def sampled_ranking(
         ranks[start : start + len(block)] = rank_within(picked, candidates, keys)
         latency[start : start + len(block)] = (time.perf_counter() - began) * 1000 / len(block)
     return Ranking(variant.name, "b", stage.name, [stage.user_ids[r] for r in rows], ranks, [], latency)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, desc: str, enabled: bool, unit: str = "user"):
-    """A tqdm bar on stderr, or a silent stand-in (tests, --quiet)."""
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, leave=False)

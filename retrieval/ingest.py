@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from assistant.errors import IngestError
+from retrieval.progress import progress_bar
 from retrieval.records import ALL_EVENT_TYPES, Event, Item
 from retrieval.store import Store, normalize_event
+from retrieval.writes import write_events, write_items
 
 ITEM_FIELDS = ("id", "title", "text", "categories", "tags", "year", "creator", "popularity")
 EVENT_FIELDS = ("user_id", "item_id", "type", "timestamp", "value", "text")
@@ -151,6 +153,20 @@ def events_from_dicts(rows: list[dict], known_item_ids: set[str] | None = None) 
     )
 
 
+def event_item_ids(rows: list) -> set[str]:
+    """The item ids that event objects name, read as `events_from_dicts` reads them (to look up which are known)."""
+    columns = {"item_id": "item_id"}
+    named = set()
+    for row in rows:
+        try:
+            item_id = _string(_get(_as_dict(row), columns, "item_id"), "item_id")
+        except _Bad:
+            continue  # events_from_dicts rejects this row with the reason
+        if item_id is not None:
+            named.add(item_id)
+    return named
+
+
 def ingest_catalog(
     path: str | Path,
     store: Store,
@@ -169,30 +185,36 @@ def ingest_catalog(
     result = read_catalog(path, mapping)
     report = IngestReport(result.file, "catalog", read=result.total_rows, rejects=result.rejects,
                           rejected=len(result.rejects))
-    with _bar(len(result.records), result.file, progress) as bar:
+    with progress_bar(len(result.records), f"ingest {result.file}", progress, unit="rows", terminal_only=True) as bar:
         for start in range(0, len(result.records), batch_size):
             batch = result.records[start : start + batch_size]
-            upserted = store.upsert_items(batch)
-            report.inserted += len(upserted.inserted)
-            report.updated += len(upserted.updated)
-            report.unchanged += len(upserted.unchanged)
-            if index is not None:
-                pending = store.items_needing_embedding([item.id for item in batch])
-                if pending:
-                    try:
-                        index(pending)
-                    except Exception as exc:
-                        exc.add_note(
-                            f"ingest of {result.file} stopped after {report.embedded} items were embedded; "
-                            "re-run the same command to resume (finished items are skipped)"
-                        )
-                        raise
-                    store.mark_embedded(pending)
-                    report.embedded += len(pending)
+            written = write_items(store, _noting(index, report), batch)
+            report.inserted += len(written.inserted)
+            report.updated += len(written.updated)
+            report.unchanged += len(written.unchanged)
+            report.embedded += len(written.embedded)
             bar.update(len(batch))
     report.seconds = time.perf_counter() - started
     _print_summary(report, progress)
     return report
+
+
+def _noting(index: Callable[[list[Item]], None] | None, report: IngestReport) -> Callable[[list[Item]], None] | None:
+    """`index`, whose failure says how far the ingest got and that re-running it resumes."""
+    if index is None:
+        return None
+
+    def noted(pending: list[Item]) -> None:
+        try:
+            index(pending)
+        except Exception as exc:
+            exc.add_note(
+                f"ingest of {report.file} stopped after {report.embedded} items were embedded; "
+                "re-run the same command to resume (finished items are skipped)"
+            )
+            raise
+
+    return noted
 
 
 def ingest_events(
@@ -213,17 +235,12 @@ def ingest_events(
     result = read_events(path, mapping, known_item_ids=known)
     report = IngestReport(result.file, "events", read=result.total_rows, rejects=result.rejects,
                           rejected=len(result.rejects))
-    with _bar(len(result.records), result.file, progress) as bar:
+    with progress_bar(len(result.records), f"ingest {result.file}", progress, unit="rows", terminal_only=True) as bar:
         for start in range(0, len(result.records), EVENT_BATCH):
             batch = result.records[start : start + EVENT_BATCH]
-            before = store.stored_event_ids(event.id for event in batch) if on_events else set()
-            added = store.add_events(batch)
+            added = write_events(store, batch, on_new=on_events)
             report.inserted += added
             report.unchanged += len(batch) - added  # already stored, or repeated in the file
-            if on_events is not None:
-                fresh = {event.id: event for event in batch if event.id not in before}
-                if fresh:
-                    on_events(list(fresh.values()))
             bar.update(len(batch))
     report.seconds = time.perf_counter() - started
     _print_summary(report, progress)
@@ -650,26 +667,6 @@ def _scalar(value: Any, typed: bool) -> str | int | float | bool | None:
 
 
 # -- progress --------------------------------------------------------------------------------
-
-
-class _NoBar:
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        return None
-
-
-def _bar(total: int, name: str, progress: bool):
-    """A tqdm bar on stderr when asked for and stderr is a terminal."""
-    if not progress or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"ingest {name}", unit="rows", file=sys.stderr, leave=False)
 
 
 def _print_summary(report: IngestReport, progress: bool) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-EVENT_TYPES = ("view", "click", "like", "dislike", "rate", "purchase", "search", "comment")
+EVENT_TYPES = ("view", "click", "like", "dislike", "rate", "purchase", "search", "comment", "mention")
 # Feedback a card can receive in the UI/API; stored as events like any other.
 FEEDBACK_TYPES = ("like", "dislike", "not_interested", "seen")
 ALL_EVENT_TYPES = EVENT_TYPES + ("not_interested", "seen")
@@ -17,6 +17,7 @@ EVENT_WEIGHTS = {
     "click": 0.7,
     "seen": 0.6,
     "comment": 1.0,
+    "mention": 1.0,  # named in a conversation without a verdict (a loaded dialog log)
     "purchase": 1.5,
     "like": 2.0,
     "rate": 1.0,  # replaced by rating_weight(value)

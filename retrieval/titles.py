@@ -252,12 +252,13 @@ def _stance(text: str, start: int, end: int) -> str:
     before = _CLAUSE.split(text[:start])[-1]
     after = _CLAUSE.split(text[end:])[0]
     clause = _fold(before + " " + after)
-    # "I have seen Annie but it was meh": a verdict may follow a "but" in the same sentence.
-    sentence = _fold(before + " " + re.split(r"[.!?\n。！？]", text[end:])[0])
-    if _NEGATIVE.search(sentence):
+    if _NEGATIVE.search(clause):
         return "disliked"
     if _POSITIVE.search(clause):
         return "liked"
+    # "I have seen Annie but it was meh": a verdict may follow a "but" in the same sentence.
+    if _NEGATIVE.search(_fold(re.split(r"[.!?\n。！？]", text[end:])[0])):
+        return "disliked"
     if _SEEN.search(clause):
         return "seen"
     return "neutral"

@@ -207,6 +207,24 @@ def test_items_upsert_reports_new_unchanged_and_rejected(client, engine):
     assert "new-1" in [i["item_id"] for i in found["items"]]
 
 
+def test_items_upsert_marks_what_it_embeds_and_embeds_what_an_earlier_write_left(client, engine):
+    from retrieval.ingest import items_from_dicts
+
+    rows = [{"id": f"mark-{n}", "title": f"Harbour Log {n}", "text": f"gulls and ropes, entry {n}"} for n in range(3)]
+    # mark-2 is stored but never embedded, as a write stopped between upsert and embedding leaves it.
+    engine.store.upsert_items(items_from_dicts(rows[2:])[0])
+    assert [i.id for i in engine.store.items_needing_embedding(["mark-2"])] == ["mark-2"]
+
+    body = client.put("/v1/items", json=rows).json()
+    assert (body["upserted"], body["unchanged"]) == (2, 1)
+    assert engine.store.items_needing_embedding([r["id"] for r in rows]) == []
+    assert set(engine.retriever.content.get_vectors(["mark-0", "mark-1", "mark-2"])) == {"mark-0", "mark-1", "mark-2"}
+
+    changed = {**rows[0], "text": "a new log entry about fog"}
+    assert client.put("/v1/items", json=[changed]).json()["upserted"] == 1
+    assert engine.store.items_needing_embedding(["mark-0"]) == []
+
+
 # --- users -----------------------------------------------------------------------------------
 
 

@@ -3,9 +3,7 @@ StoreError; start it again, and the same VectorIndex/Retriever objects recover."
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +15,11 @@ from retrieval.records import Event, Item
 from retrieval.sequential import SequentialModel
 from retrieval.store import Store
 from retrieval.vectors import VectorIndex, open_chroma
-from tests.servers import free_port, stop, wait_until_ready
+from tests.servers import chroma_cli, free_port, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
-CLI = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+CLI = chroma_cli()
 
 
 class ChromaServer:

@@ -98,3 +98,51 @@ def test_http_chat_history_and_openai_facade_read_the_conversation(films):
         assert r.json()["recassist"]["items"][0]["item_id"] in {"aliens", "predator"}
         bad = client.post("/v1/chat", json={"user_id": "h3", "message": "hi", "history": [{"role": "robot", "content": "x"}]})
         assert bad.status_code == 422 and "role" in bad.text
+
+
+def _dialog(conv, seeker_says, recommender_says, mentions, liked=None):
+    messages = [{"text": seeker_says, "senderWorkerId": 1, "messageId": 1, "timeOffset": 0},
+                {"text": recommender_says, "senderWorkerId": 2, "messageId": 2, "timeOffset": 5}]
+    questions = {m: {"suggested": 0, "seen": 2, "liked": (liked or {}).get(m, 2)} for m in mentions}
+    return {"conversationId": conv, "messages": messages, "initiatorWorkerId": 1, "respondentWorkerId": 2,
+            "movieMentions": mentions, "initiatorQuestions": questions}
+
+
+def test_a_dialog_log_loads_as_behaviour_once_with_bad_lines_named(make_engine, tmp_path):
+    import json
+
+    engine = make_engine(demo=False, llm_backend="none")
+    engine.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
+    log = tmp_path / "dialogs.jsonl"
+    lines = [
+        json.dumps(_dialog("d1", "I loved @annie", "Then try @grease", {"annie": "Annie (1982)", "grease": "Grease (1978)"},
+                           liked={"annie": 1})),
+        "{not json",
+        # An id the catalog does not use: linked by its title and year.
+        json.dumps(_dialog("d2", "Loved @111", "Try @grease and @999", {"111": "Annie (1982)", "grease": "Grease (1978)",
+                                                                        "999": "Unknown Film (1950)"})),
+        json.dumps({"conversationId": "d3"}),
+    ]
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = engine.ingest_dialogs_file(log)
+    assert report["dialogs"] == 2 and report["by_type"] == {"like": 1, "mention": 3}
+    assert report["linked_by_title"] == 1 and report["works_not_in_catalog"] == 1
+    assert [r.split(": ", 1)[0] for r in report["rejected"]] == [f"{log}:2", f"{log}:4"]
+    assert "conversationId, messages" in report["rejected"][1]
+    events = engine.store.events_for_user("dialog:d1")
+    assert {(e.item_id, e.type) for e in events} == {("annie", "like"), ("grease", "mention")}
+    assert all(e.text == "dialog d1" for e in events)
+    again = engine.ingest_dialogs_file(log)
+    assert again["stored"] == 0  # the same file twice stores nothing twice
+    assert ids(engine, "fan", "I loved Annie (1982)")[0] == "grease"  # learnt from the loaded conversations
+    engine.agent.delete_user("dialog:d1")
+    assert engine.store.events_for_user("dialog:d1") == []
+
+
+def test_what_a_user_says_in_chat_becomes_traceable_events(films):
+    events = list(films.agent.respond("talker", "I loved Alien (1979) but Annie (1982) was awful"))
+    session = events[-1].session_id
+    stored = {(e.item_id, e.type, e.text) for e in films.store.events_for_user("talker")}
+    assert stored == {("alien", "like", f"chat {session}"), ("annie", "dislike", f"chat {session}")}
+    films.agent.delete_user("talker")
+    assert films.store.events_for_user("talker") == []

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from assistant.agent import MODEL_BUSY
@@ -17,7 +16,6 @@ from evaluation.load import (
     check_chat_json,
     check_chat_sse,
     failures,
-    percentile,
     report_markdown,
     run_load,
     summarize,
@@ -25,17 +23,10 @@ from evaluation.load import (
 from tests.servers import running_server
 
 
-@pytest.mark.parametrize(
-    "values",
-    [[5.0], [1.0, 2.0], [3.0, 1.0, 2.0], [0.1 * i * i for i in range(1, 40)], [7.0, 7.0, 7.0, 100.0]],
-)
-@pytest.mark.parametrize("q", [0, 50, 95, 100])
-def test_percentile_matches_numpy(values, q):
-    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
-
-
-def test_percentile_of_nothing_is_none():
-    assert percentile([], 50) is None
+def test_figures_of_nothing_are_none_not_zero():
+    figures = summarize(1, 1, [Sample("chat", 1.0, 200)], wall_s=1.0)
+    assert figures["first_event_p50_ms"] is None and figures["events_p50_ms"] is None
+    assert figures["chat_p50_ms"] == 1000.0
 
 
 def test_summary_and_report_from_known_samples():
