@@ -5,9 +5,11 @@ server, against exact numpy top-k for speed and recall@50:
 
     python -m evaluation.bench_retrieval --sizes 10000 100000 --embedder hash
 
-Quality: which sequential/collaborative variants and fusion weights win on MovieLens-small
-(leave-one-out by timestamp; the second-to-last item is validation, the last is test; ranked
-against all items, seen items excluded). Knobs are chosen on validation only:
+Quality: which sequential/collaborative variants and fusion weights win on MovieLens-small, read
+and split as the evaluation does (evaluation.movielens, evaluation.splits: leave-one-out by
+timestamp, the second-to-last item is validation, the last is test; every user kept) and ranked
+with its metrics (against all rated items, seen items excluded, exact ties in a fixed random
+order). Knobs are chosen on validation only:
 
     python -m evaluation.bench_retrieval --quality [--product]
 """
@@ -16,104 +18,59 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
-import re
 import resource
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from evaluation import metrics, protocols
+from evaluation.servers import chroma_server, peak_rss_mib
+from evaluation.splits import Split, Stage, leave_one_out
+
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("RECASSIST_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO = REPO / "assistant" / "demo_data" / "books.jsonl"
 
 
-# --- MovieLens ---------------------------------------------------------------------------------
+# --- MovieLens, through the evaluation's own reader and split ---------------------------------
 
 
-def movielens_items(data: Path):
-    """MovieLens movies as Items: title, year, genres, up to 10 user tags, the TMDB overview."""
-    from retrieval.records import Item
+def movielens(args) -> tuple[list, Split]:
+    """The evaluation's MovieLens-small catalog (prepared once in --work-dir) and its leave-one-out
+    split over the rated items, every user kept (no minimum count)."""
+    from evaluation.runner import EvalConfig, load_data
 
-    ml = data / "movielens-small"
-    tags: dict[str, list[str]] = defaultdict(list)
-    with open(ml / "tags.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["tag"].lower() not in tags[row["movieId"]]:
-                tags[row["movieId"]].append(row["tag"].lower())
-    tmdb_of = {}
-    with open(ml / "links.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            tmdb_of[row["movieId"]] = row["tmdbId"]
-    overview = {}
-    tmdb = data / "tmdb-5000" / "tmdb_5000_movies.csv"
-    if tmdb.exists():
-        csv.field_size_limit(10**7)
-        with open(tmdb, newline="", encoding="utf-8") as f:
-            overview = {row["id"]: row["overview"] for row in csv.DictReader(f)}
-    items = []
-    with open(ml / "movies.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            m = re.match(r"^(.*) \((\d{4})\)\s*$", row["title"].strip())
-            title, year = (m.group(1), int(m.group(2))) if m else (row["title"].strip(), None)
-            genres = [] if row["genres"] == "(no genres listed)" else row["genres"].split("|")
-            items.append(Item(id="ml" + row["movieId"], title=title, year=year, categories=genres,
-                              tags=tags.get(row["movieId"], [])[:10], text=overview.get(tmdb_of.get(row["movieId"]), "") or ""))
-    return items
+    items, events, _ = load_data(EvalConfig(out=args.work_dir, work_dir=args.work_dir, data_root=args.data_root,
+                                            progress=False))
+    rated = {event.item_id for event in events}
+    return items, leave_one_out([item for item in items if item.id in rated], events)
 
 
-def movielens_events(data: Path):
-    """Ratings as `rate` events, per user in time order (ties broken by movie id, as LlamaRec does)."""
-    from retrieval.records import Event
+class StageData:
+    """One stage of the split as the matrix functions read it: each user's history as Events."""
 
-    per_user: dict[str, list[tuple[float, int, float]]] = defaultdict(list)
-    with open(data / "movielens-small" / "ratings.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            per_user[row["userId"]].append((float(row["timestamp"]), int(row["movieId"]), float(row["rating"])))
-    out = {}
-    for user, rows in sorted(per_user.items(), key=lambda kv: int(kv[0])):
-        rows.sort()
-        out["u" + user] = [Event("u" + user, "rate", ts, "ml" + str(movie), rating) for ts, movie, rating in rows]
-    return out
-
-
-class LeaveOneOut:
-    """One stage of leave-one-out: every user's history and held-out item, as item indices."""
-
-    def __init__(self, per_user: dict, item_ids: list[str], stage: str):
-        cut = 2 if stage == "validation" else 1
-        self.stage = stage
-        self.item_ids = item_ids
-        self.index = {i: n for n, i in enumerate(item_ids)}
-        self.users = [u for u, ev in per_user.items() if len(ev) > cut]
-        self.histories = [per_user[u][:-cut] for u in self.users]
-        self.targets = np.array([self.index[per_user[u][-cut].item_id] for u in self.users])
+    def __init__(self, split: Split, stage: Stage, keys: np.ndarray):
+        self.stage, self.keys = stage, keys
+        self.name, self.item_ids, self.users, self.targets = stage.name, stage.item_ids, stage.user_ids, stage.targets
+        self.index = split.item_index()
+        self.histories = [user.history(stage.name) for user in split.users]
 
     def events(self):
         return [e for h in self.histories for e in h]
 
     def evaluate(self, scores: np.ndarray, k: int = 10) -> tuple[float, float, float]:
-        """Recall@k, NDCG@k and NDCG's standard error over users; seen items excluded, ties share the rank."""
-        scores = np.array(scores, dtype=np.float64)
-        for row, history in enumerate(self.histories):
-            scores[row, [self.index[e.item_id] for e in history]] = -np.inf
-        target = scores[np.arange(len(self.targets)), self.targets][:, None]
-        rank = (scores > target).sum(1) + ((scores == target).sum(1) - 1) / 2.0
-        hit = rank < k
-        gains = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
-        return float(hit.mean()), float(gains.mean()), float(gains.std() / np.sqrt(len(gains)))
+        """Recall@k, NDCG@k and NDCG's standard error over users, ranked as the evaluation ranks
+        (seen items excluded, exact ties ordered by its fixed random key)."""
+        ranks = metrics.target_ranks(scores, self.stage.targets, self.stage.histories, self.keys)
+        recall, ndcg = metrics.recall_at(ranks, k), metrics.ndcg_at(ranks, k)
+        return float(recall.mean()), float(ndcg.mean()), float(ndcg.std() / np.sqrt(len(ndcg)))
 
 
-def sequential_matrix(split: LeaveOneOut, reading: str = "consumed", **knobs) -> np.ndarray:
+def sequential_matrix(split: StageData, reading: str = "consumed", **knobs) -> np.ndarray:
     """The product SequentialModel fitted on the stage, scores for every user and item."""
     from retrieval.candidates import UserHistory
     from retrieval.sequential import SequentialModel
@@ -130,7 +87,7 @@ def sequential_matrix(split: LeaveOneOut, reading: str = "consumed", **knobs) ->
     return out
 
 
-def collab_matrix(split: LeaveOneOut, dim: int = 64, weighting: str = "binary", decay: float = 0.8, last: int = 20,
+def collab_matrix(split: StageData, dim: int = 64, weighting: str = "binary", decay: float = 0.8, last: int = 20,
                   signed: bool = True) -> np.ndarray:
     """Product collaborative vectors: cosine of every item to each user's weighted mean vector."""
     from retrieval.candidates import UserHistory
@@ -150,7 +107,7 @@ def collab_matrix(split: LeaveOneOut, dim: int = 64, weighting: str = "binary", 
     return out
 
 
-def popularity_matrix(split: LeaveOneOut) -> np.ndarray:
+def popularity_matrix(split: StageData) -> np.ndarray:
     counts = np.zeros(len(split.item_ids), dtype=np.float32)
     for history in split.histories:
         for e in history:
@@ -159,7 +116,7 @@ def popularity_matrix(split: LeaveOneOut) -> np.ndarray:
     return np.tile(counts, (len(split.users), 1))
 
 
-def ease_matrix(split: LeaveOneOut, l2: float = 200.0, decay: float = 0.9, min_count: int = 3) -> np.ndarray:
+def ease_matrix(split: StageData, l2: float = 200.0, decay: float = 0.9, min_count: int = 3) -> np.ndarray:
     """Reference only (not shipped): EASE on items with >= min_count users, recency-weighted input."""
     import scipy.sparse as sp
 
@@ -191,12 +148,10 @@ def scale(scores: np.ndarray) -> np.ndarray:
 
 
 def run_quality(args) -> None:
-    if not (DATA / "movielens-small" / "ratings.csv").exists():
-        sys.exit(f"MovieLens-small not found under {DATA}; set RECASSIST_SHARED_DATA")
-    per_user = movielens_events(DATA)
-    item_ids = sorted({e.item_id for ev in per_user.values() for e in ev})
-    stages = {s: LeaveOneOut(per_user, item_ids, s) for s in ("validation", "test")}
-    print(f"MovieLens-small: {len(per_user)} users, {len(item_ids)} rated items; ranking against all of them\n")
+    items, split = movielens(args)
+    keys = protocols.tie_key(len(split.items), args.seed)
+    stages = {"validation": StageData(split, split.stage("valid"), keys), "test": StageData(split, split.stage("test"), keys)}
+    print(f"MovieLens-small: {len(split.users)} users, {len(split.items)} rated items; ranking against all of them\n")
     def report(stage, name, scores) -> tuple[float, float, float]:
         recall, ndcg, se = stages[stage].evaluate(scores)
         print(f"{stage:10s} {name:58s} Recall@10 {recall:.4f}  NDCG@10 {ndcg:.4f} (±{se:.4f})", flush=True)
@@ -204,7 +159,7 @@ def run_quality(args) -> None:
 
     if args.product_only:
         args.product = True
-        return _product_rows(stages, args)
+        return _product_rows(stages, items, args)
     val = stages["validation"]
     # Each search starts from the shipped setting; another replaces it only when it beats it on
     # validation by more than one standard error (~0.01 here): 610 users cannot tell finer
@@ -239,15 +194,15 @@ def run_quality(args) -> None:
     if args.ease:
         report("test", "EASE (reference, not shipped)", ease_matrix(test))
     if args.product:
-        _product_rows(stages, args)
+        _product_rows(stages, items, args)
 
 
-def _product_rows(stages, args) -> None:
+def _product_rows(stages, items: list, args) -> None:
     from retrieval.candidates import DEFAULT_WEIGHTS
 
     print(f"\nthe shipped Retriever, one call per user with an empty request (weights {DEFAULT_WEIGHTS}):")
     for stage in ("validation", "test"):
-        recall, ndcg, latency = product_quality(stages[stage], args)
+        recall, ndcg, latency = product_quality(stages[stage], items, args)
         print(f"{stage:10s} {'Retriever.candidates (product path, Chroma + SQLite)':58s} Recall@10 {recall:.4f}  "
               f"NDCG@10 {ndcg:.4f}  p50 {np.percentile(latency, 50):.1f} ms  p95 {np.percentile(latency, 95):.1f} ms")
 
@@ -266,54 +221,53 @@ def _search(name: str, settings: list, score) -> object:
     return best[0]
 
 
-def product_quality(split: LeaveOneOut, args) -> tuple[float, float, list[float]]:
+def product_quality(split: StageData, items: list, args) -> tuple[float, float, list[float]]:
     """The shipped Retriever on one stage: Store + Chroma in a temp dir, refit on the stage's events."""
     from retrieval.candidates import Request, Retriever
     from retrieval.embeddings import create_embedder
     from retrieval.sequential import SequentialModel
     from retrieval.store import Store
     from retrieval.vectors import VectorIndex, open_chroma
+    from retrieval.writes import write_events, write_items
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         store = Store.open(f"sqlite:///{tmp}/store.db")
-        items = movielens_items(DATA)
-        store.upsert_items(items)
-        store.add_events(split.events())
         embedder = create_embedder(args.embedder)
         client = open_chroma("persistent", path=f"{tmp}/chroma")
         retriever = Retriever(store, embedder, VectorIndex(client, "content", embedder), VectorIndex(client, "collab"),
                               SequentialModel())
         began = time.perf_counter()
-        retriever.index_items(items)
+        write_items(store, retriever.index_items, items)
+        write_events(store, split.events())
         retriever.refit(store)
-        print(f"  ({split.stage}: indexed {len(items)} items and refit in {time.perf_counter() - began:.0f} s, "
+        print(f"  ({split.name}: stored and indexed {len(items)} items and refit in {time.perf_counter() - began:.0f} s, "
               f"embedder {embedder.name})", flush=True)
-        hits, gains, latency = [], [], []
+        ranks, latency = [], []
         for user, history, target in zip(split.users, split.histories, split.targets):
             began = time.perf_counter()
             found = retriever.candidates(user, Request(), k=10, history=history)
             latency.append(1000 * (time.perf_counter() - began))
             ids = [c.item.id for c in found]
-            rank = ids.index(split.item_ids[target]) if split.item_ids[target] in ids else None
-            hits.append(rank is not None)
-            gains.append(1.0 / np.log2(rank + 2.0) if rank is not None else 0.0)
+            ranks.append(ids.index(split.item_ids[target]) + 1 if split.item_ids[target] in ids else metrics.MISSING)
         store.close()
-        return float(np.mean(hits)), float(np.mean(gains)), latency
+        return float(metrics.recall_at(ranks, 10).mean()), float(metrics.ndcg_at(ranks, 10).mean()), latency
 
 
 # --- speed -------------------------------------------------------------------------------------
 
 
-def catalog_texts(limit: int):
-    """Real item texts to synthesise from: MovieLens/TMDB, else the demo catalog."""
-    if (DATA / "movielens-small" / "movies.csv").exists():
-        return movielens_items(DATA)[:limit], "MovieLens-small + TMDB overviews"
+def catalog_texts(args, limit: int):
+    """Real item texts to synthesise from: MovieLens/TMDB (the evaluation's catalog), else the demo catalog."""
+    from evaluation.movielens import find_data_root
+
+    if args.data_root or find_data_root():
+        return movielens(args)[0][:limit], "MovieLens-small + TMDB overviews"
     if DEMO.exists():
         from retrieval.records import Item
 
         rows = [json.loads(line) for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [Item(**row) for row in rows][:limit], "the demo book catalog"
-    sys.exit("no real texts found (MovieLens under RECASSIST_SHARED_DATA, or assistant/demo_data/books.jsonl)")
+    sys.exit("no real texts found (MovieLens under --data-root or ../shared/data, or assistant/demo_data/books.jsonl)")
 
 
 def synthesise(n: int, base: list, rng: np.random.Generator) -> list:
@@ -368,51 +322,6 @@ class RecordingEmbedder:
 
     def matrix(self, n: int) -> np.ndarray:
         return np.concatenate(self._made)[:n]
-
-
-@contextlib.contextmanager
-def chroma_server(path: str):
-    """`chroma run` on a free loopback port; yields (host, port) once its heartbeat answers."""
-    import httpx
-
-    cli = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-    if cli is None:
-        raise RuntimeError("the `chroma` CLI is missing (it comes with `pip install chromadb`)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(Path(path).parent / f"chroma-{port}.log", "wb")
-    proc = subprocess.Popen([cli, "run", "--path", path, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"chroma run did not start (see {log.name})")
-            time.sleep(0.2)
-        yield "127.0.0.1", port, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _server_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, queries: int, tmp: str, ef_search: int) -> dict:
@@ -472,7 +381,7 @@ def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, q
             found = content.query(vector, 50)
             t_hnsw.append(1000 * (time.perf_counter() - t0))
             recall.append(len({ids[t] for t in top} & {i for i, _ in found}) / 50)
-        server_mb = _server_rss_mb(proc.pid) if proc is not None else 0.0
+        server_mb = (peak_rss_mib(proc.pid) or float("nan")) if proc is not None else 0.0
     store.close()
     return {
         "n": n, "mode": mode, "ingest_items_s": n / ingest, "refit_s": refit,
@@ -488,7 +397,7 @@ def run_speed(args) -> None:
     from retrieval.embeddings import create_embedder
 
     rng = np.random.default_rng(0)
-    base, source = catalog_texts(10**9)
+    base, source = catalog_texts(args, 10**9)
     embedder = create_embedder(args.embedder)
     biggest = max(args.sizes)
     items = synthesise(biggest, base, rng)
@@ -534,7 +443,7 @@ def run_hnsw_sweep(args) -> None:
 
     n = args.hnsw_sweep
     rng = np.random.default_rng(0)
-    base, source = catalog_texts(10**9)
+    base, source = catalog_texts(args, 10**9)
     items = synthesise(n, base, rng)
     embedder = create_embedder(args.embedder)
     matrix = np.vstack([embedder([it.document() for it in items[i : i + 5000]]) for i in range(0, n, 5000)]).astype(np.float32)
@@ -599,6 +508,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hnsw-sweep", type=int, metavar="N", help="compare HNSW settings on N synthetic items instead")
     parser.add_argument("--ef-search", type=int, default=400, help="HNSW search breadth (the product default; Chroma's own is 100)")
     parser.add_argument("--real-embeddings", type=int, default=10_000, help="minilm: texts really embedded")
+    parser.add_argument("--data-root", type=Path, help="the folder holding movielens-small/ and tmdb-5000/ "
+                        "(default: ../shared/data or /work/shared/data)")
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "recassist-eval",
+                        help="where the prepared MovieLens files are cached, outside the repository (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="with --quality: the tie-break order of exactly tied scores")
     args = parser.parse_args(argv)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     if args.hnsw_sweep:

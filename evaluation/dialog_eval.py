@@ -144,7 +144,9 @@ def run_dialogs(cfg: DialogConfig) -> dict:
             "protocol": "dedup: each recommender message naming a movie nobody mentioned before; mentioned movies excluded",
             "split": source.split,
             "reported_on": f"the report split: {len(report_dialogs)} dialogs" + (f" (a seeded sample of {len(source.report)})" if len(report_dialogs) < len(source.report) else ""),
-            "tuned_on": f"the tune split: {len(source.tune)} dialogs (mention events and the popularity baseline only; nothing was tuned)",
+            "tuned_on": (f"the tune split: {len(source.tune)} dialogs (the mention events and the popularity baseline; the "
+                         "retriever's conversation weights were chosen on two folds of ReDial's tune split: "
+                         "python -m evaluation.dialog_tuning, evaluation/reports/dialogs-tuning.md)"),
             "data": f"{root}: ReDial movies + TMDB 5000 + MovieLens-small; {prepared.stats}",
             "source_notes": source.notes,
             "embedding": getattr(embedder, "name", cfg.embedding),

@@ -299,8 +299,10 @@ class Retriever:
         """Embed items and upsert their content vectors: retrievable right after this returns."""
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
-            vectors = np.asarray(self.embedder([item.document() for item in batch]), dtype=np.float32)
-            self.content.upsert([i.id for i in batch], vectors, metadatas=[item_metadata(i) for i in batch])
+            documents = [item.document() for item in batch]
+            vectors = np.asarray(self.embedder(documents), dtype=np.float32)
+            # The text beside its vector: other Chroma readers (LangChain's Chroma) return only rows with text.
+            self.content.upsert([i.id for i in batch], vectors, metadatas=[item_metadata(i) for i in batch], documents=documents)
             for item in batch:
                 self._vector_cache.pop(item.id, None)
                 self._item_cache.pop(item.id, None)

@@ -146,3 +146,23 @@ def test_what_a_user_says_in_chat_becomes_traceable_events(films):
     assert stored == {("alien", "like", f"chat {session}"), ("annie", "dislike", f"chat {session}")}
     films.agent.delete_user("talker")
     assert films.store.events_for_user("talker") == []
+
+
+def test_ingest_dialogs_from_the_command_line(cli_env, capsys, tmp_path):
+    import json
+
+    from assistant.cli import main
+
+    catalog = tmp_path / "films.jsonl"
+    catalog.write_text("\n".join(json.dumps({"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d})
+                                 for i, t, y, c, d in FILMS), encoding="utf-8")
+    assert main(["ingest-catalog", str(catalog), "--quiet"]) == 0
+    log = tmp_path / "chats.jsonl"
+    log.write_text(json.dumps(_dialog("c1", "I loved @alien", "Try @aliens", {"alien": "Alien (1979)", "aliens": "Aliens (1986)"},
+                                      liked={"alien": 1})) + "\nnot a dialog\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["ingest-dialogs", str(log)]) == 2  # one line rejected, the good one landed
+    out = capsys.readouterr().out
+    assert "1 dialogs -> 2 events (2 new)" in out and f"{log}:2: not JSON" in out
+    assert main(["ingest-dialogs", str(tmp_path / "missing.jsonl")]) == 1
+    assert "does not exist" in capsys.readouterr().err

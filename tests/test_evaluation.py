@@ -541,3 +541,20 @@ def test_the_llm_blend_needs_a_clear_validation_gain():
     assert guarded_blend(ranks, "a", "llm", 0.4, seed=0) == 0.0
     assert guarded_blend(ranks, "a", "llm", 0.6, seed=0) == 0.6
     assert guarded_blend(ranks, "a", "llm", 0.0, seed=0) == 0.0
+
+
+def test_no_product_or_evaluation_module_imports_the_tests():
+    """Tests may import the evaluation and the product, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    offenders = []
+    for package in ("assistant", "retrieval", "evaluation", "prompts", "ui", "integrations"):
+        for path in sorted((repo / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.relative_to(repo)}:{node.lineno} imports {n}" for n in names
+                              if n == "tests" or n.startswith("tests.")]
+    assert offenders == []

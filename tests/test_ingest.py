@@ -14,6 +14,7 @@ from assistant.errors import IngestError
 from retrieval.ingest import (
     IngestReport,
     Reject,
+    event_item_ids,
     events_from_dicts,
     format_report,
     ingest_catalog,
@@ -24,6 +25,7 @@ from retrieval.ingest import (
 )
 from retrieval.records import Event, Item
 from retrieval.store import Store
+from retrieval.writes import write_events, write_items
 
 MOVIELENS = Path("/work/shared/data/movielens-small")
 
@@ -366,6 +368,36 @@ def test_format_report_shows_first_twenty_rejects():
     assert "60 rows/s" in text
 
 
+# -- the one write path every caller shares --------------------------------------------------
+
+
+def test_write_items_embeds_what_is_pending_then_marks_it(store):
+    store.upsert_items([Item("left", "Stored by a write that stopped before embedding")])
+    index = Recorder()
+    written = write_items(store, index, [Item("new", "New"), Item("left", "Stored by a write that stopped before embedding")])
+    assert (written.inserted, written.updated, written.unchanged, written.upserted) == (["new"], [], ["left"], 1)
+    assert index.ids == ["left", "new"] and [i.id for i in written.embedded] == ["left", "new"]
+    assert store.items_needing_embedding() == []
+
+    again = Recorder()
+    assert write_items(store, again, [Item("new", "New")]).embedded == [] and again.calls == []
+    # Without a vector store the items land and stay pending for the next write that has one.
+    assert write_items(store, None, [Item("new", "New, revised")]).updated == ["new"]
+    assert [i.id for i in store.items_needing_embedding()] == ["new"]
+
+
+def test_write_events_counts_new_ones_and_hands_each_over_once(store):
+    store.upsert_items([Item("i1", "One")])
+    first, repeat = Event("u1", "view", 100.0, "i1"), Event("u1", "like", 200.0, "i1")
+    received: list[list[Event]] = []
+    assert write_events(store, [first, repeat, repeat], on_new=received.append) == 2
+    assert [e.id for batch in received for e in batch] == [first.id, repeat.id]
+    received.clear()
+    assert write_events(store, [first, Event("u2", "view", 300.0, "i1")], on_new=received.append) == 1
+    assert [e.user_id for batch in received for e in batch] == ["u2"]
+    assert write_events(store, []) == 0 and store.event_count() == 3
+
+
 # -- the HTTP API's entry points: rejects carry the list index ----------------------------------
 
 
@@ -388,6 +420,13 @@ def test_events_from_dicts_default_timestamp_is_now():
     )
     assert rejects[0].line == 1 and rejects[0].field == "item_id"
     assert abs(events[0].timestamp - datetime.now(timezone.utc).timestamp()) < 60
+
+
+def test_event_item_ids_reads_ids_as_events_from_dicts_does():
+    rows = [{"item_id": 12.0}, {"item_id": " a "}, {"type": "search"}, {"item_id": ["x"]}, "not an object"]
+    assert event_item_ids(rows) == {"12", "a"}
+    events, _ = events_from_dicts([{"user_id": "u", "item_id": 12.0, "type": "view"}], known_item_ids=event_item_ids(rows))
+    assert [e.item_id for e in events] == ["12"]
 
 
 # -- the real MovieLens files, when present ----------------------------------------------------

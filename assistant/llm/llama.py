@@ -429,14 +429,16 @@ class LlamaCppLLM:
             text = Jinja2ChatFormatter(template=self.chat_template, eos_token=eos, bos_token=bos)(messages=messages).prompt
         except Exception as exc:  # the model's own Jinja template can raise anything
             raise LLMError(f"{self.model}'s chat template failed on these messages: {exc}") from None
-        # The prompt tokens get BOS added once; most templates write it too.
-        return text[len(bos) :] if bos and text.startswith(bos) else text
+        # The prompt tokens get BOS added once; most templates write it too. A model whose tokenizer
+        # adds none keeps it: SmolLM2's BOS is the template's first "<|im_start|>", not a spare.
+        adds_bos = bool(llama._model.add_bos_token())
+        return text[len(bos) :] if adds_bos and bos and text.startswith(bos) else text
 
     def _grammar(self, json_schema: dict):
         from llama_cpp import LlamaGrammar
 
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+            return LlamaGrammar.from_json_schema(json.dumps(_enums_win(json_schema)), verbose=False)
         except Exception as exc:  # the converter raises plain Exception/ValueError/KeyError
             raise LLMError(f"llama.cpp cannot turn this JSON schema into a grammar: {exc}") from None
 
@@ -458,6 +460,23 @@ class LlamaCppLLM:
             yield from chunks
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"llama.cpp ({self.model}) failed while generating: {exc}") from None
+
+
+def _enums_win(schema):
+    """`schema` with `type` dropped wherever `enum` or `const` also says what is allowed.
+
+    llama-cpp-python's converter reads a type list (`{"type": ["string", "null"], "enum": [...]}`)
+    first and ignores the enum, so the grammar would let any string through; the enum alone says
+    exactly what the schema means.
+    """
+    if isinstance(schema, list):
+        return [_enums_win(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    narrowed = {k: _enums_win(v) for k, v in schema.items()}
+    if isinstance(narrowed.get("type"), list) and ("enum" in narrowed or "const" in narrowed):
+        del narrowed["type"]
+    return narrowed
 
 
 # Prompt tokens read in a step where other prompts are being written: larger reads the remaining

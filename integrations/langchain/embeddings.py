@@ -31,8 +31,8 @@ def content_vectorstore(engine):
     """recassist's content collection, opened by `langchain_chroma.Chroma` with the engine's own Chroma client.
 
     Search results carry the item's metadata (title, categories, year, creator...) and its id.
-    recassist stores vectors and metadata only, and LangChain's Chroma skips rows without text:
-    run `write_item_texts(engine)` once after an ingest so every item comes back.
+    recassist stores each item's text beside its vector; LangChain's Chroma skips rows without
+    text, so a collection written by an earlier version needs `write_item_texts(engine)` once.
     """
     from integrations.langchain import require
 

@@ -1,0 +1,87 @@
+"""Choosing the retriever's conversation weights on the ReDial tuning dialogs only.
+
+The tuning half of `recassist eval --dialogs redial` is split again by dialog id into two folds:
+one fold's mentions (with MovieLens ratings) are the event log, the other fold's cases are asked,
+through the real agent in "one message" mode. The report half is never read here.
+
+    python -m evaluation.dialog_tuning --fold 0                      # the shipped weights
+    python -m evaluation.dialog_tuning --fold 0 --set query=0.1      # a weight (DEFAULT_WEIGHTS key)
+    python -m evaluation.dialog_tuning --fold 1 --set QUERY_SHRINK=0 # a constant of retrieval.candidates
+
+Prints one JSON line: the fold, the settings, the number of cases and Recall@1/10/20/50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def fold_of(dialog_id: str) -> int:
+    return int(hashlib.sha1(("fold" + dialog_id).encode("utf-8")).hexdigest()[:8], 16) % 2
+
+
+def apply(settings: list[str]) -> None:
+    """NAME=VALUE: a DEFAULT_WEIGHTS entry or an upper-case constant of retrieval.candidates."""
+    import retrieval.candidates as candidates
+
+    for pair in settings:
+        name, _, value = pair.partition("=")
+        if name in candidates.DEFAULT_WEIGHTS:
+            candidates.DEFAULT_WEIGHTS[name] = float(value)
+        elif name.isupper() and hasattr(candidates, name):
+            setattr(candidates, name, type(getattr(candidates, name))(float(value)))
+        else:
+            raise SystemExit(f"--set {pair}: use a weight ({', '.join(candidates.DEFAULT_WEIGHTS)}) or a constant of retrieval.candidates")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from evaluation.dialog_data import prepare
+    from evaluation.dialog_eval import DialogConfig, build_engine, list_rank, load_source, play_one_message
+    from evaluation.dialogs import dialog_cases
+    from evaluation.itemvectors import content_vectors
+    from evaluation.movielens import find_data_root
+    from retrieval.embeddings import create_embedder
+    from retrieval.ingest import read_catalog
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fold", type=int, choices=(0, 1), default=0, help="whose mentions are the event log")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "recassist-eval" / "tuning")
+    parser.add_argument("--data-root", type=Path, default=None)
+    args = parser.parse_args(argv)
+    apply(args.set)
+    root = args.data_root or find_data_root()
+    if root is None:
+        raise SystemExit("the dialog data was not found: pass --data-root (the folder holding redial-dev/)")
+    cfg = DialogConfig(source="redial", out=args.work_dir / "out", work_dir=args.work_dir / f"fold{args.fold}",
+                       modes=("one",), progress=False)
+    source = load_source(cfg, root)
+    events_half = [d for d in source.tune if fold_of(d.id) == args.fold]
+    asked_half = [d for d in source.tune if fold_of(d.id) != args.fold]
+    prepared = prepare(root, args.work_dir / "dialogs", source.names, events_half, f"tune{args.fold}")
+    items = read_catalog(prepared.catalog, prepared.catalog_mapping).records
+    index = {item.id: j for j, item in enumerate(items)}
+    embedder = create_embedder("minilm")
+    vectors = content_vectors(items, embedder, args.work_dir / "vectors", progress=False)
+    engine = build_engine(cfg, prepared, items, vectors, embedder)
+    try:
+        cases = [case for dialog in asked_half for case in dialog_cases(dialog, index.__contains__)[0]]
+        began = time.perf_counter()
+        answers, _ = play_one_message(engine, cases, asked_half, cfg)
+    finally:
+        engine.close()
+    ranks = np.array([list_rank(a.ids, c, 50) for a, c in zip(answers, cases)])
+    recall = {f"R@{k}": round(float(np.mean(ranks <= k)), 4) for k in (1, 10, 20, 50)}
+    print(json.dumps({"fold": args.fold, "set": args.set, "cases": len(cases), **recall,
+                      "seconds": round(time.perf_counter() - began)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
