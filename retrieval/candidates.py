@@ -502,7 +502,7 @@ class Retriever:
             # popularity chose among them. Spread from their median up, the best counts 1 and the
             # lower half of the hits nothing.
             for name in ("history", "seed", "query"):
-                if name in signals:
+                if signals.get(name):  # a query with no hits (an empty collection) has nothing to spread
                     signals[name] = _spread(signals[name])
         return queries[-1][1] if request.query.strip() or seed_vectors else queries[0][1]
 

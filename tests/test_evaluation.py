@@ -558,3 +558,22 @@ def test_no_product_or_evaluation_module_imports_the_tests():
                 offenders += [f"{path.relative_to(repo)}:{node.lineno} imports {n}" for n in names
                               if n == "tests" or n.startswith("tests.")]
     assert offenders == []
+
+
+def test_stage_engine_writes_through_the_product_write_path(tmp_path):
+    """The evaluation's stage store holds the catalog embedded and marked, and the stage's history only."""
+    from types import SimpleNamespace
+
+    from evaluation.product import stage_engine
+    from retrieval.embeddings import HashingEmbedder
+
+    events = [ev(u, str(i), 10 * n + i) for n, u in enumerate("abc") for i in range(5)]
+    split = leave_one_out(catalog(*map(str, range(7))), events)
+    cfg = SimpleNamespace(work_dir=tmp_path, backend="fake", embedding="hash", prompt_variant="")
+    engine = stage_engine(cfg, split, "valid", HashingEmbedder())
+    try:
+        assert engine.store.items_needing_embedding() == []
+        assert engine.retriever.content.count() == 7
+        assert engine.store.event_count() == 3 * 3  # training only: neither held-out item of any user
+    finally:
+        engine.close()
