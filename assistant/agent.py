@@ -433,6 +433,7 @@ class Agent:
             max_length=ctx.max_length,
             seed_item_ids=seeds,
             avoid_item_ids=sorted(said_no - set(seeds)),
+            prefer_categories=[c for c in u.prefer_categories if c not in turn["exclude_categories"]],
             diversity=0.3,
         )
         state["request"] = {

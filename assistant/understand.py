@@ -26,6 +26,7 @@ class Understanding:
     query: str = ""
     categories: list[str] = field(default_factory=list)
     exclude_categories: list[str] = field(default_factory=list)
+    prefer_categories: list[str] = field(default_factory=list)  # named while talking about taste: a preference, no filter
     creators: list[str] = field(default_factory=list)
     exclude_creators: list[str] = field(default_factory=list)
     exclude_terms: list[str] = field(default_factory=list)  # "no vampires": not a category, a word to avoid
@@ -250,12 +251,25 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
     else:
         u.intent = "recommend"
     u.query = _query_text(untitled, u)
+    if u.categories and _talks_about_taste(untitled, mentions):
+        # "I love musicals ... horror terrifies me ... any 90's comedies?": genres said along the way
+        # are preferences; only a direct request ("something romantic") filters.
+        u.prefer_categories, u.categories = u.categories, []
     return u
+
+
+_TASTE = re.compile(r"\b(?:i|we)\s+(?:\w+\s+){0,2}(?:like|love|enjoy|prefer|adore)\b|\b(?:into|fan of|favou?rites?)\b|我(?:很|也|比较)?喜欢|爱看")
+
+
+def _talks_about_taste(text: str, mentions: list) -> bool:
+    """Several sentences, titles named, or "I like ...": talk about taste rather than one request."""
+    sentences = [part for part in re.split(r"[.!?\n。！？]+", text) if len(part.split()) >= 3 or len(_CJK.findall(part)) >= 4]
+    return len(sentences) >= 2 or bool(mentions) or bool(_TASTE.search(text.lower()))
 
 
 def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: Understanding) -> None:
     # Split on clause boundaries so "no horror, something romantic" negates only horror.
-    for clause in re.split(r"[,.;!?，。；！？]|\bbut\b|\band\b|但是|而且", remaining):
+    for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b|\band\b|但是|而且", remaining):
         if not clause.strip():
             continue
         negated = bool(_NEGATION.search(clause.replace("有没有", "")))
@@ -335,7 +349,7 @@ def _query_text(text: str, u: Understanding) -> str:
     if u.intent in ("smalltalk", "feedback", "why"):
         return ""
     kept = []
-    for clause in re.split(r"[,.;!?，。；！？]|\bbut\b", text):
+    for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", text):
         if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse
             continue
         kept.append(clause)
@@ -459,8 +473,8 @@ def understand_with_llm(llm, prompts, message: str, last_cards: list[dict], voca
         merged.feedback = data["feedback"]
     if str(data.get("language", "")).lower().startswith("zh"):
         merged.language = "zh"
-    if merged.intent == "feedback" and not merged.feedback:
-        merged.intent = rules.intent  # feedback with no kind is not actionable
+    if (merged.intent == "feedback" and not merged.feedback) or (merged.intent in ("why", "about_item") and not (last_cards or rules.item_ids)):
+        merged.intent = rules.intent  # feedback with no kind, or a question about no item, is not actionable
     return merged
 
 

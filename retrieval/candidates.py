@@ -49,7 +49,8 @@ DEFAULT_WEIGHTS = {
 FOCUSED_QUERY_WORDS = 6
 TRENDING_REPLACES = 0.8  # a cold start's share of all-time popularity that trending takes, at full confidence
 SEED_CONTENT_SHRINK = 0.9
-QUERY_SHRINK = 0.8  # with confident behaviour, named items steer through people, not text
+QUERY_SHRINK = 0.8
+CATEGORY_BOOST = 0.5  # a category named while talking about taste, next to signals scaled to 1  # with confident behaviour, named items steer through people, not text
 EXPLICIT_TYPES = frozenset({"like", "dislike", "not_interested", "rate"})  # the latest one decides
 NOT_SEEN_TYPES = frozenset({"search"})
 REJECT_TYPES = frozenset({"dislike", "not_interested"})  # "no" without saying it was consumed
@@ -85,6 +86,7 @@ class Request:
     query: str = ""
     categories: list[str] = field(default_factory=list)  # any of these
     exclude_categories: list[str] = field(default_factory=list)
+    prefer_categories: list[str] = field(default_factory=list)  # soft: a boost for items in any of these
     creators: list[str] = field(default_factory=list)  # any of these
     exclude_creators: list[str] = field(default_factory=list)
     year_min: int | None = None
@@ -405,6 +407,8 @@ class Retriever:
 
         fused, found_by = self._fuse(signals, weights)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
+        if request.prefer_categories:
+            ranked = self._prefer(ranked, request.prefer_categories, fused, found_by, fetch)
         # Reordering (dislike push-down, MMR) needs a wider pool and its vectors; plain requests
         # only fetch the k they return (a cold cache makes each fetched item cost).
         reorder = request.diversity > 0 or bool(user.disliked)
@@ -562,6 +566,18 @@ class Retriever:
                     fused[item_id] = fused.get(item_id, 0.0) + weight * score / top
                     found_by.setdefault(item_id, {})[name] = float(score)
         return fused, found_by
+
+    def _prefer(self, ranked: list[str], categories: list[str], fused: dict, found_by: dict, n: int) -> list[str]:
+        """Items of a preferred category gain CATEGORY_BOOST (among the n best: their items are read)."""
+        wanted = {c.lower() for c in categories}
+        head = ranked[:n]
+        items = self._items(head)
+        for item_id in head:
+            item = items.get(item_id)
+            if item is not None and wanted & {c.lower() for c in item.categories}:
+                fused[item_id] += CATEGORY_BOOST
+                found_by.setdefault(item_id, {})["category"] = 1.0
+        return sorted(head, key=fused.__getitem__, reverse=True) + ranked[n:]
 
     def _accepted(self, ranked: list[str], request: Request, n: int) -> tuple[dict[str, Item], list[str]]:
         """The first n ranked ids that exist in the store and pass the filters, with their items."""

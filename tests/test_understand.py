@@ -160,3 +160,16 @@ def test_unusable_llm_reading_falls_back_to_the_rules(vocab, answer):
     rules = parse_message("no horror please", vocab, has_last_list=True)
     llm = FakeLLM([answer], prompt_style="chat")
     assert understand_with_llm(llm, Prompts("chat"), "no horror please", LAST, vocab, rules) == rules
+
+
+@pytest.mark.parametrize("intent", ["why", "about_item"])
+def test_a_question_about_no_item_keeps_the_rules_intent(vocab, intent):
+    # SmolLM2-135M reads "a sea adventure from the 1880s", first message of a session, as about_item.
+    import json
+
+    rules = parse_message("a sea adventure", vocab)
+    answer = json.dumps({**_ideal_json("a sea adventure", {}, rules), "intent": intent})
+    alone = understand_with_llm(FakeLLM([answer], prompt_style="chat"), Prompts("chat"), "a sea adventure", [], vocab, rules)
+    assert (rules.intent, alone.intent) == ("recommend", "recommend")
+    with_list = understand_with_llm(FakeLLM([answer], prompt_style="chat"), Prompts("chat"), "a sea adventure", LAST, vocab, rules)
+    assert with_list.intent == intent  # with a list shown there is an item to ask about
