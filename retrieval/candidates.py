@@ -536,8 +536,7 @@ class Retriever:
         talking = bool(request.query.strip() or seeds)
         weights["trending"] *= confidence if (talking or cold) else 0.0
         # With a confident log, what people did outranks the words of a chat, which mostly are not
-        # about the items ("hi, I'm open to anything"): on the ReDial tuning dialogs the request
-        # text at full weight cost R@10 0.13 -> 0.08; at this share it costs ~0.01.
+        # about the items ("hi, I'm open to anything"); see evaluation/reports/dialogs-tuning.md.
         weights["query"] *= _focus(request.query) * (1.0 - QUERY_SHRINK * confidence)
         weights["seed"] *= 1.0 - SEED_CONTENT_SHRINK * confidence
         if talking:

@@ -338,3 +338,16 @@ def test_a_chat_turn_with_smollm2_ranks_explains_and_sums_up(engine, recorded):
     summaries = [e for e in events if isinstance(e, MessageEvent) and e.kind == "summary"]
     assert len(summaries) == 1 and summaries[0].text.strip()
     assert len(recorded) == 2  # understand and summary (reasons are batched through stream_many)
+
+
+@pytest.mark.integration
+def test_the_chat_model_benchmark_reports_one_row_per_turn(llm, capsys):
+    from evaluation.bench_chat_models import main
+
+    main(["--asks", "1", "--context", "2048", "--model", str(llm.model_path)])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {SMOLLM2_FILE} |")]
+    assert len(rows) == 1
+    seconds, cards, reasons = float(rows[0][3]), int(rows[0][5]), rows[0][6].strip()
+    kept, asked = map(int, reasons.split(" / "))
+    assert seconds > 0 and cards == 5 and 0 <= kept <= asked == cards
+    assert rows[0][7].strip() in ("model", "evidence")
