@@ -48,9 +48,8 @@ DEFAULT_WEIGHTS = {
 # at once (a chat so far), and its single text vector gets mushy: its weight falls with the square.
 FOCUSED_QUERY_WORDS = 6
 TRENDING_REPLACES = 0.8  # a cold start's share of all-time popularity that trending takes, at full confidence
-SEED_CONTENT_SHRINK = 0.9
 QUERY_SHRINK = 0.8
-CATEGORY_BOOST = 0.5  # a category named while talking about taste, next to signals scaled to 1  # with confident behaviour, named items steer through people, not text
+CATEGORY_BOOST = 0.5  # a category named while talking about taste, next to signals scaled to 1
 EXPLICIT_TYPES = frozenset({"like", "dislike", "not_interested", "rate"})  # the latest one decides
 NOT_SEEN_TYPES = frozenset({"search"})
 REJECT_TYPES = frozenset({"dislike", "not_interested"})  # "no" without saying it was consumed
@@ -538,7 +537,6 @@ class Retriever:
         # With a confident log, what people did outranks the words of a chat, which mostly are not
         # about the items ("hi, I'm open to anything"); see evaluation/reports/dialogs-tuning.md.
         weights["query"] *= _focus(request.query) * (1.0 - QUERY_SHRINK * confidence)
-        weights["seed"] *= 1.0 - SEED_CONTENT_SHRINK * confidence
         if talking:
             # The request steers; behaviour only flavours it.
             for name in ("sequential", "collab", "history"):
