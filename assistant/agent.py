@@ -382,7 +382,7 @@ class Agent:
         yield MessageEvent(reply(f"feedback_{u.feedback or 'like'}", u.language, titles=titles), "feedback")
 
     def _recommend(self, conv, u, target, last, context, k, overrides, trace, timer, state, exclude=None):
-        from retrieval.candidates import Request
+        from retrieval.candidates import Request, words
 
         k = max(1, min(int(k or self.settings.top_k), 20))
         vocab = self.vocabulary()
@@ -414,6 +414,13 @@ class Agent:
         if u.intent == "refine" or (u.intent == "feedback" and not u.item_ids):
             # "shorter", "not that one": still about what was asked for before ("江南水乡的散文").
             topic = " ".join(filter(None, [conv.last_request().get("topic", ""), u.query]))[-TOPIC_CHARS:].strip()
+        prefer = list(u.prefer_categories)
+        if not (u.item_ids or u.categories or u.prefer_categories or u.creators) and len(words(u.query)) <= 1:
+            # "What should I read tonight?" after "I only read gothic horror": the taste said before
+            # (in this session or the turns a client sent) is what this turn is about.
+            earlier_topic, earlier_categories = conv.taste_so_far()
+            topic = " ".join(filter(None, [earlier_topic, topic]))[-TOPIC_CHARS:].strip()
+            prefer += [c for c in earlier_categories if c not in prefer]
         query = " ".join(filter(None, [topic, ctx.words, profile_query(profile) if not topic else ""]))
         avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in turn["categories"]]
         exclude_ids = set(exclude or ()) | set(seeds) | named
@@ -433,7 +440,7 @@ class Agent:
             max_length=ctx.max_length,
             seed_item_ids=seeds,
             avoid_item_ids=sorted(said_no - set(seeds)),
-            prefer_categories=[c for c in u.prefer_categories if c not in turn["exclude_categories"]],
+            prefer_categories=[c for c in prefer if c not in turn["exclude_categories"] and c not in turn["categories"]],
             diversity=0.3,
         )
         state["request"] = {

@@ -116,6 +116,17 @@ class Conversation:
             suggested = []
         return evidence
 
+    def taste_so_far(self, turns: int = 2) -> tuple[str, list[str]]:
+        """What the user's earlier messages asked for (their request words, the latest `turns`) and
+        the genres they named, the current message left out."""
+        users = [t for t in self.turns if t.role == "user"][:-1]
+        queries = [t.payload.get("understanding", {}).get("query", "") for t in users]
+        categories: list[str] = []
+        for turn in users:
+            said = turn.payload.get("understanding", {})
+            categories += [c for c in said.get("categories", []) + said.get("prefer_categories", []) if c not in categories]
+        return " ".join([q for q in queries if q][-turns:]), categories
+
     def recent_text(self, turns: int = 4) -> list[tuple[str, str]]:
         return [(t.role, t.content) for t in self.turns[-turns:]]
 

@@ -72,7 +72,7 @@ POPULAR_CACHE = 1000
 _STOP = frozenset(
     "a an the and or of to in on for with by from about like something anything some any more less "
     "me my i you it is are be was were want would love loved book books novel novels film films movie "
-    "movies story stories please recommend read watch show give find good great new one that this "
+    "movies story stories please recommend read watch show give find good great new one only that this "
     "what which who how".split()
 )
 _WORD = re.compile(r"\w+", re.UNICODE)

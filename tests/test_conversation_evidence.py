@@ -166,3 +166,23 @@ def test_ingest_dialogs_from_the_command_line(cli_env, capsys, tmp_path):
     assert "1 dialogs -> 2 events (2 new)" in out and f"{log}:2: not JSON" in out
     assert main(["ingest-dialogs", str(tmp_path / "missing.jsonl")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_vague_turn_is_about_the_taste_said_before(demo_engine):
+    from fastapi.testclient import TestClient
+
+    from assistant.api import create_app
+
+    gothic = [{"role": "user", "content": "I only read gothic horror: ghosts, vampires, haunted houses"},
+              {"role": "assistant", "content": "Got it"}]
+    with TestClient(create_app(demo_engine, mount_ui=False), raise_server_exceptions=False) as client:
+        def titles(user, messages):
+            r = client.post("/v1/chat/completions", json={"user": user, "messages": messages})
+            assert r.status_code == 200, r.text
+            return [demo_engine.store.get_item(i["item_id"]) for i in r.json()["recassist"]["items"]]
+
+        ask = [{"role": "user", "content": "What should I read tonight?"}]
+        with_history, without = titles("g1", gothic + ask), titles("g2", ask)
+    assert [i.id for i in with_history] != [i.id for i in without]
+    gothic_or_horror = [i for i in with_history if {"Gothic", "Horror"} & set(i.categories)]
+    assert len(gothic_or_horror) >= 3, [(i.title, i.categories) for i in with_history]
