@@ -163,7 +163,9 @@ def test_langchain_is_reserved_and_has_its_model_setting(tmp_path):
 
 
 def test_langchain_without_its_module_is_a_clear_config_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "integrations", None)  # as in an install without the integrations package
+    # As in an install without the integrations package (its modules may be imported by earlier tests).
+    for name in ("integrations", "integrations.langchain", "integrations.langchain.llm"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ConfigError, match=r"'langchain' lives in the module integrations\.langchain\.llm, which is not installed"):
         registry.create_llm(settings(tmp_path, llm_backend="langchain", langchain_model="openai:gpt-4o-mini"))
 
