@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 
@@ -166,7 +167,6 @@ class Engine:
 
         from assistant.errors import ConfigError
         from retrieval.dialog_log import load_redial
-        from retrieval.titles import TitleIndex
         from retrieval.writes import write_events
 
         path = Path(path)
@@ -174,16 +174,14 @@ class Engine:
             raise ConfigError(f"{path} does not exist: give a ReDial-format .jsonl (one dialog a line)")
         if self.store.item_count() == 0:
             raise ConfigError("the catalog is empty: load it first with `recassist ingest-catalog FILE`, then the dialogs")
-        items = list(self.store.iter_items())
+        vocab = self.agent.vocabulary()  # the catalog's titles, as chat links them (built once, shared)
         # The file's time: loading the same file again gives the same event ids (nothing stored twice).
         base = os.path.getmtime(path) if base_time is None else base_time
-        loaded = load_redial(path, {i.id for i in items}, TitleIndex(items), base, user_prefix)
+        loaded = load_redial(path, set(vocab.title_of), vocab.title_index, base, user_prefix)
         stored = write_events(self.store, loaded.events)
         if loaded.events:
             self.retriever.refit(self.store)
-        kinds: dict[str, int] = {}
-        for event in loaded.events:
-            kinds[event.type] = kinds.get(event.type, 0) + 1
+        kinds = dict(Counter(event.type for event in loaded.events))
         return {"dialogs": loaded.dialogs, "events": len(loaded.events), "stored": stored, "by_type": kinds,
                 "linked_by_title": loaded.linked_by_title, "works_not_in_catalog": loaded.not_in_catalog,
                 "rejected": loaded.rejects}

@@ -26,7 +26,7 @@ from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item, item_length
 from retrieval.sequential import SequentialModel, consumed
-from retrieval.titles import normalize_title
+from retrieval.titles import Works
 from retrieval.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,8 @@ class Retriever:
         """The k best items for this user and request, each with the evidence that found it."""
         events = self.store.events_for_user(user_id) if history is None else history
         user = UserHistory.from_events(events)
-        avoid = [i for i in dict.fromkeys(request.avoid_item_ids) if i not in {j for j, _ in user.disliked}]
+        disliked = {i for i, _ in user.disliked}
+        avoid = [i for i in dict.fromkeys(request.avoid_item_ids) if i not in disliked]
         user.disliked = user.disliked + [(i, -2.0) for i in avoid]  # said in words: as a dislike, this turn
         drop = set(request.exclude_ids) | set(request.seed_item_ids) | {i for i, _ in user.disliked}
         if not request.include_seen:
@@ -580,13 +581,13 @@ class Retriever:
         """The first n ranked ids that exist in the store and pass the filters, with their items."""
         items: dict[str, Item] = {}
         pool: list[str] = []
-        works = _Works()
+        works = Works()
         step = max(n, 50)
         for start in range(0, len(ranked), step):
             chunk = ranked[start : start + step]
             found = self._items(chunk)
             items.update(found)
-            pool += [i for i in chunk if i in found and request.accepts(found[i]) and works.first(found[i])]
+            pool += [i for i in chunk if i in found and request.accepts(found[i]) and works.first(found[i].title, found[i].year)]
             if len(pool) >= n:
                 return items, pool[:n]
         return items, pool
@@ -634,24 +635,6 @@ class Retriever:
                 penalty = DISLIKE_PUSH * (similarity - DISLIKE_MARGIN) / (1.0 - DISLIKE_MARGIN)
                 fused[item_id] = fused.get(item_id, 0.0) - penalty
                 found_by.setdefault(item_id, {})["near_disliked"] = similarity
-
-
-class _Works:
-    """One film shown once: an item whose title matches an earlier one with the same year (or a
-    year unknown on either side) is the same work under a second id."""
-
-    def __init__(self):
-        self.years: dict[str, set] = {}
-
-    def first(self, item: Item) -> bool:
-        key = normalize_title(item.title)
-        if not key:
-            return True
-        years = self.years.setdefault(key, set())
-        if years and (item.year is None or None in years or item.year in years):
-            return False
-        years.add(item.year)
-        return True
 
 
 def _focus(query: str) -> float:

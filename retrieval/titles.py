@@ -8,8 +8,9 @@ Without a year, a title must not be everyday words that happen to match: one wor
 when capitalised mid-sentence or after a cue ("loved Emma"), and a title made only of common words
 ("About Time", "What If") only when written in title case.
 
-A catalog often holds one film twice (with and without its year): `twins` and `dedup_key` treat
-them as one, so a named film is excluded under every id and a list never shows it twice.
+A catalog often holds one film twice (with and without its year): `same_year` is the one rule
+for that, used by `twins` (a named film is excluded under every id) and by `Works` (a list never
+shows it twice).
 """
 
 from __future__ import annotations
@@ -131,16 +132,8 @@ class TitleIndex:
         if key is None:
             return [item_id]
         year = self.year_of.get(item_id)
-        same = [i for i in self.ids_of[key] if year is None or self.year_of.get(i) in (None, year)]
+        same = [i for i in self.ids_of[key] if same_year(year, self.year_of.get(i))]
         return [item_id] + [i for i in same if i != item_id]
-
-    def dedup_key(self, item_id: str) -> str:
-        """Equal for two ids of one work (the title key and, when known, the year)."""
-        key = self.key_of.get(item_id)
-        if key is None:
-            return "id:" + item_id
-        years = sorted({self.year_of.get(i) for i in self.twins(item_id)} - {None})
-        return f"{key}|{years[0] if len(years) == 1 else ''}"
 
     def find(self, text: str) -> list[Mention]:
         """Every title named in the text, in order, longest match first, each with its stance."""
@@ -219,6 +212,28 @@ class TitleIndex:
         if all(w in COMMON for w in words):
             # "About Time" is a title; "about time" is a phrase.
             return all(r[:1].isupper() for r, w in zip(raw, words) if w not in _SMALL) and not (sentence_start and not cued and n < 3)
+        return True
+
+
+def same_year(a: int | None, b: int | None) -> bool:
+    """Two entries with one title are one work when their years agree or one year is unknown."""
+    return a is None or b is None or a == b
+
+
+class Works:
+    """Keeps one id per work in a list: `first` is False for a later id of a work already seen."""
+
+    def __init__(self):
+        self.years: dict[str, list[int | None]] = {}
+
+    def first(self, title: str, year: int | None) -> bool:
+        key = normalize_title(title)
+        if not key:
+            return True
+        seen = self.years.setdefault(key, [])
+        if any(same_year(year, other) for other in seen):
+            return False
+        seen.append(year)
         return True
 
 

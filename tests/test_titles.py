@@ -6,7 +6,7 @@ import pytest
 
 from retrieval.comention import CoMentionModel
 from retrieval.records import Event
-from retrieval.titles import TitleIndex, normalize_title
+from retrieval.titles import TitleIndex, Works, normalize_title
 
 
 @dataclass
@@ -51,10 +51,12 @@ def test_titles_are_linked_with_year_and_stance(index, text, expected):
     assert got == expected
 
 
-def test_one_work_under_two_ids_is_twins_and_one_dedup_key(index):
+def test_one_work_under_two_ids_is_twins_and_listed_once(index):
     assert index.twins("xm00") == ["xm00", "xm"]
-    assert index.dedup_key("xm") == index.dedup_key("xm00")
-    assert index.dedup_key("it17") != index.dedup_key("it90")  # remakes stay two works
+    works = Works()
+    assert works.first("X-Men", None) and not works.first("X-Men", 2000)  # one film, its year unknown once
+    assert works.first("It", 2017) and works.first("It", 1990)  # remakes stay two works
+    assert not works.first("It", 2017)
     mention = index.find("like X-Men (2000)")[0]
     assert set(mention.item_ids) == {"xm00", "xm"}  # excluded under every id
 
