@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterable, Iterator, Sequence
 
-from assistant.errors import InputError, NotFoundError, RecassistError
+from core.errors import InputError, NotFoundError, RecassistError
 from assistant.events import (
     Card,
     CardsEvent,
@@ -140,6 +140,10 @@ class Agent:
     def store(self):
         return self.engine.store
 
+    @property
+    def memory(self):
+        return self.engine.memory
+
     def vocabulary(self) -> CatalogVocabulary:
         """Catalog titles/creators/categories, rebuilt when the catalog size changes."""
         size = self.store.item_count()
@@ -205,7 +209,7 @@ class Agent:
         if len(message) > MAX_MESSAGE_CHARS:
             message = message[:MAX_MESSAGE_CHARS]
             notices.append(reply("long_message", detect_language(message), chars=MAX_MESSAGE_CHARS))
-        conv = Conversation.load(self.store, user_id, session_id)
+        conv = Conversation.load(self.memory, user_id, session_id)
         conv.persist = persist
         if prior and not conv.turns:
             self._import_turns(conv, prior)
@@ -220,7 +224,7 @@ class Agent:
                 if model is not None:
                     u = understand_with_llm(model, self._prompts(prompt_overrides), message, last, self.vocabulary(), u)
         timer.lap("understand")
-        conv.add(self.store, "user", message, {"understanding": u.to_dict(), "context": context or {}})
+        conv.add(self.memory, "user", message, {"understanding": u.to_dict(), "context": context or {}})
         for text in notices:
             yield NoticeEvent(text, "warning")
 
@@ -246,10 +250,10 @@ class Agent:
         for n, turn in enumerate(validate_turns(prior)):
             if turn["role"] == "user":
                 u = parse_message(turn["content"], vocab)
-                conv.add(self.store, "user", turn["content"], {"understanding": u.to_dict(), "imported": True})
+                conv.add(self.memory, "user", turn["content"], {"understanding": u.to_dict(), "imported": True})
             else:
                 named = list(dict.fromkeys(m.item_id for m in vocab.find_mentions(turn["content"])))
-                conv.add(self.store, "assistant", turn["content"], {"suggested": named, "imported": True})
+                conv.add(self.memory, "assistant", turn["content"], {"suggested": named, "imported": True})
 
     def recommend(self, user_id: str, query: str = "", k: int | None = None, filters: dict | None = None) -> dict:
         """One-shot recommendations (no conversation): items with reasons and a summary."""
@@ -321,7 +325,7 @@ class Agent:
             )
             kind = "smalltalk"
         yield MessageEvent(text, kind)
-        conv.add(self.store, "assistant", text, {"kind": kind})
+        conv.add(self.memory, "assistant", text, {"kind": kind})
 
     def _why(self, conv: Conversation, u: Understanding, target: str | None, last: list[dict]) -> Iterator[TurnEvent]:
         from assistant.explain import evidence_reason, hook_of, is_chinese
@@ -342,7 +346,7 @@ class Agent:
                 stop = "。" if is_chinese(u.language) else ". "
                 text = f"{title}{colon}{hook}{stop}{because}" if hook else text + f" ({reason})"
         yield MessageEvent(text, "answer")
-        conv.add(self.store, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
+        conv.add(self.memory, "assistant", text, {"kind": "why", "item_id": card and card["item_id"]})
 
     def _about(self, conv: Conversation, u: Understanding, target: str | None) -> Iterator[TurnEvent]:
         from assistant.explain import summarize_item
@@ -361,7 +365,7 @@ class Agent:
             else:
                 text = f"{item.title}" + (f" ({item.year})" if item.year is not None else "") + f": {text}"
         yield MessageEvent(text, "answer")
-        conv.add(self.store, "assistant", text, {"kind": "about", "item_id": target})
+        conv.add(self.memory, "assistant", text, {"kind": "about", "item_id": target})
 
     def _feedback_in_words(self, conv: Conversation, u: Understanding, target: str | None) -> Iterator[TurnEvent]:
         targets = [target] if target else []
@@ -467,7 +471,7 @@ class Agent:
         if not candidates:
             text = reply("nothing_matches", u.language)
             yield MessageEvent(text, "answer")
-            conv.add(self.store, "assistant", text, {"cards": [], "constraints": constraints})
+            conv.add(self.memory, "assistant", text, {"cards": [], "constraints": constraints})
             return
         yield CardsEvent([_card(c, u.language) for c in candidates[:k]], "retrieved")
 
@@ -498,7 +502,7 @@ class Agent:
         timer.lap("summary")
         yield MessageEvent(summary, "summary")
         conv.add(
-            self.store,
+            self.memory,
             "assistant",
             summary,
             {"cards": [c.to_dict() for c in cards], "constraints": constraints, "request": state["request"]},
@@ -628,7 +632,7 @@ class Agent:
         self.store.add_events([Event(user_id=user_id, type=kind, timestamp=time.time(), item_id=item_id, text=source)])
 
     def _overrides(self, user_id: str) -> dict:
-        return (self.store.get_profile(user_id) or {}).get("overrides", {})
+        return (self.memory.get_profile(user_id) or {}).get("overrides", {})
 
     def get_profile(self, user_id: str, events: list[Event] | None = None) -> dict:
         """The user's profile: derived from every event so far (or `events`, when the caller
@@ -645,15 +649,15 @@ class Agent:
         unknown = set(patch) - allowed
         if unknown:
             raise InputError(f"unknown profile fields {sorted(unknown)}; allowed: {sorted(allowed)}")
-        stored = self.store.get_profile(user_id) or {}
+        stored = self.memory.get_profile(user_id) or {}
         stored["overrides"] = apply_patch(stored.get("overrides", {}), patch)
-        self.store.save_profile(user_id, stored)
+        self.memory.save_profile(user_id, stored)
         return self.get_profile(user_id)
 
     def delete_user(self, user_id: str) -> dict:
         """Remove the user from every store: events, conversations, profile, and what was fitted on them."""
         validate_user_id(user_id)
-        removed = self.store.delete_user(user_id)
+        removed = {**self.store.delete_user(user_id), **self.memory.delete_user(user_id)}
         if removed.get("events") and "retriever" in self.engine.__dict__:
             # Popularity, transitions and the collaborative vectors (in process and in Chroma) were
             # fitted on this user's events too; refit now so nothing derived from them survives.
@@ -662,11 +666,11 @@ class Agent:
 
     def sessions(self, user_id: str) -> list[dict]:
         validate_user_id(user_id)
-        return self.store.list_sessions(user_id)
+        return self.memory.list_sessions(user_id)
 
     def messages(self, user_id: str, session_id: str) -> list[dict]:
         validate_user_id(user_id)
-        return self.store.get_messages(user_id, session_id)
+        return self.memory.get_messages(user_id, session_id)
 
 
 def _card(c: Candidate, language: str = "en") -> Card:

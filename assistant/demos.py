@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from assistant import __version__
-from assistant.errors import ConfigError, RecassistError
+from core.errors import ConfigError, RecassistError
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,13 @@ class Engine:
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return Store.open(self.database_url)
+
+    @cached_property
+    def memory(self):
+        """Conversations and profiles, in the store's database."""
+        from assistant.memory_store import MemoryStore
+
+        return MemoryStore(self.store.database)
 
     @property
     def data_dir(self) -> Path:
@@ -165,7 +172,7 @@ class Engine:
         """Load a ReDial-format dialog log as behaviour (retrieval.dialog_log), then refit the signals."""
         import os
 
-        from assistant.errors import ConfigError
+        from core.errors import ConfigError
         from retrieval.dialog_log import load_redial
         from retrieval.writes import write_events
 

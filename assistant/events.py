@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
 
@@ -96,3 +97,67 @@ TurnEvent = Union[CardsEvent, ReasonDelta, ReasonEvent, TextDelta, MessageEvent,
 def event_to_dict(event: TurnEvent) -> dict:
     """JSON-ready form of any turn event (used for SSE and logs)."""
     return asdict(event)
+
+
+@dataclass
+class TurnState:
+    """What a turn has said so far; `apply` folds one event in (shared by the API and the UI)."""
+
+    cards: list[Card] = field(default_factory=list)
+    stage: str = ""
+    reasons: dict[str, str] = field(default_factory=dict)  # item_id -> reason so far, or final
+    text: str = ""  # the summary or direct answer, as streamed
+    notices: list[str] = field(default_factory=list)
+    done: DoneEvent | None = None
+    _writing: set[str] = field(default_factory=set, repr=False)  # reasons still streaming
+    _segment: int | None = field(default=None, repr=False)  # where the streaming text began
+
+    def apply(self, event) -> None:
+        if isinstance(event, CardsEvent):
+            self.cards, self.stage = list(event.cards), event.stage
+            self.reasons = {c.item_id: c.reason for c in self.cards if c.reason}
+        elif isinstance(event, ReasonDelta):
+            if event.item_id not in self._writing:  # the first piece replaces a provisional reason
+                self._writing.add(event.item_id)
+                self.reasons[event.item_id] = ""
+            self.reasons[event.item_id] += event.text
+        elif isinstance(event, ReasonEvent):
+            self._writing.discard(event.item_id)
+            self.reasons[event.item_id] = event.text
+        elif isinstance(event, TextDelta):
+            if self._segment is None:
+                self.text += "\n\n" if self.text else ""
+                self._segment = len(self.text)
+            self.text += event.text
+        elif isinstance(event, MessageEvent):
+            if self._segment is not None:  # the complete message replaces what streamed
+                self.text, self._segment = self.text[: self._segment] + event.text, None
+            else:
+                self.text += ("\n\n" if self.text else "") + event.text
+        elif isinstance(event, NoticeEvent):
+            self.notices.append(event.text)
+        elif isinstance(event, DoneEvent):
+            self.done = event
+
+    @property
+    def writing(self) -> set[str]:
+        """Items whose reason the model is still writing."""
+        return set(self._writing)
+
+    def items(self) -> list[dict]:
+        """The current cards as dicts, each with its reason so far."""
+        out = []
+        for card in self.cards:
+            d = card.to_dict()
+            d["reason"] = self.reasons.get(card.item_id, card.reason)
+            out.append(d)
+        return out
+
+
+def collect(events: Iterable) -> TurnState:
+    """Fold a whole turn (the non-streaming answer)."""
+    state = TurnState()
+    for event in events:
+        state.apply(event)
+    return state
+

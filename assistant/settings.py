@@ -9,7 +9,7 @@ from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 
 ENV_PREFIX = "RECASSIST_"
 EMBEDDED_RANK_BLEND = 0.0  # chosen on validation by `recassist eval` (evaluation/reports/latest)

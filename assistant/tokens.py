@@ -9,7 +9,7 @@ import threading
 from importlib.resources import files
 from pathlib import Path
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 
 # tiktoken looks for each file under TIKTOKEN_CACHE_DIR named by the sha1 of its download URL,
 # and checks the file's sha256 (the values below are tiktoken's own).

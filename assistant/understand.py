@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
-from assistant.errors import InputError
+from core.errors import InputError
 from retrieval.records import Item, item_length
 from retrieval.titles import Mention, TitleIndex, normalize_title
 

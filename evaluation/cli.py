@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from assistant.errors import RecassistError
+from core.errors import RecassistError
 from evaluation.variants import DEFAULT_VARIANTS, parse_variants
 from retrieval.ingest import parse_mapping
 

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation.dialogs import Dialog
 from evaluation.movielens import (
     CATALOG_MAPPING,

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation import bootstrap, metrics
 from evaluation.dialog_report import METRICS, write
 from evaluation.dialogs import Case, Dialog, dialog_cases, read_inspired, read_redial, seeker_turns, split_by_hash

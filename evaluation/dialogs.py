@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 
 Role = Literal["seeker", "recommender"]
 MAX_MESSAGE_CHARS = 4000  # what POST /v1/chat accepts in one message

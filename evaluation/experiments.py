@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import sparse
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation import metrics, protocols, scorers
 from evaluation.splits import Split, Stage, UserSplit
 

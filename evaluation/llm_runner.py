@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from assistant.errors import RecassistError
+from core.errors import RecassistError
 from evaluation import bootstrap, llm_eval, metrics, tuning
 from evaluation.runner import EvalConfig, latency_summary, summarize
 

@@ -310,7 +310,7 @@ def run_load(
 ) -> dict:
     """Every level in turn against one server; stored events checked in `db_path` (SQLite)."""
     host = urlsplit(base_url).hostname or ""
-    from assistant.api import is_loopback
+    from server.auth import is_loopback
 
     if not is_loopback(host):
         raise SystemExit(f"refusing to load {base_url}: only loopback servers (127.0.0.1, ::1, localhost) may be loaded")

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 
 # What the prepared files call each of our fields ({our_field: file_column}), passed to
 # retrieval.ingest exactly as a platform would pass its own mapping.

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation import bootstrap, metrics, protocols, report, tuning
 from evaluation.splits import leave_one_out
 from evaluation.variants import BASE_VARIANTS, BATCHED_PATH, LLM_VARIANTS, build_batched

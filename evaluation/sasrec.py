@@ -26,7 +26,7 @@ from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from retrieval.records import Event
 from retrieval.sequential import consumed
 

@@ -100,7 +100,7 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def serve_command(port: int, *args: str) -> list[str]:
     """`recassist serve` from this interpreter's environment (the console script if installed)."""
     script = Path(sys.executable).parent / "recassist"
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "assistant.cli"]
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
     return head + ["serve", "--host", "127.0.0.1", "--port", str(port), *args]
 
 

@@ -13,7 +13,7 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from retrieval.records import Event, Item
 
 StageName = Literal["valid", "test"]

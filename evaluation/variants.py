@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation import scorers
 from evaluation.splits import Stage
 

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from assistant.errors import StoreError
+from core.errors import StoreError
 from retrieval.collab import CollabTable, fit_item_factors, user_vector
 from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from retrieval.plugins import Registry
 
 GROUP = "recassist.embedders"

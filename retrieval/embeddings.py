@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from retrieval.sentence_transformer import SentenceTransformerEmbedder
 
 

@@ -21,7 +21,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from assistant.errors import IngestError
+from core.errors import IngestError
 from retrieval.progress import progress_bar
 from retrieval.records import ALL_EVENT_TYPES, Event, Item
 from retrieval.store import Store, normalize_event

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from assistant.errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreError
 
 PROBE = "dimension probe"  # embedded once when the dimension is asked for before any text
 

@@ -1,7 +1,7 @@
 """Named plug-ins: the built-ins register in code, outside packages through an entry point group.
 
 The mechanism behind both registries (LLM backends in `assistant.llm.registry`, embedders in
-`retrieval.embedders`). It lives here, next to nothing but `assistant.errors`, because `retrieval/`
+`retrieval.embedders`). It lives here, next to nothing but `core.errors`, because `retrieval/`
 may not import the rest of `assistant/`; it moves with the errors when those move.
 """
 
@@ -13,7 +13,7 @@ import logging
 from dataclasses import replace
 from typing import Callable, Generic, TypeVar
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 
 INSTALL_HINT = "pip install sentence-transformers"
 NO_DOWNLOAD = (

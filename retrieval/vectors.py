@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from assistant.errors import StoreError
+from core.errors import StoreError
 from retrieval.embeddings import ChromaEmbeddingFunction, Embedder
 
 log = logging.getLogger(__name__)

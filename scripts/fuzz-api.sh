@@ -28,7 +28,7 @@ if [ -z "$URL" ]; then
   RECASSIST_DATA_DIR="$work/data" RECASSIST_LLM_BACKEND="${RECASSIST_LLM_BACKEND:-none}" \
     RECASSIST_EMBEDDING_BACKEND="${RECASSIST_EMBEDDING_BACKEND:-hash}" HF_HUB_OFFLINE=1 \
     ANONYMIZED_TELEMETRY=False GRADIO_ANALYTICS_ENABLED=False \
-    "$VENV/bin/python" -m assistant.cli serve --demo --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
+    "$VENV/bin/python" -m server.cli serve --demo --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 180); do
     curl -fsS "$URL/health" >/dev/null 2>&1 && break

@@ -4,7 +4,7 @@ import pytest
 
 from assistant.agent import Agent
 from assistant.engine import Engine
-from assistant.errors import LLMError, NotFoundError
+from core.errors import LLMError, NotFoundError
 from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, ReasonDelta, ReasonEvent
 from assistant.llm.fake import FakeLLM
 
@@ -318,7 +318,7 @@ def test_context_phone_prefers_shorter_items(timed_catalog):
 
 @pytest.mark.parametrize("context, field", [({"available_minutes": "soon"}, "available_minutes"), ({"year_min": "1990"}, "year_min")])
 def test_bad_context_values_are_named(demo_engine, context, field):
-    from assistant.errors import InputError
+    from core.errors import InputError
 
     with pytest.raises(InputError, match=f"context.{field}"):
         run(demo_engine, "ben", "recommend me something", context=context)
@@ -365,10 +365,10 @@ def test_recommend_json_shape(demo_engine):
 
 
 def test_dry_run_leaves_no_trace(demo_engine):
-    before = (len(demo_engine.store.events_for_user("newcomer")), demo_engine.store.list_sessions("newcomer"))
+    before = (len(demo_engine.store.events_for_user("newcomer")), demo_engine.memory.list_sessions("newcomer"))
     events = list(demo_engine.agent.respond("newcomer", "I loved Dracula, anything like it?", persist=False))
     assert any(isinstance(e, CardsEvent) for e in events)
-    assert (len(demo_engine.store.events_for_user("newcomer")), demo_engine.store.list_sessions("newcomer")) == before
+    assert (len(demo_engine.store.events_for_user("newcomer")), demo_engine.memory.list_sessions("newcomer")) == before
     assert not demo_engine.agent.get_profile("newcomer")["onboarding"]
 
 

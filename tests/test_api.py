@@ -9,9 +9,12 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from assistant.api import TurnState, collect, create_app, markdown_pieces, match_key, ui_login  # noqa: E402
+from assistant.events import TurnState, collect  # noqa: E402
+from server.app import create_app  # noqa: E402
+from server.auth import match_key, ui_login  # noqa: E402
+from server.openai_facade import markdown_pieces  # noqa: E402
 from assistant.engine import Engine  # noqa: E402
-from assistant.errors import ConfigError  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
 from assistant.events import (  # noqa: E402
     Card,
     CardsEvent,
@@ -607,7 +610,7 @@ def _wait_for(condition, timeout_s=5.0):
 def test_new_events_refit_in_the_background_at_most_once_per_interval():
     import time
 
-    from assistant.api import Refresher
+    from server.jobs import Refresher
 
     retriever = _CountingRetriever()
     refresher = Refresher(_EngineStub(retriever), interval_s=0.3)
@@ -621,8 +624,8 @@ def test_new_events_refit_in_the_background_at_most_once_per_interval():
 
 
 def test_a_failed_refit_is_logged_not_raised(caplog):
-    from assistant.api import Refresher
-    from assistant.errors import StoreError
+    from server.jobs import Refresher
+    from core.errors import StoreError
 
     retriever = _CountingRetriever(StoreError("chroma is down"))
     Refresher(_EngineStub(retriever), interval_s=0).request()

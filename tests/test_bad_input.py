@@ -15,7 +15,7 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from assistant.api import create_app  # noqa: E402
+from server.app import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def _ingested_titles(tmp_path) -> dict[str, str]:
 
 
 def test_a_catalog_csv_in_mixed_encodings_reports_bad_lines_and_keeps_the_rest(cli_env, capsys):
-    from assistant.cli import main
+    from server.cli import main
 
     path = cli_env / "catalog.csv"
     path.write_bytes(
@@ -263,7 +263,7 @@ def test_a_catalog_csv_in_mixed_encodings_reports_bad_lines_and_keeps_the_rest(c
 
 
 def test_a_catalog_jsonl_with_bad_bytes_reports_bad_lines_and_keeps_the_rest(cli_env, capsys):
-    from assistant.cli import main
+    from server.cli import main
 
     path = cli_env / "catalog.jsonl"
     path.write_bytes(
@@ -279,7 +279,7 @@ def test_a_catalog_jsonl_with_bad_bytes_reports_bad_lines_and_keeps_the_rest(cli
 
 
 def test_a_utf16_file_is_refused_with_the_fix(cli_env, capsys):
-    from assistant.cli import main
+    from server.cli import main
 
     path = cli_env / "catalog.csv"
     path.write_text("id,title\n1,Hello\n", encoding="utf-16")
@@ -288,7 +288,7 @@ def test_a_utf16_file_is_refused_with_the_fix(cli_env, capsys):
 
 
 def test_an_events_file_with_bad_bytes_and_unknown_items_reports_each_line(cli_env, capsys):
-    from assistant.cli import main
+    from server.cli import main
 
     catalog = cli_env / "catalog.jsonl"
     catalog.write_text('{"id": "1", "title": "One"}\n{"id": "2", "title": "Two"}\n', encoding="utf-8")

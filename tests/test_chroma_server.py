@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import StoreError
+from core.errors import StoreError
 from retrieval.candidates import Request, Retriever
 from retrieval.embeddings import HashingEmbedder
 from retrieval.records import Event, Item

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from assistant.cli import main
+from server.cli import main
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -100,8 +100,8 @@ def test_chat_notice_never_lands_inside_a_streamed_reason(cli_env, capsys, monke
     class FakeEngine:
         agent = Agent()
 
-    monkeypatch.setattr("assistant.cli._engine", lambda args: FakeEngine())
-    monkeypatch.setattr("assistant.cli._ready_model", lambda engine: None)
+    monkeypatch.setattr("server.cli._engine", lambda args: FakeEngine())
+    monkeypatch.setattr("server.cli._ready_model", lambda engine: None)
     answers = iter(["hello", ""])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     assert main(["chat", "--user", "eli"]) == 0
@@ -127,7 +127,7 @@ def test_a_closed_pipe_ends_quietly(cli_env):
 
     books, _ = Engine(Settings.load(env={})).demo_paths()
     assert main(["ingest-catalog", str(books), "--quiet"]) == 0
-    command = [sys.executable, "-m", "assistant.cli", "recommend", "--user", "dara", "--k", "20", "--json"]
+    command = [sys.executable, "-m", "server.cli", "recommend", "--user", "dara", "--k", "20", "--json"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
     proc.stdout.close()  # the reader leaves before the answer is written
     stderr = proc.stderr.read().decode()

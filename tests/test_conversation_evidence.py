@@ -85,7 +85,7 @@ fastapi = pytest.importorskip("fastapi")
 def test_http_chat_history_and_openai_facade_read_the_conversation(films):
     from fastapi.testclient import TestClient
 
-    from assistant.api import create_app
+    from server.app import create_app
 
     with TestClient(create_app(films, mount_ui=False), raise_server_exceptions=False) as client:
         history = [{"role": "user", "content": "I only watch films like Alien (1979)"}, {"role": "assistant", "content": "Got it"}]
@@ -151,7 +151,7 @@ def test_what_a_user_says_in_chat_becomes_traceable_events(films):
 def test_ingest_dialogs_from_the_command_line(cli_env, capsys, tmp_path):
     import json
 
-    from assistant.cli import main
+    from server.cli import main
 
     catalog = tmp_path / "films.jsonl"
     catalog.write_text("\n".join(json.dumps({"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d})
@@ -171,7 +171,7 @@ def test_ingest_dialogs_from_the_command_line(cli_env, capsys, tmp_path):
 def test_a_vague_turn_is_about_the_taste_said_before(demo_engine):
     from fastapi.testclient import TestClient
 
-    from assistant.api import create_app
+    from server.app import create_app
 
     gothic = [{"role": "user", "content": "I only read gothic horror: ghosts, vampires, haunted houses"},
               {"role": "assistant", "content": "Got it"}]

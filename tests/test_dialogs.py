@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation import bootstrap
 from evaluation.dialog_data import TitleLinker, normalise, title_keys
 from evaluation.dialog_eval import DialogConfig, baseline_ranks, list_rank, mention_counts, run_dialogs, summarize

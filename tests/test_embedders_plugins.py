@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from assistant.engine import Engine
-from assistant.errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreError
 from assistant.settings import Settings
 from retrieval import embedders
 from retrieval.embeddings import HashingEmbedder

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation import bootstrap, metrics, protocols, scorers
 from evaluation.cli import parse_mapping
 from evaluation.movielens import split_title
@@ -327,7 +327,7 @@ def test_cli_mappings(pairs, expected):
 
 
 def test_cli_rejects_a_broken_mapping_and_unknown_variants():
-    from assistant.errors import RecassistError
+    from core.errors import RecassistError
 
     with pytest.raises(RecassistError, match="FIELD=COLUMN"):
         parse_mapping(["idmovieId"], "--map-catalog")

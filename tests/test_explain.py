@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.events import Card
 from assistant.explain import (
     check_reason,

@@ -22,7 +22,7 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from assistant.api import create_app  # noqa: E402
+from server.app import create_app  # noqa: E402
 from assistant.engine import Engine  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from servers import REPO, free_port, running_server, server_env, serve_command  # noqa: E402
@@ -292,7 +292,7 @@ def test_a_nonsense_talking_llm_never_reaches_the_user_through_any_door(client_f
 
 def test_the_model_is_asked_again_after_the_pause(demo):
     """A failed server is skipped for a while, then tried again: it recovers without a restart."""
-    from assistant.errors import LLMError
+    from core.errors import LLMError
     from assistant.llm.openai_compat import OpenAICompatLLM
 
     server = FakeOpenAI("http-500")
@@ -411,7 +411,7 @@ def _item_counts(db: Path) -> tuple[int, int, int]:
 
 def cli_command(*args: str) -> list[str]:
     """`recassist ARGS` with this interpreter."""
-    return [sys.executable, "-m", "assistant.cli", *args]
+    return [sys.executable, "-m", "server.cli", *args]
 
 
 @pytest.mark.integration
@@ -489,14 +489,14 @@ def test_serve_refuses_to_start_with_a_broken_prompt_file(tmp_path):
 @pytest.mark.parametrize("problem", PROMPT_PROBLEMS)
 @pytest.mark.parametrize("command", [["serve"], ["chat", "--user", "ana"], ["recommend", "--user", "ana"]])
 def test_commands_name_a_broken_or_missing_prompt_file_before_answering(tmp_path, monkeypatch, capsys, command, problem):
-    from assistant.cli import main
+    from server.cli import main
 
     content, message = PROMPT_PROBLEMS[problem]
     path = _variant(tmp_path / "data", content)
     for name, value in {"DATA_DIR": tmp_path / "data", "LLM_BACKEND": "fake", "EMBEDDING_BACKEND": "hash",
                         "PROMPT_VARIANT": "custom"}.items():
         monkeypatch.setenv(f"RECASSIST_{name}", str(value))
-    monkeypatch.setattr("assistant.api.serve", lambda *a, **k: pytest.fail("serve() started"))
+    monkeypatch.setattr("server.app.serve", lambda *a, **k: pytest.fail("serve() started"))
     monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("chat asked for input"))
     monkeypatch.setattr("assistant.agent.Agent.recommend", lambda *a, **k: pytest.fail("recommend() ran"))
 
@@ -509,7 +509,7 @@ def test_commands_name_a_broken_or_missing_prompt_file_before_answering(tmp_path
 def test_a_missing_shipped_template_is_named_at_start_up(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from assistant.cli import main
+    from server.cli import main
 
     shipped = tmp_path / "templates"
     shutil.copytree(REPO / "prompts" / "templates", shipped)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import IngestError
+from core.errors import IngestError
 from retrieval.ingest import (
     IngestReport,
     Reject,

@@ -31,7 +31,7 @@ pytest.importorskip("fastapi")
 from fastapi.routing import APIRoute  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from assistant.api import create_app  # noqa: E402
+from server.app import create_app  # noqa: E402
 from assistant.llm.fake import FakeLLM  # noqa: E402
 from retrieval.collab import fit_item_factors  # noqa: E402
 from retrieval.records import Event  # noqa: E402
@@ -172,13 +172,13 @@ def plant_b(engine, client: TestClient) -> str:
 
 def snapshot(engine, user_id: str) -> dict:
     """Everything stored about a user (compared before and after an attempt)."""
-    store = engine.store
-    sessions = store.list_sessions(user_id)
+    store, memory = engine.store, engine.memory
+    sessions = memory.list_sessions(user_id)
     return {
         "events": [(e.type, e.item_id, e.timestamp, e.value, e.text) for e in store.events_for_user(user_id)],
-        "profile": store.get_profile(user_id),
+        "profile": memory.get_profile(user_id),
         "sessions": sessions,
-        "messages": {s["session_id"]: store.get_messages(user_id, s["session_id"]) for s in sessions},
+        "messages": {s["session_id"]: memory.get_messages(user_id, s["session_id"]) for s in sessions},
     }
 
 
@@ -280,8 +280,8 @@ def test_facade_names_its_user_by_field_then_header_then_key(world):
     r = world.client.post("/v1/chat/completions", json=body, headers=headers)
     assert r.status_code == 200, r.text
     assert snapshot(world.engine, B) == before
-    assert any(m["content"] == "a sea voyage" for s in world.engine.store.list_sessions(A)
-               for m in world.engine.store.get_messages(A, s["session_id"]))
+    assert any(m["content"] == "a sea voyage" for s in world.engine.memory.list_sessions(A)
+               for m in world.engine.memory.get_messages(A, s["session_id"]))
 
 
 # --- no key, a wrong key, a key sent the wrong way ----------------------------------------------
@@ -355,7 +355,7 @@ def test_a_user_key_acts_for_its_user_and_an_admin_for_everyone(make_engine):
                     assert own.status_code == 200, (method, path, name, own.text)
                 as_admin = _send(client, build(B), ADMIN)
                 assert as_admin.status_code == 200, (method, path, name, as_admin.text)
-        assert engine.store.events_for_user(B) == [] and engine.store.list_sessions(B) == []
+        assert engine.store.events_for_user(B) == [] and engine.memory.list_sessions(B) == []
 
 
 # --- sessions are per user ----------------------------------------------------------------------
@@ -382,7 +382,7 @@ def _leaks(world, prompts: str) -> list[str]:
 
 
 def _b_cards(world) -> list[str]:
-    messages = world.engine.store.get_messages(B, world.b_session)
+    messages = world.engine.memory.get_messages(B, world.b_session)
     return [c["title"] for m in messages for c in (m.get("payload") or {}).get("cards", [])]
 
 
@@ -408,7 +408,7 @@ def test_another_users_session_id_does_not_resume_their_conversation(world, door
     assert not any(c in r.text for c in CANARIES)
     assert b_cards[0] not in r.text, "A was told about B's last list"
     assert snapshot(world.engine, B) == b_before, "A's turn was written into B's session"
-    own = world.engine.store.get_messages(A, world.b_session)
+    own = world.engine.memory.get_messages(A, world.b_session)
     assert own and own[-2]["content"] == message  # A's own conversation under that id
     assert CANARY_MESSAGE not in _all_text(world, since)
 
@@ -591,10 +591,12 @@ DELETE_CANARY_ITEM = {
 
 def _every_table(store) -> dict[str, list[tuple]]:
     """Every row of every table in the store's schema (new tables are included automatically)."""
+    from assistant import memory_store
     from retrieval import store as store_module
 
-    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", store_module._SCHEMA)
-    with store._read() as db:
+    schemas = store_module._SCHEMA + memory_store._SCHEMA
+    tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schemas)
+    with store.database.read() as db:
         return {t: db.all(f"SELECT * FROM {t}") for t in tables}
 
 

@@ -18,7 +18,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage  # noqa: E402
 
 from assistant.engine import Engine  # noqa: E402
-from assistant.errors import ConfigError, InputError, LLMError  # noqa: E402
+from core.errors import ConfigError, InputError, LLMError  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from integrations.langchain import RecassistEmbeddings, RecassistRetriever, recassist_tools  # noqa: E402
 from integrations.langchain.llm import LangChainLLM, create  # noqa: E402

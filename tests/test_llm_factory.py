@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.factory import create_llm
 from assistant.llm.fake import FakeLLM
 from assistant.llm.openai_compat import OpenAICompatLLM

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.explain import check_reason, evidence_reason, llm_reasons
 from assistant.ranking import LABELS, rank
 from prompts import Prompts, load_template

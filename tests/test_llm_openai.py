@@ -10,7 +10,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.openai_compat import OpenAICompatLLM, map_top_logprobs
 
 

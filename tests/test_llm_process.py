@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.process import ModelProcessLLM, ModelSupervisor, _start, check_model, describe_exit
 
 QUESTION = "Question: Which letter comes first in the alphabet, A or B?\nAnswer:"
@@ -201,14 +201,14 @@ def test_a_model_file_that_cannot_load_is_a_clear_error_at_start_up(tmp_path):
 @pytest.mark.integration
 def test_check_model_command_proves_the_model_runs_here(cli_env, embedded_model_path):
     env = {**os.environ, "RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_MODEL_PATH": str(embedded_model_path)}
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "check-model"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "check-model"], capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the local model runs" in proc.stdout and "AVX2" in proc.stdout
     bad = cli_env / "broken.gguf"
     bad.write_bytes(b"not a model")
     env["RECASSIST_LLM_MODEL_PATH"] = str(bad)
-    proc = subprocess.run([sys.executable, "-m", "assistant.cli", "check-model"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "check-model"], capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 1 and "does not run here" in proc.stderr and "broken.gguf" in proc.stderr
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.tokens import encoding_name_for_model, get_encoding
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from assistant.agent import MODEL_BUSY
-from assistant.api import collect
+from assistant.events import collect
 from assistant.llm.fake import FakeLLM
 from evaluation.load import (
     Sample,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import StoreError
+from core.errors import StoreError
 from retrieval.records import Event, Item
 from retrieval.store import Store, mask_url
 from test_store import StoreContract  # pytest puts tests/ on sys.path (rootdir-less "prepend" mode)
@@ -173,7 +173,7 @@ def test_store_repr_hides_password(postgres_server, postgres_url):
                       " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     url = postgres_url.replace("postgres@", "alice:pw-alice@")
     with Store.open(url) as store:
-        store.save_profile("u", {"ok": True})
+        store.add_events([Event("u", "like", 1.0, "a")])
         assert "pw-alice" not in repr(store) and "pw-alice" not in str(store) and "pw-alice" not in store.url
         assert "alice:***@" in store.url
 

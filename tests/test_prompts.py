@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from assistant.errors import PromptError
+from core.errors import PromptError
 from prompts import Prompts, check_templates, list_templates, load_template, parse_template, save_variant
 
 PRODUCT_TEMPLATES = ["rank", "rank_list", "reason", "summary", "item_summary", "understand"]

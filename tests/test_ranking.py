@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.fake import FakeLLM
 from assistant.ranking import LABELS, item_line, parse_ranking, rank
 from prompts import Prompts

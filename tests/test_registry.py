@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from assistant.engine import Engine
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from assistant.llm import registry
 from assistant.llm.fake import FakeLLM
 from assistant.llm.redact import RedactingLLM
@@ -144,7 +144,7 @@ def test_backends_registered_in_code_work_like_the_others(tmp_path):
 
 
 def test_the_cli_takes_a_plugin_backend_by_name(cli_env, capsys, monkeypatch, outside_package):
-    from assistant.cli import main
+    from server.cli import main
 
     assert main(["info", "--json", "--llm-backend", "outside", "--load-llm"]) == 0
     info = json.loads(capsys.readouterr().out)

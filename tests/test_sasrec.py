@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from evaluation.sasrec import SASRecModel
 from retrieval.records import Event
 

@@ -112,7 +112,7 @@ def test_engine_wraps_only_hosted_backends(tmp_path, monkeypatch):
 
 
 def test_prompt_templates_are_sandboxed():
-    from assistant.errors import PromptError
+    from core.errors import PromptError
     from prompts import parse_template
 
     evil = """name: rank
@@ -211,7 +211,7 @@ def test_pii_in_messages_items_and_events_never_reaches_a_hosted_llm(make_engine
     """Through the HTTP API to a real (loopback) OpenAI-compatible server, every door a turn has."""
     from fastapi.testclient import TestClient
 
-    from assistant.api import create_app
+    from server.app import create_app
 
     engine = make_engine(
         llm_backend="openai", openai_base_url=openai_stub.url, openai_model="stub", redact_pii=redact_pii, llm_timeout_s=10
@@ -250,7 +250,7 @@ def test_pii_in_messages_items_and_events_never_reaches_a_hosted_llm(make_engine
 
 @pytest.mark.parametrize("raw", ["s3cret-key-1=root", "s3cret-key-1", "ok-key=admin,s3cret-key-1=user"])
 def test_a_malformed_key_entry_is_reported_without_the_key(raw):
-    from assistant.errors import ConfigError
+    from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="KEY=admin") as caught:
         Settings.load(env={"RECASSIST_API_KEYS": raw})
@@ -274,7 +274,7 @@ def test_settings_repr_hides_secrets():
 def test_the_log_filter_masks_keys_and_query_values(query, line, expected):
     import logging
 
-    from assistant.api import HideSecrets
+    from server.middleware import HideSecrets
 
     record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s"', ("127.0.0.1:1", "GET", line), None)
     HideSecrets(["K-123456"], query=query).filter(record)

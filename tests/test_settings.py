@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from assistant.settings import Settings
 
 

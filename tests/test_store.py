@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from assistant.errors import StoreError
+from core.errors import StoreError
 from retrieval.records import Event, Item
 from retrieval.store import Store
 
@@ -152,55 +152,61 @@ class StoreContract:
         assert sorted(e.item_id for e in store.events_for_user("u")) == left
         assert len(store.events_for_user("other")) == 1
 
-    # -- conversations, profiles, users -------------------------------------------------------
+    # -- conversations, profiles, users (the agent's MemoryStore in the same database) ---------
 
-    def test_messages_in_order_with_payload(self, store):
-        store.append_message("u1", "s1", "user", "something like Alien")
-        store.append_message("u1", "s1", "assistant", "Try these", {"cards": [{"item_id": "a"}]})
-        store.append_message("u1", "s1", "user", "older please")
-        messages = store.get_messages("u1", "s1")
+    @pytest.fixture
+    def memory(self, store):
+        from assistant.memory_store import MemoryStore
+
+        return MemoryStore(store.database)
+
+    def test_messages_in_order_with_payload(self, store, memory):
+        memory.append_message("u1", "s1", "user", "something like Alien")
+        memory.append_message("u1", "s1", "assistant", "Try these", {"cards": [{"item_id": "a"}]})
+        memory.append_message("u1", "s1", "user", "older please")
+        messages = memory.get_messages("u1", "s1")
         assert [(m["role"], m["content"]) for m in messages] == [
             ("user", "something like Alien"), ("assistant", "Try these"), ("user", "older please")]
         assert messages[0]["payload"] is None and messages[1]["payload"] == {"cards": [{"item_id": "a"}]}
         assert messages[0]["created_at"] <= messages[2]["created_at"]
 
-    def test_sessions_belong_to_one_user(self, store):
-        store.append_message("alice", "s1", "user", "alice's secret")
-        store.append_message("bob", "s1", "user", "bob's message")  # same session id, another user
-        assert [m["content"] for m in store.get_messages("alice", "s1")] == ["alice's secret"]
-        assert [m["content"] for m in store.get_messages("bob", "s1")] == ["bob's message"]
-        assert store.get_messages("mallory", "s1") == []
-        assert store.list_sessions("mallory") == []
+    def test_sessions_belong_to_one_user(self, store, memory):
+        memory.append_message("alice", "s1", "user", "alice's secret")
+        memory.append_message("bob", "s1", "user", "bob's message")  # same session id, another user
+        assert [m["content"] for m in memory.get_messages("alice", "s1")] == ["alice's secret"]
+        assert [m["content"] for m in memory.get_messages("bob", "s1")] == ["bob's message"]
+        assert memory.get_messages("mallory", "s1") == []
+        assert memory.list_sessions("mallory") == []
 
-    def test_list_sessions(self, store):
+    def test_list_sessions(self, store, memory):
         for session, turns in (("s1", 2), ("s2", 1)):
             for n in range(turns):
-                store.append_message("u", session, "user", f"question {n}")
-                store.append_message("u", session, "assistant", "answer")
-        sessions = store.list_sessions("u")
+                memory.append_message("u", session, "user", f"question {n}")
+                memory.append_message("u", session, "assistant", "answer")
+        sessions = memory.list_sessions("u")
         assert [(s["session_id"], s["turns"]) for s in sessions] == [("s2", 1), ("s1", 2)]  # most recent first
         assert sessions[1]["started_at"] <= sessions[1]["last_at"]
         assert sessions[1]["title"] == "question 0"
 
-    def test_profile_round_trip(self, store):
-        assert store.get_profile("u") is None
+    def test_profile_round_trip(self, store, memory):
+        assert memory.get_profile("u") is None
         profile = {"likes": ["sci-fi"], "era": [1970, 1989], "notes": "prefers subtitles ✓"}
-        store.save_profile("u", profile)
-        assert store.get_profile("u") == profile
-        store.save_profile("u", {"likes": []})
-        assert store.get_profile("u") == {"likes": []}
+        memory.save_profile("u", profile)
+        assert memory.get_profile("u") == profile
+        memory.save_profile("u", {"likes": []})
+        assert memory.get_profile("u") == {"likes": []}
 
-    def test_delete_user_removes_only_that_user(self, store):
+    def test_delete_user_removes_only_that_user(self, store, memory):
         for user in ("gone", "kept"):
             store.add_events([Event(user, "like", 1.0, "a"), Event(user, "view", 2.0, "b")])
-            store.append_message(user, "s", "user", "hi")
-            store.append_message(user, "s", "assistant", "hello")
-            store.save_profile(user, {"x": 1})
-        assert store.delete_user("gone") == {"events": 2, "messages": 2, "sessions": 1, "profile": 1}
-        assert store.events_for_user("gone") == [] and store.get_profile("gone") is None
-        assert store.list_sessions("gone") == []
-        assert len(store.events_for_user("kept")) == 2 and store.get_profile("kept") == {"x": 1}
-        assert store.delete_user("gone") == {"events": 0, "messages": 0, "sessions": 0, "profile": 0}
+            memory.append_message(user, "s", "user", "hi")
+            memory.append_message(user, "s", "assistant", "hello")
+            memory.save_profile(user, {"x": 1})
+        assert {**store.delete_user("gone"), **memory.delete_user("gone")} == {"events": 2, "messages": 2, "sessions": 1, "profile": 1}
+        assert store.events_for_user("gone") == [] and memory.get_profile("gone") is None
+        assert memory.list_sessions("gone") == []
+        assert len(store.events_for_user("kept")) == 2 and memory.get_profile("kept") == {"x": 1}
+        assert {**store.delete_user("gone"), **memory.delete_user("gone")} == {"events": 0, "messages": 0, "sessions": 0, "profile": 0}
 
     # -- durability and concurrency -----------------------------------------------------------
 
@@ -212,6 +218,9 @@ class StoreContract:
             assert again.item_ids() == {"a"} and again.event_count() == 1
 
     def test_concurrent_writers_lose_nothing(self, store):
+        from assistant.memory_store import MemoryStore
+
+        memory = MemoryStore(store.database)
         threads, errors = 8, []
         barrier = threading.Barrier(threads)
 
@@ -221,8 +230,8 @@ class StoreContract:
                 for batch in range(5):
                     store.add_events([Event(f"u{n}", "view", float(batch * 10 + k), f"i{k}") for k in range(10)])
                     store.upsert_items([_item(f"t{n}-{batch}")])
-                    store.append_message(f"u{n}", "s", "user", f"message {batch}")
-                    store.save_profile(f"u{n}", {"batch": batch})
+                    memory.append_message(f"u{n}", "s", "user", f"message {batch}")
+                    memory.save_profile(f"u{n}", {"batch": batch})
                     store.events_for_user(f"u{n}")
             except Exception as exc:  # collected: an assertion in a thread would be lost
                 errors.append(exc)
@@ -236,9 +245,9 @@ class StoreContract:
         assert store.event_count() == threads * 50
         assert store.item_count() == threads * 5
         for n in range(threads):
-            assert len(store.get_messages(f"u{n}", "s")) == 5
-            assert store.list_sessions(f"u{n}")[0]["turns"] == 5
-            assert store.get_profile(f"u{n}") == {"batch": 4}
+            assert len(memory.get_messages(f"u{n}", "s")) == 5
+            assert memory.list_sessions(f"u{n}")[0]["turns"] == 5
+            assert memory.get_profile(f"u{n}") == {"batch": 4}
 
 
 class TestSQLiteStore(StoreContract):
@@ -254,7 +263,7 @@ class TestSQLiteStore(StoreContract):
 def test_sqlite_url_forms_create_the_directory(tmp_path, prefix):
     path = tmp_path / "deep" / "er" / "x.db"
     with Store.open(f"{prefix}{path}") as store:
-        store.save_profile("u", {})
+        store.add_events([Event("u", "like", 1.0, "a")])
     assert path.exists()
 
 

@@ -173,8 +173,8 @@ def test_create_ui_has_stable_element_ids(make_engine):
 
 
 def test_launch_refuses_to_serve_off_loopback_without_keys(make_engine):
-    from assistant.errors import ConfigError
-    from ui.app import launch
+    from core.errors import ConfigError
+    from server.ui_mount import launch_ui as launch
 
     with pytest.raises(ConfigError, match="RECASSIST_API_KEYS"):
         launch(make_engine(demo=False), host="0.0.0.0", port=1)
@@ -184,7 +184,7 @@ def test_launch_refuses_to_serve_off_loopback_without_keys(make_engine):
 
 
 def _state(*events):
-    from assistant.api import TurnState
+    from assistant.events import TurnState
 
     state = TurnState()
     for event in events:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.errors import StoreError
+from core.errors import StoreError
 from retrieval.candidates import Request, item_metadata
 from retrieval.embeddings import ChromaEmbeddingFunction, HashingEmbedder
 from retrieval.records import Item

@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 
-from assistant.cli import build_parser, main
+from server.cli import build_parser, main
 from assistant.demos import get_demo
 from assistant.engine import Engine
-from assistant.errors import ConfigError
+from core.errors import ConfigError
 from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, ReasonEvent
 from assistant.llm.fake import FakeLLM
 from assistant.replies import REPLIES, reply, year_text

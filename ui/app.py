@@ -1,13 +1,13 @@
 """The Gradio UI: a thin adapter over the engine's agent (chat with cards, profile, prompt lab).
 
-`create_ui(engine)` builds the Blocks; `launch(engine, host, port)` serves it alone, and the HTTP API
-mounts the same Blocks at / (assistant/api.py). gradio is imported here, never by the core.
+`create_ui(engine)` builds the Blocks; `server.ui_mount.launch_ui` serves it alone, and the HTTP API
+mounts the same Blocks at / (server/ui_mount.py). gradio is imported here, never by the core.
 """
 
 import logging
 import time
 
-from assistant.errors import RecassistError
+from core.errors import RecassistError
 from ui.cards import CSS, FEEDBACK_LABELS, card_html, chat_markdown, profile_html, status_html, turn_status_html
 from ui.lab import LAB_SESSION_PREFIX
 
@@ -103,7 +103,7 @@ def create_ui(engine, *, auth_required: bool = False):
 
 
 def _build_chat(gr, engine, access: _Access, n_slots: int) -> dict:
-    from assistant.api import TurnState
+    from assistant.events import TurnState
     from assistant.events import CardsEvent, DoneEvent, ReasonEvent
 
     demo_users = _demo_users(engine)
@@ -524,24 +524,3 @@ def _demo_users(engine) -> list[dict]:
     except (OSError, ValueError) as exc:
         log.warning("no demo users to offer: %s", exc)
         return []
-
-
-def launch(engine, host: str | None = None, port: int | None = None, **kwargs) -> None:
-    """Serve the UI alone (the API's `serve` mounts the same UI next to /v1)."""
-    from assistant.api import require_keys_off_loopback, ui_login
-
-    host = host or engine.settings.host
-    keys = dict(engine.settings.api_keys)
-    require_keys_off_loopback(host, keys)
-    demo = create_ui(engine, auth_required=bool(keys))
-    style = ui_style()
-    if keys:
-        kwargs.setdefault("auth", ui_login(keys))
-    demo.launch(
-        server_name=host,
-        server_port=port or engine.settings.port,
-        theme=style["theme"],
-        css=style["css"],
-        footer_links=["settings"],
-        **kwargs,
-    )

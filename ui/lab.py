@@ -5,7 +5,7 @@ import logging
 import uuid
 from html import escape
 
-from assistant.errors import PromptError, RecassistError
+from core.errors import PromptError, RecassistError
 from ui.cards import card_html
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def template_text(stem: str) -> str:
 
 def run_with(engine, user_id: str, request: str, overrides: dict | None) -> dict:
     """One turn with optional template overrides: the trace (prompts, raw outputs) and the final cards."""
-    from assistant.api import collect
+    from assistant.events import collect
 
     trace: list[dict] = []
     session_id = LAB_SESSION_PREFIX + uuid.uuid4().hex[:12]

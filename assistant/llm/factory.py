@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.base import LLM
 
 

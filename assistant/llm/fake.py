@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Iterator, Sequence
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.base import Prompt
 
 

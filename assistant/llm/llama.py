@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.base import Prompt
 
 INSTALL_HINT = "install the local backend with `pip install 'recassist[local]'` (it compiles llama-cpp-python)"

@@ -12,7 +12,7 @@ import time
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.base import Prompt
 
 # Reasoning models take max_completion_tokens and no temperature.

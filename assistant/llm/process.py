@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 from assistant.llm.base import Prompt
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from assistant.errors import LLMError
+from core.errors import LLMError
 
 # Ops that need the model (they take turns); the others answer at once.
 _MODEL_OPS = {"stream", "stream_many", "label_logprobs", "label_token_ids", "forget_prompt_cache"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from assistant import __version__
 from assistant.demos import DEMOS
-from assistant.errors import RecassistError
+from core.errors import RecassistError
 from assistant.settings import Settings
 
 
@@ -165,7 +165,7 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from assistant.api import serve
+    from server.app import serve
 
     settings = _settings(args)
     settings.host, settings.port = args.host or settings.host, args.port or settings.port
@@ -192,7 +192,7 @@ def cmd_serve(args) -> int:
         engine.load_demo(progress=True)
     print(engine.warm_up(), file=sys.stderr)  # before listening: the first turn is not slower
     if args.workers > 1:
-        from assistant.api import serve_workers
+        from server.app import serve_workers
 
         serve_workers(engine, args.workers, _setting_env(args))
         return 0
@@ -235,7 +235,7 @@ def cmd_prompts(args) -> int:
 
 def cmd_check_model(args) -> int:
     """Load the local model in a child process and evaluate a few tokens (setup runs this)."""
-    from assistant.errors import LLMError
+    from core.errors import LLMError
     from assistant.llm.llama import ensure_embedded_model
     from assistant.llm.process import check_model
 
