@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from assistant.errors import PromptError
+from core.errors import PromptError
 
 STYLES = ("completion", "chat")
 # The templates a chat turn may load (rank_titles is only the evaluation's baseline).

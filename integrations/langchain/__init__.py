@@ -28,7 +28,7 @@ INSTALL_HINT = "pip install 'recassist[langchain]'"
 
 def require(module: str, what: str):
     """Import an optional LangChain package, or say which one is missing and how to install it."""
-    from assistant.errors import ConfigError
+    from core.errors import ConfigError
 
     try:
         return importlib.import_module(module)

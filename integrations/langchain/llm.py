@@ -14,7 +14,7 @@ import time
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
-from assistant.errors import ConfigError, LLMError
+from core.errors import ConfigError, LLMError
 from assistant.llm.base import Prompt
 from assistant.llm.openai_compat import map_top_logprobs
 

@@ -9,7 +9,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field
 
 from assistant.agent import validate_user_id
-from assistant.errors import InputError, NotFoundError
+from core.errors import InputError, NotFoundError
 from integrations.langchain.retriever import documents_from
 
 FeedbackKind = Literal["like", "dislike", "not_interested", "seen"]
