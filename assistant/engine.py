@@ -147,8 +147,17 @@ class Engine:
     @cached_property
     def agent(self):
         from assistant.agent import Agent
+        from assistant.turn import Parts
 
-        return Agent(self)
+        return Agent(Parts(
+            settings=self.settings,
+            store=self.store,
+            memory=self.memory,
+            retriever=lambda: self.retriever,
+            llm=lambda: self.llm,
+            llm_error=lambda: self.llm_error,
+            built_retriever=lambda: self.__dict__.get("retriever"),
+        ))
 
     # Data in ------------------------------------------------------------------------------
 

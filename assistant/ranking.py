@@ -298,3 +298,52 @@ def _finish(result: RankResult, ordered: list[Candidate], llm_scores: dict[str, 
     result.llm_scores = llm_scores
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+# The rank step of a turn -----------------------------------------------------------------------
+
+
+def rank_step(llm, prompts, store, retrieved, plan, settings, *, priors: dict, llm_error: str | None, language: str):
+    """The rank step: the retrieved candidates in the model's order (blended), or retrieval's.
+
+    `llm` None: no model, off on purpose, or busy with other turns; only a model that failed to
+    load is worth a note (the turn already said when it was busy)."""
+    from dataclasses import replace
+
+    from assistant.turn import Ranked, prompt_request
+    from core.errors import RecassistError
+
+    candidates = list(retrieved.candidates)
+    if llm is None:
+        note = f"The language model is unavailable ({llm_error}); showing retrieval order." if llm_error else None
+        return Ranked(tuple(candidates), note)
+    history = plan.history
+    items = store.get_items([e.item_id for e in history if e.item_id and e.weight > 0][-20:])
+    history_items = [items[e.item_id] for e in history if e.item_id in items and e.weight > 0][-10:]
+    blend = settings.effective_rank_blend
+    try:
+        result = rank(
+            llm, prompts, history_items, candidates,
+            shuffles=settings.rank_shuffles, blend=blend, priors=priors,
+            request=prompt_request(plan.note.get("query", ""), plan.note.get("context")),
+        )
+    except RecassistError as exc:
+        log.warning("ranking failed, using retrieval order: %s", exc)
+        return Ranked(tuple(candidates), "The ranking model failed; showing retrieval order.")
+    unasked = (
+        f"(not asked: rank_blend is 0 for {llm.model}, the weight the evaluation chose for it; "
+        f"set RECASSIST_RANK_BLEND=0.3 to rank with this template)"
+    )
+    asked = [call["prompt"] for call in result.raw if not call.get("calibration")]
+    trace = {
+        "stage": "rank",
+        "method": result.method,
+        "prompt": asked[0] if asked else (unasked if blend <= 0 else None),
+        "raw": result.raw,
+        "fallback": result.fallback,
+    }
+    note = f"Showing retrieval order: the model's ranking was unusable ({result.fallback[:160]})." if result.fallback else None
+    # Cards show the blended score, so the order and the numbers agree.
+    ranked = [replace(c, score=result.scores.get(c.item.id, c.score)) for c in result.candidates]
+    tokens = {"rank_prompt": result.total_prompt_tokens, "prompt": result.total_prompt_tokens}
+    return Ranked(tuple(ranked or candidates), note, tokens, (trace,))

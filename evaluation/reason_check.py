@@ -24,7 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from assistant import claims
-from assistant.agent import liked_titles
+from assistant.turn import liked_titles
 from assistant.explain import judge_reason, llm_reasons, nothing_to_sum_up, reason_problems
 from retrieval.records import Candidate, Evidence, Item
 

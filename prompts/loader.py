@@ -330,6 +330,15 @@ class Prompts:
     def render(self, name: str, **values: Any) -> str | list[dict]:
         return self.get(name).render(**values)
 
+    def with_overrides(self, texts: dict[str, str]) -> "Prompts":
+        """A copy that uses these template texts (YAML, e.g. from the prompt lab) for their names;
+        what this one already loaded is shared, not read again."""
+        copy = Prompts(self.style, self.variant, self.variants_dir)
+        copy._cache = dict(self._cache)
+        for key, text in texts.items():
+            copy.override(parse_template(text, f"<prompt lab: {key}>"))
+        return copy
+
     def override(self, template: PromptTemplate) -> None:
         """Use `template` (e.g. one being edited in the prompt lab) instead of the file for its name."""
         if template.style != self.style:

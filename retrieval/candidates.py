@@ -78,9 +78,10 @@ _STOP = frozenset(
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Request:
-    """What to retrieve for: request text, filters, items named as seeds, and options."""
+    """What to retrieve for: request text, filters, items named as seeds, and options (immutable:
+    a looser request is a new one, `dataclasses.replace(request, ...)`)."""
 
     query: str = ""
     categories: list[str] = field(default_factory=list)  # any of these

@@ -1,5 +1,7 @@
 """The agent's chat turn, end to end on the demo catalog with the fake LLM and hashing embeddings."""
 
+from dataclasses import replace
+
 import pytest
 
 from assistant.agent import Agent
@@ -14,7 +16,10 @@ def run(engine, user, message, session=None, **kw):
     done = events[-1]
     assert isinstance(done, DoneEvent)
     ranked = [e for e in events if isinstance(e, CardsEvent) and e.stage == "ranked"]
-    cards = ranked[-1].cards if ranked else []
+    # The cards as the user sees them at the end: each with the last reason the turn gave it.
+    final = {e.item_id: e for e in events if isinstance(e, ReasonEvent)}
+    cards = [replace(c, reason=final[c.item_id].text, reason_source=final[c.item_id].source) if c.item_id in final else c
+             for c in (ranked[-1].cards if ranked else [])]
     return events, cards, done
 
 

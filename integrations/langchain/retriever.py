@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
-from assistant.agent import validate_user_id
+from assistant.turn import validate_user_id
 
 
 class RecassistRetriever(BaseRetriever):

@@ -8,7 +8,7 @@ from typing import Literal
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field
 
-from assistant.agent import validate_user_id
+from assistant.turn import validate_user_id
 from core.errors import InputError, NotFoundError
 from integrations.langchain.retriever import documents_from
 

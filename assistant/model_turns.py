@@ -1,0 +1,56 @@
+"""Who gets the model for a turn. A backend that runs one call at a time is taken by whole turns,
+so one answer finishes before the next starts; under load a turn goes on without the model."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class ModelTurns:
+    """Whole turns take a one-call-at-a-time model in turn, so one answer finishes before the next starts.
+
+    At most `seats` turns wait for it, each for up to `wait_s`; any other turn goes without the model
+    at once. Under load, an answer now beats a better one after every turn queued ahead of it.
+    """
+
+    def __init__(self, seats: int = 1):
+        self._model = threading.Lock()
+        self._count = threading.Lock()
+        self._admitted = 0  # turns holding or waiting for the model
+        self._limit = seats + 1
+
+    @contextmanager
+    def take(self, wait_s: float) -> Iterator[bool]:
+        """True while this turn holds the model; False if it is busy (the turn goes on without it)."""
+        with self._count:
+            admitted = self._admitted < self._limit
+            if admitted:
+                self._admitted += 1
+        got = admitted and self._model.acquire(timeout=wait_s)
+        try:
+            yield got
+        finally:
+            if got:
+                self._model.release()
+            if admitted:
+                with self._count:
+                    self._admitted -= 1
+
+
+class ModelGate:
+    """The LLM for one turn's stages: None when there is none, or when it stays busy with other turns."""
+
+    def __init__(self, llm: Callable[[], object], wait_s: float):
+        self._llm, self._wait_s = llm, wait_s
+        self._turns = ModelTurns()
+
+    @contextmanager
+    def turn(self) -> Iterator[object]:
+        llm = self._llm()
+        if llm is None or not llm.one_call_at_a_time:
+            yield llm
+            return
+        with self._turns.take(self._wait_s) as got:
+            yield llm if got else None
