@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from assistant.events import MessageEvent, TurnEvent
-from assistant.explain import evidence_reason, hook_of, is_chinese, summarize_item
+from assistant.evidence import evidence_reason, is_chinese
+from assistant.explain import hook_of, summarize_item
 from assistant.reasons import evidence_from_dict
 from assistant.replies import quoted, reply, year_text
 from assistant.turn import Understood

@@ -8,7 +8,8 @@ from collections.abc import Collection, Generator, Sequence
 from dataclasses import replace
 
 from assistant.events import Card, NoticeEvent, ReasonDelta, ReasonEvent, TurnEvent
-from assistant.explain import evidence_reason, llm_reasons, summarize_list
+from assistant.evidence import evidence_reason
+from assistant.explain import llm_reasons, summarize_list
 from assistant.replies import reply
 from assistant.turn import Explained, Plan, prompt_request
 from retrieval.records import Candidate, Evidence

@@ -52,7 +52,7 @@ def bench(path: Path, asks, threads: int, n_ctx: int) -> list[dict]:
     """One row per ask: seconds, intent, cards, reasons the model wrote and the check kept, summary."""
     from assistant.engine import Engine
     from assistant.events import CardsEvent, DoneEvent, MessageEvent
-    from assistant.explain import evidence_summary
+    from assistant.evidence import evidence_summary
     from assistant.llm.llama import LlamaCppLLM
     from assistant.settings import Settings
 

@@ -99,7 +99,7 @@ def final_cards(events) -> list:
 def run_session(agent, user_id: str, script=SCRIPT) -> list[dict]:
     """Play the script for one user; one record per turn after the first."""
     from assistant.events import DoneEvent, MessageEvent, ReasonEvent
-    from assistant.explain import evidence_summary
+    from assistant.evidence import evidence_summary
 
     exp = Expectation()
     cards: list = []

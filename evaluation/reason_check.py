@@ -1,4 +1,4 @@
-"""How well the reason check (assistant.explain.reason_problems) judges reasons, and how often
+"""How well the reason check (assistant.grounding.reason_problems) judges reasons, and how often
 a model's reasons pass it.
 
     python -m evaluation.reason_check score              # the labelled table in tests/
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from assistant import claims
 from assistant.turn import liked_titles
-from assistant.explain import judge_reason, llm_reasons, nothing_to_sum_up, reason_problems
+from assistant.explain import judge_reason, llm_reasons, nothing_to_sum_up
+from assistant.grounding import reason_problems
 from retrieval.records import Candidate, Evidence, Item
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "reasons_labelled.json"

@@ -443,7 +443,7 @@ def test_a_model_that_is_down_gets_one_notice_per_turn(make_engine):
 @pytest.mark.parametrize("llm_summary", [True, False])
 def test_the_list_summary_asks_the_llm_only_when_llm_summary_is_on(make_engine, llm_summary):
     from assistant.events import MessageEvent
-    from assistant.explain import evidence_summary
+    from assistant.evidence import evidence_summary
 
     llm = FakeLLM()
     engine = make_engine(llm=llm, rank_blend=0.0, llm_reasons=False, llm_summary=llm_summary)

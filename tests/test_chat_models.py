@@ -18,7 +18,8 @@ import pytest
 
 from assistant import explain
 from assistant.events import CardsEvent, DoneEvent, MessageEvent, ReasonEvent
-from assistant.explain import clean_generated, evidence_reason, evidence_summary, judge_reason, llm_reasons
+from assistant.evidence import evidence_reason, evidence_summary
+from assistant.explain import clean_generated, judge_reason, llm_reasons
 from assistant.ranking import LABELS, parse_ranking, rank
 from assistant.understand import INTENTS, parse_message, understand_with_llm
 from prompts import Prompts

@@ -10,18 +10,9 @@ import pytest
 
 from core.errors import LLMError
 from assistant.events import Card
-from assistant.explain import (
-    check_reason,
-    clean_generated,
-    evidence_reason,
-    evidence_summary,
-    hook_reason,
-    item_about,
-    llm_reasons,
-    reason_problems,
-    summarize_item,
-    summarize_list,
-)
+from assistant.evidence import evidence_reason, evidence_summary, item_about
+from assistant.explain import clean_generated, hook_reason, llm_reasons, summarize_item, summarize_list
+from assistant.grounding import check_reason, reason_problems
 from assistant.llm.fake import FakeLLM
 from prompts import Prompts, parse_template
 from retrieval.records import Candidate, Evidence, Item

@@ -9,7 +9,9 @@ import threading
 import pytest
 
 from core.errors import LLMError
-from assistant.explain import check_reason, evidence_reason, llm_reasons
+from assistant.evidence import evidence_reason
+from assistant.explain import llm_reasons
+from assistant.grounding import check_reason
 from assistant.ranking import LABELS, rank
 from prompts import Prompts, load_template
 from retrieval.records import Candidate, Evidence, Item
