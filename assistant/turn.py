@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import InputError
-from retrieval.candidates import Request
+from retrieval.request import Request
 from retrieval.records import Candidate, Event
 
 MAX_MESSAGE_CHARS = 4000

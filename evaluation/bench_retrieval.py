@@ -72,7 +72,7 @@ class StageData:
 
 def sequential_matrix(split: StageData, reading: str = "consumed", **knobs) -> np.ndarray:
     """The product SequentialModel fitted on the stage, scores for every user and item."""
-    from retrieval.candidates import UserHistory
+    from retrieval.request import UserHistory
     from retrieval.sequential import SequentialModel
 
     model = SequentialModel(**knobs).fit(split.events())
@@ -90,7 +90,7 @@ def sequential_matrix(split: StageData, reading: str = "consumed", **knobs) -> n
 def collab_matrix(split: StageData, dim: int = 64, weighting: str = "binary", decay: float = 0.8, last: int = 20,
                   signed: bool = True) -> np.ndarray:
     """Product collaborative vectors: cosine of every item to each user's weighted mean vector."""
-    from retrieval.candidates import UserHistory
+    from retrieval.request import UserHistory
     from retrieval.collab import fit_item_factors, user_vector
 
     ids, vectors = fit_item_factors(split.events(), dim=dim, weighting=weighting)
@@ -223,7 +223,8 @@ def _search(name: str, settings: list, score) -> object:
 
 def product_quality(split: StageData, items: list, args) -> tuple[float, float, list[float]]:
     """The shipped Retriever on one stage: Store + Chroma in a temp dir, refit on the stage's events."""
-    from retrieval.candidates import Request, Retriever
+    from retrieval.candidates import Retriever
+    from retrieval.request import Request
     from retrieval.embeddings import create_embedder
     from retrieval.sequential import SequentialModel
     from retrieval.store import Store
@@ -326,7 +327,8 @@ class RecordingEmbedder:
 
 def bench_size(n: int, mode: str, embedder, items, events_per_user: dict, rng, queries: int, tmp: str, ef_search: int) -> dict:
     """Ingest n items into a fresh Store + Chroma in `mode`, refit, then time candidates()."""
-    from retrieval.candidates import Request, Retriever
+    from retrieval.candidates import Retriever
+    from retrieval.request import Request
     from retrieval.sequential import SequentialModel
     from retrieval.store import Store
     from retrieval.vectors import VectorIndex, open_chroma

@@ -99,7 +99,7 @@ class ProductSequential:
         return self
 
     def score(self, stage: Stage, rows: Sequence[int]) -> np.ndarray:
-        from retrieval.candidates import UserHistory
+        from retrieval.request import UserHistory
 
         index = {item_id: j for j, item_id in enumerate(stage.item_ids)}
         out = np.zeros((len(rows), stage.n_items), dtype=np.float32)
@@ -131,7 +131,7 @@ class ProductRetriever:
             self._engines[stage.name] = stage_engine(self.cfg, self.split, stage.name, self.embedder)
 
     def ranked(self, stage: Stage, row: int, k: int) -> list[int]:
-        from retrieval.candidates import Request
+        from retrieval.request import Request
 
         engine = self._engines[stage.name]
         user = self.split.users[row]

@@ -90,7 +90,7 @@ def collect_movies(out: Path, k: int, language: str, threads: int, users: int, v
     from evaluation.runner import EvalConfig, load_data
     from evaluation.splits import leave_one_out
     from prompts import Prompts
-    from retrieval.candidates import Request
+    from retrieval.request import Request
     from retrieval.embeddings import create_embedder
 
     cfg = EvalConfig(out=out.parent, work_dir=Path.home() / ".cache" / "recassist-eval")
@@ -132,7 +132,7 @@ def collect(out: Path, k: int, language: str, threads: int, variant: str = "") -
     from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
     from assistant.settings import Settings
     from prompts import Prompts
-    from retrieval.candidates import Request
+    from retrieval.request import Request
 
     tmp = Path(tempfile.mkdtemp())
     engine = Engine(Settings.load(env={}, data_dir=tmp / "data", llm_backend="none", embedding_backend="hash"))

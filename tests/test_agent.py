@@ -268,7 +268,7 @@ def test_context_reaches_the_request(demo_engine):
 
 
 def test_a_word_to_avoid_that_is_no_category_filters_items(demo_engine):
-    from retrieval.candidates import mentions_any
+    from retrieval.request import mentions_any
 
     def mention_vampires(cards):
         return [c.title for c in cards if mentions_any(demo_engine.store.get_item(c.item_id), ["vampire"])]

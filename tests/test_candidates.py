@@ -8,7 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
-from retrieval.candidates import Request, Retriever, UserHistory, words
+from retrieval.candidates import Retriever
+
+from retrieval.request import Request, UserHistory, words
 from retrieval.embeddings import HashingEmbedder
 from retrieval.records import Event, Item, rating_weight
 from retrieval.sequential import SequentialModel

@@ -23,7 +23,7 @@ from assistant.explain import clean_generated, judge_reason, llm_reasons
 from assistant.ranking import LABELS, parse_ranking, rank
 from assistant.understand import INTENTS, parse_message, understand_with_llm
 from prompts import Prompts
-from retrieval.candidates import Request
+from retrieval.request import Request
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # One thread: the file took 41 s with 1 and 797 s with 2 on 2 cores shared with another busy job

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import StoreError
-from retrieval.candidates import Request, Retriever
+from retrieval.candidates import Retriever
+from retrieval.request import Request
 from retrieval.embeddings import HashingEmbedder
 from retrieval.records import Event, Item
 from retrieval.sequential import SequentialModel

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import StoreError
-from retrieval.candidates import Request, item_metadata
+from retrieval.request import Request, item_metadata
 from retrieval.embeddings import ChromaEmbeddingFunction, HashingEmbedder
 from retrieval.records import Item
 from retrieval.vectors import VectorIndex, open_chroma
