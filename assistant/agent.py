@@ -31,7 +31,8 @@ from assistant.turn import (
     validate_turns,
     validate_user_id,
 )
-from assistant.understand import CatalogVocabulary, Understanding, detect_language, parse_message, understand_with_llm
+from assistant.understand import Understanding, detect_language, parse_message, understand_with_llm
+from assistant.vocabulary import CatalogVocabulary
 from assistant.users import Users
 from core.errors import InputError, RecassistError
 

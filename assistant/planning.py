@@ -13,7 +13,9 @@ from dataclasses import replace
 
 from assistant.profile import profile_query
 from assistant.turn import Plan, Understood, liked_titles
-from assistant.understand import CatalogVocabulary, apply_context, merge_constraints, read_context
+from assistant.context import apply_context, read_context
+from assistant.understand import merge_constraints
+from assistant.vocabulary import CatalogVocabulary
 from retrieval.request import Request, words
 
 TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much of them at most

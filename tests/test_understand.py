@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.understand import CatalogVocabulary, merge_constraints, normalize_title, parse_message
+from assistant.understand import merge_constraints, parse_message
+
+from assistant.vocabulary import CatalogVocabulary
+
+from retrieval.titles import normalize_title
 from retrieval.records import Item
 
 

@@ -18,7 +18,8 @@ from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, R
 from assistant.llm.fake import FakeLLM
 from assistant.replies import REPLIES, reply, year_text
 from assistant.settings import Settings
-from assistant.understand import CatalogVocabulary, parse_message
+from assistant.understand import parse_message
+from assistant.vocabulary import CatalogVocabulary
 from retrieval.records import Item
 
 ZH = get_demo("zh")

@@ -1,0 +1,117 @@
+"""The catalog as chat reads it: titles (linked through retrieval.titles), creators, categories
+and the everyday words for them, years; built once per catalog size and shared by every turn."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterable
+
+from retrieval.records import Item, item_length
+from retrieval.titles import Mention, TitleIndex, normalize_title
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+_ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
+
+
+def _plain(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+class CatalogVocabulary:
+    """Titles, creators and categories of the catalog, for linking words in a message to items."""
+
+    def __init__(self, items: Iterable[Item]):
+        self.titles: dict[str, list[str]] = {}
+        self.creators: dict[str, str] = {}  # normalised name or surname -> display name
+        self.categories: dict[str, str] = {}  # lowercase -> display
+        self.years: dict[str, int | None] = {}
+        self.creator_of: dict[str, str | None] = {}
+        self.title_of: dict[str, str] = {}
+        self.extra_keys: set[str] = set()  # platform metadata fields some item carries
+        self.knows_length = False  # does any item say how long it is (pages, runtime...)?
+        self.title_index = TitleIndex()
+        for item in items:
+            self.add(item)
+
+    def add(self, item: Item) -> None:
+        key = normalize_title(item.title)
+        if key:
+            self.titles.setdefault(key, []).append(item.id)
+        self.title_index.add(item.id, item.title, item.year)
+        self.years[item.id] = item.year
+        self.creator_of[item.id] = item.creator
+        self.title_of[item.id] = item.title
+        if item.creator:
+            full = normalize_title(item.creator)
+            self.creators.setdefault(full, item.creator)
+            surname = full.split()[-1] if full.split() else ""
+            if len(surname) > 3:
+                self.creators.setdefault(surname, item.creator)
+        for cat in item.categories:
+            self.categories.setdefault(cat.lower(), cat)
+        self.extra_keys.update(item.extra)
+        self.knows_length = self.knows_length or item_length(item) is not None
+
+    def find_titles(self, message: str) -> list[str]:
+        """Item ids whose title appears in the message, in order (one id per title)."""
+        return list(dict.fromkeys(m.item_id for m in self.find_mentions(message)))
+
+    def find_mentions(self, message: str) -> list[Mention]:
+        """Titles named in the message with their twins and what was said about them (retrieval.titles)."""
+        return self.title_index.find(message)
+
+    def find_creators(self, text: str) -> list[str]:
+        norm = " " + normalize_title(text) + " "
+        hits = [name for key, name in self.creators.items() if f" {key} " in norm]
+        return list(dict.fromkeys(hits))
+
+    def find_categories(self, text: str) -> list[str]:
+        """Categories named in the text, longest phrase first ("science fiction" is not "fiction")."""
+        lowered = " " + re.sub(r"[^\w\s-]", " ", text.lower()) + " "
+        forms: dict[str, str] = {}
+        for key, name in self.categories.items():
+            for form in (key, key + "s", _SYNONYM_OF.get(key, key)):
+                forms[form] = name
+        for word, cat in _CATEGORY_WORDS.items():
+            if cat.lower() in self.categories:
+                forms[word] = self.categories[cat.lower()]
+        hits = []
+        for form in sorted(forms, key=len, reverse=True):
+            cjk = bool(_CJK.search(form))
+            pattern = re.escape(form) if cjk else rf"(?<![\w-]){re.escape(form)}(?![\w-])"
+            if re.search(pattern, lowered):
+                hits.append(forms[form])
+                lowered = re.sub(pattern, " ", lowered)
+        return list(dict.fromkeys(hits))
+
+
+# Everyday words (English and Chinese) that name a category of the catalog.
+_CATEGORY_WORDS = {
+    "scary": "Horror", "horror": "Horror", "恐怖": "Horror", "鬼": "Horror",
+    "sci-fi": "Science Fiction", "scifi": "Science Fiction", "science fiction": "Science Fiction",
+    "科幻": "Science Fiction",
+    "detective": "Mystery", "whodunit": "Mystery", "mystery": "Mystery", "mysteries": "Mystery",
+    "侦探": "Mystery", "推理": "Mystery", "悬疑": "Mystery",
+    "romantic": "Romance", "love story": "Romance", "love stories": "Romance", "爱情": "Romance",
+    "funny": "Comedy", "comedies": "Comedy", "喜剧": "Comedy", "搞笑": "Comedy",
+    "adventure": "Adventure", "冒险": "Adventure",
+    "poems": "Poetry", "poetry": "Poetry", "诗": "Poetry",
+    "philosophical": "Philosophy", "哲学": "Philosophy",
+    "fantasy": "Fantasy", "奇幻": "Fantasy", "魔幻": "Fantasy",
+    "kids": "Children", "children": "Children", "儿童": "Children",
+    "war": "War", "战争": "War",
+    "history": "History", "historical": "History", "历史": "History",
+    "gothic": "Gothic", "哥特": "Gothic",
+    "drama": "Drama", "plays": "Drama", "戏剧": "Drama",
+    "thriller": "Thriller", "惊悚": "Thriller",
+    "animated": "Animation", "animation": "Animation", "cartoon": "Animation", "动画": "Animation",
+    "documentary": "Documentary", "纪录片": "Documentary",
+    "crime": "Crime", "犯罪": "Crime",
+    "western": "Western", "musical": "Musical", "satire": "Satire", "讽刺": "Satire",
+    "tragedy": "Tragedy", "悲剧": "Tragedy",
+}
+_SYNONYM_OF = {"science fiction": "sci-fi", "mystery": "mysteries", "comedy": "comedies"}
