@@ -208,7 +208,7 @@ SHOWN = [{"item_id": "bk-1", "title": "Emma"}, {"item_id": "bk-2", "title": "Per
 )
 def test_cards_in_view(events, expected):
     from assistant.events import Card, CardsEvent, DoneEvent, MessageEvent
-    from ui.app import cards_in_view
+    from ui.chat import cards_in_view
 
     made = {
         "message": lambda text: MessageEvent(text, "answer"),
