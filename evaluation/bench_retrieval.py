@@ -1,4 +1,5 @@
-"""Retrieval benchmarks (a script, not a test).
+"""Retrieval benchmarks (a script, not a test). Over 400 lines on purpose: a benchmark reads top to
+bottom (its data, each measured run, the table it writes) and none of its pieces is used elsewhere.
 
 Speed (default): ingest throughput and candidate latency at 10k/100k items, Chroma embedded vs
 server, against exact numpy top-k for speed and recall@50:

@@ -1,4 +1,5 @@
 """`recassist eval --dialogs`: the real agent on human movie dialogs, against popularity and content baselines.
+(Just over 400 lines: the protocol, its two modes and its baselines read best in one place.)
 
 The catalog and events go through the public ingest (as `recassist ingest-catalog` / `ingest-events`),
 and the agent answers through `Agent.respond`, the call behind POST /v1/chat, in two modes:
