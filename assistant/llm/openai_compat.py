@@ -122,14 +122,7 @@ class OpenAICompatLLM:
                 f"{self.base_url} returned no logprobs for model {self.model}; "
                 "if this server cannot return them, the ranker falls back to generating a list"
             )
-        wanted = {label.strip() for label in labels}
-        if not any(token.strip() in wanted for token, _ in pairs):
-            # Every label would get the same floor: a ranking without information.
-            raise LLMError(
-                f"{self.base_url} (model {self.model}) put none of the labels among its {len(pairs)} most likely "
-                "next tokens; it is not following the rank prompt"
-            )
-        return map_top_logprobs(pairs, labels)
+        return map_top_logprobs(pairs, labels, where=f"{self.base_url} (model {self.model})")
 
     def count_tokens(self, text: str) -> int:
         if self._encoding is None:
@@ -219,9 +212,16 @@ class _TooSlow(Exception):
     """A streamed answer ran past its deadline (turned into an LLMError by `_errors`)."""
 
 
-def map_top_logprobs(pairs: Sequence[tuple[str, float]], labels: Sequence[str]) -> dict[str, float]:
-    """{label: logprob} from the server's top tokens (compared stripped); absent labels get a floor below them all."""
+def map_top_logprobs(pairs: Sequence[tuple[str, float]], labels: Sequence[str], where: str = "the model") -> dict[str, float]:
+    """{label: logprob} from the server's top tokens (compared stripped); absent labels get a floor below them all.
+
+    None of the labels among the top tokens is an LLMError naming `where`: every label would get
+    the same floor, a ranking without information."""
     wanted = {label.strip(): label for label in labels}
+    if not any(token.strip() in wanted for token, _ in pairs):
+        raise LLMError(
+            f"{where} put none of the labels among its {len(pairs)} most likely next tokens; it is not following the rank prompt"
+        )
     found: dict[str, float] = {}
     for token, logprob in pairs:
         label = wanted.get(token.strip())

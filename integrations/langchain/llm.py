@@ -101,13 +101,7 @@ class LangChainLLM:
             raise LLMError(
                 f"{self._where()} returned no log-probabilities; ranking falls back to structured output from now on"
             )
-        wanted = {label.strip() for label in labels}
-        if not any(token.strip() in wanted for token, _ in pairs):
-            raise LLMError(
-                f"{self._where()} put none of the labels among its {len(pairs)} most likely next tokens; "
-                "it is not following the rank prompt"
-            )
-        return map_top_logprobs(pairs, labels)
+        return map_top_logprobs(pairs, labels, where=self._where())
 
     def count_tokens(self, text: str) -> int:
         tokenize = getattr(getattr(self.chat_model, "client", None), "tokenize", None)
