@@ -18,6 +18,7 @@ from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, R
 from assistant.memory import Conversation
 from assistant.model_turns import ModelGate
 from assistant.planning import plan as plan_turn
+from assistant.proposals import Proposals, propose, wants_proposals
 from assistant.ranking import rank_step
 from assistant.reasons import card_of, explain, summary, with_reasons
 from assistant.replies import REPLIES, reply
@@ -199,6 +200,13 @@ class Agent:
         vocab = self.vocabulary()
         plan = plan_turn(understood, vocab=vocab, store=self.store, users=self.users, settings=self.settings,
                          context=context, k=k, exclude=set(exclude))
+        proposals = self._propose(understood, plan, vocab, overrides)
+        _extend(trace, proposals.trace)
+        if proposals.item_ids:
+            plan = replace(plan, request=replace(plan.request, proposed_item_ids=list(proposals.item_ids)),
+                           fallbacks=tuple(replace(r, proposed_item_ids=list(proposals.item_ids)) for r in plan.fallbacks))
+        if proposals.lines or proposals.trace:
+            plan = replace(plan, note={**plan.note, "proposals": proposals.stats()})
         retrieved = retrieve(self.parts.retriever(), plan, conv.user_id, max(self.settings.candidates, plan.k), u.language)
         for text in retrieved.notices:
             yield NoticeEvent(text)
@@ -209,7 +217,7 @@ class Agent:
             yield MessageEvent(text, "answer")
             if not empty:
                 conv.add(self.memory, "assistant", text, {"cards": [], "constraints": plan.constraints})
-            return {}, dict(plan.note)
+            return dict(proposals.tokens), dict(plan.note)
         yield CardsEvent([card_of(c, u.language) for c in retrieved.candidates[: plan.k]], "retrieved")
 
         prompts, known_titles = self._prompts(overrides), self._known_titles()
@@ -235,7 +243,17 @@ class Agent:
         yield MessageEvent(text, "summary")
         conv.add(self.memory, "assistant", text,
                  {"cards": [c.to_dict() for c in final], "constraints": plan.constraints, "request": dict(plan.note)})
-        return add_tokens(dict(ranked.tokens), explained.tokens), dict(plan.note)
+        return add_tokens(add_tokens(dict(proposals.tokens), ranked.tokens), explained.tokens), dict(plan.note)
+
+    def _propose(self, understood: Understood, plan, vocab, overrides) -> Proposals:
+        """The optional propose step: titles the model names, before retrieval (llm_proposals)."""
+        if not wants_proposals(self.settings.llm_proposals, self.parts.llm()):
+            return Proposals()
+        named = [vocab.title_of[i] for i in plan.request.seed_item_ids if i in vocab.title_of]
+        with self._model() as llm:
+            if llm is None:  # busy with other turns: retrieval alone this time
+                return Proposals()
+            return propose(llm, self._prompts(overrides), understood, vocab, named)
 
     def _known_titles(self) -> set[str]:
         return set(self.vocabulary().title_of.values())

@@ -80,6 +80,10 @@ class Settings(BaseModel):
     # the answer to "tell me about X" (checked; else the item's own description).
     # "auto": off for the embedded model (EMBEDDED_LLM_SUMMARY, measured), on for any other.
     llm_summary: bool | Literal["auto"] = "auto"
+    # Let the LLM name titles from the conversation (the zero-shot CRS way), linked to the catalog
+    # and fused with retrieval (assistant/proposals.py). "auto": chat models only (a base model's
+    # proposals were measured on the ReDial tuning dialogs; README, "Evaluation on human dialogs").
+    llm_proposals: bool | Literal["auto"] = "auto"
     prompt_variant: str = ""  # a saved variant name from data_dir/prompts, or "" for the shipped ones
 
     # Server.

@@ -41,6 +41,9 @@ DEFAULT_WEIGHTS = {
     # dialogs (evaluation/reports/dialogs-tuning.md).
     "comention": 1.0,
     "trending": 0.6,
+    # Titles a language model proposed by name (llm_proposals), linked to the catalog: a signal
+    # like any other, best first. Only present when the agent asked a model.
+    "proposed": 1.0,
 }
 # A request's text steers fully up to this many content words; a longer message says many things
 # at once (a chat so far), and its single text vector gets mushy: its weight falls with the square.
@@ -214,6 +217,9 @@ class Retriever:
             signals["comention"] = self.comention.scores(seeds, fetch)
         if weights["trending"] > 0:
             signals["trending"] = self.comention.trending(fetch)
+        proposed = list(dict.fromkeys(request.proposed_item_ids))
+        if proposed and weights["proposed"] > 0:
+            signals["proposed"] = {item_id: 1.0 - rank / len(proposed) for rank, item_id in enumerate(proposed)}
 
         fused, found_by = self._fuse(signals, weights)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]

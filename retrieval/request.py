@@ -39,6 +39,7 @@ class Request:
     exclude_ids: set[str] = field(default_factory=set)
     seed_item_ids: list[str] = field(default_factory=list)  # items the user named: "like The Matrix"
     avoid_item_ids: list[str] = field(default_factory=list)  # items the user named to say no: "Annie was meh"
+    proposed_item_ids: list[str] = field(default_factory=list)  # items a language model proposed by name, best first
     include_seen: bool = False
     diversity: float = 0.0  # MMR trade-off: 0 = relevance only, 0.3 = some variety, 1 = variety only
     extra_filters: dict = field(default_factory=dict)  # platform metadata equality, keys of Item.extra

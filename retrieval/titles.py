@@ -23,6 +23,7 @@ from typing import Iterable
 _ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|&", re.UNICODE)
 _YEAR = re.compile(r"1[89]\d\d|20[0-4]\d")
+_TITLE_YEAR = re.compile(r"^(.*?)\s*[(（]\s*(\d{4})\s*[)）]\s*$")
 MAX_TITLE_WORDS = 12
 # Words too common to make a title on their own; a title of only these needs title case.
 COMMON = frozenset(
@@ -134,6 +135,16 @@ class TitleIndex:
         year = self.year_of.get(item_id)
         same = [i for i in self.ids_of[key] if same_year(year, self.year_of.get(i))]
         return [item_id] + [i for i in same if i != item_id]
+
+    def title_line(self, line: str) -> list[str]:
+        """The ids of a line that is one title ("Title (Year)" or "Title", as a list of proposals
+        writes them): the whole line must be the title; a year picks among remakes when it can."""
+        match = _TITLE_YEAR.match(line)
+        title, year = (match.group(1), int(match.group(2))) if match else (line, None)
+        ids = self.ids_of.get(normalize_title(title), [])
+        if ids and year is not None:
+            ids = _by_year(ids, year, self.year_of) or ids
+        return self._with_twins(ids) if ids else []
 
     def find(self, text: str) -> list[Mention]:
         """Every title named in the text, in order, longest match first, each with its stance."""

@@ -338,7 +338,13 @@ def test_a_chat_turn_with_smollm2_ranks_explains_and_sums_up(engine, recorded):
         assert t["kept"] == (reasons[item_id].source == "llm") == (not t["problems"])
     summaries = [e for e in events if isinstance(e, MessageEvent) and e.kind == "summary"]
     assert len(summaries) == 1 and summaries[0].text.strip()
-    assert len(recorded) == 2  # understand and summary (reasons are batched through stream_many)
+    # Title proposals (llm_proposals auto: on for chat models): each line linked or counted invented.
+    proposed = next(t for t in trace if t["stage"] == "propose")
+    stats = done.request["proposals"]
+    catalog = {i.id for i in engine.store.iter_items()}
+    assert set(proposed["linked"]) <= catalog and stats["linked"] == len(proposed["linked"])
+    assert stats["invented"] == len(proposed["invented"]) and stats["proposed"] >= stats["linked"] + stats["invented"]
+    assert len(recorded) == 3  # understand, propose and summary (reasons are batched through stream_many)
 
 
 @pytest.mark.integration
