@@ -210,9 +210,21 @@ def run_agent(cfg: DialogConfig, prepared, items, vectors, embedder, cases: list
                                            for s in sorted({s for t in turns for s in t.timings})}
             notes[name] = {"turns": len(turns), "cases without a list": sum(not a.ids for a in answers),
                            "intents": dict(Counter(t.intent for t in turns))}
+            proposed = proposal_counts(turns)
+            if proposed:
+                notes[name]["title proposals"] = proposed
     finally:
         engine.close()
     return f"{llm.backend} {llm.model}" if llm is not None else "none (retrieval order, evidence reasons)"
+
+
+def proposal_counts(turns: list["Answer"]) -> dict:
+    """Titles the model proposed over these turns, how many linked to the catalog, how many were invented."""
+    counts = Counter()
+    for turn in turns:
+        for key, n in turn.request.get("proposals", {}).items():
+            counts[key] += n
+    return dict(counts)
 
 
 class ListedRetriever:
@@ -242,6 +254,7 @@ class Answer:
     timings: dict
     intent: str
     session_id: str | None
+    request: dict = field(default_factory=dict)  # the Done event's request note (proposals counted there)
 
 
 def build_engine(cfg: DialogConfig, prepared, items, vectors, embedder):
@@ -278,7 +291,8 @@ def respond(engine, user_id: str, message: str, session_id: str | None = None) -
     cards = [c.item_id for c in final_cards(events)]
     rest = [c.item.id for c in engine.retriever.last if c.item.id not in cards] if cards else []
     done = next((e for e in events if isinstance(e, DoneEvent)), None)
-    return Answer(cards + rest, ms, dict(done.timings_ms) if done else {}, done.intent if done else "", done.session_id if done else session_id)
+    return Answer(cards + rest, ms, dict(done.timings_ms) if done else {}, done.intent if done else "",
+                  done.session_id if done else session_id, dict(done.request or {}) if done else {})
 
 
 def play_one_message(engine, cases: list[Case], dialogs, cfg: DialogConfig) -> tuple[list[Answer], list[Answer]]:
