@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from assistant.turn import Understood
 from assistant.vocabulary import CatalogVocabulary
 from core.errors import RecassistError
+from retrieval.titles import normalize_title
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,12 @@ class Proposals:
     item_ids: tuple[str, ...] = ()  # linked, best first, one id per work
     lines: int = 0  # titles the model wrote
     invented: tuple[str, ...] = ()  # lines that link to no catalog title
+    copied: int = 0  # lines that repeat the template's own example (dropped: a small model echoes it)
     tokens: dict = field(default_factory=dict)
     trace: tuple[dict, ...] = ()
 
     def stats(self) -> dict:
-        return {"proposed": self.lines, "linked": len(self.item_ids), "invented": len(self.invented)}
+        return {"proposed": self.lines, "linked": len(self.item_ids), "invented": len(self.invented), "copied": self.copied}
 
 
 def wants_proposals(setting, llm) -> bool:
@@ -53,20 +55,25 @@ def conversation_text(understood: Understood, limit: int = CONVERSATION_CHARS) -
     return text[-limit:]
 
 
-def link_lines(text: str, vocab: CatalogVocabulary) -> tuple[list[str], list[str], int]:
-    """(linked item ids best first, invented lines, lines written): each line's first linked title."""
+def link_lines(text: str, vocab: CatalogVocabulary, example: str = "") -> tuple[list[str], list[str], int, int]:
+    """(linked item ids best first, invented lines, lines written, lines copied from `example`):
+    each line's first linked title; a line the template's own example holds is dropped."""
     linked: list[str] = []
     invented: list[str] = []
     lines = [_LIST_MARK.sub("", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
+    shown = {normalize_title(line) for line in example.splitlines() if line.strip()}
+    copied = sum(normalize_title(line) in shown for line in lines)
     for line in lines:
+        if normalize_title(line) in shown:
+            continue
         # The whole line as one title first; else a title inside it ("Dracula by Bram Stoker").
         ids = vocab.title_index.title_line(line) or [m.item_id for m in vocab.find_mentions(line)[:1]]
         if not ids:
             invented.append(line)
         elif ids[0] not in linked:
             linked.append(ids[0])
-    return linked, invented, len(lines)
+    return linked, invented, len(lines), copied
 
 
 def propose(llm, prompts, understood: Understood, vocab: CatalogVocabulary, named_titles: Sequence[str], n: int = PROPOSALS) -> Proposals:
@@ -79,7 +86,8 @@ def propose(llm, prompts, understood: Understood, vocab: CatalogVocabulary, name
     except RecassistError as exc:
         log.warning("title proposals failed, retrieval alone: %s", exc)
         return Proposals(trace=({"stage": "propose", "prompt": prompt, "raw": None, "failure": str(exc)},))
-    linked, invented, lines = link_lines(text, vocab)
-    trace = {"stage": "propose", "prompt": prompt, "raw": text, "linked": linked, "invented": invented}
+    example = template.template or "\n".join(m.content for m in template.messages or [])
+    linked, invented, lines, copied = link_lines(text, vocab, example)
+    trace = {"stage": "propose", "prompt": prompt, "raw": text, "linked": linked, "invented": invented, "copied": copied}
     tokens = {"completion": llm.count_tokens(text)}
-    return Proposals(tuple(linked), lines, tuple(invented), tokens, (trace,))
+    return Proposals(tuple(linked), lines, tuple(invented), copied, tokens, (trace,))

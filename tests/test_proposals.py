@@ -19,11 +19,11 @@ CATALOG = [
 
 def test_each_line_links_to_the_catalog_or_counts_as_invented():
     vocab = CatalogVocabulary(CATALOG)
-    text = "1. Dracula (1897)\n- Carmilla\nThe Vampyre (1819)\n\n  \nDracula"
-    linked, invented, lines = link_lines(text, vocab)
+    text = "1. Dracula (1897)\n- Carmilla\nThe Vampyre (1819)\n\n  \nDracula\nEmma (1815)"
+    linked, invented, lines, copied = link_lines(text, vocab, example="Conversation: ...\nEmma (1815)\n")
     assert linked == ["dracula", "carmilla"]  # best first, a work listed twice counts once
     assert invented == ["The Vampyre (1819)"]
-    assert lines == 4
+    assert (lines, copied) == (5, 1)  # the example's own title is dropped, not proposed
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_linked_proposals_join_retrieval_and_the_turn_reports_them(make_engine):
     llm.enqueue("Frankenstein (1818)\nA Book Nobody Wrote (2031)")
     events, trace = _turn(engine, "something to read on a rainy afternoon")
     done = next(e for e in events if isinstance(e, DoneEvent))
-    assert done.request["proposals"] == {"proposed": 2, "linked": 1, "invented": 1}
+    assert done.request["proposals"] == {"proposed": 2, "linked": 1, "invented": 1, "copied": 0}
     retrieved = next(e for e in events if isinstance(e, CardsEvent) and e.stage == "retrieved")
     card = next((c for c in retrieved.cards if c.item_id == target), None)
     assert card is not None and "proposed" in card.evidence["signals"]
