@@ -35,8 +35,8 @@ class Parts:
     """The long-lived components a turn uses, injected by the composition root (assistant.engine).
 
     The retriever and the model are built on first use (an embedder to load, signals to fit, a
-    model to map), so they come as zero-argument providers; `built_retriever` answers without
-    building it (None before the first use)."""
+    model to map), so they come as zero-argument providers. `forget_fitted` fits the global signals
+    again after a user's events were deleted, so nothing published from them survives."""
 
     settings: Any
     store: Any  # retrieval.store.Store: items and events
@@ -44,7 +44,7 @@ class Parts:
     retriever: Callable[[], Any]
     llm: Callable[[], Any]  # None when there is no model, or it failed to load
     llm_error: Callable[[], str | None] = lambda: None
-    built_retriever: Callable[[], Any] = lambda: None
+    forget_fitted: Callable[[], Any] = lambda: None
 
 
 @dataclass(frozen=True)

@@ -57,11 +57,10 @@ class Users:
         """Remove the user from every store: events, conversations, profile, and what was fitted on them."""
         validate_user_id(user_id)
         removed = {**self.store.delete_user(user_id), **self.memory.delete_user(user_id)}
-        retriever = self._parts.built_retriever()
-        if removed.get("events") and retriever is not None:
-            # Popularity, transitions and the collaborative vectors (in process and in Chroma) were
-            # fitted on this user's events too; refit now so nothing derived from them survives.
-            retriever.refit(self.store)
+        if removed.get("events"):
+            # Popularity, transitions and the collaborative vectors (published, in process and in
+            # Chroma) were fitted on this user's events too: fit again so nothing derived survives.
+            self._parts.forget_fitted()
         return removed
 
     def sessions(self, user_id: str) -> list[dict]:

@@ -17,8 +17,7 @@ import time
 
 import numpy as np
 
-from core.errors import StoreError
-from retrieval.collab import CollabTable, fit_item_factors, user_vector
+from retrieval.collab import CollabTable, user_vector
 from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item
@@ -98,6 +97,7 @@ class Retriever:
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.behaviour_confidence = 0.0  # set by refit: 0 (no events) .. 1 (enough to trust)
         self.fitted_at: float | None = None
+        self.signals_version: str | None = None  # the published signals served (None: fitted here, or none)
         self._popularity: dict[str, float] | None = None
         self._popular_top: list[tuple[str, float]] | None = None
         # Read-through caches: an item and its vector change only when the catalog entry does
@@ -125,40 +125,37 @@ class Retriever:
                 self._popularity.setdefault(item.id, _prior(item))
             self._popular_top = None
 
-    def refit(self, store=None) -> None:
-        """Recompute popularity, sequential transitions and collaborative vectors from all events."""
-        store = store or self.store
-        events = list(store.iter_events())
-        self._popularity, self.behaviour_confidence = self._compute_popularity(store, events)
-        self._popular_top = None
-        if self.sequential is not None:
-            self.sequential.fit(events)
-        self.comention.fit(events)
+    def refit(self, store=None, publish=None):
+        """Fit every global signal from all events (retrieval.fitting: read once, vectorised) and
+        serve it; `publish(signals)` (retrieval.signals.publish) shares it with other workers before
+        the collaborative vectors reach Chroma (the slow part, which workers do not wait for)."""
+        from retrieval.fitting import fit_signals
+        from retrieval.signals import sync_collab_index
+
+        signals = fit_signals(store or self.store, self.sequential or SequentialModel(), self.comention)
+        if publish is not None:
+            publish(signals)  # its manifest then names the version
+        self.adopt(signals)
         if self.collab is not None:
-            ids, vectors = fit_item_factors(events)
-            stale = set(self.collab.all_ids()) - set(ids)
-            if ids:
-                try:
-                    self.collab.upsert(ids, vectors)
-                except StoreError as exc:
-                    if "dimension" not in str(exc).lower():
-                        raise
-                    # A collection written before the width was fixed at collab.DIM: its vectors
-                    # are all stale, and only a new collection takes the new width.
-                    log.warning("recreating the %r collection for %d-wide vectors: %s", self.collab.name, vectors.shape[1], exc)
-                    self.collab.reset()
-                    self.collab.upsert(ids, vectors)
-                    stale = set()
-            if stale:
-                self.collab.delete(sorted(stale))
-            # Kept in process too: a request then needs no Chroma round trip for this signal. The
-            # SVD is deterministic, so another worker refitting on the same events writes the same.
-            self._collab_table = CollabTable(ids, vectors)
-        self.fitted_at = time.time()
+            sync_collab_index(self.collab, signals)
+        return signals
+
+    def adopt(self, signals) -> None:
+        """Serve signals a fitting job computed or published (retrieval.signals): nothing here reads events."""
+        self._popularity = signals.popularity_scores()
+        self._popular_top = None
+        self.behaviour_confidence = signals.confidence
+        if self.sequential is not None:
+            self.sequential.adopt(signals.item_ids, signals.transitions, signals.index)
+        self.comention.adopt(signals.item_ids, signals.neighbours, signals.trending, signals.index)
+        # Kept in process: a request needs no Chroma round trip for the collaborative signal.
+        self._collab_table = CollabTable(signals.collab_ids(), signals.collab_vectors)
+        self.fitted_at = signals.created_at or time.time()
+        self.signals_version = signals.version
 
     @staticmethod
     def _compute_popularity(store, events: list[Event]) -> tuple[dict[str, float], float]:
-        """Per item: how many liked it (relative to the most liked) plus the catalog's own prior;
+        """The reference definition retrieval.fitting computes vectorised (its tests compare the two). Per item: how many liked it (relative to the most liked) plus the catalog's own prior;
         and how far behaviour can be trusted (0..1: positive events per interacted item / 5).
 
         The behaviour half is scaled by that confidence: on a catalog with a handful of events,
@@ -176,8 +173,8 @@ class Retriever:
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         """The n most popular items (id, score), best first."""
-        if self._popularity is None:
-            self._popularity, self.behaviour_confidence = self._compute_popularity(self.store, list(self.store.iter_events()))
+        if self._popularity is None:  # nothing fitted or published yet: the catalog's own figures
+            self._popularity = {item.id: _prior(item) for item in self.store.iter_items()}
         if self._popular_top is None:
             self._popular_top = heapq.nlargest(POPULAR_CACHE, self._popularity.items(), key=lambda x: x[1])
         if n <= len(self._popular_top):

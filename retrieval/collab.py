@@ -65,6 +65,11 @@ def fit_item_factors(
 ) -> tuple[list[str], np.ndarray]:
     """Item ids and their collaborative vectors (items nobody liked get none)."""
     _, items, matrix = interaction_matrix(events, weighting)
+    return item_factors(items, matrix, dim)
+
+
+def item_factors(items: list[str], matrix, dim: int = DIM) -> tuple[list[str], np.ndarray]:
+    """`fit_item_factors` from a users x items matrix whose columns are `items` (the fitting job's way in)."""
     vectors = factorize(matrix, dim)
     if vectors.shape[1] == 0:
         return [], vectors

@@ -78,6 +78,12 @@ class CoMentionModel:
         self._state = (ids, items, _top_per_row(matrix, self.keep), trending)
         return self
 
+    def adopt(self, item_ids: list[str], neighbours, trending: np.ndarray, index: dict[str, int] | None = None) -> "CoMentionModel":
+        """Serve a fit done elsewhere (retrieval.fitting): CSR neighbours and trending over `item_ids`, as `fit` builds them."""
+        index = index if index is not None else {i: n for n, i in enumerate(item_ids)}
+        self._state = (item_ids, index, neighbours, trending)
+        return self
+
     def scores(self, seeds: Sequence[str], n: int = 200) -> dict[str, float]:
         """The n items most co-had with the seeds (newest seed last), id -> score > 0, best first."""
         ids, index, matrix, _ = self._state

@@ -112,6 +112,11 @@ class SequentialModel:
         self._state = (list(index), index, matrix)
         return self
 
+    def adopt(self, item_ids: list[str], transitions, index: dict[str, int] | None = None) -> "SequentialModel":
+        """Serve transitions fitted elsewhere (retrieval.fitting): a CSR matrix over `item_ids`, as `fit` builds."""
+        self._state = (item_ids, index if index is not None else {i: n for n, i in enumerate(item_ids)}, transitions)
+        return self
+
     def score_array(self, recent_items: Sequence[str]) -> np.ndarray:
         """Scores for every item in `item_ids` given the user's recent items (newest last)."""
         return self._score(self._state, recent_items)

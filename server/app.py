@@ -63,6 +63,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
         require_admin(principal)
         return engine.info()
 
+    app.state.refresher = refresher
     add_routes(app, engine, authenticate, on_new_events=refresher.request)
     add_openai_routes(app, engine, authenticate)
     if mount_ui:
@@ -79,6 +80,7 @@ def serve(engine, host: str | None = None, port: int | None = None) -> None:
     host = host or engine.settings.host
     port = port or engine.settings.port
     app = create_app(engine, host=host)
+    _keep_signals_fresh(engine, app.state.refresher)
     shown = f"[{host}]" if ":" in host else host
     print(
         f"recassist {__version__}: UI at http://{shown}:{port}/  API at http://{shown}:{port}/v1  docs at http://{shown}:{port}/docs",
@@ -123,4 +125,14 @@ def worker_app():
     logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
     engine.llm  # connect to the shared model process
     print(engine.warm_up(), file=sys.stderr, flush=True)
-    return create_app(engine, host=engine.settings.host)
+    app = create_app(engine, host=engine.settings.host)
+    _keep_signals_fresh(engine, app.state.refresher)
+    return app
+
+
+def _keep_signals_fresh(engine, refresher) -> None:
+    """A serving process follows what is published, and fits (in the background) when the log has
+    moved on since the last publication."""
+    refresher.watch()
+    if engine.signals_stale():
+        refresher.request()

@@ -68,6 +68,17 @@ def cmd_ingest_events(args) -> int:
     return report.exit_code
 
 
+def cmd_fit(args) -> int:
+    engine = _engine(args)
+    if not args.quiet:
+        print(f"Fitting the global signals from {engine.store.event_count():,} events...", file=sys.stderr, flush=True)
+    m = engine.fit()
+    t = m.get("timings", {})
+    print(f"fitted {m['events']:,} events of {m['users']:,} users over {m['items']:,} items in {t.get('total_s', 0):.1f} s "
+          f"(read {t.get('read_s', 0):.1f} s); published {m['version']} in {engine.signals_dir}")
+    return 0
+
+
 def cmd_ingest_dialogs(args) -> int:
     engine = _engine(args)
     report = engine.ingest_dialogs_file(args.file, user_prefix=args.user_prefix)
@@ -311,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest-dialogs", cmd_ingest_dialogs, "Load past conversations (ReDial's JSONL format) as behaviour: the works each one named.")
     p.add_argument("file", type=Path, help="one dialog a line: conversationId, messages (@<id> names a work), movieMentions, initiatorQuestions")
     p.add_argument("--user-prefix", default="dialog:", help="user id of each dialog: PREFIX + conversationId (default dialog:)")
+
+    p = add("fit", cmd_fit, "Fit popularity, trending, sequential and collaborative signals from every event and "
+            "publish them for the API workers (serve also does this on its own schedule).")
+    p.add_argument("--quiet", action="store_true", help="no start line")
 
     p = add("recommend", cmd_recommend, "Recommend items for a user once (no conversation).")
     p.add_argument("--user", required=True, help="user id")

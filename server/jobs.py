@@ -1,7 +1,10 @@
-"""Background jobs of a serving process: refitting the behaviour signals after new events."""
+"""Background jobs of a serving process: fitting the global signals after new events, off the
+request path, and serving what another worker or `recassist fit` published."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
 import time
@@ -14,10 +17,13 @@ REFIT_INTERVAL_S = 30.0  # at most this often new events trigger a refit of the 
 
 
 class Refresher:
-    """Refits popularity and collaborative signals in the background after new events.
+    """Fits the global signals (popularity, trending, sequential, collaborative) in the background
+    after new events, and publishes them for every worker of the data dir.
 
-    A refit reads every event, so it runs at most once per `interval_s` and never inside a request;
-    a user's own new events count at once anyway (retrieval reads their history live).
+    A fit reads every event, so it runs at most once per `interval_s`, never inside a request, and
+    in one worker at a time (a file lock in the signals folder; the others serve what it publishes,
+    checked every `interval_s` by `watch`). A user's own new events count at once anyway
+    (retrieval reads their history live).
     """
 
     def __init__(self, engine, interval_s: float = REFIT_INTERVAL_S):
@@ -40,12 +46,47 @@ class Refresher:
     def _run(self) -> None:
         with self._running:
             with self._lock:
-                self._scheduled = False  # events from now on schedule the next refit
+                self._scheduled = False  # events from now on schedule the next fit,
+                self._last = time.monotonic()  # an interval after this one began
             try:
-                if "retriever" in self.engine.__dict__:  # not built yet: it fits itself when first used
-                    self.engine.retriever.refit(self.engine.store)
+                with _only_one_fit(self.engine.signals_dir) as mine:
+                    if mine:
+                        self.engine.fit()
+                    else:  # another worker is fitting: serve what it publishes
+                        self.engine.reload_signals()
             except RecassistError as exc:
-                log.warning("refreshing the collaborative signals after new events failed: %s", exc)
+                log.warning("refreshing the signals after new events failed: %s", exc)
             finally:
                 self._last = time.monotonic()
+
+    def watch(self) -> threading.Thread:
+        """Every `interval_s`, serve signals published elsewhere since (another worker, a cron `recassist fit`)."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(self.interval_s)
+                try:
+                    self.engine.reload_signals()
+                except (RecassistError, OSError) as exc:
+                    log.warning("reading the published signals failed: %s", exc)
+
+        thread = threading.Thread(target=loop, name="recassist-signals-watch", daemon=True)
+        thread.start()
+        return thread
+
+
+@contextlib.contextmanager
+def _only_one_fit(signals_dir):
+    """True for the one process of a data dir that may fit now; False while another one does."""
+    signals_dir.mkdir(parents=True, exist_ok=True)
+    with open(signals_dir / ".fit.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 

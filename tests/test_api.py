@@ -594,8 +594,22 @@ class _CountingRetriever:
 
 
 class _EngineStub:
+    """What the Refresher uses of an Engine: fit (here counted by the retriever), reload, the signals folder."""
+
     def __init__(self, retriever):
+        import tempfile
+        from pathlib import Path
+
         self.retriever, self.store = retriever, None
+        self.signals_dir = Path(tempfile.mkdtemp()) / "signals"
+        self.reloads = 0
+
+    def fit(self):
+        self.retriever.refit(self.store)
+
+    def reload_signals(self):
+        self.reloads += 1
+        return False
 
 
 def _wait_for(condition, timeout_s=5.0):
@@ -621,6 +635,21 @@ def test_new_events_refit_in_the_background_at_most_once_per_interval():
     time.sleep(0.1)
     assert retriever.refits == 1
     assert _wait_for(lambda: retriever.refits == 2)
+
+
+def test_while_another_worker_fits_this_one_serves_what_it_publishes():
+    import fcntl
+
+    from server.jobs import Refresher
+
+    retriever = _CountingRetriever()
+    engine = _EngineStub(retriever)
+    engine.signals_dir.mkdir(parents=True)
+    with open(engine.signals_dir / ".fit.lock", "a+") as other:  # another process holds the fit lock
+        fcntl.flock(other, fcntl.LOCK_EX)
+        Refresher(engine, interval_s=0).request()
+        assert _wait_for(lambda: engine.reloads == 1)
+    assert retriever.refits == 0
 
 
 def test_a_failed_refit_is_logged_not_raised(caplog):

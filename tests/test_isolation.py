@@ -669,7 +669,8 @@ def test_delete_my_data_leaves_nothing_behind(make_engine, database_url, door):
     assert not _mentions(rows, CANARIES)
     assert not _chroma_mentions(engine, CANARIES + (f"'{B}'",))
     # The fitted models forget B: no transition, collaborative vector or popularity from B's events.
-    assert canary not in retriever.sequential.item_ids
+    everything = sorted(store.item_ids())
+    assert not retriever.sequential.scores([canary]) and canary not in retriever.sequential.scores(everything, n=10_000)
     assert canary not in retriever.collab.all_ids() and canary not in retriever._collab_table.ids
     assert dict(retriever.popular(1000)).get(canary, 0.0) == 0.0
     ids, vectors = fit_item_factors(store.iter_events())

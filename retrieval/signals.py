@@ -1,0 +1,255 @@
+"""The fitted signals as a published artifact: what a fitting job writes and an API worker reads.
+
+A version is a folder of plain files under the signals root (DATA_DIR/signals by default):
+
+    v001765012345678901-1234/   one fit: version = creation time in microseconds and the writer's pid
+        items.json              item ids; every array below is indexed by position in this list
+        popularity.npy          float64, the Retriever's popularity score of each catalog item
+        trending.npy            float32, CoMentionModel's decayed count per item
+        transitions.*.npy       CSR float32 (data, indices, indptr): SequentialModel's matrix
+        neighbours.*.npy        CSR float32: CoMentionModel's neighbours
+        collab_rows.npy         int32, the items that have a collaborative vector
+        collab_vectors.npy      float32, their vectors (collab.fit_item_factors)
+        manifest.json           written last: format, counts, event watermark, knobs, file sizes
+    CURRENT                     the name of the version to serve
+
+Publishing writes a hidden temporary folder, renames it into place, then replaces CURRENT
+(`os.replace`, atomic): a reader sees the old version or the new one, and a fit that dies halfway
+leaves a folder nobody points to, which later publishes prune. Arrays load memory-mapped: a
+worker starts in the time it takes to read the item ids, and workers on one machine share pages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import StoreError
+
+FORMAT = 1
+CURRENT = "CURRENT"
+KEEP = 3  # versions kept: the current one and two before it (a worker may still be reading them)
+STALE_TMP_S = 3600.0  # an unfinished folder this old belongs to a fit that died
+_ARRAYS = ("popularity", "trending", "collab_rows", "collab_vectors")
+_MATRICES = ("transitions", "neighbours")
+
+
+@dataclass
+class Signals:
+    """Every global signal, over one item vocabulary; what `Retriever.adopt` serves."""
+
+    item_ids: list[str]
+    catalog_items: int  # the first this many item ids are the catalog; popularity covers them
+    popularity: np.ndarray  # float64 [catalog_items]
+    confidence: float  # behaviour confidence 0..1, as Retriever._compute_popularity defines it
+    transitions: object  # scipy CSR [items, items], float32
+    neighbours: object  # scipy CSR [items, items], float32
+    trending: np.ndarray  # float32 [items]
+    collab_rows: np.ndarray  # int32 positions in item_ids
+    collab_vectors: np.ndarray  # float32 [len(collab_rows), dim]
+    manifest: dict = field(default_factory=dict)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Item id -> position, shared by the models that adopt these signals."""
+        return {item_id: n for n, item_id in enumerate(self.item_ids)}
+
+    def popularity_scores(self) -> dict[str, float]:
+        """Catalog item id -> popularity score (the Retriever's `_popularity`)."""
+        return dict(zip(self.item_ids[: self.catalog_items], self.popularity.tolist()))
+
+    def collab_ids(self) -> list[str]:
+        return [self.item_ids[row] for row in self.collab_rows.tolist()]
+
+    @property
+    def version(self) -> str | None:
+        return self.manifest.get("version")
+
+    @property
+    def created_at(self) -> float | None:
+        return self.manifest.get("created_at")
+
+
+def publish(signals: Signals, root: str | Path, keep: int = KEEP) -> Path:
+    """Write `signals` as a new version under `root`, make it current, prune old ones; returns its folder
+    (and `signals.manifest` becomes the manifest written, version included)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    created = time.time()
+    stamp = time.time_ns() // 1000
+    while any(root.glob(f"v{stamp:018d}-*")):  # two publishes in one microsecond: names stay in time order
+        stamp += 1
+    version = f"v{stamp:018d}-{os.getpid()}"
+    tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        sizes = _write_arrays(signals, tmp)
+        sizes["items.json"] = _write_json(tmp / "items.json", signals.item_ids)
+        manifest = {
+            **signals.manifest, "format": FORMAT, "version": version, "created_at": created,
+            "items": len(signals.item_ids), "catalog_items": signals.catalog_items,
+            "confidence": signals.confidence, "collab_dim": int(signals.collab_vectors.shape[1]),
+            "transitions_nnz": int(signals.transitions.nnz), "neighbours_nnz": int(signals.neighbours.nnz),
+            "files": sizes,
+        }
+        _write_json(tmp / "manifest.json", manifest)
+        _fsync_dir(tmp)
+        final = root / version
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
+    pointer.write_text(version + "\n", encoding="utf-8")
+    _fsync_file(pointer)
+    os.replace(pointer, root / CURRENT)
+    _fsync_dir(root)
+    signals.manifest = manifest
+    prune(root, keep)
+    return final
+
+
+def current_version(root: str | Path) -> Path | None:
+    """The folder CURRENT names, or None when nothing was published yet."""
+    root = Path(root)
+    try:
+        name = (root / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not name.startswith("v") or "/" in name or "\\" in name or name in (".", ".."):
+        raise StoreError(f"{root / CURRENT} names {name!r}, not a signals version; delete it and run `recassist fit`")
+    return root / name
+
+
+def read_manifest(root: str | Path) -> dict | None:
+    """The current version's manifest (cheap: for deciding whether to refit), or None."""
+    folder = current_version(root)
+    return None if folder is None else _manifest(folder)
+
+
+def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
+    """The current published signals (arrays memory-mapped unless `mmap` is False), or None if none."""
+    import scipy.sparse as sp
+
+    folder = current_version(root)
+    if folder is None:
+        return None
+    manifest = _manifest(folder)
+    for name, size in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise StoreError(f"signals version {folder} is damaged: {name} is missing or truncated; run `recassist fit`")
+    mode = "r" if mmap else None
+
+    def array(name: str) -> np.ndarray:
+        return np.load(folder / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
+
+    item_ids = json.loads((folder / "items.json").read_text(encoding="utf-8"))
+    n = len(item_ids)
+    matrices = {
+        name: sp.csr_matrix((array(f"{name}.data"), array(f"{name}.indices"), array(f"{name}.indptr")), shape=(n, n))
+        for name in _MATRICES
+    }
+    return Signals(
+        item_ids=item_ids, catalog_items=manifest["catalog_items"], popularity=array("popularity"),
+        confidence=manifest["confidence"], transitions=matrices["transitions"], neighbours=matrices["neighbours"],
+        trending=array("trending"), collab_rows=array("collab_rows"), collab_vectors=array("collab_vectors"),
+        manifest=manifest,
+    )
+
+
+def prune(root: str | Path, keep: int = KEEP) -> list[str]:
+    """Remove all but the newest `keep` versions (never the current one) and dead temporary folders."""
+    root = Path(root)
+    current = current_version(root)
+    versions = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("v"))
+    doomed = [p for p in versions[: max(0, len(versions) - keep)] if p != current]
+    now = time.time()
+    doomed += [p for p in root.iterdir()
+               if p.name.startswith((".tmp-", f".{CURRENT}-")) and now - p.stat().st_mtime > STALE_TMP_S]
+    for path in doomed:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return [p.name for p in doomed]
+
+
+def sync_collab_index(index, signals: Signals) -> None:
+    """Upsert the collaborative vectors into Chroma and drop stale ones, as `Retriever.refit` does."""
+    ids = signals.collab_ids()
+    stale = set(index.all_ids()) - set(ids)
+    if ids:
+        vectors = np.asarray(signals.collab_vectors)
+        try:
+            index.upsert(ids, vectors)
+        except StoreError as exc:
+            if "dimension" not in str(exc).lower():
+                raise
+            # A collection written at another width: its vectors are all stale (see Retriever.refit).
+            index.reset()
+            index.upsert(ids, vectors)
+            stale = set()
+    if stale:
+        index.delete(sorted(stale))
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"signals version {folder} has no manifest (an unfinished publish); run `recassist fit`") from None
+    if manifest.get("format") != FORMAT:
+        raise StoreError(
+            f"signals version {folder} has format {manifest.get('format')!r}; this recassist reads format {FORMAT}: "
+            "run `recassist fit` with this version"
+        )
+    return manifest
+
+
+def _write_arrays(signals: Signals, folder: Path) -> dict[str, int]:
+    arrays = {name: getattr(signals, name) for name in _ARRAYS}
+    for name in _MATRICES:
+        matrix = getattr(signals, name).tocsr()
+        arrays |= {f"{name}.data": matrix.data, f"{name}.indices": matrix.indices, f"{name}.indptr": matrix.indptr}
+    sizes = {}
+    for name, values in arrays.items():
+        path = folder / f"{name}.npy"
+        with path.open("wb") as handle:
+            np.save(handle, np.ascontiguousarray(values), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        sizes[path.name] = path.stat().st_size
+    return sizes
+
+
+def _write_json(path: Path, value) -> int:
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(value, handle, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.stat().st_size
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its renames are durable enough
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
