@@ -178,7 +178,7 @@ def run_quality(args) -> None:
     if args.ease:
         report("validation", "EASE l2=200 recency 0.9 (reference, not shipped)", ease_matrix(val))
     # Fusion weights, as the Retriever applies them.
-    from retrieval.candidates import DEFAULT_WEIGHTS
+    from retrieval.fusion import DEFAULT_WEIGHTS
 
     parts = [scale(sequential_matrix(val, **best_seq)), scale(collab_matrix(val, **best_collab)), scale(popularity_matrix(val))]
     shipped = (DEFAULT_WEIGHTS["collab"], DEFAULT_WEIGHTS["popularity"])
@@ -199,7 +199,7 @@ def run_quality(args) -> None:
 
 
 def _product_rows(stages, items: list, args) -> None:
-    from retrieval.candidates import DEFAULT_WEIGHTS
+    from retrieval.fusion import DEFAULT_WEIGHTS
 
     print(f"\nthe shipped Retriever, one call per user with an empty request (weights {DEFAULT_WEIGHTS}):")
     for stage in ("validation", "test"):

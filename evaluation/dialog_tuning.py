@@ -6,7 +6,7 @@ through the real agent in "one message" mode. The report half is never read here
 
     python -m evaluation.dialog_tuning --fold 0                      # the shipped weights
     python -m evaluation.dialog_tuning --fold 0 --set query=0.1      # a weight (DEFAULT_WEIGHTS key)
-    python -m evaluation.dialog_tuning --fold 1 --set QUERY_SHRINK=0 # a constant of retrieval.candidates
+    python -m evaluation.dialog_tuning --fold 1 --set QUERY_SHRINK=0 # a constant of retrieval.fusion
     python -m evaluation.dialog_tuning --fold 0 --llm --env RECASSIST_LLM_PROPOSALS=true --limit-cases 150
                                    # the configured model in the loop (the embedded one by default)
 
@@ -29,17 +29,20 @@ def fold_of(dialog_id: str) -> int:
 
 
 def apply(settings: list[str]) -> None:
-    """NAME=VALUE: a DEFAULT_WEIGHTS entry or an upper-case constant of retrieval.candidates."""
+    """NAME=VALUE: a DEFAULT_WEIGHTS entry or an upper-case constant of retrieval.fusion or retrieval.candidates."""
     import retrieval.candidates as candidates
+    import retrieval.fusion as fusion
 
     for pair in settings:
         name, _, value = pair.partition("=")
-        if name in candidates.DEFAULT_WEIGHTS:
-            candidates.DEFAULT_WEIGHTS[name] = float(value)
-        elif name.isupper() and hasattr(candidates, name):
-            setattr(candidates, name, type(getattr(candidates, name))(float(value)))
+        home = next((m for m in (fusion, candidates) if name.isupper() and hasattr(m, name)), None)
+        if name in fusion.DEFAULT_WEIGHTS:
+            fusion.DEFAULT_WEIGHTS[name] = float(value)
+        elif home is not None:
+            setattr(home, name, type(getattr(home, name))(float(value)))
         else:
-            raise SystemExit(f"--set {pair}: use a weight ({', '.join(candidates.DEFAULT_WEIGHTS)}) or a constant of retrieval.candidates")
+            raise SystemExit(f"--set {pair}: use a weight ({', '.join(fusion.DEFAULT_WEIGHTS)}) or a constant of "
+                             "retrieval.fusion or retrieval.candidates")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -342,7 +342,7 @@ def _row(entry: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--product", action="store_true", help="measure the product Retriever instead of the batched signals")
-    parser.add_argument("--dislike-margin", type=float, help="override retrieval.candidates.DISLIKE_MARGIN (product run)")
+    parser.add_argument("--dislike-margin", type=float, help="override retrieval.fusion.DISLIKE_MARGIN (product run)")
     parser.add_argument("--reading", choices=("consumed", "positive"), default="consumed",
                         help="positive: feed the product's sequential signal only items with weight >= 0 (the reading before)")
     parser.add_argument("--signals", metavar="WORDS",
@@ -369,9 +369,10 @@ def main(argv: list[str] | None = None) -> None:
         run_signals(split, keys, vectors, candidates)
         return
     import retrieval.candidates as candidates
+    import retrieval.fusion as fusion
 
     if args.dislike_margin is not None:
-        candidates.DISLIKE_MARGIN = args.dislike_margin
+        fusion.DISLIKE_MARGIN = args.dislike_margin
     if args.reading == "positive":
         read = candidates.UserHistory.from_events
 

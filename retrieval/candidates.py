@@ -21,6 +21,7 @@ from retrieval.collab import CollabTable, user_vector
 from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item
+from retrieval.fusion import DEFAULT_WEIGHTS, HISTORY_LAST, fuse, mmr, push_from_dislikes, signal_weights, spread, unit
 from retrieval.request import Request, UserHistory, cjk_terms, item_metadata, words
 from retrieval.sequential import SequentialModel
 from retrieval.titles import Works
@@ -28,29 +29,7 @@ from retrieval.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = {
-    "sequential": 1.0,
-    "collab": 0.2,
-    "history": 0.1,  # grows toward 1.0 when behaviour data is too thin for the two above
-    "query": 2.0,
-    "seed": 1.5,
-    "popularity": 0.1,  # 1.0 for a cold-start user with no request text
-    # Named items and request text (a conversation): co-mention neighbours of the named items and
-    # what is popular lately. Both scale with behaviour confidence. Chosen on the ReDial tuning
-    # dialogs (evaluation/reports/dialogs-tuning.md).
-    "comention": 1.0,
-    "trending": 0.6,
-    # Titles a language model proposed by name (llm_proposals), linked to the catalog: a signal
-    # like any other, best first. Only present when the agent asked a model.
-    "proposed": 1.0,
-}
-# A request's text steers fully up to this many content words; a longer message says many things
-# at once (a chat so far), and its single text vector gets mushy: its weight falls with the square.
-FOCUSED_QUERY_WORDS = 6
-TRENDING_REPLACES = 0.8  # a cold start's share of all-time popularity that trending takes, at full confidence
-QUERY_SHRINK = 0.8
 CATEGORY_BOOST = 0.2  # a category named while talking about taste, next to signals scaled to 1 (tuning folds: 0.2 ~ 0 > 0.5)
-HISTORY_LAST = 20  # liked items that make the content profile
 HISTORY_DECAY = 0.9  # per position, newest = 1
 COLLAB_LAST = 20  # newest opinions that make the user's collaborative vector (measured: 20 > 50)
 NEAREST_ITEMS = 1  # newest liked item(s) also searched alone (a mean of varied tastes is mushy)
@@ -59,20 +38,8 @@ FILTER_OVERFETCH = 3  # results per signal multiply by this when filters run aft
 VECTOR_CACHE = 50_000  # content vectors kept in process (50k x 384 float32 = 75 MB)
 ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
-# Similarity to a disliked item above which a candidate is pushed down: a near copy. At 0.5 a low
-# rating pushed down ordinary films of the same genre and cost NDCG@10 0.005 on MovieLens (0.7: 0.002).
-DISLIKE_MARGIN = 0.8
-DISLIKE_PUSH = 2.0  # penalty at similarity 1.0 (an exact copy), scaled linearly from the margin
 CONFIDENT_EVENTS_PER_ITEM = 5.0  # below this, sequential/collab weights shrink proportionally
 POPULAR_CACHE = 1000
-
-def _spread(scores: dict[str, float]) -> dict[str, float]:
-    """Scores rescaled from their median to their best: the best 1, the lower half 0 (dropped)."""
-    low, high = float(np.median(list(scores.values()))), max(scores.values())
-    if high - low < 1e-6:
-        return {i: 1.0 for i in scores}
-    return {i: (s - low) / (high - low) for i, s in scores.items() if s > low}
-
 
 
 class Retriever:
@@ -207,7 +174,7 @@ class Retriever:
         anchor = self._content_signals(signals, request, user, liked_recent, seeds, vectors, fetch)
         self._behaviour_signals(signals, user, seeds, fetch)
         cold = not user.liked and not seeds
-        weights = self._signal_weights(request, seeds, cold)
+        weights = signal_weights(self.weights, self.behaviour_confidence, request, seeds, cold)
         if weights["popularity"] > 0:
             signals["popularity"] = dict(self.popular(fetch if cold else min(fetch, 100)))
         if seeds and weights["comention"] > 0:
@@ -218,7 +185,7 @@ class Retriever:
         if proposed and weights["proposed"] > 0:
             signals["proposed"] = {item_id: 1.0 - rank / len(proposed) for rank, item_id in enumerate(proposed)}
 
-        fused, found_by = self._fuse(signals, weights)
+        fused, found_by = fuse(signals, weights)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
         if request.prefer_categories:
             ranked = self._prefer(ranked, request.prefer_categories, fused, found_by, fetch)
@@ -233,9 +200,9 @@ class Retriever:
 
         pool_vectors = self._content_vectors(pool)
         if reorder:
-            self._push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by, self._above_floor)
+            push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by, self._above_floor)
             pool.sort(key=lambda i: -fused.get(i, 0.0))
-        chosen = _mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
+        chosen = mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
 
         return self._with_evidence(chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request)
 
@@ -296,12 +263,12 @@ class Retriever:
             disliked = [(i, w) for i, w in user.disliked[-HISTORY_LAST:] if i in vectors]
             if disliked:
                 profile = profile + 0.5 * sum(w * vectors[i] for i, w in disliked)  # w < 0: subtracts
-            queries.append(("history", _unit(profile), 1.0))
+            queries.append(("history", unit(profile), 1.0))
             # The newest liked items one by one too: a mean of varied tastes is mushy.
             queries += [("history", vectors[i], 0.9) for i, _ in liked[-NEAREST_ITEMS:]]
         seed_vectors = [vectors[i] for i in seeds if i in vectors]
         if seed_vectors:
-            queries.append(("seed", _unit(sum(seed_vectors)), 1.0))
+            queries.append(("seed", unit(sum(seed_vectors)), 1.0))
             if len(seed_vectors) > 1:
                 queries += [("seed", v, 0.9) for v in seed_vectors]
         if request.query.strip():
@@ -320,7 +287,7 @@ class Retriever:
             # lower half of the hits nothing.
             for name in ("history", "seed", "query"):
                 if signals.get(name):  # a query with no hits (an empty collection) has nothing to spread
-                    signals[name] = _spread(signals[name])
+                    signals[name] = spread(signals[name])
         return queries[-1][1] if request.query.strip() or seed_vectors else queries[0][1]
 
     def _behaviour_signals(self, signals, user: UserHistory, seeds: list[str], fetch: int) -> None:
@@ -338,45 +305,6 @@ class Retriever:
             if vector is not None:
                 hits = table.top(vector, fetch) if len(table) else self.collab.query(vector, fetch)
                 signals["collab"] = {i: s for i, s in hits if s > 0}
-
-    def _signal_weights(self, request: Request, seeds: list[str], cold: bool) -> dict[str, float]:
-        weights = dict(self.weights)
-        confidence = self.behaviour_confidence
-        weights["sequential"] *= confidence
-        weights["collab"] *= confidence
-        weights["history"] += (1.0 - weights["history"]) * (1.0 - confidence)
-        weights["comention"] *= confidence
-        talking = bool(request.query.strip() or seeds)
-        weights["trending"] *= confidence if (talking or cold) else 0.0
-        # With a confident log, what people did outranks the words of a chat, which mostly are not
-        # about the items ("hi, I'm open to anything"); see evaluation/reports/dialogs-tuning.md.
-        weights["query"] *= _focus(request.query) * (1.0 - QUERY_SHRINK * confidence)
-        if talking:
-            # The request steers; behaviour only flavours it.
-            for name in ("sequential", "collab", "history"):
-                weights[name] *= 0.5
-        if cold:
-            # Nothing known of this person: what is popular. With a confident log, what is popular
-            # lately (trending) rather than of all time; the catalog's own figures otherwise.
-            base = 0.3 if request.query.strip() else 1.0
-            weights["popularity"] = base * (1.0 - TRENDING_REPLACES * confidence)
-            weights["trending"] = max(weights["trending"], base * confidence)
-        return weights
-
-    @staticmethod
-    def _fuse(signals, weights) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        fused: dict[str, float] = {}
-        found_by: dict[str, dict[str, float]] = {}
-        for name, scores in signals.items():
-            top = max(scores.values(), default=0.0)
-            weight = weights.get(name, 0.0)
-            if top <= 0 or weight <= 0:
-                continue
-            for item_id, score in scores.items():
-                if score > 0:
-                    fused[item_id] = fused.get(item_id, 0.0) + weight * score / top
-                    found_by.setdefault(item_id, {})[name] = float(score)
-        return fused, found_by
 
     def _prefer(self, ranked: list[str], categories: list[str], fused: dict, found_by: dict, n: int) -> list[str]:
         """Items of a preferred category gain CATEGORY_BOOST (among the n best: their items are read)."""
@@ -435,26 +363,6 @@ class Retriever:
         floor = getattr(self.embedder, "similarity_floor", 0.0)
         return similarity if not floor else (similarity - floor) / (1.0 - floor)
 
-    @staticmethod
-    def _push_from_dislikes(pool, pool_vectors, user, vectors, fused, found_by, above_floor=lambda s: s) -> None:
-        """Near copies of disliked items lose score, not only the disliked items themselves."""
-        disliked = [vectors[i] for i, _ in user.disliked[-HISTORY_LAST:] if i in vectors]
-        present = [i for i in pool if i in pool_vectors]
-        if not disliked or not present:
-            return
-        closest = above_floor((np.stack([pool_vectors[i] for i in present]) @ np.stack(disliked).T).max(axis=1))
-        for item_id, similarity in zip(present, closest.tolist()):
-            if similarity > DISLIKE_MARGIN:
-                penalty = DISLIKE_PUSH * (similarity - DISLIKE_MARGIN) / (1.0 - DISLIKE_MARGIN)
-                fused[item_id] = fused.get(item_id, 0.0) - penalty
-                found_by.setdefault(item_id, {})["near_disliked"] = similarity
-
-
-def _focus(query: str) -> float:
-    """1 for a focused request, falling with the square of its length past FOCUSED_QUERY_WORDS."""
-    n = len(words(query))
-    return 1.0 if n <= FOCUSED_QUERY_WORDS else (FOCUSED_QUERY_WORDS / n) ** 2
-
 
 def _bounded_update(cache: dict, fresh: dict, limit: int) -> None:
     """Add entries, then evict the oldest beyond `limit` (insertion order)."""
@@ -469,30 +377,3 @@ def _bounded_update(cache: dict, fresh: dict, limit: int) -> None:
 def _prior(item: Item) -> float:
     """The catalog's own popularity (0..1 expected), half-weighted like the behaviour counts."""
     return 0.5 * min(max(item.popularity or 0.0, 0.0), 1.0)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector
-
-
-def _mmr(pool: list[str], scores: dict[str, float], vectors: dict[str, np.ndarray], k: int, diversity: float) -> list[str]:
-    """Maximal marginal relevance: each pick trades relevance against similarity to earlier picks."""
-    if not pool:
-        return []
-    relevance = np.array([scores.get(i, 0.0) for i in pool], dtype=np.float64)
-    span = relevance.max() - relevance.min()
-    relevance = (relevance - relevance.min()) / span if span > 0 else np.ones_like(relevance)
-    dim = next((len(v) for v in vectors.values()), 1)
-    matrix = np.stack([vectors.get(i, np.zeros(dim, dtype=np.float32)) for i in pool]).astype(np.float64)
-    redundancy = np.zeros(len(pool))
-    taken = np.zeros(len(pool), dtype=bool)
-    chosen: list[int] = []
-    for _ in range(min(k, len(pool))):
-        value = (1.0 - diversity) * relevance - diversity * redundancy
-        value[taken] = -np.inf
-        best = int(np.argmax(value))
-        chosen.append(best)
-        taken[best] = True
-        redundancy = np.maximum(redundancy, matrix @ matrix[best])
-    return [pool[j] for j in chosen]
