@@ -38,8 +38,6 @@ class Engine:
         self._llm_loaded = llm is not None
         self._llm_error: str | None = None
         self._lock = threading.RLock()
-        self._fit_lock = threading.Lock()
-        self._fitted_at_build: dict | None = None
         if embedder is not None:
             self.__dict__["embedder"] = embedder
         if store is not None:
@@ -101,77 +99,45 @@ class Engine:
         collab = VectorIndex(self.chroma, "collab", None, hnsw=hnsw)
         retriever = Retriever(self.store, self.embedder, content, collab, SequentialModel())
         self._sync_vectors(retriever)
-        self._serve_signals(retriever)
+        self.signals.serve(retriever)
         return retriever
 
-    # Global signals: fitted by a job, published, served ----------------------------------------
+    # Global signals: fitted by a job, published, served (assistant/fitted.py) -----------------
 
     @property
     def signals_dir(self) -> Path:
         """Where fitted signals are published (retrieval.signals): every worker of this data dir reads them."""
         return self.data_dir / "signals"
 
-    def _serve_signals(self, retriever) -> None:
-        """Start from the last published signals: a worker never reads the whole log to start. A
-        small log published stale (events written since) or never published is fitted now."""
-        from retrieval.signals import load_signals
+    @cached_property
+    def signals(self):
+        from assistant.fitted import PublishedSignals
 
-        signals = load_signals(self.signals_dir)
-        events = self.store.event_count()
-        if signals is not None and (signals.manifest.get("events") == events or events > FIT_AT_START_EVENTS):
-            retriever.adopt(signals)
-            if signals.manifest.get("events") != events:
-                log.warning("serving signals fitted on %s events; the log now has %s: `recassist fit` refreshes them "
-                            "(serve does on its schedule)", signals.manifest.get("events"), events)
-            return
-        self._fitted_at_build = self._fit_into(retriever)
+        return PublishedSignals(self.store, self.signals_dir, fit_at_start=FIT_AT_START_EVENTS)
 
     def fit(self) -> dict:
         """Fit popularity, trending, sequential and collaborative signals from every event, publish
         them for every worker of this data dir, and serve them here. Returns the manifest."""
         if "retriever" not in self.__dict__:
-            self._fitted_at_build = None
+            self.signals.fitted_at_start = None
             self.retriever  # building it serves the published signals, or fits when they are stale
-            if self._fitted_at_build is not None:
-                return self._fitted_at_build
-        return self._fit_into(self.retriever)
-
-    def _fit_into(self, retriever) -> dict:
-        from retrieval.signals import publish
-
-        with self._fit_lock:
-            signals = retriever.refit(self.store, publish=lambda fitted: publish(fitted, self.signals_dir))
-        return dict(signals.manifest)
+            if self.signals.fitted_at_start is not None:
+                return self.signals.fitted_at_start
+        return self.signals.fit(self.retriever)
 
     def signals_stale(self) -> bool:
         """True when events were written or deleted since the published signals were fitted."""
-        from retrieval.signals import read_manifest
-
-        manifest = read_manifest(self.signals_dir)
-        return manifest is None or manifest.get("events") != self.store.event_count()
+        return self.signals.stale()
 
     def reload_signals(self) -> bool:
         """Serve the signals another process published since (a `recassist fit`, another worker)."""
-        from retrieval.signals import load_signals, read_manifest
-
-        if "retriever" not in self.__dict__:
-            return False  # built later, from the newest version
-        manifest = read_manifest(self.signals_dir)
-        if manifest is None or manifest.get("version") == self.retriever.signals_version:
-            return False
-        signals = load_signals(self.signals_dir)
-        if signals is None:
-            return False
-        self.retriever.adopt(signals)
-        return True
+        return "retriever" in self.__dict__ and self.signals.reload(self.retriever)
 
     def forget_fitted(self) -> None:
         """After a user's events were deleted: fit again and keep only that version, so nothing
         published from their events survives (the artifact holds item-level aggregates only)."""
-        from retrieval.signals import prune
-
         self.fit()
-        prune(self.signals_dir, keep=1)
+        self.signals.keep_only_current()
 
     def _sync_vectors(self, retriever) -> None:
         """Embed catalog items missing from the vector store (new model, or a fresh Chroma server)."""
