@@ -54,7 +54,8 @@ class Agent:
         self.users = Users(parts)
         self._vocab: CatalogVocabulary | None = None
         self._vocab_size = -1
-        self._gate = ModelGate(parts.llm, self.settings.llm_timeout_s)
+        self._gate = ModelGate(parts.llm, self.settings.llm_timeout_s, budget_s=self.settings.llm_turn_budget_s,
+                               sequences=self.settings.llm_turn_sequences)
         self._rank_priors: dict = {}  # calibration answers of the loaded model, reused every turn
         self._prompt_sets: dict = {}  # per prompt style: the templates, read once
 

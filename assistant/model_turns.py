@@ -40,10 +40,15 @@ class ModelTurns:
 
 
 class ModelGate:
-    """The LLM for one turn's stages: None when there is none, or when it stays busy with other turns."""
+    """The LLM for one turn's stages: None when there is none, or when it stays busy with other turns.
 
-    def __init__(self, llm: Callable[[], object], wait_s: float):
+    A local model that batches across calls is reserved: model time for up to `sequences` reasons
+    within `budget_s` (fewer under load; the view says how many and until when). One that does
+    not is taken by whole turns (ModelTurns). A server (remote) batches concurrent calls itself."""
+
+    def __init__(self, llm: Callable[[], object], wait_s: float, *, budget_s: float = 2.5, sequences: int = 5):
         self._llm, self._wait_s = llm, wait_s
+        self._budget_s, self._sequences = budget_s, sequences
         self._turns = ModelTurns()
 
     @contextmanager
@@ -51,6 +56,10 @@ class ModelGate:
         llm = self._llm()
         if llm is None or not llm.one_call_at_a_time:
             yield llm
+            return
+        if getattr(llm, "batches_across_calls", False):
+            with llm.reserve(self._budget_s, sequences=self._sequences, least=1) as view:
+                yield view  # None: no room within the budget (the turn says the model was busy)
             return
         with self._turns.take(self._wait_s) as got:
             yield llm if got else None

@@ -62,6 +62,12 @@ class Settings(BaseModel):
     # code is a degraded answer and a restart, never a dead server) or "inline" (in this process).
     llm_process: Literal["process", "inline"] = "process"
     llm_socket: str = ""  # a running model process to share (set by `serve --workers N` for its workers)
+    # A local model shares forward passes among concurrent turns (continuous batching); each turn
+    # reserves model time within llm_turn_budget_s for up to llm_turn_sequences reasons (fewer
+    # under load, the rest from the evidence), else answers without the model and says so.
+    llm_batching: bool = True
+    llm_turn_budget_s: float = Field(default=2.5, gt=0)
+    llm_turn_sequences: int = Field(default=5, ge=1, le=20)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = Field(default="", repr=False)  # secrets stay out of reprs and logs
     openai_model: str = "gpt-4o-mini"

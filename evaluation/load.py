@@ -3,6 +3,7 @@
     python -m evaluation.load --sessions 1 8 32 --turns 3 --out evaluation/reports/load
     python -m evaluation.load --llm none --sessions 1 8 32 --turns 3      # server overhead only
     python -m evaluation.load --url http://127.0.0.1:7860 --data-dir ~/.recassist
+    python -m evaluation.load --sessions 8 --env RECASSIST_LLM_TIMEOUT_S=3   # any setting of the server
 
 Starts its own `recassist serve --demo` on a free loopback port with a fresh data dir (the real
 embedded model and MiniLM by default, what users run), or drives an already running loopback
@@ -267,6 +268,7 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
         "events_p95_ms": ms(post_s, 95),
         "replies_with_notice": sum(1 for s in chats if s.notices),
         "replies_with_model_reasons": sum(1 for s in chats if s.model_reasons),
+        "model_reasons_share": round(sum(1 for s in chats if s.model_reasons) / len(chats), 3) if chats else None,
         "notices": dict(Counter(n for s in chats for n in s.notices).most_common(5)),
         "events_posted": sum(s.posted for s in posts),
         "events_acknowledged": sum(s.acknowledged for s in posts),
@@ -383,15 +385,17 @@ def report_markdown(result: dict, settings: dict) -> str:
     lines += [
         "",
         "| sessions | errors | 5xx | malformed replies | replies with a notice | replies with model-written reasons "
-        "| events posted | stored | lost |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| events posted | stored | lost | share with model-written reasons |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in levels:
+        share = lv.get("model_reasons_share")
         cells = [
             lv["sessions"], lv["errors"], lv["server_errors"], lv["malformed"], lv["replies_with_notice"],
             lv["replies_with_model_reasons"], lv["events_posted"], lv["events_stored"], lv["events_lost"],
+            None if share is None else f"{share:.0%}",
         ]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(c if isinstance(c, str) else _cell(c) for c in cells) + " |")
     for lv in result["levels"]:
         if "skipped" in lv:
             lines.append(f"\nN={lv['sessions']} skipped: {lv['skipped']}.")
@@ -418,14 +422,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="load this running loopback server instead of starting one")
     parser.add_argument("--data-dir", type=Path, help="with --url: its data dir, to count stored events in SQLite")
     parser.add_argument("--out", type=Path, help="folder for report.md and results.json")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a RECASSIST_* setting for the server this starts (repeatable), e.g. RECASSIST_LLM_TIMEOUT_S=3")
     args = parser.parse_args(argv)
     if min(args.sessions) < 1 or args.turns < 1:
         parser.error("--sessions and --turns must be at least 1")
+    for pair in args.env:
+        if not pair.startswith("RECASSIST_") or "=" not in pair:
+            parser.error(f"--env takes RECASSIST_NAME=VALUE, not {pair!r}")
+        if args.url:
+            parser.error("--env sets the server this script starts; a running server (--url) keeps its own settings")
 
     settings = {
         "command": " ".join(["python -m evaluation.load", *(argv if argv is not None else sys.argv[1:])]),
         "llm": args.llm if not args.url else "(the running server's)",
         "embedding": args.embedding if not args.url else "(the running server's)",
+        "env": dict(pair.split("=", 1) for pair in args.env),
         "sessions": args.sessions,
         "turns": args.turns,
         "max_seconds": args.max_seconds,
@@ -457,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
 def _with_own_server(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="recassist-load-") as tmp:
         data_dir = Path(tmp) / "data"
-        env = {"RECASSIST_LLM_BACKEND": args.llm, "RECASSIST_EMBEDDING_BACKEND": args.embedding}
+        env = {**dict(pair.split("=", 1) for pair in args.env),
+               "RECASSIST_LLM_BACKEND": args.llm, "RECASSIST_EMBEDDING_BACKEND": args.embedding}
         print(f"starting recassist serve --demo ({args.llm} LLM, {args.embedding} embeddings) in {data_dir} ...", flush=True)
         with server_process(data_dir, timeout_s=900, **env) as (proc, base):
             _warm_up(base, args.request_timeout)

@@ -482,3 +482,32 @@ def test_why_says_what_the_item_is_then_the_evidence_without_repeating_it(make_e
     clause = cards[0].reason.split("; it ", 1)[1].rstrip(".")
     assert answer.startswith(f"{cards[0].title}: {hook[:1].upper() + hook[1:]}. It ")
     assert answer.count(clause) == 1  # the evidence fact once, not in the reason again
+
+
+# A local model shared through continuous batching: each turn reserves its share -------------------
+
+
+def _batching_fake(grant):
+    llm = FakeLLM(one_call_at_a_time=True, batches_across_calls=True, supports_batch=True, default="A sea story")
+    llm.grant = grant
+    return llm
+
+
+def test_a_turn_asks_the_batching_model_for_the_reasons_it_was_granted_only(make_engine):
+    llm = _batching_fake(grant=2)
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False, llm_turn_budget_s=1.5, llm_turn_sequences=5)
+    events, cards, done = run(engine, "ben", "recommend me something")
+    assert llm.reservations == [{"budget_s": 1.5, "sequences": 5, "least": 1}]
+    reasons = [e for e in events if isinstance(e, ReasonEvent)]
+    assert {r.item_id for r in reasons} == {c.item_id for c in cards}  # every card has a reason
+    assert len(llm.prompts) == 2  # the two granted reason prompts, no more
+    assert sum(r.source == "evidence" for r in reasons) >= len(cards) - 2
+
+
+def test_no_room_within_the_budget_answers_without_the_model_and_says_so(make_engine):
+    llm = _batching_fake(grant=0)
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    events, cards, done = run(engine, "ben", "recommend me something")
+    assert cards and llm.prompts == []
+    assert all(e.source == "evidence" for e in events if isinstance(e, ReasonEvent))
+    assert any(isinstance(e, NoticeEvent) and "Many requests at once" in e.text for e in events)

@@ -54,11 +54,13 @@ def local_llm(settings) -> LLM:
         from assistant.llm.llama import LlamaCppLLM
 
         return LlamaCppLLM(path, n_ctx=settings.llm_context, n_threads=settings.llm_threads,
-                           prompt_style=settings.llm_prompt_style, lock_timeout_s=queue_timeout_s)
+                           prompt_style=settings.llm_prompt_style, lock_timeout_s=queue_timeout_s,
+                           batching=settings.llm_batching)
     from assistant.llm.process import ModelProcessLLM, ModelSupervisor
 
     supervisor = ModelSupervisor(path, n_ctx=settings.llm_context, threads=settings.llm_threads,
-                                 prompt_style=settings.llm_prompt_style, queue_timeout_s=queue_timeout_s)
+                                 prompt_style=settings.llm_prompt_style, queue_timeout_s=queue_timeout_s,
+                                 batching=settings.llm_batching)
     info = supervisor.start()  # LLMError, saying why, when the model cannot load or run here
     return ModelProcessLLM(supervisor.socket_path, timeout_s=settings.llm_timeout_s, queue_timeout_s=queue_timeout_s,
                            supervisor=supervisor, info=info)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import deque
 from typing import Iterator, Sequence
 
 from core.errors import LLMError
-from assistant.llm.base import Prompt
+from assistant.llm.base import Prompt, ReservedLLM
 
 
 class FakeLLM:
@@ -26,6 +28,7 @@ class FakeLLM:
         supports_batch: bool = False,
         remote: bool = False,
         one_call_at_a_time: bool = False,
+        batches_across_calls: bool = False,
         default: str = "",
     ):
         self.model = model
@@ -36,6 +39,9 @@ class FakeLLM:
         self.supports_batch = supports_batch
         self.remote = remote  # True: plays a hosted model (its prompts are redacted, start-up skips it)
         self.one_call_at_a_time = one_call_at_a_time  # True: plays a local model that turns queue for
+        self.batches_across_calls = batches_across_calls  # True: plays one whose turns reserve() model time
+        self.grant: int | None = None  # reserve() grants this many (None: all asked; 0: busy, yields None)
+        self.reservations: list[dict] = []  # every reserve() asked
         self.default = default
         self._answers: deque = deque(answers)
         self.prompts: list[Prompt] = []  # every prompt received, in order
@@ -88,6 +94,19 @@ class FakeLLM:
                     yield i, w[step] if step == 0 else " " + w[step]
                     if step == len(w) - 1:
                         yield i, None
+
+    @contextlib.contextmanager
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1):
+        """Model time for a turn, as `grant` says (base.BatchingLLM)."""
+        self.reservations.append({"budget_s": budget_s, "sequences": sequences, "least": least})
+        granted = sequences if self.grant is None else min(self.grant, sequences)
+        yield ReservedLLM(self, None, granted, time.monotonic() + budget_s) if granted >= max(1, least) else None
+
+    def _stream(self, prompt: Prompt, *, reservation=None, **kwargs) -> Iterator[str]:
+        return self.stream(prompt, **kwargs)
+
+    def _stream_many(self, prompts: Sequence[Prompt], *, reservation=None, **kwargs):
+        return self.stream_many(prompts, **kwargs)
 
     def label_logprobs(self, prompt: Prompt, labels: Sequence[str]) -> dict[str, float]:
         self.prompts.append(prompt)

@@ -2,10 +2,13 @@
 
 Speed levers, both measured in evaluation/bench_ranking.py:
 - label_logprobs reads the last token's logits after ONE forward pass (no logits_all, no sampling);
-- prompt prefixes are reused: the KV cache keeps the last prompt, and `_PrefixSnapshots` keeps
+- prompt prefixes are reused: the KV cache keeps the last prompt, and prompt_cache.PromptCache keeps
   copies of prefixes that were seen twice (a template's instructions and examples, a user's
   history), so the rank prompt of the next turn skips its shared head even after the reason and
   summary prompts have replaced the cache in between.
+
+Greedy streams from several threads share forward passes: scheduler.BatchScheduler admits them into
+one decode loop (continuous batching, batching.py); the other calls take the model whole for a moment.
 
 Text from data never becomes a control token: completion prompts are tokenised with
 special=False, and in chat prompts the message contents are defused (a zero-width space inside
@@ -22,15 +25,18 @@ import functools
 import json
 import logging
 import os
-import threading
-from collections import deque
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from core.errors import LLMError
-from assistant.llm.base import Prompt
+from assistant.llm.base import Prompt, ReservedLLM
+from assistant.llm.batching import Call
+from assistant.llm.llama_engine import LlamaEngine
+from assistant.llm.prompt_cache import PromptCache
+from assistant.llm.scheduler import BatchScheduler
 
 INSTALL_HINT = "install the local backend with `pip install 'recassist[local]'` (it compiles llama-cpp-python)"
 ZERO_WIDTH_SPACE = "\u200b"
@@ -87,57 +93,16 @@ def ensure_embedded_model(models_dir: str | Path) -> Path:
         raise LLMError(f"could not assemble the embedded model into {target}: {exc}. Delete the file and retry.") from None
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-class _PrefixSnapshots:
-    """Saved KV states of prompt prefixes that recur (LRU): restoring one costs ~1 ms, not a re-read."""
-
-    def __init__(self, max_entries: int = 4, min_tokens: int = 32):
-        self.max_entries = max_entries
-        self.min_tokens = min_tokens
-        self._entries: list[tuple[list[int], ctypes.Array]] = []  # most recently used last
-
-    def best(self, tokens: Sequence[int]) -> tuple[int, tuple | None]:
-        """The snapshot sharing the longest prefix with `tokens`, and that length."""
-        found, length = None, 0
-        for entry in self._entries:
-            n = _common_prefix(entry[0], tokens)
-            if n > length:
-                found, length = entry, n
-        if found is not None:
-            self._entries.remove(found)
-            self._entries.append(found)
-        return length, found
-
-    def covers(self, tokens: Sequence[int]) -> bool:
-        return any(len(e[0]) >= len(tokens) and _common_prefix(e[0], tokens) == len(tokens) for e in self._entries)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def add(self, tokens: list[int], state: ctypes.Array) -> None:
-        # A longer prefix of the same family (same template, new history) replaces the old one.
-        self._entries = [e for e in self._entries if _common_prefix(e[0], tokens) < self.min_tokens]
-        self._entries.append((tokens, state))
-        del self._entries[: -self.max_entries]
-
-
 class LlamaCppLLM:
     """Any GGUF model. Base models get completion prompts; models with a chat template get chat prompts."""
 
     backend = "llama"
     remote = False
-    one_call_at_a_time = True  # one context, one KV cache
+    one_call_at_a_time = True  # one context, one KV cache: turns contend for it (base.py)
     supports_logprobs = True
     supports_json_schema = True
     supports_batch = True  # stream_many decodes several prompts in one pass per token
+    batches_across_calls = True  # greedy streams of several threads share passes (False: batching=False)
 
     def __init__(
         self,
@@ -149,8 +114,12 @@ class LlamaCppLLM:
         lock_timeout_s: float = 120.0,
         prefix_snapshots: int = 4,
         parallel: int = 8,
+        batching: bool = True,
         verbose: bool = False,
     ):
+        """parallel: sequences decoded in one forward pass (on 2 cores, 8 rows cost 3x one, 16 rows 6x).
+        batching: greedy streams from several threads join one decode loop; False: every call takes
+        the model whole, one after another (stream_many still decodes its own prompts together)."""
         try:
             from llama_cpp import Llama
         except ModuleNotFoundError:
@@ -174,9 +143,8 @@ class LlamaCppLLM:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"llama.cpp could not load {path}: {exc}. Is it a valid GGUF file?") from None
-        if parallel > 1:
-            self._allow_sequences(parallel + 1)  # sequence 0 keeps the single-prompt cache
         self.parallel = max(1, parallel)
+        self._allow_sequences(self.parallel + 1)  # sequence 0 keeps the single-prompt cache
         self.model = path.name
         self.model_path = path
         self.context_window = self._llama.n_ctx()
@@ -186,11 +154,14 @@ class LlamaCppLLM:
         if prompt_style not in ("completion", "chat"):
             raise LLMError(f"prompt_style must be auto, completion or chat, not {prompt_style!r}")
         self.prompt_style = prompt_style
-        self._lock = threading.RLock()  # re-entrant: a caller holding `hold()` may call the contract
         self._lock_timeout_s = lock_timeout_s
         self._label_cache: dict[str, list[int]] = {}
-        self._snapshots = _PrefixSnapshots(max_entries=prefix_snapshots) if prefix_snapshots else None
         self.stats = {"prompt_tokens": 0, "evaluated_tokens": 0}  # evaluated < prompt when prefixes are reused
+        self._cache = PromptCache(self._llama, self.stats, snapshots=prefix_snapshots)
+        self.batches_across_calls = batching
+        self._engine = LlamaEngine(self._llama, self.model)
+        self.scheduler = BatchScheduler(self._engine, parallel=self.parallel, queue_timeout_s=lock_timeout_s,
+                                        name=self.model, stats=self.stats)
 
     # The contract ----------------------------------------------------------------------------
 
@@ -203,11 +174,28 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         json_schema: dict | None = None,
     ) -> Iterator[str]:
+        return self._stream(prompt, max_tokens=max_tokens, stop=stop, temperature=temperature, json_schema=json_schema)
+
+    def _stream(self, prompt: Prompt, *, max_tokens: int, stop: Sequence[str] | None = None, temperature: float = 0.0,
+                json_schema: dict | None = None, reservation=None, started=None, alive=None) -> Iterator[str]:
+        """stream(), within a reservation; `started()` once the model is this call's, `alive()` polled
+        while it waits (False: the caller went away)."""
+        if temperature > 0 or json_schema or not self.batches_across_calls:
+            yield from self._stream_whole(prompt, max_tokens, stop, temperature, json_schema, started)
+            return
+        for _, piece in self._generate([prompt], max_tokens, stop, reservation, started, alive):
+            if piece:
+                yield piece
+
+    def _stream_whole(self, prompt, max_tokens, stop, temperature, json_schema, started) -> Iterator[str]:
+        """Sampled or grammar-constrained output (llama.cpp's own sampler), with the model to itself."""
         grammar = self._grammar(json_schema) if json_schema else None
         with self.hold():
+            if started is not None:
+                started()
             tokens = self._prompt_tokens(prompt)
             self._check_fits(len(tokens) + max_tokens)
-            self._reuse_prefix(tokens)
+            self._cache.reuse(tokens)
             # Token ids, not text: the same tokens label_logprobs reads, so the KV cache prefix matches.
             chunks = self._call(
                 self._llama.create_completion,
@@ -251,14 +239,31 @@ class LlamaCppLLM:
         one forward pass while reading a slice of the prompts still waiting. Measured with the
         embedded Gemma on 2 cores: 5 reasons 1.15-1.27x faster than one after another, since its
         262k-word output layer makes each extra sequence cost arithmetic, not only memory traffic.
+        With batching, other threads' prompts share those passes too.
         """
-        if len(prompts) > self.parallel:
-            for start in range(0, len(prompts), self.parallel):
-                for index, piece in self.stream_many(prompts[start : start + self.parallel], max_tokens=max_tokens, stop=stop):
-                    yield start + index, piece
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop)
+
+    def _stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
+                     reservation=None, started=None, alive=None) -> Iterator[tuple[int, str | None]]:
+        with contextlib.nullcontext() if self.batches_across_calls else self.hold():  # not batching: the model whole
+            yield from self._generate(prompts, max_tokens, stop, reservation, started, alive)
+
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1):
+        """Model time for one turn (base.BatchingLLM): a ReservedLLM granting up to `sequences`
+        generations written within `budget_s`, or None when not even `least` would be (an idle
+        model always grants `least`)."""
+        return _reserved(self, self.scheduler, budget_s, sequences, least)
+
+    def _generate(self, prompts, max_tokens, stop, reservation, started, alive) -> Iterator[tuple[int, str | None]]:
+        tokens = [self._prompt_tokens(p) for p in prompts]
+        for t in tokens:
+            self._check_fits(len(t) + max_tokens)
+        stops = list(stop or [])
+        if self.scheduler.holds_exclusive():  # this thread has the model to itself: decode here
+            yield from self.scheduler.decode_alone(Call(tokens, max_tokens, stops), started)
             return
-        with self.hold():
-            yield from _BatchDecode(self, [self._prompt_tokens(p) for p in prompts], max_tokens, list(stop or [])).run()
+        call = self.scheduler.submit(tokens, max_tokens=max_tokens, stops=stops, reservation=reservation)
+        yield from self.scheduler.results(call, started=started, alive=alive)
 
     # Helpers -----------------------------------------------------------------------------------
 
@@ -271,27 +276,17 @@ class LlamaCppLLM:
         """Drop the KV cache and every saved prefix snapshot: the next call reads its whole prompt
         (the benchmarks' cold case)."""
         with self.hold():
-            self._llama.reset()
-            self._llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-            if self._snapshots is not None:
-                self._snapshots.clear()
+            self._cache.forget()
 
     def close(self) -> None:
+        self.scheduler.close()
+        self._engine.close()
         self._llama.close()
 
-    @contextlib.contextmanager
     def hold(self):
-        """The model for this thread until the block ends: one model, one KV cache, so calls from
-        several threads take turns (LLMError after lock_timeout_s)."""
-        if not self._lock.acquire(timeout=self._lock_timeout_s):
-            raise LLMError(
-                f"{self.model} stayed busy for {self._lock_timeout_s:.0f}s (another request holds it); "
-                "retry, or run the model behind an OpenAI-compatible server for concurrent users"
-            )
-        try:
-            yield
-        finally:
-            self._lock.release()
+        """The model for this thread alone until the block ends (re-entrant): generations being
+        written finish first, new ones wait. ModelBusy (an LLMError) after lock_timeout_s."""
+        return self.scheduler.exclusive(self._lock_timeout_s)
 
     def _allow_sequences(self, n_seq: int) -> None:
         """Recreate the context with room for `n_seq` sequences sharing one KV buffer (n_ctx in all)."""
@@ -353,59 +348,11 @@ class LlamaCppLLM:
             self._label_cache[label] = ids
         return self._label_cache[label]
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        """Leave the KV cache holding the longest available prefix of `tokens`; returns its length.
-
-        The cache keeps at most len(tokens) - 1 tokens so the next decode refreshes the logits.
-        """
-        llama, ctx = self._llama, self._llama._ctx
-        keep = min(_common_prefix(llama.input_ids[: llama.n_tokens], tokens), len(tokens) - 1)
-        if self._snapshots is not None:
-            if keep >= self._snapshots.min_tokens and not self._snapshots.covers(tokens[:keep]):
-                # Seen twice in a row (a template head, a user's history): worth keeping.
-                if ctx.kv_cache_seq_rm(-1, keep, -1):
-                    llama.n_tokens = keep
-                    self._snapshots.add(list(tokens[:keep]), self._save_state())
-            length, snapshot = self._snapshots.best(tokens)
-            length = min(length, len(tokens) - 1)
-            if snapshot is not None and length > keep:
-                self._load_state(snapshot)
-                keep = length
-        if not ctx.kv_cache_seq_rm(-1, keep, -1):
-            keep = 0  # this cache cannot drop a tail: start over
-            ctx.kv_cache_seq_rm(-1, 0, -1)
-        llama.input_ids[:keep] = tokens[:keep]
-        llama.n_tokens = keep
-        self.stats["prompt_tokens"] += len(tokens)
-        self.stats["evaluated_tokens"] += len(tokens) - keep
-        return keep
-
-    def _save_state(self) -> ctypes.Array:
-        import llama_cpp
-
-        ctx = self._llama._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
-        return buffer
-
-    def _load_state(self, snapshot: tuple) -> None:
-        import llama_cpp
-
-        tokens, buffer = snapshot
-        llama = self._llama
-        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
-        if llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, buffer, len(buffer), 0) == 0:
-            llama.n_tokens = 0
-            return
-        llama.input_ids[: len(tokens)] = tokens
-        llama.n_tokens = len(tokens)
-
     def _last_logits(self, tokens: list[int]) -> np.ndarray:
         """Next-token logits after `tokens`: evaluate only what the KV cache does not already hold."""
         llama = self._llama
         self._check_fits(len(tokens))
-        keep = self._reuse_prefix(tokens)
+        keep = self._cache.reuse(tokens)
         try:
             llama.eval(tokens[keep:])
         except RuntimeError as exc:
@@ -479,122 +426,16 @@ def _enums_win(schema):
     return narrowed
 
 
-# Prompt tokens read in a step where other prompts are being written: larger reads the remaining
-# prompts sooner, smaller keeps the written ones flowing (a step reads ~400 tokens/s on 2 cores).
-PREFILL_SLICE = 96
-
-
-class _BatchDecode:
-    """One stream_many call: sequence 0 holds the shared head, sequences 1..N one prompt each."""
-
-    def __init__(self, owner: LlamaCppLLM, prompts: list[list[int]], max_tokens: int, stops: list[str]):
-        self.owner, self.llama, self.prompts = owner, owner._llama, prompts
-        self.max_tokens, self.stops = max_tokens, stops
-        self.hold = max((len(s) for s in stops), default=1) - 1  # text that might begin a stop sequence
-
-    def run(self) -> Iterator[tuple[int, str | None]]:
-        import llama_cpp
-
-        owner, llama, prompts = self.owner, self.llama, self.prompts
-        n = len(prompts)
-        head = min(min(len(p) for p in prompts) - 1, *(_common_prefix(prompts[0], p) for p in prompts[1:])) if n > 1 else len(prompts[0]) - 1
-        # One KV buffer holds the head once and every prompt's tail and answer.
-        owner._check_fits(head + sum(len(p) - head for p in prompts) + n * self.max_tokens)
-        memory = llama._ctx.memory
-        # Sequence 0: exactly the shared head, read through the single-prompt cache machinery.
-        keep = owner._reuse_prefix(prompts[0][: head + 1])
-        if keep < head:
-            llama.eval(prompts[0][keep:head])
-        # _reuse_prefix counted head + 1 tokens of prompt 0; what is really read is the head's
-        # uncached part and every prompt's tail.
-        owner.stats["prompt_tokens"] += sum(len(p) for p in prompts) - (head + 1)
-        owner.stats["evaluated_tokens"] += sum(len(p) - head for p in prompts) - 1
-        for i in range(n):
-            llama_cpp.llama_memory_seq_cp(memory, 0, i + 1, -1, -1)
-        batch = llama_cpp.llama_batch_init(max(llama.n_batch, n), 0, 1)
-        try:
-            yield from self._decode(batch, head, n)
-        finally:
-            llama_cpp.llama_batch_free(batch)
-            for i in range(n):
-                llama_cpp.llama_memory_seq_rm(memory, i + 1, -1, -1)
-
-    def _decode(self, batch, head: int, n: int) -> Iterator[tuple[int, str | None]]:
-        """Continuous batching within one call: each step decodes the next token of every prompt
-        being written plus a slice of the prompts still being read, so the first prompt writes
-        while the later ones are read, and the first pieces arrive after one prompt, not all."""
-        llama = self.llama
-        waiting = deque((i, pos, tok, pos == len(p) - 1) for i, p in enumerate(self.prompts) for pos, tok in enumerate(p[head:], start=head))
-        raw = {i: b"" for i in range(n)}
-        sent = {i: 0 for i in range(n)}
-        written = {i: 0 for i in range(n)}
-        position = {i: len(p) for i, p in enumerate(self.prompts)}
-        logits_row: dict[int, int] = {}  # prompts being written: their row in the last batch
-        while logits_row or waiting:
-            step = []
-            for i, row in sorted(logits_row.items()):
-                token = self._argmax(row)
-                done = llama_is_eog(llama, token)
-                if not done:
-                    raw[i] += llama.detokenize([token], prev_tokens=None)
-                    written[i] += 1
-                text = raw[i].decode("utf-8", "ignore")  # an unfinished UTF-8 character waits for its last byte
-                cut = min((k for k in (text.find(s) for s in self.stops if s) if k >= 0), default=-1)
-                if cut >= 0:
-                    text, done = text[:cut], True
-                if done or written[i] >= self.max_tokens:
-                    if len(text) > sent[i]:
-                        yield i, text[sent[i] :]
-                    yield i, None
-                    continue
-                ready = len(text) - self.hold  # text that may begin a stop sequence waits
-                if ready > sent[i]:
-                    yield i, text[sent[i] : ready]
-                    sent[i] = ready
-                step.append((i, position[i], token, True))
-                position[i] += 1
-            # Nothing being written yet: read up to the end of the next prompt only, so it starts.
-            room = min(llama.n_batch - len(step), PREFILL_SLICE) if step else llama.n_batch
-            while waiting and room > 0:
-                step.append(waiting.popleft())
-                room -= 1
-                if step[-1][3] and not logits_row:
-                    break
-            if not step:
-                break
-            logits_row = self._fill(batch, step)
-            self._run(batch)
-
-    def _fill(self, batch, entries) -> dict[int, int]:
-        """Put (sequence index, position, token, wants logits) entries in the batch; rows with logits."""
-        rows = {}
-        for j, (i, pos, token, logits) in enumerate(entries):
-            batch.token[j] = token
-            batch.pos[j] = pos
-            batch.n_seq_id[j] = 1
-            batch.seq_id[j][0] = i + 1
-            batch.logits[j] = logits
-            if logits:
-                rows[i] = j
-        batch.n_tokens = len(entries)
-        return rows
-
-    def _run(self, batch) -> None:
-        import llama_cpp
-
-        code = llama_cpp.llama_decode(self.llama._ctx.ctx, batch)
-        if code != 0:
-            raise LLMError(f"llama.cpp could not decode a batch of {batch.n_tokens} tokens with {self.owner.model} (code {code})")
-
-    def _argmax(self, row: int) -> int:
-        import llama_cpp
-
-        pointer = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, row)
-        return int(np.ctypeslib.as_array(pointer, shape=(self.llama.n_vocab(),)).argmax())
-
-
-def llama_is_eog(llama, token: int) -> bool:
-    """End of generation: EOS or any other end-of-turn token of this model."""
-    import llama_cpp
-
-    return bool(llama_cpp.llama_vocab_is_eog(llama._model.vocab, token))
+@contextlib.contextmanager
+def _reserved(llm, scheduler: BatchScheduler, budget_s: float, sequences: int, least: int):
+    if not llm.batches_across_calls:
+        yield ReservedLLM(llm, None, sequences, time.monotonic() + budget_s)  # calls take the model whole
+        return
+    reservation = scheduler.reserve(budget_s, sequences, least)
+    if reservation is None:
+        yield None
+        return
+    try:
+        yield ReservedLLM(llm, reservation, reservation.sequences, reservation.deadline)
+    finally:
+        scheduler.release(reservation)

@@ -3,7 +3,9 @@
 `ModelSupervisor` starts `assistant.llm.worker`, waits until the model has loaded and evaluated a
 few tokens, and restarts it with backoff whenever it dies (a signal, the OOM killer) or is killed
 for hanging. `ModelProcessLLM` is the LLM the agent calls: each call is one connection to the
-worker's Unix socket. A crash or a hang becomes an LLMError ("the model is down"), which the
+worker's Unix socket, so calls from several threads are in flight at once and their streams
+share the worker's decode loop (continuous batching; `reserve()` asks it for a turn's model time).
+A crash or a hang becomes an LLMError ("the model is down"), which the
 agent already turns into a degraded answer with a notice; the API process never dies of it.
 
 Several API worker processes (`recassist serve --workers N`) share one model process: the
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from core.errors import LLMError
-from assistant.llm.base import Prompt
+from assistant.llm.base import ModelBusy, Prompt, ReservedLLM
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,10 @@ def _why(code: int | None) -> str:
 
 
 def worker_command(model_path: str | Path, *, n_ctx: int, threads: int, prompt_style: str,
-                   queue_timeout_s: float, socket_path: str | None = None) -> list[str]:
+                   queue_timeout_s: float, socket_path: str | None = None, batching: bool = True) -> list[str]:
     cmd = [sys.executable, "-m", "assistant.llm.worker", "--model", str(model_path), "--n-ctx", str(n_ctx),
            "--threads", str(threads), "--prompt-style", prompt_style, "--queue-timeout", str(queue_timeout_s)]
+    cmd += [] if batching else ["--one-call-at-a-time"]
     return cmd + (["--socket", socket_path] if socket_path else ["--check"])
 
 
@@ -126,11 +129,11 @@ class ModelSupervisor:
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, threads: int = 0, prompt_style: str = "auto",
                  queue_timeout_s: float = 120.0, load_timeout_s: float = 180.0,
-                 backoff_s: tuple[float, float] = (0.5, 30.0)):
+                 backoff_s: tuple[float, float] = (0.5, 30.0), batching: bool = True):
         self._dir = tempfile.mkdtemp(prefix="recassist-model-")
         self.socket_path = os.path.join(self._dir, "model.sock")
         self._cmd = worker_command(model_path, n_ctx=n_ctx, threads=threads, prompt_style=prompt_style,
-                                   queue_timeout_s=queue_timeout_s, socket_path=self.socket_path)
+                                   queue_timeout_s=queue_timeout_s, socket_path=self.socket_path, batching=batching)
         self.load_timeout_s = load_timeout_s
         self.backoff_s = backoff_s
         self.info: dict = {}
@@ -228,7 +231,7 @@ class ModelProcessLLM:
 
     backend = "llama"
     remote = False  # a Unix socket to a process on this machine
-    one_call_at_a_time = True  # the model process serves one call at a time
+    one_call_at_a_time = True  # one model process that turns contend for (base.py)
     supports_logprobs = True
     supports_json_schema = True
     supports_batch = True
@@ -245,14 +248,19 @@ class ModelProcessLLM:
         self.context_window = int(self.info["context_window"])
         self.prompt_style = self.info["prompt_style"]
         self.chat_template = "yes" if self.info.get("chat_template") else ""
+        self.batches_across_calls = bool(self.info.get("batches_across_calls"))  # its streams share a decode loop
         self._count_cache: dict[str, int] = {}
 
     # The contract ----------------------------------------------------------------------------
 
     def stream(self, prompt: Prompt, *, max_tokens: int, stop: Sequence[str] | None = None,
                temperature: float = 0.0, json_schema: dict | None = None) -> Iterator[str]:
+        return self._stream(prompt, max_tokens=max_tokens, stop=stop, temperature=temperature, json_schema=json_schema)
+
+    def _stream(self, prompt: Prompt, *, max_tokens: int, stop: Sequence[str] | None = None, temperature: float = 0.0,
+                json_schema: dict | None = None, reservation: str | None = None) -> Iterator[str]:
         args = {"prompt": prompt, "max_tokens": max_tokens, "stop": list(stop or []), "temperature": temperature,
-                "json_schema": json_schema}
+                "json_schema": json_schema, "reservation": reservation}
         with self._connection("stream", args) as messages:
             for message in messages:
                 if "done" in message:
@@ -261,7 +269,11 @@ class ModelProcessLLM:
 
     def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int,
                     stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
-        args = {"prompts": list(prompts), "max_tokens": max_tokens, "stop": list(stop or [])}
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop)
+
+    def _stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
+                     reservation: str | None = None) -> Iterator[tuple[int, str | None]]:
+        args = {"prompts": list(prompts), "max_tokens": max_tokens, "stop": list(stop or []), "reservation": reservation}
         with self._connection("stream_many", args) as messages:
             for message in messages:
                 if "done" in message:
@@ -278,6 +290,23 @@ class ModelProcessLLM:
                 self._count_cache.clear()
             self._count_cache[text] = self._call("count_tokens", text=text)
         return self._count_cache[text]
+
+    @contextlib.contextmanager
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1) -> Iterator[ReservedLLM | None]:
+        """Model time for one turn (base.BatchingLLM), held by the model process while this
+        connection stays open. None when it is busy; a view without a reservation when it cannot
+        say (down, restarting, an older worker): the turn's calls then fail, or wait, as they would."""
+        args = {"budget_s": budget_s, "sequences": sequences, "least": least}
+        deadline = time.monotonic() + budget_s
+        held = contextlib.ExitStack()
+        try:
+            result = next(held.enter_context(self._connection("reserve", args)))["result"]
+        except ModelBusy:
+            result = None
+        except LLMError:
+            result = {"id": None, "granted": sequences}
+        with held:  # the connection, open until the turn is done with the model
+            yield None if result is None else ReservedLLM(self, result["id"], int(result["granted"]), deadline)
 
     # Helpers the benchmarks and the ranking use ------------------------------------------------
 
@@ -348,7 +377,7 @@ class ModelProcessLLM:
                 raise LLMError(self._death(op))
             message = json.loads(raw)
             if "error" in message:
-                raise LLMError(message["error"])
+                raise (ModelBusy if message.get("busy") else LLMError)(message["error"])
             if "started" in message:
                 worker_pid = message["started"]
                 sock.settimeout(self.timeout_s)  # from now on: silence this long is a hang

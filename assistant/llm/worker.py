@@ -4,15 +4,20 @@ Native code (llama.cpp) can die by a signal (an instruction the CPU refuses, a s
 out-of-memory killer) or hang; in its own process that is a fault the API process survives.
 `python -m assistant.llm.worker --socket PATH --model FILE` is started by `ModelSupervisor`.
 
-The wire is JSON lines, one request per connection:
-  request  {"op": "stream" | "label_logprobs" | "count_tokens" | ..., "args": {...}}
-  answer   {"started": pid} once the model is this request's, then
+The wire is JSON lines, one request per connection (so each connection is one in-flight request,
+served by a thread of its own: the connection is the request's id):
+  request  {"op": "stream" | "label_logprobs" | "count_tokens" | "reserve" | ..., "args": {...}}
+  answer   {"started": pid} once the model is this request's (a batched stream: once it has a
+           sequence in the decode loop), then
            {"text": "..."}* {"done": true}     (stream)
            {"piece": [i, "..." | null]}* {"done": true}   (stream_many: null ends prompt i)
            {"result": ...}                     (every other op)
-           {"error": "message"}                (an LLMError; the connection then closes)
-Several API processes may connect at once; they take turns on the model, as threads of one
-process take turns on an in-process model.
+           {"error": "message", "busy": bool}  (an LLMError, busy for ModelBusy; the connection then closes)
+Greedy streams of all connections share the model's decode loop (LlamaCppLLM.batches_across_calls);
+the other model ops take it whole in turn. "reserve" {"budget_s", "sequences", "least"} answers
+{"result": {"id", "granted"}} (or busy) and holds the reservation until its connection closes;
+stream ops naming {"reservation": id} in their args are counted against it. A request whose
+caller closes its connection while it waits or writes is cancelled and frees its sequence.
 
 Start-up prints one line on stdout: `READY {info}` once the model has loaded AND evaluated a few
 tokens (the instructions a bad build lacks run then, not at a user's first question), or
@@ -25,15 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import socketserver
 import sys
 import threading
 import time
 
+from assistant.llm.base import ModelBusy
 from core.errors import LLMError
 
-# Ops that need the model (they take turns); the others answer at once.
-_MODEL_OPS = {"stream", "stream_many", "label_logprobs", "label_token_ids", "forget_prompt_cache"}
+# Ops that take the model whole (they take turns); streams share the decode loop; the others answer at once.
+_WHOLE_MODEL_OPS = {"label_logprobs", "label_token_ids", "forget_prompt_cache"}
 
 
 def system_info() -> str:
@@ -64,21 +71,25 @@ class _Handler(socketserver.StreamRequestHandler):
         except (ValueError, KeyError, TypeError):
             return self._send({"error": "bad request: expected one JSON line with 'op'"})
         try:
-            if op in _MODEL_OPS:
+            if op in _WHOLE_MODEL_OPS:
                 with worker.llm.hold():  # re-entrant: the op below takes it again in this thread
                     self._send({"started": os.getpid()})
                     self._answer(worker, op, args)
             else:
                 self._answer(worker, op, args)
         except LLMError as exc:
-            self._send({"error": str(exc)})
+            self._send({"error": str(exc), "busy": isinstance(exc, ModelBusy)})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the caller stopped reading (a closed stream): nothing to answer
 
     def _answer(self, worker: "ModelWorker", op: str, args: dict) -> None:
         llm = worker.llm
+        if op in ("stream", "stream_many"):
+            # None when the reservation is gone or was never made: the call then just waits its turn.
+            args.update(reservation=worker.reservations.get(args.pop("reservation", None)),
+                        started=lambda: self._send({"started": os.getpid()}), alive=self._caller_connected)
         if op == "stream":
-            chunks = llm.stream(**args)
+            chunks = llm._stream(**args)
             try:
                 for text in chunks:
                     self._send({"text": text})
@@ -86,7 +97,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 chunks.close()  # a caller that went away frees the model at once
             self._send({"done": True})
         elif op == "stream_many":
-            pieces = llm.stream_many(**args)
+            pieces = llm._stream_many(**args)
             try:
                 for index, text in pieces:
                     self._send({"piece": [index, text]})
@@ -106,8 +117,32 @@ class _Handler(socketserver.StreamRequestHandler):
             self._send({"result": dict(llm.stats)})
         elif op == "info":
             self._send({"result": worker.info})
+        elif op == "reserve":
+            self._reserve(worker, **args)
         else:
             self._send({"error": f"unknown op {op!r}"})
+
+    def _reserve(self, worker: "ModelWorker", budget_s: float, sequences: int = 5, least: int = 1) -> None:
+        with worker.llm.reserve(budget_s, sequences=sequences, least=least) as view:
+            if view is None:
+                return self._send({"error": f"{worker.llm.model} is busy: not even {least} generation(s) would be written "
+                                           f"within {budget_s:g}s", "busy": True})
+            key = f"{id(self):x}"
+            worker.reservations[key] = view.reservation
+            try:
+                self._send({"result": {"id": key, "granted": view.granted}})
+                self.rfile.read()  # held until the caller closes the connection
+            finally:
+                del worker.reservations[key]
+
+    def _caller_connected(self) -> bool:
+        """False once the caller has closed its end (it gave up on this request)."""
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
 
     def _send(self, message: dict) -> None:
         self.wfile.write(json.dumps(message, ensure_ascii=False).encode("utf-8") + b"\n")
@@ -119,10 +154,11 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 
 class ModelWorker:
-    """One loaded model, served to any number of connections that take turns on it."""
+    """One loaded model, served to any number of connections (their streams share its decode loop)."""
 
     def __init__(self, llm):
         self.llm = llm
+        self.reservations: dict[str, object] = {}  # what the open "reserve" connections hold, by id
         self.info = {
             "pid": os.getpid(),
             "model": llm.model,
@@ -130,6 +166,7 @@ class ModelWorker:
             "context_window": llm.context_window,
             "prompt_style": llm.prompt_style,
             "chat_template": bool(llm.chat_template),
+            "batches_across_calls": bool(llm.batches_across_calls),
             "cpu_features": build_features(),
         }
 
@@ -172,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-style", default="auto")
     p.add_argument("--queue-timeout", type=float, default=120.0, help="seconds a request may wait for its turn")
     p.add_argument("--check", action="store_true", help="load the model, evaluate a few tokens, print READY and exit")
+    p.add_argument("--one-call-at-a-time", action="store_true",
+                   help="no batching across calls: every request takes the model whole, in turn")
     args = p.parse_args(argv)
     prefer_as_oom_victim()
     from assistant.llm.llama import LlamaCppLLM
 
     try:
         llm = LlamaCppLLM(args.model, n_ctx=args.n_ctx, n_threads=args.threads, prompt_style=args.prompt_style,
-                          lock_timeout_s=args.queue_timeout)
+                          lock_timeout_s=args.queue_timeout, batching=not args.one_call_at_a_time)
         tested = self_test(llm)
     except LLMError as exc:
         print("FAILED " + str(exc).replace("\n", " "), flush=True)
