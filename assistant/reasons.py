@@ -65,9 +65,9 @@ def explain(
         for c in shown:
             yield final(c.item.id, evidence_reason(c, language), "evidence")
         return Explained(reasons)
-    # A reserved share of a busy local model says how many reasons it may write and until when;
-    # the other cards keep their evidence reasons (the loop after this one).
-    deadline = getattr(llm, "deadline", None) or time.monotonic() + settings.llm_timeout_s
+    # A reserved share of a busy local model says how many reasons it may write; the other cards
+    # keep their evidence reasons (the loop after this one).
+    deadline = time.monotonic() + settings.llm_timeout_s
     asked = list(shown[: getattr(llm, "granted", None) or len(shown)])
     request = prompt_request(plan.note.get("topic", ""), plan.note.get("context"))
     chunks = llm_reasons(llm, prompts, asked, request, language, known_titles=known_titles, liked_titles=plan.liked_titles)

@@ -91,7 +91,7 @@ def known_titles(engine):
 def recorded(llm, monkeypatch):
     """What the model wrote in each stream call (the real model, only watched)."""
     outputs: list[str] = []
-    real = llm.stream
+    real = llm._stream  # stream() and a turn's reserved view both come here
 
     def stream(prompt, **kwargs):
         pieces = []
@@ -102,7 +102,7 @@ def recorded(llm, monkeypatch):
         finally:
             outputs.append("".join(pieces))
 
-    monkeypatch.setattr(llm, "stream", stream)
+    monkeypatch.setattr(llm, "_stream", stream)
     return outputs
 
 

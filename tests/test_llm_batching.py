@@ -394,7 +394,7 @@ def test_a_slow_first_pass_does_not_lock_an_idle_model_out(make_scheduler):
         scheduler.costs.observe(240, 1, 30.0)
     assert scheduler.estimate_s(1) > 1.0
     held = scheduler.reserve(1.0, 5)
-    assert held is not None and held.sequences == 1, "an idle model takes a turn's least"
+    assert held is not None and held.sequences == 5, "an idle model grants a lone turn all it asks"
     assert scheduler.reserve(1.0, 5) is None, "but not a second one on top"
     scheduler.release(held)
 

@@ -145,7 +145,7 @@ def test_a_turn_reserves_model_time_within_its_budget(where, inline, supervised)
     started = time.monotonic()
     with llm.reserve(30.0, sequences=5) as view:
         assert view is not None and view.granted == 5
-        assert started + 29 < view.deadline < time.monotonic() + 30
+        assert view.deadline > started + 29  # its calls wait for a sequence at least the budget
         assert write(view, PROMPTS[1]) == " " + LINES[1]
         many = {i: "" for i in range(2)}
         for index, piece in view.stream_many(PROMPTS[:2], max_tokens=16, stop=["\n"]):
@@ -154,7 +154,7 @@ def test_a_turn_reserves_model_time_within_its_budget(where, inline, supervised)
         with llm.reserve(0.001, sequences=5) as other:
             assert other is None, "with another turn's reservation held, nothing is written in a millisecond"
     with llm.reserve(0.001, sequences=5, least=2) as idle:
-        assert idle is not None and idle.granted == 2, "an idle model always takes a turn's least"
+        assert idle is not None and idle.granted == 5, "an idle model grants a lone turn all it asks"
 
 
 def test_a_call_with_no_sequence_by_its_reservations_deadline_is_busy(inline):

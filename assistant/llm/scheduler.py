@@ -235,16 +235,20 @@ class BatchScheduler:
 
         Turns share: with k other reservations open, at most ceil(sequences / (k + 1)) are granted,
         so that a burst of turns gets a few generations each rather than the first ones all of them.
-        An idle model always grants `least`: refusing would not make it faster, and a model that is
-        never asked never learns its speed again."""
+        An idle model grants all that was asked: refusing would not make it faster, a lone turn
+        competes with nobody, and a model that is never asked never learns its speed again."""
         least = max(1, least)
         with self._cv:
             idle = not (self._batch.live or self._waiting or self._reservations)
             share = max(least, -(-sequences // (len(self._reservations) + 1)))
+            # Once granted, a turn's calls wait for a sequence as long as any call may (the budget
+            # decides what is granted; a busier machine than estimated makes the turn slower, not
+            # its reasons fail).
+            admit_by = time.monotonic() + max(budget_s, self.queue_timeout_s)
             for n in range(min(sequences, share), least - 1, -1):
                 estimate = self._estimate(n)
-                if estimate <= budget_s or (idle and n == least):
-                    reservation = Reservation(n, time.monotonic() + budget_s, estimate)
+                if estimate <= budget_s or idle:  # a lone turn gets all it asks: sharing is not at stake
+                    reservation = Reservation(n, admit_by, estimate)
                     self._reservations.add(reservation)
                     return reservation
             return None
