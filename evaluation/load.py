@@ -1,4 +1,6 @@
 """Load on `recassist serve` (a script and a check): N concurrent chat sessions and event posts.
+(Over 400 lines on purpose: a benchmark reads top to bottom, the server it starts, the sessions,
+the checks and the report it writes, and none of its pieces is used elsewhere.)
 
     python -m evaluation.load --sessions 1 8 32 --turns 3 --out evaluation/reports/load
     python -m evaluation.load --llm none --sessions 1 8 32 --turns 3      # server overhead only

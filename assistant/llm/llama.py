@@ -1,4 +1,5 @@
-"""Local GGUF models through llama-cpp-python, including the embedded Gemma 3 270M.
+"""Local GGUF models through llama-cpp-python, including the embedded Gemma 3 270M. (Just over 400
+lines: the LLM contract for one backend in one class; the decode loop and the prompt cache are apart.)
 
 Speed levers, both measured in evaluation/bench_ranking.py:
 - label_logprobs reads the last token's logits after ONE forward pass (no logits_all, no sampling);
