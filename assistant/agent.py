@@ -201,7 +201,8 @@ class Agent:
         vocab = self.vocabulary()
         plan = plan_turn(understood, vocab=vocab, store=self.store, users=self.users, settings=self.settings,
                          context=context, k=k, exclude=set(exclude))
-        proposals = self._propose(understood, plan, vocab, overrides)
+        prompts, known_titles = self._prompts(overrides), self._known_titles()
+        proposals = self._propose(understood, plan, vocab, prompts)
         _extend(trace, proposals.trace)
         if proposals.item_ids:
             plan = replace(plan, request=replace(plan.request, proposed_item_ids=list(proposals.item_ids)),
@@ -221,7 +222,6 @@ class Agent:
             return dict(proposals.tokens), dict(plan.note)
         yield CardsEvent([card_of(c, u.language) for c in retrieved.candidates[: plan.k]], "retrieved")
 
-        prompts, known_titles = self._prompts(overrides), self._known_titles()
         with self._model() as llm:
             if llm is None and self.parts.llm() is not None:
                 yield NoticeEvent(reply("model_busy", u.language), "info")
@@ -246,7 +246,7 @@ class Agent:
                  {"cards": [c.to_dict() for c in final], "constraints": plan.constraints, "request": dict(plan.note)})
         return add_tokens(add_tokens(dict(proposals.tokens), ranked.tokens), explained.tokens), dict(plan.note)
 
-    def _propose(self, understood: Understood, plan, vocab, overrides) -> Proposals:
+    def _propose(self, understood: Understood, plan, vocab, prompts) -> Proposals:
         """The optional propose step: titles the model names, before retrieval (llm_proposals)."""
         if not wants_proposals(self.settings.llm_proposals, self.parts.llm()):
             return Proposals()
@@ -254,7 +254,7 @@ class Agent:
         with self._model() as llm:
             if llm is None:  # busy with other turns: retrieval alone this time
                 return Proposals()
-            return propose(llm, self._prompts(overrides), understood, vocab, named)
+            return propose(llm, prompts, understood, vocab, named)
 
     def _known_titles(self) -> set[str]:
         return set(self.vocabulary().title_of.values())

@@ -63,17 +63,15 @@ def link_lines(text: str, vocab: CatalogVocabulary, example: str = "") -> tuple[
     lines = [_LIST_MARK.sub("", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     shown = {normalize_title(line) for line in example.splitlines() if line.strip()}
-    copied = sum(normalize_title(line) in shown for line in lines)
-    for line in lines:
-        if normalize_title(line) in shown:
-            continue
+    kept = [line for line in lines if normalize_title(line) not in shown]
+    for line in kept:
         # The whole line as one title first; else a title inside it ("Dracula by Bram Stoker").
         ids = vocab.title_index.title_line(line) or [m.item_id for m in vocab.find_mentions(line)[:1]]
         if not ids:
             invented.append(line)
         elif ids[0] not in linked:
             linked.append(ids[0])
-    return linked, invented, len(lines), copied
+    return linked, invented, len(lines), len(lines) - len(kept)
 
 
 def propose(llm, prompts, understood: Understood, vocab: CatalogVocabulary, named_titles: Sequence[str], n: int = PROPOSALS) -> Proposals:
