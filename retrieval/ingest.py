@@ -14,20 +14,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from core.errors import IngestError
 from retrieval.progress import progress_bar
-from retrieval.readers import as_dict, convert, item_key, read_table, resolve
+from retrieval.readers import CHUNK_ROWS, RowStream, as_dict, convert, item_key, read_table, resolve, stream_table
 from retrieval.records import Event, Item
-from retrieval.rows import Bad, Reject, field_value, string, to_event, to_item
+from retrieval.rows import Bad, EventParser, Reject, field_value, string, to_event, to_item
 from retrieval.store import Store
-from retrieval.writes import write_events, write_items
+from retrieval.writes import write_event_batches, write_items
 
 
 ITEM_FIELDS = ("id", "title", "text", "categories", "tags", "year", "creator", "popularity")
 EVENT_FIELDS = ("user_id", "item_id", "type", "timestamp", "value", "text")
-EVENT_BATCH = 5000
+EVENT_BATCH = 100_000  # events per transaction of an events ingest
+MAX_REJECTS_KEPT = 10_000  # in an events report; more are counted, not kept (memory stays bounded)
 
 
 @dataclass
@@ -189,8 +190,14 @@ def ingest_events(
     mapping: dict[str, str] | None = None,
     progress: bool = True,
     on_events: Callable[[list[Event]], None] | None = None,
+    batch_size: int = EVENT_BATCH,
 ) -> IngestReport:
-    """Read an events file into the store; `on_events` receives each batch of newly stored events."""
+    """Read an events file into the store; `on_events` receives each batch of newly stored events.
+
+    The file is read a chunk at a time and stored `batch_size` events at a time (one transaction
+    each), so memory stays bounded whatever its size; the report keeps the first
+    `MAX_REJECTS_KEPT` rejects and counts them all.
+    """
     started = time.perf_counter()
     known = store.item_ids()
     if not known:
@@ -198,19 +205,31 @@ def ingest_events(
             f"the catalog in {store.url} is empty, so no event in {Path(path).name} can name a known item; "
             "ingest the catalog first"
         )
-    result = read_events(path, mapping, known_item_ids=known)
-    report = IngestReport(result.file, "events", read=result.total_rows, rejects=result.rejects,
-                          rejected=len(result.rejects))
-    with progress_bar(len(result.records), f"ingest {result.file}", progress, unit="rows", terminal_only=True) as bar:
-        for start in range(0, len(result.records), EVENT_BATCH):
-            batch = result.records[start : start + EVENT_BATCH]
-            added = write_events(store, batch, on_new=on_events)
-            report.inserted += added
-            report.unchanged += len(batch) - added  # already stored, or repeated in the file
-            bar.update(len(batch))
+    with stream_table(Path(path), min(CHUNK_ROWS, max(1, batch_size))) as table:
+        columns = resolve(table, mapping, EVENT_FIELDS, required=("user_id", "timestamp"), kind="events")
+        if table.typed:  # JSONL keys are known from the first chunk only: a later row may hold more
+            columns = {name: name for name in EVENT_FIELDS} | columns
+        report = IngestReport(table.name, "events")
+        chunks = _chunk_events(table, EventParser(columns, known, now=None), report)
+        with progress_bar(None, f"ingest {table.name}", progress, unit="rows", terminal_only=True) as bar:
+            for written in write_event_batches(store, chunks, batch_size, on_new=on_events):
+                report.inserted += written.new
+                report.unchanged += written.events - written.new  # already stored, or repeated in the file
+                bar.update(written.events)
     report.seconds = time.perf_counter() - started
     _print_summary(report, progress)
     return report
+
+
+def _chunk_events(table: RowStream, build: EventParser, report: IngestReport) -> Iterator[list[Event]]:
+    """The events of each chunk of the file; rows read and rejected are counted in `report`."""
+    for chunk in table.chunks:
+        events, rejects = convert(chunk.rows, table.name, build, None)
+        rejects = _by_line(chunk.rejects + rejects)
+        report.read += chunk.total_rows
+        report.rejected += len(rejects)
+        report.rejects += rejects[: max(0, MAX_REJECTS_KEPT - len(report.rejects))]
+        yield events
 
 
 def format_report(report: IngestReport, max_rejects: int = 20) -> str:
@@ -224,8 +243,8 @@ def format_report(report: IngestReport, max_rejects: int = 20) -> str:
     if report.rejects:
         lines.append("rejected rows:")
         lines.extend(f"  {reject}" for reject in report.rejects[:max_rejects])
-        if len(report.rejects) > max_rejects:
-            lines.append(f"  ... and {len(report.rejects) - max_rejects} more")
+        if report.rejected > max_rejects:
+            lines.append(f"  ... and {report.rejected - max_rejects} more")
     return "\n".join(lines)
 
 

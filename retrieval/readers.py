@@ -1,20 +1,51 @@
-"""Reading catalog and event files into rows: CSV/TSV (delimiter sniffed), JSONL and Parquet,
-with the line number of every row, and column mappings resolved against the header."""
+"""Reading catalog and event files into rows: CSV/TSV, JSONL and Parquet, with the line number of
+every row, and column mappings resolved against the header.
+
+`stream_table` reads a file a chunk at a time (memory bounded by the chunk, whatever the file's
+size); `read_table` is the same stream gathered into one table, for callers that need every row.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from core.errors import IngestError
 from retrieval.records import Item
 from retrieval.rows import FORMATS, MAX_TEXT, Bad, Reject
 
+CHUNK_ROWS = 10_000  # rows per chunk of a streamed file
+READ_BYTES = 1 << 20  # bytes of lines read and decoded at once
+
 
 # -- reading files into rows -----------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows of a file: the readable ones with their line, and the rejected ones."""
+
+    rows: list[tuple[int, Any]] = field(default_factory=list)  # (line, raw row)
+    rejects: list[Reject] = field(default_factory=list)
+    total_rows: int = 0  # rows read, readable or not (blank lines do not count)
+
+
+@dataclass
+class RowStream:
+    """A file being read: its columns, known from the header (or, for JSONL, the first chunk's keys),
+    and its chunks, which can be iterated once."""
+
+    name: str
+    columns: list[str]
+    typed: bool  # values are JSON-typed (JSONL, Parquet) rather than all strings (CSV)
+    chunks: Iterator[Chunk]
+    has_rows: bool  # the first chunk holds a readable row
 
 
 @dataclass
@@ -24,134 +55,216 @@ class _Table:
     rows: list[tuple[int, dict]]  # (line, raw row)
     rejects: list[Reject]
     total_rows: int
-    typed: bool  # values are JSON-typed (JSONL, Parquet) rather than all strings (CSV)
+    typed: bool
+
+    @property
+    def has_rows(self) -> bool:
+        return bool(self.rows)
 
 
 def read_table(path: Path) -> _Table:
+    """The whole file in memory (one chunk): every row, every reject, the union of JSONL keys."""
+    with stream_table(path, chunk_rows=None) as stream:
+        rows, rejects, total = [], [], 0
+        for chunk in stream.chunks:
+            rows += chunk.rows
+            rejects += chunk.rejects
+            total += chunk.total_rows
+        return _Table(stream.name, stream.columns, rows, rejects, total, stream.typed)
+
+
+@contextmanager
+def stream_table(path: Path, chunk_rows: int | None = CHUNK_ROWS) -> Iterator[RowStream]:
+    """Open `path` and read it `chunk_rows` rows at a time (None: the whole file as one chunk)."""
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise IngestError(
             f"{path}: unknown file format {path.suffix or '(no extension)'!r}; "
             f"use one of {', '.join(sorted(FORMATS))} (rename the file if its content is one of these)"
         )
+    if fmt == "parquet":
+        yield _parquet_stream(path, chunk_rows)
+        return
     try:
-        if fmt == "parquet":
-            return _read_parquet(path)
-        with path.open("rb") as handle:
-            lines = _decoded_lines(handle)
-            return _read_jsonl(path.name, lines) if fmt == "jsonl" else _read_csv(path.name, lines, fmt)
+        handle = path.open("rb")
     except OSError as exc:
         raise IngestError(f"cannot open {path}: {exc.strerror or exc}; check the path and its permissions") from None
+    with handle:
+        bad: dict[int, str] = {}  # line number -> why it is not UTF-8, until its row is rejected
+        lines = _text_lines(handle, path, bad)
+        if fmt == "jsonl":
+            yield _stream(path.name, _chunked(_jsonl_entries(path.name, lines, bad), chunk_rows), typed=True)
+        else:
+            header, chunks = _csv_entries(path.name, lines, bad, fmt, chunk_rows)
+            yield _stream(path.name, chunks, typed=False, header=header)
 
 
-def _decoded_lines(handle: Iterable[bytes]) -> Iterator[tuple[int, str | None, str]]:
-    """(line number, text or None if not UTF-8, why not) per physical line: one bad line stays one reject."""
-    for number, raw in enumerate(handle, start=1):
+def _stream(name: str, chunks: Iterator[Chunk], typed: bool, header: list[str] | None = None) -> RowStream:
+    """The first chunk is read at once, so the stream knows whether the file has rows and, for
+    JSONL, its keys."""
+    first = next(chunks)
+    columns = header if header is not None else list(dict.fromkeys(key for _, row in first.rows for key in row))
+    return RowStream(name, columns, typed, chain([first], chunks), bool(first.rows))
+
+
+def _chunked(entries: Iterator, chunk_rows: int | None) -> Iterator[Chunk]:
+    """Entries (a Reject, or a (line, row) pair, per row read) in chunks of `chunk_rows` rows read
+    (the last may hold fewer); at least one chunk, empty for an empty file."""
+    limit, chunk, yielded = chunk_rows or sys.maxsize, Chunk(), False
+    for entry in entries:
+        if isinstance(entry, Reject):
+            chunk.rejects.append(entry)
+        else:
+            chunk.rows.append(entry)
+        chunk.total_rows += 1
+        if chunk.total_rows >= limit:
+            yield chunk
+            chunk, yielded = Chunk(), True
+    if chunk.total_rows or not yielded:
+        yield chunk
+
+
+def _text_lines(handle: Any, path: Path, bad: dict[int, str]) -> Iterator[str]:
+    """The file's lines as text, decoded a block at a time (a loop per line costs more than the
+    parsing). A line that is not UTF-8 becomes an empty line, and why goes into `bad` under its
+    number, so one bad line stays one reject and line numbers stay right."""
+
+    def blocks() -> Iterator[list[str]]:
+        number = 0
         try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            yield number, None, f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8"
-            continue
-        yield number, text, ""
+            for block in iter(lambda: handle.readlines(READ_BYTES), []):
+                try:
+                    lines = [raw.decode("utf-8") for raw in block]
+                except UnicodeDecodeError:
+                    lines = [_decoded(raw, number + k, bad) for k, raw in enumerate(block, start=1)]
+                if number == 0 and lines[0].startswith("\ufeff"):
+                    lines[0] = lines[0][1:]  # a byte-order mark opens the file, not its first column
+                number += len(block)
+                yield lines
+        except OSError as exc:
+            raise IngestError(f"cannot read {path}: {exc.strerror or exc}; check the file and its disk") from None
+
+    return chain.from_iterable(blocks())
 
 
-def _read_jsonl(name: str, lines: Iterator[tuple[int, str | None, str]]) -> _Table:
-    rows, rejects, columns, total = [], [], {}, 0
-    for number, text, why in lines:
-        if text is not None and not text.strip():
+def _decoded(raw: bytes, number: int, bad: dict[int, str]) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad[number] = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8"
+        return "\n"
+
+
+def _jsonl_entries(name: str, lines: Iterator[str], bad: dict[int, str]) -> Iterator:
+    for number, text in enumerate(lines, start=1):
+        if bad and number in bad:
+            yield Reject(name, number, None, f"undecodable bytes: {bad.pop(number)}", "save the file as UTF-8")
             continue
-        total += 1
-        if text is None:
-            rejects.append(Reject(name, number, None, f"undecodable bytes: {why}", "save the file as UTF-8"))
+        if not text.strip():
             continue
         try:
             row = json.loads(text)
         except json.JSONDecodeError as exc:
-            rejects.append(Reject(name, number, None, f"not valid JSON: {exc.msg} at column {exc.colno}",
-                                  "each line must be one JSON object"))
+            yield Reject(name, number, None, f"not valid JSON: {exc.msg} at column {exc.colno}",
+                         "each line must be one JSON object")
             continue
         if not isinstance(row, dict):
-            rejects.append(Reject(name, number, None, f"a JSON {type(row).__name__}, not an object",
-                                  "each line must be one JSON object"))
+            yield Reject(name, number, None, f"a JSON {type(row).__name__}, not an object",
+                         "each line must be one JSON object")
             continue
-        columns.update(dict.fromkeys(row))
-        rows.append((number, row))
-    return _Table(name, list(columns), rows, rejects, total, typed=True)
+        yield number, row
 
 
-def _read_csv(name: str, lines: Iterator[tuple[int, str | None, str]], fmt: str) -> _Table:
-    # csv needs text: an undecodable line is fed as an empty line (so line numbers stay right) and
-    # the row that spans it is rejected.
-    bad: dict[int, str] = {}
-    position = [0]
-
-    def feed() -> Iterator[str]:
-        for number, text, why in lines:
-            position[0] = number
-            if text is None:
-                bad[number] = why
-                text = "\n"
-            yield text
-
-    reader = csv.reader(feed(), delimiter="\t" if fmt == "tsv" else ",")
-    header: list[str] | None = None
-    rows, rejects, total = [], [], 0
+def _csv_entries(name: str, lines: Iterator[str], bad: dict[int, str], fmt: str,
+                 chunk_rows: int | None) -> tuple[list[str], Iterator[Chunk]]:
+    """The header (read at once) and the chunks of the rows after it. `reader.line_num` counts
+    the lines read so far, so a row spans the lines after the previous row's last up to it."""
+    reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",")
+    early: list[Reject] = []  # malformed lines before the header still count as rows
     while True:
-        start = position[0] + 1
+        start = reader.line_num + 1
         try:
             values = next(reader)
         except StopIteration:
+            raise IngestError(f"{name} is empty: a CSV file needs a header line naming its columns") from None
+        except csv.Error as exc:
+            early.append(_malformed(name, start, exc))
+            continue
+        undecodable = [bad.pop(n) for n in range(start, reader.line_num + 1) if n in bad]
+        if undecodable:
+            raise IngestError(f"{name}: the header line is not UTF-8 ({undecodable[0]}); save the file as UTF-8")
+        if values:
+            header = [column.strip() for column in values]
+            return header, _csv_chunks(name, reader, header, bad, early, chunk_rows)
+
+
+def _csv_chunks(name: str, reader: Any, header: list[str], bad: dict[int, str], early: list[Reject],
+                chunk_rows: int | None) -> Iterator[Chunk]:
+    """The rows after the header, in chunks (the loop of a large ingest: written out, not layered)."""
+    limit, chunk, yielded, end = chunk_rows or sys.maxsize, Chunk([], early, len(early)), False, reader.line_num
+    while True:
+        try:
+            for values in reader:
+                start, end = end + 1, reader.line_num
+                if bad and (undecodable := [bad.pop(n) for n in range(start, end + 1) if n in bad]):
+                    # only undecodable lines are ever in `bad`; each is taken out by the row that spans it
+                    chunk.rejects.append(Reject(name, start, None, f"undecodable bytes: {undecodable[0]}",
+                                                "save the file as UTF-8"))
+                elif not values:
+                    continue
+                elif len(values) != len(header):
+                    chunk.rejects.append(Reject(name, start, None, f"has {len(values)} columns, the header has {len(header)}",
+                                                "check for an unquoted delimiter or a missing value"))
+                else:
+                    chunk.rows.append((start, dict(zip(header, values))))
+                chunk.total_rows += 1
+                if chunk.total_rows >= limit:
+                    yield chunk
+                    chunk, yielded = Chunk(), True
             break
         except csv.Error as exc:
-            total += 1
-            if "field limit" in str(exc):
-                rejects.append(Reject(name, start, None, f"a field is longer than {csv.field_size_limit():,} characters",
-                                      f"shorten it: text allows {MAX_TEXT:,} characters"))
-            else:
-                rejects.append(Reject(name, start, None, f"malformed CSV: {exc}", "check quoting on this line"))
-            continue
-        span = range(start, position[0] + 1)
-        undecodable = [bad[n] for n in span if n in bad]
-        if header is None:
-            if undecodable:
-                raise IngestError(f"{name}: the header line is not UTF-8 ({undecodable[0]}); save the file as UTF-8")
-            if not values:
-                continue
-            header = [column.strip() for column in values]
-            continue
-        if undecodable:
-            total += 1
-            rejects.append(Reject(name, start, None, f"undecodable bytes: {undecodable[0]}", "save the file as UTF-8"))
-            continue
-        if not values:
-            continue
-        total += 1
-        if len(values) != len(header):
-            rejects.append(Reject(name, start, None, f"has {len(values)} columns, the header has {len(header)}",
-                                  "check for an unquoted delimiter or a missing value"))
-            continue
-        rows.append((start, dict(zip(header, values))))
-    if header is None:
-        raise IngestError(f"{name} is empty: a CSV file needs a header line naming its columns")
-    return _Table(name, header, rows, rejects, total, typed=False)
+            start, end = end + 1, reader.line_num
+            chunk.rejects.append(_malformed(name, start, exc))
+            chunk.total_rows += 1
+            if chunk.total_rows >= limit:
+                yield chunk
+                chunk, yielded = Chunk(), True
+    if chunk.total_rows or not yielded:
+        yield chunk
 
 
-def _read_parquet(path: Path) -> _Table:
+def _malformed(name: str, line: int, exc: csv.Error) -> Reject:
+    if "field limit" in str(exc):
+        return Reject(name, line, None, f"a field is longer than {csv.field_size_limit():,} characters",
+                      f"shorten it: text allows {MAX_TEXT:,} characters")
+    return Reject(name, line, None, f"malformed CSV: {exc}", "check quoting on this line")
+
+
+def _parquet_stream(path: Path, chunk_rows: int | None) -> RowStream:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise IngestError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow (or convert to CSV/JSONL)") from None
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
         raise IngestError(f"cannot read Parquet file {path}: {exc}") from None
-    # Parquet has no lines: a row's "line" is its 1-based row number.
-    rows = [(number, row) for number, row in enumerate(table.to_pylist(), start=1)]
-    return _Table(path.name, list(table.column_names), rows, [], len(rows), typed=True)
+
+    def entries() -> Iterator[tuple[int, dict]]:
+        line = 0  # Parquet has no lines: a row's "line" is its 1-based row number
+        try:
+            for batch in parquet.iter_batches(batch_size=chunk_rows or 65_536):
+                for row in batch.to_pylist():
+                    line += 1
+                    yield line, row
+        except Exception as exc:
+            raise IngestError(f"cannot read Parquet file {path}: {exc}") from None
+
+    return _stream(path.name, _chunked(entries(), chunk_rows), typed=True, header=list(parquet.schema_arrow.names))
 
 
 def resolve(
-    table: _Table, mapping: dict[str, str] | None, fields: tuple[str, ...], required: tuple[str, ...], kind: str
+    table: _Table | RowStream, mapping: dict[str, str] | None, fields: tuple[str, ...], required: tuple[str, ...], kind: str
 ) -> dict[str, str]:
     """Our field -> the file's column (or "=constant"); raises when the mapping cannot work."""
     mapping = dict(mapping or {})
@@ -167,7 +280,7 @@ def resolve(
             )
     columns = {name: name for name in fields if name in table.columns} | mapping
     for name in required:
-        if name not in columns and table.rows:
+        if name not in columns and table.has_rows:
             raise IngestError(
                 f"{table.name} has no {name!r} column (its columns are {', '.join(table.columns)}); "
                 f"map one, e.g. mapping={{{name!r}: 'yourColumn'}}, or give a constant with '=value'"

@@ -2,12 +2,13 @@
 
 `sqlite:///path/to/file.db` (the default, one file) or `postgresql://user:password@host:port/dbname`
 (psycopg 3, for several API workers). Both run the same SQL; the only differences (placeholders,
-auto-increment keys, how a write transaction starts, which driver errors mean "connection lost")
-live in `_Dialect`. A `Database` is shared by the stores above it (retrieval's items and events,
+auto-increment keys, how a write transaction starts, how a bulk load stages rows, which driver
+errors mean "connection lost") live in `_Dialect`. A `Database` is shared by the stores above it (retrieval's items and events,
 the agent's conversations and profiles): one pool, one file, one schema version.
 
 Every call borrows a connection from a small pool for the length of one block, so a Database is
-safe to share between the HTTP server's threads. `write()` blocks are one transaction.
+safe to share between the HTTP server's threads. `write()` blocks are one transaction;
+`bulk_load()` holds one connection for a long load of many transactions (`BulkLoad`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,20 @@ class Database:
                 self.dialect.rollback(conn)
                 raise
 
+    @contextmanager
+    def bulk_load(self, table: str, columns: tuple[str, ...], key: str) -> Iterator["BulkLoad"]:
+        """A long load into `table` on one connection held for the block (see `BulkLoad`)."""
+        with self._pool.connection() as conn:
+            session = Session(conn, self.dialect)
+            before = session.pragmas(self.dialect.bulk_pragmas)
+            load = BulkLoad(session, table, columns, key)
+            try:
+                yield load
+            finally:
+                if not self.dialect.is_broken(conn):
+                    session.execute(f"DROP TABLE IF EXISTS {load.stage}")
+                    session.pragmas(before)
+
     def create(self, schema: str) -> None:
         """Create the tables and indexes of `schema` (`?` placeholders, {serial}) if missing."""
         try:
@@ -108,23 +123,30 @@ class Session:
     """One borrowed connection, speaking `?` placeholders whatever the engine."""
 
     def __init__(self, conn: Any, dialect: "_Dialect"):
-        self._conn, self._dialect = conn, dialect
+        self.conn, self.dialect = conn, dialect
 
     def execute(self, sql: str, params: tuple = ()) -> Any:
-        with self._dialect.translate_errors():
-            return self._conn.execute(self._dialect.sql(sql), params)
+        with self.dialect.translate_errors():
+            return self.conn.execute(self.dialect.sql(sql), params)
 
     def executemany(self, sql: str, rows: list[tuple]) -> int:
         """Run `sql` once per row; returns the number of rows changed."""
         if not rows:
             return 0
-        with self._dialect.translate_errors():
-            cursor = self._conn.cursor()
-            cursor.executemany(self._dialect.sql(sql), rows)
+        with self.dialect.translate_errors():
+            cursor = self.conn.cursor()
+            cursor.executemany(self.dialect.sql(sql), rows)
             return cursor.rowcount
 
     def all(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.execute(sql, params).fetchall()
+
+    def pragmas(self, values: dict[str, int]) -> dict[str, int]:
+        """Set SQLite PRAGMAs on this connection (none on PostgreSQL); returns what they were."""
+        before = {name: self.all(f"PRAGMA {name}")[0][0] for name in values}
+        for name, value in values.items():
+            self.execute(f"PRAGMA {name} = {value}")
+        return before
 
     def rows_in(self, sql: str, ids: list[str]) -> list[tuple]:
         """Run `sql` whose `{ids}` is an IN list, in chunks; returns all rows."""
@@ -133,6 +155,41 @@ class Session:
             chunk = ids[start : start + _CHUNK]
             rows.extend(self.all(sql.format(ids=", ".join("?" * len(chunk))), tuple(chunk)))
         return rows
+
+
+class BulkLoad:
+    """Rows staged in a temporary table (COPY on PostgreSQL), then moved into the table in one
+    transaction per batch, skipping rows whose key is stored already: a batch lands whole or not at
+    all, and a re-run (after a crash, too) stores nothing twice. The move runs inside the database
+    with Python's GIL released, so the caller can read its next batch meanwhile. Durability is the
+    engine's usual: on SQLite (WAL, synchronous NORMAL) a committed batch survives a crash of the
+    process, and a power cut may lose the last batches, which re-running the load stores again."""
+
+    def __init__(self, session: Session, table: str, columns: tuple[str, ...], key: str):
+        self.session, self.columns, self._key = session, columns, key
+        self.stage, names = f"{session.dialect.temp_schema}.{table}_load", ", ".join(columns)
+        session.execute(f"DROP TABLE IF EXISTS {self.stage}")  # left by a load on this connection that died
+        session.execute(f"CREATE TEMPORARY TABLE {table}_load AS SELECT {names} FROM {table} WHERE 1 = 0")
+        # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join constraint.
+        self._move = f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.stage} WHERE true ON CONFLICT ({key}) DO NOTHING"
+
+    def stage_rows(self, rows: list[tuple]) -> None:
+        """Add rows (in `columns` order) to the next batch."""
+        with self.session.dialect.translate_errors():
+            self.session.dialect.stage(self.session.conn, self.stage, self.columns, rows)
+
+    def move(self, returning: bool = False) -> tuple[int, list | None]:
+        """Store the staged rows in one transaction: (how many were new, their keys if `returning`)."""
+        self.session.execute(self.session.dialect.begin)
+        try:
+            cursor = self.session.execute(self._move + (f" RETURNING {self._key}" if returning else ""))
+            keys = [row[0] for row in cursor.fetchall()] if returning else None
+            self.session.execute(self.session.dialect.clear.format(table=self.stage))
+            self.session.execute("COMMIT")
+        except BaseException:
+            self.session.dialect.rollback(self.session.conn)
+            raise
+        return (len(keys), keys) if returning else (cursor.rowcount, None)
 
 
 class _Dialect:
@@ -144,8 +201,14 @@ class _Dialect:
     schema_lock: str | None = None
     single_connection = False
     errors: tuple[type[BaseException], ...] = ()
+    temp_schema: str  # where CREATE TEMPORARY TABLE puts a table
+    clear: str  # empties a staging table
+    bulk_pragmas: dict[str, int] = {}  # set on a bulk load's connection, put back after it
 
     def connect(self) -> Any:
+        raise NotImplementedError
+
+    def stage(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         raise NotImplementedError
 
     def sql(self, sql: str) -> str:
@@ -178,6 +241,11 @@ class _SQLite(_Dialect):
     # IMMEDIATE takes the write lock up front, so busy_timeout applies instead of a deadlock error.
     begin = "BEGIN IMMEDIATE"
     errors = (sqlite3.Error,)
+    temp_schema, clear = "temp", "DELETE FROM {table}"
+    # A bulk load's connection only: 128 MiB of page cache for the indexes it grows (with 2 MiB each
+    # insert read and spilled pages), a WAL checkpoint per ~160 MiB rather than 4 MiB. Not
+    # temp_store=MEMORY: each batch's statement journal then grew with the indexes, in memory.
+    bulk_pragmas = {"cache_size": -131_072, "wal_autocheckpoint": 40_000}
 
     def __init__(self, url: str, path: str):
         self.masked_url = url
@@ -206,12 +274,18 @@ class _SQLite(_Dialect):
             ) from None
         return conn
 
+    def stage(self, conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        conn.execute("BEGIN")  # one transaction of the temporary database, not one per row
+        with conn:  # commits, or rolls back on an error
+            conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
+
 
 class _Postgres(_Dialect):
     serial = "BIGSERIAL PRIMARY KEY"
     begin = "BEGIN"
     # Two processes creating the tables at once would otherwise race on the catalog.
     schema_lock = "SELECT pg_advisory_xact_lock(7302114)"
+    temp_schema, clear = "pg_temp", "TRUNCATE {table}"
 
     def __init__(self, url: str, masked_url: str):
         try:
@@ -243,6 +317,11 @@ class _Postgres(_Dialect):
                 f"{_first_line(exc)}. Check the server is running and that RECASSIST_DATABASE_URL "
                 "names the right host, port, user, password and database."
             ) from None
+
+    def stage(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def sql(self, sql: str) -> str:
         return sql.replace("?", "%s")  # our SQL never holds a literal ? or %
@@ -364,4 +443,4 @@ class _Pool:
             self._dialect.close(conn)
 
 
-__all__ = ["Store", "StoreError", "UpsertResult", "mask_url", "normalize_event", "SCHEMA_VERSION"]
+__all__ = ["BulkLoad", "Database", "Session", "StoreError", "mask_url", "SCHEMA_VERSION"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from retrieval.records import Event, Item, event_weight
-from retrieval.sql import Database, mask_url  # noqa: F401 - mask_url: part of this module's interface
+from retrieval.sql import BulkLoad, Database, mask_url  # noqa: F401 - mask_url: part of this module's interface
 
 _PAGE = 1000  # rows per page when iterating
 
@@ -48,6 +49,7 @@ CREATE INDEX IF NOT EXISTS events_item ON events (item_id)
 
 _ITEM_COLUMNS = "id, title, text, categories, tags, year, creator, popularity, extra"
 _EVENT_COLUMNS = "user_id, type, ts, item_id, value, text"
+_EVENT_KEYED = ("id", "user_id", "type", "ts", "item_id", "value", "text")  # a row of `_event_row`, id first
 
 
 @dataclass
@@ -192,6 +194,12 @@ class Store:
                 list(rows.values()),
             )
 
+    @contextmanager
+    def event_loader(self) -> Iterator["EventLoader"]:
+        """A bulk load of events on one connection held for the block (see `EventLoader`)."""
+        with self.database.bulk_load("events", _EVENT_KEYED, key="id") as load:
+            yield EventLoader(load)
+
     def stored_event_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these event ids are already stored (lets ingest report only new events)."""
         with self._read() as db:
@@ -285,6 +293,28 @@ class Store:
     def delete_user(self, user_id: str) -> dict:
         """Forget a user's behaviour: every event. Returns {"events": rows removed}."""
         return {"events": self.delete_events(user_id)}
+
+
+class EventLoader:
+    """`add_events` for millions of events: a batch is staged (COPY on PostgreSQL), then stored by
+    one statement in one transaction (`store`); an event already stored, or repeated in the batch,
+    is stored once."""
+
+    def __init__(self, load: BulkLoad):
+        self._load = load
+
+    @staticmethod
+    def rows(events: list[Event]) -> list[tuple]:
+        """The rows to `stage`, id first (computing them needs no connection: it can overlap a `store`)."""
+        return [(event.id,) + _event_row(event) for event in map(normalize_event, events)]
+
+    def stage(self, rows: list[tuple]) -> None:
+        """Add rows to the next batch; in id order they store fastest (the primary key's order)."""
+        self._load.stage_rows(rows)
+
+    def store(self, new_ids: bool = False) -> tuple[int, list[str] | None]:
+        """Store what was staged: (how many events were new, their ids when `new_ids`)."""
+        return self._load.move(returning=new_ids)
 
 
 # -- rows <-> records ------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """The one way items and events enter the store: the file ingest, the Engine, the HTTP API and the
-evaluation all write through these two functions, so they cannot drift apart."""
+evaluation all write through these functions, so they cannot drift apart."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from operator import itemgetter
+from typing import Callable, Iterable, Iterator
 
 from retrieval.records import Event, Item
-from retrieval.store import Store
+from retrieval.store import EventLoader, Store
 
 
 @dataclass
@@ -58,3 +60,69 @@ def write_events(store: Store, events: list[Event], on_new: Callable[[list[Event
         if fresh:
             on_new(list(fresh.values()))
     return added
+
+
+@dataclass
+class EventsWritten:
+    """One batch that `write_event_batches` stored: how many events it held, how many were new."""
+
+    events: int
+    new: int
+
+
+def write_event_batches(
+    store: Store, chunks: Iterable[list[Event]], batch_size: int, on_new: Callable[[list[Event]], None] | None = None
+) -> Iterator[EventsWritten]:
+    """Store events `batch_size` at a time, each batch one transaction; yields what each batch did.
+
+    `write_events` for files of millions of events, which arrive in `chunks` of any size: one
+    connection held throughout, each batch staged and then moved into the events table by the
+    database, in a worker thread while the next batch is read and validated. A run stopped halfway
+    leaves whole batches stored, and running it again stores the rest. `on_new` is as in
+    `write_events`; with it, each batch is stored before the next is read.
+    """
+    with store.event_loader() as loader, ThreadPoolExecutor(1, thread_name_prefix="recassist-events") as mover:
+        pending: Future | None = None
+        for rows, events in _batches(chunks, max(1, batch_size), keep_events=on_new is not None):
+            rows.sort(key=itemgetter(0))  # in id order a batch walks the primary-key index once: 10-20% faster
+            if pending is not None:
+                yield pending.result()
+                pending = None
+            loader.stage(rows)
+            if on_new is None:
+                pending = mover.submit(_store_staged, loader, len(rows))
+                del rows  # staged: not held while the next batch is read
+            else:
+                yield _store_staged_new(loader, events, on_new)
+        if pending is not None:
+            yield pending.result()
+
+
+def _batches(chunks: Iterable[list[Event]], size: int, keep_events: bool) -> Iterator[tuple[list[tuple], list[Event]]]:
+    """Rows for `size` events at a time (and those events, when `keep_events`). Events become rows
+    as they come: a batch held as tuples costs Python's garbage collector nothing, while 100,000
+    Event objects alive at once had it scan them over and over (40% of reading and validating)."""
+    rows: list[tuple] = []
+    events: list[Event] = []
+    for chunk in chunks:
+        rows += EventLoader.rows(chunk)
+        if keep_events:
+            events += chunk
+        while len(rows) >= size:
+            yield rows[:size], events[:size]
+            rows, events = rows[size:], events[size:]
+    if rows:
+        yield rows, events
+
+
+def _store_staged(loader: EventLoader, count: int) -> EventsWritten:
+    return EventsWritten(count, loader.store()[0])
+
+
+def _store_staged_new(loader: EventLoader, events: list[Event], on_new: Callable[[list[Event]], None]) -> EventsWritten:
+    added, new_ids = loader.store(new_ids=True)
+    fresh = set(new_ids or ())
+    new = {event.id: event for event in events if event.id in fresh}  # a repeat in the batch once
+    if new:
+        on_new(list(new.values()))
+    return EventsWritten(len(events), added)
