@@ -115,15 +115,22 @@ class Engine:
 
         return PublishedSignals(self.store, self.signals_dir, fit_at_start=FIT_AT_START_EVENTS)
 
-    def fit(self) -> dict:
+    def fit(self, *, wait: bool = True, forgets: bool = False) -> dict | None:
         """Fit popularity, trending, sequential and collaborative signals from every event, publish
-        them for every worker of this data dir, and serve them here. Returns the manifest."""
+        them for every worker of this data dir, and serve them here. Returns the manifest, or None
+        when `wait` is False and another process of the data dir is fitting now."""
         if "retriever" not in self.__dict__:
             self.signals.fitted_at_start = None
             self.retriever  # building it serves the published signals, or fits when they are stale
-            if self.signals.fitted_at_start is not None:
+            if self.signals.fitted_at_start is not None and not forgets:
                 return self.signals.fitted_at_start
-        return self.signals.fit(self.retriever)
+        return self.signals.fit(self.retriever, wait=wait, forgets=forgets)
+
+    def serving_retriever(self):
+        """The retriever for an answer, after following what was published (a `stat` when nothing was)."""
+        retriever = self.retriever
+        self.signals.follow(retriever)
+        return retriever
 
     def signals_stale(self) -> bool:
         """True when events were written or deleted since the published signals were fitted."""
@@ -136,7 +143,7 @@ class Engine:
     def forget_fitted(self) -> None:
         """After a user's events were deleted: fit again and keep only that version, so nothing
         published from their events survives (the artifact holds item-level aggregates only)."""
-        self.fit()
+        self.fit(forgets=True)  # waits for a fit in progress, which may have read their events
         self.signals.keep_only_current()
 
     def _sync_vectors(self, retriever) -> None:
@@ -192,7 +199,7 @@ class Engine:
             settings=self.settings,
             store=self.store,
             memory=self.memory,
-            retriever=lambda: self.retriever,
+            retriever=self.serving_retriever,
             llm=lambda: self.llm,
             llm_error=lambda: self.llm_error,
             forget_fitted=self.forget_fitted,

@@ -18,7 +18,7 @@ from core.errors import RecassistError
 from server.auth import Principal, authenticator, require_admin, require_keys_off_loopback
 from server.http_errors import install_error_handlers
 from server.jobs import Refresher
-from server.middleware import ApiPathsOnly, BodyLimit, HideSecrets
+from server.middleware import ApiPathsOnly, BodyLimit, HideSecrets, WorkerHeader
 from server.openai_facade import add_openai_routes
 from server.routes import add_routes
 from server.schemas import ErrorResponse
@@ -44,6 +44,7 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
     )
     app.add_middleware(ApiPathsOnly, router=app.router)
     app.add_middleware(BodyLimit)
+    app.add_middleware(WorkerHeader)
     install_error_handlers(app)
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)

@@ -3,8 +3,6 @@ request path, and serving what another worker or `recassist fit` published."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import threading
 import time
@@ -49,11 +47,8 @@ class Refresher:
                 self._scheduled = False  # events from now on schedule the next fit,
                 self._last = time.monotonic()  # an interval after this one began
             try:
-                with _only_one_fit(self.engine.signals_dir) as mine:
-                    if mine:
-                        self.engine.fit()
-                    else:  # another worker is fitting: serve what it publishes
-                        self.engine.reload_signals()
+                if self.engine.fit(wait=False) is None:  # another worker is fitting: serve what it publishes
+                    self.engine.reload_signals()
             except RecassistError as exc:
                 log.warning("refreshing the signals after new events failed: %s", exc)
             finally:
@@ -73,20 +68,3 @@ class Refresher:
         thread = threading.Thread(target=loop, name="recassist-signals-watch", daemon=True)
         thread.start()
         return thread
-
-
-@contextlib.contextmanager
-def _only_one_fit(signals_dir):
-    """True for the one process of a data dir that may fit now; False while another one does."""
-    signals_dir.mkdir(parents=True, exist_ok=True)
-    with open(signals_dir / ".fit.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-

@@ -119,3 +119,25 @@ class HideSecrets(logging.Filter):
         for key in self.keys:
             text = text.replace(key, "***")
         return text
+
+
+class WorkerHeader:
+    """ASGI middleware: every response says which process answered (`X-Recassist-Worker: PID`),
+    so behind `serve --workers N` or gunicorn a reply can be traced to its worker's log."""
+
+    def __init__(self, app):
+        import os
+
+        self.app = app
+        self.header = (b"x-recassist-worker", str(os.getpid()).encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_header)

@@ -604,8 +604,14 @@ class _EngineStub:
         self.signals_dir = Path(tempfile.mkdtemp()) / "signals"
         self.reloads = 0
 
-    def fit(self):
-        self.retriever.refit(self.store)
+    def fit(self, *, wait=True, forgets=False):
+        from assistant.fitted import fit_lock
+
+        with fit_lock(self.signals_dir, wait=wait) as mine:  # the Engine's lock, as PublishedSignals takes it
+            if not mine:
+                return None
+            self.retriever.refit(self.store)
+            return {}
 
     def reload_signals(self):
         self.reloads += 1

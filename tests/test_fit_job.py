@@ -103,3 +103,62 @@ def test_deleting_a_user_publishes_anew_and_keeps_no_older_version(published, tm
         assert read_manifest(published / "signals")["events"] == events_before - removed["events"]
     finally:
         engine.close()
+
+
+def test_a_deletion_in_another_worker_reaches_this_workers_next_answer(published, tmp_path):
+    serving = Engine(_settings(tmp_path / "data"), demo="en")
+    other = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        before = serving.retriever.signals_version
+        assert other.agent.delete_user("ben")["events"] > 0
+        after = read_manifest(published / "signals")
+        assert after["forgets"] == 1 and after["version"] != before
+        serving.agent.recommend("ana", k=3)  # no waiting: adopted before this answer was made
+        assert serving.retriever.signals_version == after["version"]
+    finally:
+        other.close()
+        serving.close()
+
+
+def test_an_ordinary_publication_is_followed_in_the_background(published, tmp_path):
+    import time
+
+    serving = Engine(_settings(tmp_path / "data"), demo="en")
+    job = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        serving.retriever
+        job.store.add_events([Event("newcomer", "like", 1.0, "bk-002")])
+        newer = job.fit()
+        assert newer["forgets"] == 0  # not a deletion: nobody has to wait for it
+        serving.agent.recommend("ana", k=3)
+        deadline = time.monotonic() + 10
+        while serving.retriever.signals_version != newer["version"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert serving.retriever.signals_version == newer["version"]
+    finally:
+        job.close()
+        serving.close()
+
+
+def test_a_deletion_waits_for_a_fit_in_progress_and_fits_after_it(published, tmp_path):
+    import threading
+    import time
+
+    from assistant.fitted import fit_lock
+
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        engine.retriever
+        done = threading.Event()
+        with fit_lock(published / "signals"):  # another process is fitting (and may have read ben's events)
+            worker = threading.Thread(target=lambda: (engine.agent.delete_user("ben"), done.set()))
+            worker.start()
+            time.sleep(0.5)
+            assert not done.is_set()  # the events are gone, but the fit waits its turn
+            assert read_manifest(published / "signals").get("forgets", 0) == 0
+        worker.join(30)
+        assert done.is_set() and read_manifest(published / "signals")["forgets"] == 1
+        # A later ordinary fit keeps the count, so workers that missed the deletion's version still wait for it.
+        assert engine.fit()["forgets"] == 1
+    finally:
+        engine.close()
