@@ -106,8 +106,9 @@ class Engine:
 
     @property
     def signals_dir(self) -> Path:
-        """Where fitted signals are published (retrieval.signals): every worker of this data dir reads them."""
-        return self.data_dir / "signals"
+        """Where fitted signals are published (retrieval.signals): every worker of this data dir reads them
+        (the `signals_dir` setting: one shared folder for workers on several hosts)."""
+        return self.settings.resolved_signals_dir
 
     @cached_property
     def signals(self):

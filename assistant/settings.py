@@ -30,6 +30,10 @@ class Settings(BaseModel):
     # sqlite:///path or postgresql://user:pass@host/db; empty means SQLite in data_dir.
     database_url: str = ""
 
+    # Where fitted signals are published and read (retrieval/signals.py); None: data_dir/signals.
+    # Workers on several hosts over one PostgreSQL point this at one shared folder (NFS, a volume).
+    signals_dir: Path | None = None
+
     # Vector store: "persistent" (on disk in data_dir/chroma) or "http" (a `chroma run` server).
     chroma_mode: Literal["persistent", "http"] = "persistent"
     chroma_host: str = "127.0.0.1"
@@ -171,6 +175,10 @@ class Settings(BaseModel):
     @property
     def chroma_path(self) -> Path:
         return self.data_dir / "chroma"
+
+    @property
+    def resolved_signals_dir(self) -> Path:
+        return (self.signals_dir or self.data_dir / "signals").expanduser()
 
     @property
     def models_dir(self) -> Path:

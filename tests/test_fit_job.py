@@ -162,3 +162,17 @@ def test_a_deletion_waits_for_a_fit_in_progress_and_fits_after_it(published, tmp
         assert engine.fit()["forgets"] == 1
     finally:
         engine.close()
+
+
+def test_signals_go_where_the_signals_dir_setting_says(tmp_path, monkeypatch):
+    shared = tmp_path / "shared-volume" / "signals"
+    monkeypatch.setenv("RECASSIST_SIGNALS_DIR", str(shared))
+    settings = Settings.load(data_dir=tmp_path / "host-a", llm_backend="none", embedding_backend="hash")
+    engine = Engine(settings, demo="en")
+    try:
+        engine.load_demo(progress=False)
+        manifest = engine.fit()
+        assert read_manifest(shared)["version"] == manifest["version"]
+        assert not (tmp_path / "host-a" / "signals").exists()
+    finally:
+        engine.close()
