@@ -126,7 +126,7 @@ def _dialogs_main(args, argv: list[str] | None) -> int:
     out = args.out or Path(f"evaluation/reports/dialogs-{Path(args.dialogs).stem}")
     try:
         if set(modes) - set(MODES):
-            raise RecassistError(f"--dialog-modes {args.dialog_modes}: use one, replay, one,replay or none")
+            raise RecassistError(f"--dialog-modes {args.dialog_modes}: use a comma-separated list of {', '.join(MODES)}, or none")
         _check_work_dir(args.work_dir)
         results = run_dialogs(DialogConfig(
             source=args.dialogs, out=out, work_dir=args.work_dir, data_root=args.data_root, embedding=args.embedding,

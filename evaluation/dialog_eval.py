@@ -1,18 +1,14 @@
 """`recassist eval --dialogs`: the real agent on human movie dialogs, against popularity and content baselines.
-(Just over 400 lines: the protocol, its two modes and its baselines read best in one place.)
 
 The catalog and events go through the public ingest (as `recassist ingest-catalog` / `ingest-events`),
-and the agent answers through `Agent.respond`, the call behind POST /v1/chat, in two modes:
-"one message" (a new user sends the seeker's words so far as one message, as the issue measured it)
-and "replay" (the seeker's turns sent one by one in one session; the answer to the last turn before
-the recommender's message is the list). Scores are per case; confidence intervals resample dialogs.
+and the agent answers through `Agent.respond`, the call behind POST /v1/chat, in the modes of
+`evaluation.dialog_play` (one message, replay, the dialog as prior turns). Scores are per case;
+confidence intervals resample dialogs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,14 +20,12 @@ import numpy as np
 
 from core.errors import ConfigError
 from evaluation import bootstrap, metrics
+from evaluation.dialog_play import MODE_DESCRIPTIONS, MODE_NAMES, MODES, PLAYS, build_engine, proposal_counts
 from evaluation.dialog_report import METRICS, write
-from evaluation.dialogs import Case, Dialog, dialog_cases, read_inspired, read_redial, seeker_turns, split_by_hash
+from evaluation.dialogs import Case, Dialog, dialog_cases, read_inspired, read_redial, split_by_hash
 from retrieval.embeddings import embed_queries
 
 KS = (1, 10, 20, 50)
-MAX_CARDS = 20  # the most cards one answer shows (the agent's cap, as POST /v1/chat's k)
-MODES = ("one", "replay")
-MODE_NAMES = {"one": "agent (one message)", "replay": "agent (replay)"}
 
 
 @dataclass
@@ -198,13 +192,10 @@ def run_agent(cfg: DialogConfig, prepared, items, vectors, embedder, cases: list
     llm = engine.llm
     try:
         for mode in cfg.modes:
-            play = play_one_message if mode == "one" else play_replay
-            answers, turns = play(engine, cases, dialogs, cfg)
+            answers, turns = PLAYS[mode](engine, cases, dialogs, cfg)
             name = MODE_NAMES[mode]
             ranks[name] = np.array([list_rank(answers[i].ids, c, cfg.depth) for i, c in enumerate(cases)])
-            variants[name] = {"description": ("a new user sends the seeker's words so far as one message" if mode == "one" else
-                                              "the seeker's turns sent one by one in one session; the list in view after the last turn counts "
-                                              "(a turn answered in words keeps the list before it on screen)")}
+            variants[name] = {"description": MODE_DESCRIPTIONS[mode]}
             latency[name] = _latency(np.array([t.ms for t in turns]), f"per agent turn ({len(turns)} turns), wall clock of Agent.respond")
             latency[name]["stages_p50"] = {s: metrics.percentile([t.timings[s] for t in turns if s in t.timings], 50)
                                            for s in sorted({s for t in turns for s in t.timings})}
@@ -216,130 +207,6 @@ def run_agent(cfg: DialogConfig, prepared, items, vectors, embedder, cases: list
     finally:
         engine.close()
     return f"{llm.backend} {llm.model}" if llm is not None else "none (retrieval order, evidence reasons)"
-
-
-def proposal_counts(turns: list["Answer"]) -> dict:
-    """Titles the model proposed over these turns, how many linked to the catalog, how many were invented."""
-    counts = Counter()
-    for turn in turns:
-        for key, n in turn.request.get("proposals", {}).items():
-            counts[key] += n
-    return dict(counts)
-
-
-class ListedRetriever:
-    """The engine's Retriever, keeping the candidate list it last returned.
-
-    An answer shows at most 20 cards; the protocol reads the agent's whole candidate list (the cards
-    first, in their order, then the other candidates in retrieval order). It only observes."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.last: list = []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def candidates(self, *args, **kwargs):
-        self.last = self.inner.candidates(*args, **kwargs)
-        return self.last
-
-
-@dataclass
-class Answer:
-    """What one agent turn answered: item ids best first, and how it went."""
-
-    ids: list[str]
-    ms: float
-    timings: dict
-    intent: str
-    session_id: str | None
-    request: dict = field(default_factory=dict)  # the Done event's request note (proposals counted there)
-
-
-def build_engine(cfg: DialogConfig, prepared, items, vectors, embedder):
-    """A fresh Engine loaded through the public ingest; item vectors come from the harness's cache."""
-    from assistant.engine import Engine
-    from assistant.settings import Settings
-    from evaluation.product import CachedEmbedder
-
-    key = hashlib.sha1(f"{prepared.events}|{cfg.embedding}|{cfg.llm}".encode("utf-8")).hexdigest()[:10]
-    data_dir = Path(cfg.work_dir) / "dialogs" / f"engine-{key}"
-    shutil.rmtree(data_dir, ignore_errors=True)  # the sessions write to the store: every run starts clean
-    overrides = {"data_dir": data_dir, "embedding_backend": cfg.embedding, "candidates": cfg.depth, "top_k": MAX_CARDS}
-    if cfg.llm == "none" and cfg.llm_instance is None:
-        settings = Settings.load(env={}, llm_backend="none", **overrides)
-    else:
-        settings = Settings.load(env=cfg.settings_env, **overrides)
-    cached = CachedEmbedder(embedder, [item.document() for item in items], vectors)
-    engine = Engine(settings, llm=cfg.llm_instance, embedder=cached)
-    engine.ingest_catalog_file(prepared.catalog, prepared.catalog_mapping, progress=False)
-    engine.ingest_events_file(prepared.events, prepared.events_mapping, progress=False)
-    engine.__dict__["retriever"] = ListedRetriever(engine.retriever)
-    return engine
-
-
-def respond(engine, user_id: str, message: str, session_id: str | None = None) -> Answer:
-    """One turn through Agent.respond (POST /v1/chat's call) with k = 20; the list is cards + the other candidates."""
-    from assistant.events import DoneEvent
-    from evaluation.conversation import final_cards
-
-    engine.retriever.last = []
-    began = time.perf_counter()
-    events = list(engine.agent.respond(user_id, message, session_id=session_id, k=MAX_CARDS))
-    ms = (time.perf_counter() - began) * 1000
-    cards = [c.item_id for c in final_cards(events)]
-    rest = [c.item.id for c in engine.retriever.last if c.item.id not in cards] if cards else []
-    done = next((e for e in events if isinstance(e, DoneEvent)), None)
-    return Answer(cards + rest, ms, dict(done.timings_ms) if done else {}, done.intent if done else "",
-                  done.session_id if done else session_id, dict(done.request or {}) if done else {})
-
-
-def play_one_message(engine, cases: list[Case], dialogs, cfg: DialogConfig) -> tuple[list[Answer], list[Answer]]:
-    """Per case, a new user sends the seeker's words so far as one message (same words: one call)."""
-    from evaluation.protocols import progress_bar
-
-    asked: dict[tuple[str, int], Answer] = {}
-    bar = progress_bar(len(cases), "agent, one message", cfg.progress, unit="case")
-    out = []
-    for case in cases:
-        key = (case.dialog_id, len(case.seeker_turns))
-        if key not in asked:
-            asked[key] = respond(engine, f"dlg-one-{len(asked)}", case.one_message())
-        out.append(asked[key])
-        bar.update(1)
-    bar.close()
-    return out, list(asked.values())
-
-
-def play_replay(engine, cases: list[Case], dialogs: list[Dialog], cfg: DialogConfig) -> tuple[list[Answer], list[Answer]]:
-    """Per dialog, one user and one session: each seeker turn is sent in order, up to the dialog's last case."""
-    from evaluation.protocols import progress_bar
-
-    by_dialog: dict[str, list[int]] = {}
-    for i, case in enumerate(cases):
-        by_dialog.setdefault(case.dialog_id, []).append(i)
-    out: list[Answer | None] = [None] * len(cases)
-    turns: list[Answer] = []
-    bar = progress_bar(len(by_dialog), "agent, replay", cfg.progress, unit="dialog")
-    for ordinal, dialog in enumerate(d for d in dialogs if d.id in by_dialog):
-        needed = max(len(cases[i].seeker_turns) for i in by_dialog[dialog.id])
-        answers: list[Answer] = []
-        session = None
-        for _, text in seeker_turns(dialog)[:needed]:
-            answer = respond(engine, f"dlg-replay-{ordinal}", text, session)
-            if not answer.ids and answers:
-                # "Thanks!" or "why that one?" answers in words; the list in view is the one before
-                # (the UI keeps it on screen), so that is the list the person has.
-                answer = Answer(answers[-1].ids, answer.ms, answer.timings, answer.intent, answer.session_id)
-            answers.append(answer)
-            session = answers[-1].session_id
-        turns += answers
-        for i in by_dialog[dialog.id]:
-            out[i] = answers[len(cases[i].seeker_turns) - 1]
-        bar.update(1)
-    bar.close()
-    return out, turns
 
 
 def list_rank(ids: list[str], case: Case, depth: int) -> float:

@@ -2,11 +2,12 @@
 
 The tuning half of `recassist eval --dialogs redial` is split again by dialog id into two folds:
 one fold's mentions (with MovieLens ratings) are the event log, the other fold's cases are asked,
-through the real agent in "one message" mode. The report half is never read here.
+through the real agent ("one message" mode unless --mode says otherwise). The report half is never read here.
 
     python -m evaluation.dialog_tuning --fold 0                      # the shipped weights
     python -m evaluation.dialog_tuning --fold 0 --set query=0.1      # a weight (DEFAULT_WEIGHTS key)
     python -m evaluation.dialog_tuning --fold 1 --set QUERY_SHRINK=0 # a constant of retrieval.fusion
+    python -m evaluation.dialog_tuning --fold 0 --mode history       # the dialog so far as prior turns
     python -m evaluation.dialog_tuning --fold 0 --llm --env RECASSIST_LLM_PROPOSALS=true --limit-cases 150
                                    # the configured model in the loop (the embedded one by default)
 
@@ -47,7 +48,8 @@ def apply(settings: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from evaluation.dialog_data import prepare
-    from evaluation.dialog_eval import DialogConfig, build_engine, list_rank, load_source, play_one_message, proposal_counts
+    from evaluation.dialog_eval import DialogConfig, list_rank, load_source
+    from evaluation.dialog_play import MODES, PLAYS, build_engine, proposal_counts
     from evaluation.dialogs import dialog_cases
     from evaluation.itemvectors import content_vectors
     from evaluation.movielens import find_data_root
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--llm", action="store_true", help="the configured model in the loop (default: none)")
     parser.add_argument("--env", action="append", default=[], metavar="RECASSIST_X=VALUE", help="settings for the --llm engine")
+    parser.add_argument("--mode", choices=MODES, default="one", help="how the dialog is put to the agent (default: one)")
     parser.add_argument("--limit-cases", type=int, default=None, help="the first N cases (a model in the loop is slow)")
     args = parser.parse_args(argv)
     apply(args.set)
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the dialog data was not found: pass --data-root (the folder holding redial-dev/)")
     env = dict(pair.split("=", 1) for pair in args.env)
     cfg = DialogConfig(source="redial", out=args.work_dir / "out", work_dir=args.work_dir / f"fold{args.fold}",
-                       modes=("one",), progress=False, llm="configured" if args.llm else "none",
+                       modes=(args.mode,), progress=False, llm="configured" if args.llm else "none",
                        settings_env={"RECASSIST_LLM_REASONS": "false", **env})
     source = load_source(cfg, root)
     events_half = [d for d in source.tune if fold_of(d.id) == args.fold]
@@ -83,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cases = [case for dialog in asked_half for case in dialog_cases(dialog, index.__contains__)[0]][: args.limit_cases]
         began = time.perf_counter()
-        answers, turns = play_one_message(engine, cases, asked_half, cfg)
+        answers, turns = PLAYS[args.mode](engine, cases, asked_half, cfg)
     finally:
         engine.close()
     ranks = np.array([list_rank(a.ids, c, 50) for a, c in zip(answers, cases)])
     recall = {f"R@{k}": round(float(np.mean(ranks <= k)), 4) for k in (1, 10, 20, 50)}
-    print(json.dumps({"fold": args.fold, "set": args.set, "env": env, "llm": args.llm, "cases": len(cases), **recall,
+    print(json.dumps({"fold": args.fold, "mode": args.mode, "set": args.set, "env": env, "llm": args.llm, "cases": len(cases), **recall,
                       "proposals": proposal_counts(turns), "seconds": round(time.perf_counter() - began)}))
     return 0
 
