@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     dialogs.add_argument("--dialog-llm", choices=("none", "configured"), default="none",
                          help="none (default): the agent without an LLM; configured: the LLM RECASSIST_* settings configure, as `recassist serve`")
     dialogs.add_argument("--dialog-modes", default="one,replay",
-                         help="one (the seeker's words so far as one message), replay (turn by turn in one session), both "
-                              "comma-separated, or none for the baselines only (default: %(default)s)")
+                         help="one (the seeker's words so far as one message), replay (turn by turn in one session), history "
+                              "(the dialog so far, both sides, as prior turns of a new session), comma-separated, or none for "
+                              "the baselines only (default: %(default)s)")
     dialogs.add_argument("--limit-dialogs", type=int, help="a seeded sample of N report dialogs (quick runs)")
     return p
 
