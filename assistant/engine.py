@@ -91,6 +91,8 @@ class Engine:
     @cached_property
     def retriever(self):
         from retrieval.candidates import Retriever
+        from retrieval.freshness import Freshness
+        from retrieval.live import LiveCounters
         from retrieval.sequential import SequentialModel
         from retrieval.vectors import VectorIndex, content_collection_name
 
@@ -98,6 +100,9 @@ class Engine:
         content = VectorIndex(self.chroma, content_collection_name(self.embedder), self.embedder, hnsw=hnsw)
         collab = VectorIndex(self.chroma, "collab", None, hnsw=hnsw)
         retriever = Retriever(self.store, self.embedder, content, collab, SequentialModel())
+        LiveCounters(self.store, poll_s=self.settings.live_poll_s).attach(retriever)
+        if self.settings.freshness_half_life_hours > 0:
+            retriever.freshness = Freshness(self.store, self.settings.freshness_half_life_hours)
         self._sync_vectors(retriever)
         self.signals.serve(retriever)
         return retriever
@@ -272,6 +277,8 @@ class Engine:
         known = set(self.store.get_items(named)) if named else set()  # events on unknown items are rejected
         events, rejects = events_from_dicts(rows, known)
         stored = write_events(self.store, events)
+        if stored and "retriever" in self.__dict__ and self.retriever.live is not None:
+            self.retriever.live.poll()  # this worker counts them at once; the others within their poll
         return {"accepted": len(events), "stored": stored, "rejected": [r.to_dict() for r in rejects]}
 
     def demo_paths(self) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ from assistant.explain import hook_of, summarize_item
 from assistant.reasons import evidence_from_dict
 from assistant.replies import quoted, reply, year_text
 from assistant.turn import Understood
-from retrieval.records import Candidate
+from retrieval.records import CHAT_SOURCE, Candidate
 
 
 def smalltalk(understood: Understood, *, store, memory, users) -> Iterator[TurnEvent]:
@@ -97,7 +97,7 @@ def feedback_in_words(understood: Understood, *, store, users) -> Iterator[TurnE
     for item_id in targets:
         if conv.persist:
             users.feedback(conv.user_id, item_id, said.get(stance_of.get(item_id, ""), u.feedback or "like"),
-                           source=f"chat {conv.session_id}")
+                           source=f"{CHAT_SOURCE}{conv.session_id}")
     items = [store.get_item(i) for i in targets]
     titles = ("" if u.language == "zh" else ", ").join(quoted(item.title, u.language) for item in items if item)
     yield MessageEvent(reply(f"feedback_{u.feedback or 'like'}", u.language, titles=titles), "feedback")

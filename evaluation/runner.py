@@ -13,7 +13,9 @@ from typing import Literal
 import numpy as np
 
 from core.errors import ConfigError
-from evaluation import bootstrap, metrics, protocols, report, tuning
+from retrieval.progress import progress_bar
+from evaluation import bootstrap, metrics, protocols, report, timeliness, tuning
+from evaluation.scorers import DENSE_EASE_MAX_ITEMS
 from evaluation.splits import leave_one_out
 from evaluation.variants import BASE_VARIANTS, BATCHED_PATH, LLM_VARIANTS, build_batched
 
@@ -60,6 +62,7 @@ class EvalConfig:
     settings_env: dict[str, str] = field(default_factory=dict)  # RECASSIST_* values for the LLM backend
     llm: object | None = None  # an LLM instance to use instead of building one (tests)
     embedder: object | None = None  # same, for the embedder
+    dense_collab_max_items: int = DENSE_EASE_MAX_ITEMS  # above it, sparse ItemKNN stands in for dense EASE
 
 
 def load_data(cfg: EvalConfig):
@@ -138,9 +141,10 @@ def run(cfg: EvalConfig) -> dict:
 
     batched = [v for v in cfg.variants if v in BASE_VARIANTS and v != "retriever"]
     llm_names = [v for v in cfg.variants if v in LLM_VARIANTS]
-    knobs = choose_knobs(stages["valid"], rows, keys, vectors, cfg, results) if batched or llm_names else {}
+    fits: dict = {}  # scorers that agree on their fit knobs fit once per stage (the hybrid reuses collab's EASE)
+    knobs = choose_knobs(stages["valid"], rows, keys, vectors, cfg, results, fits) if batched or llm_names else {}
     # The hybrid is also the LLM's base and the reference in paired comparisons.
-    built = {name: build_batched(name, knobs, vectors, split) for name in dict.fromkeys([*batched, "hybrid", "sequential"])} if knobs else {}
+    built = {name: build_batched(name, knobs, vectors, split, fits) for name in dict.fromkeys([*batched, "hybrid", "sequential"])} if knobs else {}
     per_user: dict[tuple[str, str, str], protocols.Ranking] = {}
     for name in batched:
         variant = built[name]
@@ -170,6 +174,7 @@ def run(cfg: EvalConfig) -> dict:
 
     if want_a:
         _beyond(results, per_user, stages["test"], vectors, cfg.seed)
+        timeliness.add_to_beyond(results, per_user, stages["test"], split.items)  # catalogs with published_at
         _paired(results, per_user, cfg.seed)
     if cfg.conversations:
         from evaluation.conversation import run_conversations
@@ -196,37 +201,40 @@ def run(cfg: EvalConfig) -> dict:
     return results
 
 
-def choose_knobs(valid, rows, keys, vectors, cfg: EvalConfig, results: dict) -> dict:
-    """Search each signal's knobs, then the fusion weights, on the validation stage (evaluated rows only)."""
+def choose_knobs(valid, rows, keys, vectors, cfg: EvalConfig, results: dict, fits: dict | None = None) -> dict:
+    """Search each signal's knobs, then the fusion weights, on the validation stage (evaluated rows only).
+
+    The chosen signals' validation fits go into `fits`, where the variants find them again."""
     from evaluation import scorers
 
-    stage = valid.subset(rows) if len(rows) < valid.n_users else valid
     # Fitting uses everyone's training histories; only the scored rows are limited.
     fit_stage = valid
+    # The scorer itself is a one-value knob, so the report's knobs say which one ran.
+    kind = scorers.collab_kind(valid.n_items, cfg.dense_collab_max_items)
+    collab_grid, collab_fixed = tuning.COLLAB_GRIDS[kind]
+    collab_grid = {"scorer": (kind,), **collab_grid}
+    with_bar = {"progress": cfg.progress} if kind == "itemknn" else {}  # its neighbour build shows a bar
+    steps = [
+        ("sequential", lambda s: scorers.Sequential(**tuning.SEQUENTIAL_FIXED, **s), tuning.SEQUENTIAL_GRID, tuning.SEQUENTIAL_FIXED),
+        ("collab", lambda s: scorers.make_collab(**collab_fixed, **with_bar, **s), collab_grid, collab_fixed),
+        ("content", lambda s: scorers.Content(vectors, **s), tuning.CONTENT_GRID, {}),
+    ]
     knobs: dict = {}
-
-    def search(name, make, space):
-        found = tuning.Search(name)
-        for setting in tuning.grid(space):
-            scorer = make(setting).fit(fit_stage)
-            scores = scorer.score(fit_stage, rows)
-            found.add(setting, tuning.objective(scores, stage, keys))
+    bar = progress_bar(sum(len(tuning.grid(space)) for _, _, space, _ in steps) + 1, "choosing knobs [valid]", cfg.progress, unit="setting")
+    for name, make, space, fixed in steps:
+        found = tuning.search_scorer(name, make, space, valid, keys, rows=rows, fit_stage=fit_stage, on_setting=bar.update)
         results["knobs"][name] = found.to_dict()
-        return found.best
-
-    knobs["sequential"] = {**tuning.SEQUENTIAL_FIXED,
-                           **search("sequential", lambda s: scorers.Sequential(**tuning.SEQUENTIAL_FIXED, **s), tuning.SEQUENTIAL_GRID)}
-    knobs["collab"] = {**tuning.COLLAB_FIXED,
-                       **search("collab", lambda s: scorers.EASE(**tuning.COLLAB_FIXED, **s), tuning.COLLAB_GRID)}
-    knobs["content"] = search("content", lambda s: scorers.Content(vectors, **s), tuning.CONTENT_GRID)
+        knobs[name] = {**fixed, **found.best}
     signals = {
         "sequential": scorers.Sequential(**knobs["sequential"]),
-        "collab": scorers.EASE(**knobs["collab"]),
+        "collab": scorers.make_collab(**knobs["collab"]),
         "content": scorers.Content(vectors, **knobs["content"]),
         "popularity": scorers.Popularity(),
     }
-    matrices = {name: s.fit(fit_stage).score(fit_stage, rows) for name, s in signals.items()}
-    found = tuning.search_weights(matrices, tuning.HYBRID_GRID, stage, keys)
+    fitted = {name: scorers.fit_once(s, fit_stage, fits) for name, s in signals.items()}
+    found = tuning.search_weights(fitted, tuning.HYBRID_GRID, valid, rows, keys)
+    bar.update(1)
+    bar.close()
     results["knobs"]["hybrid"] = found.to_dict()
     knobs["hybrid"] = found.best
     return knobs

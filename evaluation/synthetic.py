@@ -73,6 +73,11 @@ USER_BLOCK = 20_000  # users generated and written at once: bounds memory
 AT_START = 0.3  # share of the catalog released before the log starts
 HOT_DAYS = 30.0  # a new release's extra appeal fades with this time constant
 EVENT_GAP_S = 240.0  # mean seconds between two events of one session
+# --news: a story's appeal falls by e every NEWS_DAYS after it is published; few exist before the log.
+NEWS_DAYS = 1.0
+NEWS_AT_START = 0.02
+NEWS_DRIFT = 0.1
+NEWS_PERIODS_PER_DAY = 4  # appeal is set per period: a story is readable from the period after it is out
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class Platform:
     session_length: float = 5.0  # mean events per session
     sequel: float = 0.25  # share of events that continue the previous item's series
     taste_concentration: float = 2.0  # Dirichlet total: lower, more focused tastes
+    news: bool = False  # a news platform: items published across the span (published_at), read in their first days
 
 
 @dataclass
@@ -115,7 +121,7 @@ class _Catalog:
         category = np.concatenate([np.arange(n_cat), rng.choice(n_cat, size=n - n_cat, p=share / share.sum())])
         self.category = rng.permutation(category).astype(np.int32)
         self.weight = (1.0 / rng.permutation(np.arange(1, n + 1)) ** platform.zipf).astype(np.float64)
-        release = np.where(rng.random(n) < AT_START, start - rng.random(n) * 3650 * DAY, start + rng.random(n) * platform.days * DAY)
+        release = np.where(rng.random(n) < (NEWS_AT_START if platform.news else AT_START), start - rng.random(n) * 3650 * DAY, start + rng.random(n) * platform.days * DAY)
         self.members = [np.flatnonzero(self.category == c) for c in range(n_cat)]
         for members in self.members:  # each category's first item exists from the start
             release[members[np.argmin(release[members])]] = start - DAY
@@ -128,12 +134,13 @@ class _Catalog:
             self.sequel[members[:-1]] = members[1:]
         self.start, self.platform = start, platform
         self.period_s = platform.days * DAY / platform.periods
-        drift = np.exp(np.cumsum(rng.normal(0.0, 0.35, size=(platform.periods, n)), axis=0))
+        drift = np.exp(np.cumsum(rng.normal(0.0, NEWS_DRIFT if platform.news else 0.35, size=(platform.periods, n)), axis=0))
         self.cumulative: list[list[np.ndarray]] = []  # [period][category] cumulative weights over members
         for p in range(platform.periods):
             begins = start + p * self.period_s
             age_days = (begins - release) / DAY
-            appeal = self.weight * drift[p] * (1.0 + 4.0 * np.exp(-np.maximum(age_days, 0.0) / HOT_DAYS))
+            fade = np.exp(-np.maximum(age_days, 0.0) / NEWS_DAYS) if platform.news else 1.0 + 4.0 * np.exp(-np.maximum(age_days, 0.0) / HOT_DAYS)
+            appeal = self.weight * drift[p] * fade
             appeal[release > begins] = 0.0  # released later: nobody can have it yet
             self.cumulative.append([np.cumsum(appeal[m]) for m in self.members])
         mass = np.bincount(self.category, weights=self.weight, minlength=n_cat)
@@ -195,6 +202,8 @@ def _write_catalog(catalog: _Catalog, rng: np.random.Generator, path: Path) -> N
                     f"through {w[4]} and {w[5]}.")
             row = {"id": f"i{i}", "title": title, "text": text, "categories": categories, "tags": tags,
                    "year": int(years[i]), "creator": creators[creator_of[i]], "popularity": float(figure[i])}
+            if catalog.platform.news:
+                row["published_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(catalog.release[i]))
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -281,6 +290,11 @@ def _block(catalog: _Catalog, rng, counts: np.ndarray, first_user: int, type_p, 
     return local + first_user, item, kind, ts, value, text
 
 
+def news_periods(days: float) -> int:
+    """Periods for a news platform: a few a day, so a story's appeal follows its age."""
+    return max(1, int(round(days * NEWS_PERIODS_PER_DAY)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=Platform.items)
@@ -289,12 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=Platform.seed)
     parser.add_argument("--zipf", type=float, default=Platform.zipf, help="popularity exponent (default %(default)s)")
     parser.add_argument("--days", type=float, default=Platform.days, help="span of the log in days (default %(default)s)")
+    parser.add_argument("--news", action="store_true", help="a news platform: published_at per item, interest in its first days")
     parser.add_argument("--out", type=Path, required=True, help="folder for catalog.jsonl and events.csv")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     if min(args.items, args.users) < 1 or args.events < 0:
         parser.error("--items and --users must be at least 1, --events at least 0")
-    platform = Platform(items=args.items, users=args.users, events=args.events, seed=args.seed, zipf=args.zipf, days=args.days)
+    platform = Platform(items=args.items, users=args.users, events=args.events, seed=args.seed, zipf=args.zipf, days=args.days,
+                        news=args.news, periods=news_periods(args.days) if args.news else Platform.periods)
     written = generate(platform, args.out, progress=not args.quiet)
     print(f"wrote {written.items:,} items to {written.catalog} and {written.event_rows:,} events of "
           f"{written.users:,} users to {written.events} in {written.seconds:.1f} s")

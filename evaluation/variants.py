@@ -21,7 +21,12 @@ from evaluation.splits import Stage
 BASE_VARIANTS = ("popularity", "content", "collab", "sequential", "sequential-product", "hybrid", "retriever")
 LLM_VARIANTS = ("llm", "llm-noshuffle")  # hybrid + LLM ranking, with and without shuffled orders
 DEFAULT_VARIANTS = BASE_VARIANTS + LLM_VARIANTS
-BATCHED_PATH = "numpy, all users batched (score matrix over the whole catalog)"
+BATCHED_PATH = "numpy, users batched in bounded blocks (score matrix over the whole catalog)"
+COLLAB_DESCRIPTIONS = {
+    "ease": "item-item weights learned in closed form from who watched what (EASE), from the user's recent items",
+    "itemknn": "item-item cosine over who watched what, top neighbours per item (sparse ItemKNN: the catalog is "
+               "past the size where dense EASE is cheap), from the user's recent items",
+}
 
 
 @dataclass
@@ -33,11 +38,12 @@ class MatrixVariant:
     description: str = ""
     knobs: dict = field(default_factory=dict)
     path: str = BATCHED_PATH
+    fits: dict | None = None  # one run's fits, shared by variants whose scorers agree (scorers.fit_once)
     _fitted_on: str | None = None
 
     def prepare(self, stage: Stage) -> None:
         if self._fitted_on != stage.name:
-            self.scorer.fit(stage)
+            scorers.fit_once(self.scorer, stage, self.fits)
             self._fitted_on = stage.name
 
     def scores(self, stage: Stage, rows: Sequence[int]) -> np.ndarray:
@@ -59,8 +65,17 @@ def parse_variants(text: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_batched(name: str, knobs: dict, vectors: np.ndarray | None, split=None) -> MatrixVariant:
-    """One of the numpy variants with the given knobs (see evaluation/tuning.py for how they are chosen)."""
+def build_batched(name: str, knobs: dict, vectors: np.ndarray | None, split=None, fits: dict | None = None) -> MatrixVariant:
+    """One of the numpy variants with the given knobs (see evaluation/tuning.py for how they are chosen).
+
+    Variants built with the same `fits` dict fit an equal scorer once per stage (the hybrid's
+    collaborative part reuses the collab variant's EASE inverse)."""
+    variant = _variant(name, knobs, vectors, split, fits)
+    variant.fits = fits
+    return variant
+
+
+def _variant(name: str, knobs: dict, vectors: np.ndarray | None, split, fits: dict | None) -> MatrixVariant:
     if name == "sequential-product":
         from evaluation.product import ProductSequential
 
@@ -80,11 +95,9 @@ def build_batched(name: str, knobs: dict, vectors: np.ndarray | None, split=None
             knobs.get("content", {}),
         )
     if name == "collab":
-        return MatrixVariant(
-            name, scorers.EASE(**knobs.get("collab", {})),
-            "item-item weights learned in closed form from who watched what (EASE), from the user's recent items",
-            knobs.get("collab", {}),
-        )
+        chosen = knobs.get("collab", {})
+        scorer = scorers.make_collab(**chosen)
+        return MatrixVariant(name, scorer, COLLAB_DESCRIPTIONS[scorer.name], chosen)
     if name == "sequential":
         return MatrixVariant(
             name, scorers.Sequential(**knobs.get("sequential", {})),
@@ -101,7 +114,7 @@ def build_batched(name: str, knobs: dict, vectors: np.ndarray | None, split=None
         if not parts:
             parts, ws = [scorers.Sequential(**knobs.get("sequential", {}))], [1.0]
         return MatrixVariant(
-            name, scorers.Hybrid(parts, ws),
+            name, scorers.Hybrid(parts, ws, fits=fits),
             "weighted sum of the signals above, each scaled per user to [0, 1]",
             {"weights": dict(zip([p.name for p in parts], ws))},
         )

@@ -73,6 +73,8 @@ class Retriever:
         self._vector_cache: dict[str, np.ndarray] = {}
         self._item_cache: dict[str, Item] = {}
         self._collab_table = CollabTable()
+        self.live = None  # retrieval.live.LiveCounters: popularity and trending that follow new events
+        self.freshness = None  # retrieval.freshness.Freshness: a time-sensitive catalog's decay
 
     # --- keeping the indexes in step with the store ---------------------------------------
 
@@ -119,6 +121,8 @@ class Retriever:
         self._collab_table = CollabTable(signals.collab_ids(), signals.collab_vectors)
         self.fitted_at = signals.created_at or time.time()
         self.signals_version = signals.version
+        if self.live is not None:
+            self.live.adopt(signals)
 
     @staticmethod
     def _compute_popularity(store, events: list[Event]) -> tuple[dict[str, float], float]:
@@ -152,6 +156,8 @@ class Retriever:
 
     def candidates(self, user_id: str, request: Request, k: int = 20, history: list[Event] | None = None) -> list[Candidate]:
         """The k best items for this user and request, each with the evidence that found it."""
+        if self.live is not None:
+            self.live.poll_if_due()
         events = self.store.events_for_user(user_id) if history is None else history
         user = UserHistory.from_events(events)
         disliked = {i for i, _ in user.disliked}
@@ -175,6 +181,8 @@ class Retriever:
         self._behaviour_signals(signals, user, seeds, fetch)
         cold = not user.liked and not seeds
         weights = signal_weights(self.weights, self.behaviour_confidence, request, seeds, cold)
+        if self.freshness is not None:
+            self.freshness.weigh(weights, self.behaviour_confidence)
         if weights["popularity"] > 0:
             signals["popularity"] = dict(self.popular(fetch if cold else min(fetch, 100)))
         if seeds and weights["comention"] > 0:
@@ -186,6 +194,8 @@ class Retriever:
             signals["proposed"] = {item_id: 1.0 - rank / len(proposed) for rank, item_id in enumerate(proposed)}
 
         fused, found_by = fuse(signals, weights)
+        if self.freshness is not None:
+            self.freshness.decay(fused, found_by)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
         if request.prefer_categories:
             ranked = self._prefer(ranked, request.prefer_categories, fused, found_by, fetch)
@@ -264,8 +274,10 @@ class Retriever:
             if disliked:
                 profile = profile + 0.5 * sum(w * vectors[i] for i, w in disliked)  # w < 0: subtracts
             queries.append(("history", unit(profile), 1.0))
-            # The newest liked items one by one too: a mean of varied tastes is mushy.
-            queries += [("history", vectors[i], 0.9) for i, _ in liked[-NEAREST_ITEMS:]]
+            # The newest liked items one by one too: a mean of varied tastes is mushy. One liked
+            # item and no dislikes: the profile is that item, and its hits would score 0.9 of the same.
+            if len(liked) > 1 or disliked:
+                queries += [("history", vectors[i], 0.9) for i, _ in liked[-NEAREST_ITEMS:]]
         seed_vectors = [vectors[i] for i in seeds if i in vectors]
         if seed_vectors:
             queries.append(("seed", unit(sum(seed_vectors)), 1.0))
@@ -328,9 +340,12 @@ class Retriever:
             chunk = ranked[start : start + step]
             found = self._items(chunk)
             items.update(found)
-            pool += [i for i in chunk if i in found and request.accepts(found[i]) and works.first(found[i].title, found[i].year)]
-            if len(pool) >= n:
-                return items, pool[:n]
+            for item_id in chunk:  # one at a time: past the n-th, a title need not be normalised
+                item = found.get(item_id)
+                if item is not None and request.accepts(item) and works.first(item.title, item.year):
+                    pool.append(item_id)
+                    if len(pool) == n:
+                        return items, pool
         return items, pool
 
     def _filtered_fill(self, request: Request, anchor, exclude: set[str], n: int, items: dict, found_by: dict) -> list[str]:

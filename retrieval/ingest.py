@@ -25,7 +25,7 @@ from retrieval.store import Store
 from retrieval.writes import write_event_batches, write_items
 
 
-ITEM_FIELDS = ("id", "title", "text", "categories", "tags", "year", "creator", "popularity")
+ITEM_FIELDS = ("id", "title", "text", "categories", "tags", "year", "creator", "popularity", "published_at")
 EVENT_FIELDS = ("user_id", "item_id", "type", "timestamp", "value", "text")
 EVENT_BATCH = 100_000  # events per transaction of an events ingest
 MAX_REJECTS_KEPT = 10_000  # in an events report; more are counted, not kept (memory stays bounded)

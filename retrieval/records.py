@@ -59,6 +59,7 @@ class Item:
     creator: str | None = None
     popularity: float | None = None
     extra: dict = field(default_factory=dict)
+    published_at: float | None = None  # epoch seconds; a time-sensitive catalog decays old items (retrieval.freshness)
 
     def document(self) -> str:
         """The text that gets embedded: title, creator, year, categories, tags and description."""
@@ -79,7 +80,10 @@ class Item:
     def fingerprint(self) -> str:
         """Content hash: an unchanged item is not re-embedded on re-ingest."""
         # self.__dict__ rather than asdict(): asdict deep-copies and dominated ingest time.
-        payload = json.dumps(self.__dict__, sort_keys=True, ensure_ascii=False, default=str)
+        fields = self.__dict__
+        if fields.get("published_at") is None:  # as before the field existed: stored items are not re-embedded
+            fields = {k: v for k, v in fields.items() if k != "published_at"}
+        payload = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha1(payload.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict:
@@ -96,6 +100,19 @@ def item_length(item: Item) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return None
+
+
+# What a person told the assistant in chat ("I loved Heat") is logged as an event whose text is
+# "chat <session id>". It says what they liked, not what they did now: it counts for their own
+# answers, for popularity and for co-occurrence, but never makes a work trending (the time is
+# when it was said, not when it was watched or read).
+CHAT_SOURCE = "chat "
+# (substr, not LIKE 'chat %': psycopg would read the % as a placeholder)
+STATED_IN_CHAT_SQL = f"CASE WHEN substr(text, 1, {len(CHAT_SOURCE)}) = '{CHAT_SOURCE}' THEN 1 ELSE 0 END"
+
+
+def stated_in_chat(text: str | None) -> bool:
+    return bool(text) and text.startswith(CHAT_SOURCE)
 
 
 @dataclass

@@ -93,6 +93,7 @@ def to_item(row: dict, columns: dict[str, str], extra_columns: list[str], typed:
         creator=string(field_value(row, columns, "creator"), "creator", MAX_TITLE),
         popularity=_number(field_value(row, columns, "popularity"), "popularity"),
         extra=extra,
+        published_at=_published(field_value(row, columns, "published_at")),
     )
 
 
@@ -310,6 +311,16 @@ def _timestamp(value: Any) -> float:
     if number is None or not math.isfinite(number) or number < 0:
         raise Bad("timestamp", f"{value!r} is not a time", "use epoch seconds, epoch milliseconds or ISO 8601")
     return number / 1000.0 if number > 1e11 else number
+
+
+def _published(value: Any) -> float | None:
+    """An item's publication time, read as event timestamps are; None when the catalog gives none."""
+    if value is None:
+        return None
+    try:
+        return _timestamp(value)
+    except Bad as bad:
+        raise Bad("published_at", bad.reason, bad.hint) from None
 
 
 def _scalar(value: Any, typed: bool) -> str | int | float | bool | None:

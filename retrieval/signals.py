@@ -56,6 +56,7 @@ class Signals:
     collab_rows: np.ndarray  # int32 positions in item_ids
     collab_vectors: np.ndarray  # float32 [len(collab_rows), dim]
     manifest: dict = field(default_factory=dict)
+    counters: dict[str, np.ndarray] = field(default_factory=dict)  # retrieval.live's raw counts, as counters.NAME.npy
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -162,7 +163,7 @@ def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
         item_ids=item_ids, catalog_items=manifest["catalog_items"], popularity=array("popularity"),
         confidence=manifest["confidence"], transitions=matrices["transitions"], neighbours=matrices["neighbours"],
         trending=array("trending"), collab_rows=array("collab_rows"), collab_vectors=array("collab_vectors"),
-        manifest=manifest,
+        manifest=manifest, counters={name[9:-4]: array(name[:-4]) for name in manifest["files"] if name.startswith("counters.")},
     )
 
 
@@ -216,7 +217,7 @@ def _manifest(folder: Path) -> dict:
 
 
 def _write_arrays(signals: Signals, folder: Path) -> dict[str, int]:
-    arrays = {name: getattr(signals, name) for name in _ARRAYS}
+    arrays = {name: getattr(signals, name) for name in _ARRAYS} | {f"counters.{k}": v for k, v in signals.counters.items()}
     for name in _MATRICES:
         matrix = getattr(signals, name).tocsr()
         arrays |= {f"{name}.data": matrix.data, f"{name}.indices": matrix.indices, f"{name}.indptr": matrix.indptr}

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
-from retrieval.records import Event, Item, event_weight
+from retrieval.migrations import event_key, migrate
+from retrieval.records import STATED_IN_CHAT_SQL, Event, Item, event_weight
 from retrieval.sql import BulkLoad, Database, mask_url  # noqa: F401 - mask_url: part of this module's interface
 
 _PAGE = 1000  # rows per page when iterating
@@ -47,7 +48,7 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
 CREATE INDEX IF NOT EXISTS events_item ON events (item_id)
 """
 
-_ITEM_COLUMNS = "id, title, text, categories, tags, year, creator, popularity, extra"
+_ITEM_COLUMNS = "id, title, text, categories, tags, year, creator, popularity, extra, published_at"
 _EVENT_COLUMNS = "user_id, type, ts, item_id, value, text"
 _EVENT_KEYED = ("id", "user_id", "type", "ts", "item_id", "value", "text")  # a row of `_event_row`, id first
 
@@ -68,6 +69,8 @@ class Store:
         self.database = database
         self.url = database.url  # password masked: safe to log or show
         database.create(_SCHEMA)
+        migrate(database)  # items.published_at; on PostgreSQL, events.seq (retrieval.migrations)
+        self._event_key = event_key(database)
         self._read, self._write = database.read, database.write
 
     @classmethod
@@ -118,11 +121,11 @@ class Store:
                 rows.append(_item_row(item) + (fingerprint, now))
             db.executemany(
                 f"INSERT INTO items ({_ITEM_COLUMNS}, fingerprint, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET title = excluded.title, text = excluded.text,"
                 " categories = excluded.categories, tags = excluded.tags, year = excluded.year,"
                 " creator = excluded.creator, popularity = excluded.popularity,"
-                " extra = excluded.extra, fingerprint = excluded.fingerprint,"
+                " extra = excluded.extra, published_at = excluded.published_at, fingerprint = excluded.fingerprint,"
                 " updated_at = excluded.updated_at",
                 rows,
             )
@@ -231,17 +234,21 @@ class Store:
                 return
             last = (rows[-1][2], rows[-1][6])
 
-    def iter_event_columns(self, chunk_size: int = 50_000) -> Iterator[tuple[tuple, ...]]:
+    def iter_event_columns(self, chunk_size: int = 50_000, through: int | None = None) -> Iterator[tuple[tuple, ...]]:
         """Every event in `iter_events` order, a chunk at a time as columns (user ids, item ids,
-        types, timestamps, values, event ids): no Event object per row, for the fitting job."""
-        sql = "SELECT user_id, item_id, type, ts, value, id FROM events"
+        types, timestamps, values, event ids, 1 where it was only said in chat): no Event object
+        per row, for the fitting job."""
+        sql = f"SELECT user_id, item_id, type, ts, value, id, {STATED_IN_CHAT_SQL} FROM events"
+        # `through`: only the events up to a tail's key (retrieval.live counts the later ones itself).
+        bound = "" if through is None else f"{self._event_key} <= {int(through)}"
         last: tuple | None = None
         while True:
             with self._read() as db:
                 if last is None:
-                    rows = db.all(f"{sql} ORDER BY ts, id LIMIT ?", (chunk_size,))
+                    rows = db.all(f"{sql} {'WHERE ' + bound if bound else ''} ORDER BY ts, id LIMIT ?", (chunk_size,))
                 else:
-                    rows = db.all(f"{sql} WHERE (ts, id) > (?, ?) ORDER BY ts, id LIMIT ?", last + (chunk_size,))
+                    rows = db.all(f"{sql} WHERE (ts, id) > (?, ?) {'AND ' + bound if bound else ''} ORDER BY ts, id LIMIT ?",
+                                  last + (chunk_size,))
             if rows:
                 yield tuple(zip(*rows))
             if len(rows) < chunk_size:
@@ -327,15 +334,15 @@ def _dumps(value: Any) -> str:
 def _item_row(item: Item) -> tuple:
     return (
         item.id, item.title, item.text, _dumps(list(item.categories)), _dumps(list(item.tags)),
-        item.year, item.creator, item.popularity, _dumps(item.extra),
+        item.year, item.creator, item.popularity, _dumps(item.extra), item.published_at,
     )
 
 
 def _item_from_row(row: tuple) -> Item:
-    item_id, title, text, categories, tags, year, creator, popularity, extra = row
+    item_id, title, text, categories, tags, year, creator, popularity, extra, published_at = row
     return Item(
         id=item_id, title=title, text=text, categories=json.loads(categories), tags=json.loads(tags),
-        year=year, creator=creator, popularity=popularity, extra=json.loads(extra),
+        year=year, creator=creator, popularity=popularity, extra=json.loads(extra), published_at=published_at,
     )
 
 

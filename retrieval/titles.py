@@ -15,6 +15,7 @@ shows it twice).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class Mention:
         return self.item_ids[0]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # candidates dedupe works by title on every request
 def normalize_title(text: str) -> str:
     """Forgiving title key: case, accents, punctuation, leading article and a trailing year ignored."""
     words = [w for w, _, _ in _words(re.sub(r"\(\s*\d{4}\s*\)", " ", text))]
@@ -87,6 +89,8 @@ def normalize_title(text: str) -> str:
 
 
 def _fold(text: str) -> str:
+    if text.isascii():  # nothing to decompose: the same result, several times faster
+        return text.lower().replace("&", " and ")
     text = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in text if not unicodedata.combining(ch)).lower().replace("&", " and ")
 

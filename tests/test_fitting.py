@@ -319,3 +319,21 @@ def test_memory_mapped_arrays_survive_pruning(logs, tmp_path):
         artifact.publish(fit_signals(logs["hand-made"]), root, keep=1)
     assert float(np.asarray(loaded.trending).sum()) > 0  # the pruned files stay readable while mapped
     assert os.name != "posix" or not (root / loaded.version).exists()
+
+
+def test_what_was_only_said_in_chat_never_trends_nor_ages_the_log(tmp_path):
+    from retrieval.comention import CoMentionModel
+
+    store = Store.open(f"sqlite:///{tmp_path / 'chat.db'}")
+    store.upsert_items([Item(i, i.upper()) for i in "abc"])
+    t0 = 1_600_000_000.0
+    store.add_events([Event(f"u{k}", "like", t0, "a") for k in range(3)] + [Event("u9", "like", t0 - 10 * 86400, "b")]
+                     + [Event(f"s{k}", "like", t0 + 5 * 365 * 86400, "c", text=f"chat s{k}") for k in range(4)])
+    fitted = fit_signals(store)
+    trending = dict(zip(fitted.item_ids, fitted.trending.tolist()))
+    assert trending["c"] == 0.0  # said in chat, five years on: not trending
+    assert trending["a"] == pytest.approx(3.0) and trending["b"] == pytest.approx(0.5 ** (10 / 180))  # ages from t0
+    reference = CoMentionModel().fit(store.iter_events())
+    ids, _, _, per_event = reference._state
+    assert dict(zip(ids, per_event.tolist())) == pytest.approx({i: trending[i] for i in ids})
+    store.close()
