@@ -21,7 +21,7 @@ transitions, collaborative vectors, fitted neighbours) change only with the next
 
 Deleting a user's data publishes a new fit (`Engine.forget_fitted`); adopting it restarts the
 counters from its counts and mark, so a deleted event is counted nowhere: the tail reads only rows
-that exist. Other processes drop the deleted counts when they adopt that version (`Refresher.watch`).
+that exist. Other processes adopt that version before their next answer (`assistant.fitted.PublishedSignals.follow`).
 On PostgreSQL a transaction that commits after a later-numbered one was tailed is missed until the
 next fit, which `serve` schedules after new events anyway. On SQLite a rowid freed by deleting the
 newest rows (or renumbered by VACUUM) can be taken again; a process that tailed past it counts the
