@@ -376,7 +376,7 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
 @pytest.mark.integration
 def test_several_api_workers_share_one_model_process(tmp_path, embedded_model_path):
     import httpx
-    from servers import free_port, server_process
+    from servers import free_port, server_process, wait_for_workers
     from test_chroma_server import CLI, ChromaServer
 
     if CLI is None:
@@ -387,6 +387,7 @@ def test_several_api_workers_share_one_model_process(tmp_path, embedded_model_pa
            "RECASSIST_LLM_THREADS": "2", "RECASSIST_CHROMA_MODE": "http", "RECASSIST_CHROMA_PORT": str(chroma.port)}
     try:
         with server_process(tmp_path / "served", args=("--workers", "2"), **env) as (proc, base):
+            wait_for_workers(base, 2)  # both warm: a warm-up's dry runs would hold the shared model
             tree = _descendants(proc.pid)
             models = [pid for pid, cmd in tree if "assistant.llm.worker" in cmd]
             workers = [pid for pid, cmd in tree if "assistant.llm.worker" not in cmd and "multiprocessing" in cmd]

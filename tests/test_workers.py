@@ -41,7 +41,7 @@ def _cold_answers(base: str) -> dict[str, list[list[str]]]:
 def test_a_deletion_reaches_every_workers_next_answer(tmp_path, postgres_url):  # noqa: F811
     import httpx
 
-    from servers import server_process
+    from servers import server_process, wait_for_workers
     from test_chroma_server import CLI, ChromaServer
 
     if CLI is None:
@@ -55,6 +55,7 @@ def test_a_deletion_reaches_every_workers_next_answer(tmp_path, postgres_url):  
     obscure = _obscure_item()
     try:
         with server_process(tmp_path / "served", args=("--workers", "2"), **env) as (_, base):
+            wait_for_workers(base, 2)
             before = _cold_answers(base)
             assert len(before) == 2, f"only one worker answered {REQUESTS_PER_CHECK} fresh connections"
             assert not any(obscure in ids for answers in before.values() for ids in answers)
