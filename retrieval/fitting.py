@@ -238,7 +238,10 @@ def fit_signals(store, sequential: SequentialModel | None = None, comention: CoM
     timings["sequential_s"] = time.perf_counter() - step
     step = time.perf_counter()
     pair_user, pair_item, newest = positive_pairs(events)
-    _, trend_item, trend_newest = positive_pairs(events, done_only=True)
+    if events.stated is not None and events.stated.any():  # what was only said in chat may not trend
+        _, trend_item, trend_newest = positive_pairs(events, done_only=True)
+    else:  # the usual log: the same pairs, not sorted a second time
+        trend_item, trend_newest = pair_item, newest
     users, items, n_events, watermark = events.users, events.items, len(events), events.watermark
     del events  # from here on, arrays per user-item pair only
     neighbours, trending = comention_signals(pair_user, pair_item, newest, len(users), n_items, comention,

@@ -198,20 +198,23 @@ class LiveCounters:
         old_user, old_item, old_ts, old_stated = self._earlier_pairs(names, before)
         n = len(self.ids)  # after the earlier events' items joined the vocabulary
         user = user.astype(np.int64)
-        new, old = ~stated, ~old_stated  # what counts for trending
-        self._trend(user[new] * n + items[new], ts[new], old_user[old] * n + old_item[old], old_ts[old], n)
-        new_key, _ = _newest(user * n + items, ts)
-        old_key, _ = _newest(old_user * n + old_item, old_ts)
-        had = np.isin(new_key, old_key)
-        fresh = new_key[~had]
+        new_pairs = _newest(user * n + items, ts)
+        old_pairs = _newest(old_user * n + old_item, old_ts)
+        if stated.any() or old_stated.any():  # what was only said in chat counts here but never trends
+            new, old = ~stated, ~old_stated
+            new_trend = _newest(user[new] * n + items[new], ts[new])
+            self._trend(*new_trend, *_newest(old_user[old] * n + old_item[old], old_ts[old]), n)
+        else:
+            self._trend(*new_pairs, *old_pairs, n)
+        new_key, old_key = new_pairs[0], old_pairs[0]
+        fresh = new_key[~np.isin(new_key, old_key)]
         self._co_occurrence(fresh // n, fresh % n, old_key // n, old_key % n)
 
     def _trend(self, new_key: np.ndarray, new_ts: np.ndarray, old_key: np.ndarray, old_ts: np.ndarray, n: int) -> None:
-        """Trending moved forward by new (user x n + item, time) pairs, given the users' earlier ones."""
+        """Trending moved forward by new (user x n + item, newest time) pairs, given the users'
+        earlier ones (both as `_newest` gives them: one entry per pair, sorted)."""
         if not len(new_key):
             return
-        new_key, new_ts = _newest(new_key, new_ts)
-        old_key, old_ts = _newest(old_key, old_ts)
         at = np.minimum(np.searchsorted(old_key, new_key), max(len(old_key) - 1, 0))
         had = old_key[at] == new_key if len(old_key) else np.zeros(len(new_key), dtype=bool)
         newer = had & (new_ts > old_ts[at] if len(old_key) else had)
