@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from assistant import intents
 from assistant.events import CardsEvent, DoneEvent, MessageEvent, NoticeEvent, ReasonEvent, TurnEvent
+from assistant.llm.memo import Remembered
 from assistant.memory import Conversation
 from assistant.model_turns import ModelGate
 from assistant.planning import plan as plan_turn
@@ -56,6 +57,7 @@ class Agent:
         self._vocab_size = -1
         self._gate = ModelGate(parts.llm, self.settings.llm_timeout_s, budget_s=self.settings.llm_turn_budget_s,
                                sequences=self.settings.llm_turn_sequences)
+        self._remembered = Remembered(self.settings.llm_remember_reasons)  # the model's reasons, by prompt
         self._rank_priors: dict = {}  # calibration answers of the loaded model, reused every turn
         self._prompt_sets: dict = {}  # per prompt style: the templates, read once
 
@@ -152,7 +154,8 @@ class Agent:
         else:
             if u.intent == "feedback" or (u.feedback and u.item_ids):
                 yield from intents.feedback_in_words(understood, store=self.store, users=self.users)
-            more, note = yield from self._recommend(understood, context, k, prompt_overrides, trace, timer)
+            with self._gate.coming():
+                more, note = yield from self._recommend(understood, context, k, prompt_overrides, trace, timer)
             tokens = add_tokens(tokens, more)
         timer.lap("finish")
         yield DoneEvent(understood.conversation.session_id, u.intent, timer.marks, tokens, note)
@@ -235,7 +238,8 @@ class Agent:
             cards = [card_of(c, u.language) for c in shown]
             yield CardsEvent(cards, "ranked")
             explained = yield from explain(llm, prompts, shown, plan, u.language, settings=self.settings,
-                                           known_titles=known_titles, noticed=bool(ranked.note))
+                                           known_titles=known_titles, noticed=bool(ranked.note),
+                                           remembered=self._remembered.bind(self.parts.llm()))
             _extend(trace, explained.trace)
             timer.lap("explain")
             final = with_reasons(cards, explained)

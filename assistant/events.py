@@ -106,6 +106,7 @@ class TurnState:
     cards: list[Card] = field(default_factory=list)
     stage: str = ""
     reasons: dict[str, str] = field(default_factory=dict)  # item_id -> reason so far, or final
+    sources: dict[str, str] = field(default_factory=dict)  # item_id -> who wrote its final reason ("llm", "evidence")
     text: str = ""  # the summary or direct answer, as streamed
     notices: list[str] = field(default_factory=list)
     done: DoneEvent | None = None
@@ -116,6 +117,7 @@ class TurnState:
         if isinstance(event, CardsEvent):
             self.cards, self.stage = list(event.cards), event.stage
             self.reasons = {c.item_id: c.reason for c in self.cards if c.reason}
+            self.sources = {}
         elif isinstance(event, ReasonDelta):
             if event.item_id not in self._writing:  # the first piece replaces a provisional reason
                 self._writing.add(event.item_id)
@@ -124,6 +126,7 @@ class TurnState:
         elif isinstance(event, ReasonEvent):
             self._writing.discard(event.item_id)
             self.reasons[event.item_id] = event.text
+            self.sources[event.item_id] = event.source
         elif isinstance(event, TextDelta):
             if self._segment is None:
                 self.text += "\n\n" if self.text else ""
@@ -150,6 +153,7 @@ class TurnState:
         for card in self.cards:
             d = card.to_dict()
             d["reason"] = self.reasons.get(card.item_id, card.reason)
+            d["reason_source"] = self.sources.get(card.item_id, card.reason_source)
             out.append(d)
         return out
 

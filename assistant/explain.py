@@ -84,6 +84,7 @@ class ReasonChunk:
     prompt: str | list | None = None
     raw: str | None = None
     problems: tuple[str, ...] = ()
+    earlier: bool = False  # the model wrote it for the same prompt in an earlier turn (llm/memo.py)
 
 
 HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
@@ -190,12 +191,20 @@ def llm_reasons(
     language: str = "en",
     known_titles: Collection[str] = (),
     liked_titles: Collection[str] = (),
+    *,
+    remembered=None,
+    quota: int | None = None,
 ) -> Iterator[ReasonChunk]:
     """Per candidate: the reason's pieces as the model writes them, then one final checked reason.
 
     `user_context` is the user's request this turn; `known_titles` the catalog titles (for the check);
     `liked_titles` the user's liked items (a reason may say they were liked).
     Without an LLM, or after it fails once, reasons come from the evidence.
+
+    `remembered` (llm/memo.RememberedFor): what the model wrote earlier for the same prompt is
+    used without asking it again (even with `llm` None: a busy model's earlier work is still its
+    work); what it writes now to the end is remembered. `quota`: at most this many prompts go to
+    the model (a busy model's share); the others get the evidence sentence.
 
     The template's `output.form` says what the model writes: the whole sentence ("sentence"), or
     a phrase on what the item is about ("hook", the embedded model's template), which
@@ -204,23 +213,18 @@ def llm_reasons(
     of the values offered: item, about, facts, request, language.
     """
     llm_ok = llm is not None
-    template = prompts.get("reason") if llm_ok else None
-    hook_form = template is not None and template.output.form == "hook"
-    batch_categories = {cat for c in candidates for cat in c.item.categories}
-    jobs: list[tuple[Candidate, str]] = []
-    for candidate in candidates:
-        if not llm_ok or (hook_form and nothing_to_sum_up(candidate.item)):
+    template = prompts.get("reason") if llm_ok or remembered is not None else None
+    if template is None:
+        for candidate in candidates:
             yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
-            continue
-        offered = {
-            "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
-            "request": user_context, "language": language_name(language),
-        }
-        jobs.append((candidate, template.render_offered(offered)))
-    if not jobs:
         return
+    hook_form = template.output.form == "hook"
+    batch_categories = {cat for c in candidates for cat in c.item.categories}
+    stops = template.output.stop or ["\n"]
+    max_tokens = min(template.output.max_tokens, MAX_REASON_TOKENS)
 
-    def final(candidate: Candidate, prompt: str, text: str, failed: bool, failure: str | None = None) -> ReasonChunk:
+    def final(candidate: Candidate, prompt: str, text: str, failed: bool, failure: str | None = None,
+              earlier: bool = False) -> ReasonChunk:
         """The checked reason; `failure` (said once a turn) is why the model could not write it."""
         item_id = candidate.item.id
         if not failed:
@@ -229,11 +233,34 @@ def llm_reasons(
             reason, problems = "", ["llm failed"]
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason or text)
-            return ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text, tuple(problems))
-        return ReasonChunk(item_id, None, reason, "llm", None, prompt, text)
+            return ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text,
+                               tuple(problems), earlier)
+        return ReasonChunk(item_id, None, reason, "llm", None, prompt, text, (), earlier)
 
-    stops = template.output.stop or ["\n"]
-    max_tokens = min(template.output.max_tokens, MAX_REASON_TOKENS)
+    jobs: list[tuple[Candidate, str]] = []
+    for candidate in candidates:
+        if hook_form and nothing_to_sum_up(candidate.item):
+            yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
+            continue
+        offered = {
+            "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
+            "request": user_context, "language": language_name(language),
+        }
+        prompt = template.render_offered(offered)
+        text = remembered.get(prompt, max_tokens, stops) if remembered is not None else None
+        if text is not None:
+            yield final(candidate, prompt, text, False, earlier=True)
+        elif llm_ok and (quota is None or len(jobs) < quota):
+            jobs.append((candidate, prompt))
+        else:
+            yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
+    if not jobs:
+        return
+
+    def remember(prompt: str, text: str) -> None:
+        if remembered is not None and len(text) <= MAX_REASON_CHARS:
+            remembered.put(prompt, max_tokens, stops, text)
+
     if len(jobs) > 1 and getattr(llm, "supports_batch", False):
         # One decode for all of them: each step writes a token of every reason (llm.stream_many).
         texts = [""] * len(jobs)
@@ -246,6 +273,7 @@ def llm_reasons(
                     candidate, prompt = jobs[index]
                     if piece is None:
                         done.add(index)
+                        remember(prompt, texts[index])
                         yield final(candidate, prompt, texts[index], False)
                     elif len(texts[index]) <= MAX_REASON_CHARS:
                         texts[index] += piece
@@ -270,6 +298,7 @@ def llm_reasons(
                 for piece in _until_stop(pieces, stops, MAX_REASON_CHARS):
                     text += piece
                     yield ReasonChunk(candidate.item.id, piece, None, "llm")
+                remember(prompt, text)
             except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
                 log.warning("LLM reason failed, using evidence reasons: %s", exc)
                 llm_ok, failed = False, True

@@ -50,6 +50,20 @@ class ModelGate:
         self._llm, self._wait_s = llm, wait_s
         self._budget_s, self._sequences = budget_s, sequences
         self._turns = ModelTurns()
+        self._coming = 0  # turns of this process between their start and the end of their model step
+        self._count = threading.Lock()
+
+    @contextmanager
+    def coming(self) -> Iterator[None]:
+        """A turn that will ask for the model soon (it is still understanding or retrieving): the
+        model shares its time with it too, so the first turn of a burst does not take it all."""
+        with self._count:
+            self._coming += 1
+        try:
+            yield
+        finally:
+            with self._count:
+                self._coming -= 1
 
     @contextmanager
     def turn(self) -> Iterator[object]:
@@ -58,7 +72,8 @@ class ModelGate:
             yield llm
             return
         if getattr(llm, "batches_across_calls", False):
-            with llm.reserve(self._budget_s, sequences=self._sequences, least=1) as view:
+            peers = max(0, self._coming - 1)  # the others coming; this turn counts itself in too
+            with llm.reserve(self._budget_s, sequences=self._sequences, least=1, peers=peers) as view:
                 yield view  # None: no room within the budget (the turn says the model was busy)
             return
         with self._turns.take(self._wait_s) as got:

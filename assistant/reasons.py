@@ -49,10 +49,12 @@ def explain(
     settings,
     known_titles: Collection[str],
     noticed: bool = False,
+    remembered=None,
 ) -> Generator[TurnEvent, None, Explained]:
     """Yield reason events for `shown`; return every item's final reason, tokens and trace.
 
-    noticed: the turn already told the user about a model problem (one notice per turn is enough)."""
+    noticed: the turn already told the user about a model problem (one notice per turn is enough).
+    remembered: the model's earlier generations (llm/memo.RememberedFor), used even when `llm` is None."""
     reasons: dict[str, tuple[str, str]] = {}
     tokens: dict[str, int] = {}
     trace: list[dict] = []
@@ -61,16 +63,18 @@ def explain(
         reasons[item_id] = (text, source)
         return ReasonEvent(item_id, text, source)
 
-    if llm is None or not settings.llm_reasons:
+    if (llm is None and remembered is None) or not settings.llm_reasons:
         for c in shown:
             yield final(c.item.id, evidence_reason(c, language), "evidence")
         return Explained(reasons)
-    # A reserved share of a busy local model says how many reasons it may write; the other cards
-    # keep their evidence reasons (the loop after this one).
+    # A reserved share of a busy local model says how many reasons it may write (none when the
+    # model turned the turn away); what it wrote earlier for the same prompt costs nothing; the
+    # other cards keep their evidence reasons.
     deadline = time.monotonic() + settings.llm_timeout_s
-    asked = list(shown[: getattr(llm, "granted", None) or len(shown)])
+    quota = 0 if llm is None else getattr(llm, "granted", None)
     request = prompt_request(plan.note.get("topic", ""), plan.note.get("context"))
-    chunks = llm_reasons(llm, prompts, asked, request, language, known_titles=known_titles, liked_titles=plan.liked_titles)
+    chunks = llm_reasons(llm, prompts, shown, request, language, known_titles=known_titles, liked_titles=plan.liked_titles,
+                         remembered=remembered, quota=quota)
     for chunk in chunks:
         if chunk.final is None:
             yield ReasonDelta(chunk.item_id, chunk.delta or "")
@@ -79,10 +83,11 @@ def explain(
                 trace.append({
                     "stage": "reason", "item_id": chunk.item_id, "prompt": chunk.prompt, "raw": chunk.raw,
                     "kept": chunk.source == "llm", "reason": chunk.final, "problems": list(chunk.problems),
+                    "earlier": chunk.earlier,
                 })
             if chunk.failure and not noticed:
                 yield NoticeEvent(reply("reasons_failed", language, failure=chunk.failure[:160]), "warning")
-            if chunk.source == "llm":
+            if chunk.source == "llm" and not chunk.earlier:
                 tokens["completion"] = tokens.get("completion", 0) + llm.count_tokens(chunk.final)
             yield final(chunk.item_id, chunk.final, chunk.source)
         if time.monotonic() > deadline:

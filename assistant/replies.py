@@ -41,8 +41,8 @@ REPLIES: dict[str, dict[str, str]] = {
         "zh": "你的消息太长了，我只读了前 {chars} 个字符。",
     },
     "model_busy": {
-        "en": "Many requests at once: this answer skips the language model (retrieval order, reasons from the evidence).",
-        "zh": "同时请求太多：这次回答没有用语言模型（按检索顺序排列，理由来自证据）。",
+        "en": "Many requests at once: this answer skips the language model (retrieval order; reasons it wrote earlier, or from the evidence).",
+        "zh": "同时请求太多：这次回答没有用语言模型（按检索顺序排列；理由是它先前写的，或来自证据）。",
     },
     "model_slow": {
         "en": "The model was slow; some reasons come straight from the evidence.",

@@ -78,6 +78,10 @@ class Settings(BaseModel):
     llm_batching: bool = True
     llm_turn_budget_s: float = Field(default=2.5, gt=0)
     llm_turn_sequences: int = Field(default=5, ge=1, le=20)
+    # Reasons a local model wrote are remembered by their exact prompt (this many, least recently
+    # used go first; 0 = off): the embedded model's hook depends on the item alone, so a popular
+    # item's hook is written once, and a turn the busy model turns away still shows it.
+    llm_remember_reasons: int = Field(default=4096, ge=0)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = Field(default="", repr=False)  # secrets stay out of reprs and logs
     openai_model: str = "gpt-4o-mini"

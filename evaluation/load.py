@@ -147,6 +147,7 @@ class Sample:
     first_event_s: float | None = None  # streamed chats: time to the first SSE event
     notices: list[str] = field(default_factory=list)
     model_reasons: int = 0
+    listed: int = 0  # items the reply listed (a "why the first one?" answer lists none: it has no reasons to write)
     posted: int = 0  # events in the request
     acknowledged: int = 0  # events the server said were new
 
@@ -178,7 +179,7 @@ def chat_turn(client: httpx.Client, user: str, session_id: str, message: str, st
     except httpx.HTTPError as exc:
         return Sample("chat", time.perf_counter() - start, None, f"{type(exc).__name__}: {exc}"), Reply()
     seconds = time.perf_counter() - start
-    return Sample("chat", seconds, 200, reply.problem, first, reply.notices, reply.model_reasons), reply
+    return Sample("chat", seconds, 200, reply.problem, first, reply.notices, reply.model_reasons, len(reply.items)), reply
 
 
 def post_events(client: httpx.Client, rows: list[dict]) -> Sample:
@@ -269,8 +270,11 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
         "events_p50_ms": ms(post_s, 50),
         "events_p95_ms": ms(post_s, 95),
         "replies_with_notice": sum(1 for s in chats if s.notices),
+        "replies_listing_items": sum(1 for s in chats if s.listed),
         "replies_with_model_reasons": sum(1 for s in chats if s.model_reasons),
-        "model_reasons_share": round(sum(1 for s in chats if s.model_reasons) / len(chats), 3) if chats else None,
+        # Of the replies that list items (answers such as "why the first one?" list none).
+        "model_reasons_share": (round(sum(1 for s in chats if s.model_reasons) / sum(1 for s in chats if s.listed), 3)
+                                if any(s.listed for s in chats) else None),
         "notices": dict(Counter(n for s in chats for n in s.notices).most_common(5)),
         "events_posted": sum(s.posted for s in posts),
         "events_acknowledged": sum(s.acknowledged for s in posts),
@@ -386,15 +390,15 @@ def report_markdown(result: dict, settings: dict) -> str:
         lines.append("| " + " | ".join(c if isinstance(c, str) else _cell(c) for c in cells) + " |")
     lines += [
         "",
-        "| sessions | errors | 5xx | malformed replies | replies with a notice | replies with model-written reasons "
-        "| events posted | stored | lost | share with model-written reasons |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sessions | errors | 5xx | malformed replies | replies with a notice | replies listing items "
+        "| of them with model-written reasons | events posted | stored | lost | share with model-written reasons |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in levels:
         share = lv.get("model_reasons_share")
         cells = [
             lv["sessions"], lv["errors"], lv["server_errors"], lv["malformed"], lv["replies_with_notice"],
-            lv["replies_with_model_reasons"], lv["events_posted"], lv["events_stored"], lv["events_lost"],
+            lv.get("replies_listing_items"), lv["replies_with_model_reasons"], lv["events_posted"], lv["events_stored"], lv["events_lost"],
             None if share is None else f"{share:.0%}",
         ]
         lines.append("| " + " | ".join(c if isinstance(c, str) else _cell(c) for c in cells) + " |")

@@ -497,7 +497,7 @@ def test_a_turn_asks_the_batching_model_for_the_reasons_it_was_granted_only(make
     llm = _batching_fake(grant=2)
     engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False, llm_turn_budget_s=1.5, llm_turn_sequences=5)
     events, cards, done = run(engine, "ben", "recommend me something")
-    assert llm.reservations == [{"budget_s": 1.5, "sequences": 5, "least": 1}]
+    assert llm.reservations == [{"budget_s": 1.5, "sequences": 5, "least": 1, "peers": 0}]
     reasons = [e for e in events if isinstance(e, ReasonEvent)]
     assert {r.item_id for r in reasons} == {c.item_id for c in cards}  # every card has a reason
     assert len(llm.prompts) == 2  # the two granted reason prompts, no more
@@ -511,3 +511,32 @@ def test_no_room_within_the_budget_answers_without_the_model_and_says_so(make_en
     assert cards and llm.prompts == []
     assert all(e.source == "evidence" for e in events if isinstance(e, ReasonEvent))
     assert any(isinstance(e, NoticeEvent) and "Many requests at once" in e.text for e in events)
+
+
+def test_turns_on_their_way_to_the_model_are_counted_as_peers():
+    from assistant.model_turns import ModelGate
+
+    llm = _batching_fake(grant=None)
+    gate = ModelGate(lambda: llm, 1.0, budget_s=2.0, sequences=5)
+    with gate.coming(), gate.coming(), gate.coming():  # three turns understanding or retrieving
+        with gate.turn():
+            pass
+    with gate.coming(), gate.turn():
+        pass
+    assert [r["peers"] for r in llm.reservations] == [2, 0]
+
+
+def test_a_busy_model_still_shows_the_reasons_it_wrote_for_the_same_items_before(make_engine):
+    llm = _batching_fake(grant=None)
+    llm.greedy_repeats = True
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    _, first_cards, _ = run(engine, "ben", "recommend me something")
+    first = {c.item_id: (c.reason, c.reason_source) for c in first_cards}
+    asked = len(llm.prompts)
+    llm.grant = 0  # every later turn is turned away
+    events, cards, _ = run(engine, "ben", "recommend me something")
+    assert len(llm.prompts) == asked, "the model was not asked"
+    assert any(isinstance(e, NoticeEvent) and "Many requests at once" in e.text for e in events)
+    again = [c for c in cards if c.item_id in first and first[c.item_id][1] == "llm"]
+    assert again, "the same items came back"
+    assert all((c.reason, c.reason_source) == first[c.item_id] for c in again), "with the reasons the model wrote"

@@ -533,6 +533,7 @@ def test_turn_state_folds_a_turn():
     state = collect(TURN)
     assert [c["item_id"] for c in state.items()] == ["b", "a"]
     assert [c["reason"] for c in state.items()] == ["Like Gamma, which you liked.", "Shares Delta."]
+    assert [c["reason_source"] for c in state.items()] == ["llm", "evidence"], "who wrote each final reason"
     assert state.text == "Two picks for you."
     assert state.notices == ["The model is slow today."]
     assert state.done.session_id == "s1"

@@ -449,3 +449,76 @@ def test_a_summary_that_repeats_the_templates_example_is_not_kept():
 )
 def test_spelled_out_counts_must_match_the_list(summary, kept):
     assert (summarize_list(FakeLLM([summary]), PROMPTS, CARDS, "en", "", KNOWN) == summary) is kept
+
+
+# What the model wrote before, remembered by its prompt (assistant/llm/memo.py) --------------------
+
+HEAT = Candidate(
+    Item("ht", "Heat", text="A detective hunts a master thief across Los Angeles.", categories=["Crime"], year=1995),
+    0.8,
+    Evidence(shared_categories=["Crime"]),
+)
+
+
+def _greedy(*answers):
+    return FakeLLM(list(answers), greedy_repeats=True)
+
+
+def test_a_hook_written_once_serves_a_later_turn_without_the_model():
+    from assistant.llm.memo import Remembered
+
+    memory = Remembered()
+    llm = _greedy("Henry Hill and his life in the mob")
+    first = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm)) if c.final][0]
+    assert first.source == "llm" and not first.earlier
+    # A later turn the busy model turned away (llm None): the same prompt's text, checked again.
+    later = [c for c in llm_reasons(None, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm)) if c.final][0]
+    assert (later.final, later.source, later.earlier) == (first.final, "llm", True)
+    assert len(llm.prompts) == 1, "the model was asked once"
+    assert memory.stats()["hits"] == 1
+
+
+def test_a_remembered_hook_is_joined_with_the_new_turns_evidence():
+    from dataclasses import replace
+
+    from assistant.llm.memo import Remembered
+
+    memory = Remembered()
+    llm = _greedy("Henry Hill and his life in the mob")
+    list(llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm)))
+    # Another user, another turn: the hook is the item's, the reason is this user's.
+    other = replace(GOODFELLAS, evidence=Evidence(near_history=[("h1", "Heat", 0.8)]))
+    final = [c for c in llm_reasons(None, PROMPTS, [other], "", "en", KNOWN, remembered=memory.bind(llm)) if c.final][0]
+    assert final.earlier and final.source == "llm"
+    assert final.final == "Henry Hill and his life in the mob; it is close to Heat, which you liked."
+
+
+def test_a_quota_asks_the_model_for_that_many_and_remembered_ones_are_free():
+    from assistant.llm.memo import Remembered
+
+    memory = Remembered()
+    llm = _greedy("Henry Hill and his life in the mob", "a detective hunts a master thief")
+    list(llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm)))
+    finals = {c.item_id: c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS, HEAT], "", "en", KNOWN,
+                                                remembered=memory.bind(llm), quota=1) if c.final}
+    assert finals["gf"].earlier and finals["gf"].source == "llm"
+    assert not finals["ht"].earlier and finals["ht"].source == "llm", "the quota went to the one not remembered"
+    assert len(llm.prompts) == 2
+    none_left = {c.item_id: c for c in llm_reasons(_greedy("x"), PROMPTS, [HEAT, GOODFELLAS], "", "en", KNOWN, quota=0) if c.final}
+    assert {c.source for c in none_left.values()} == {"evidence"}
+
+
+def test_only_models_that_repeat_themselves_are_remembered():
+    from assistant.llm.memo import Remembered
+
+    memory = Remembered(limit=2)
+    assert memory.bind(FakeLLM([])) is None, "a model that may sample is never remembered"
+    assert memory.bind(None) is None and Remembered(limit=0).bind(_greedy()) is None
+    one, other = memory.bind(_greedy()), memory.bind(FakeLLM([], model="other", greedy_repeats=True))
+    one.put("p", 8, ["\n"], "text")
+    assert one.get("p", 8, ["\n"]) == "text"
+    assert other.get("p", 8, ["\n"]) is None, "another model's text is not this one's"
+    assert one.get("p", 9, ["\n"]) is None, "other limits, another generation"
+    one.put("q", 8, ["\n"], "q")
+    one.put("r", 8, ["\n"], "r")
+    assert one.get("p", 8, ["\n"]) is None and len(memory) == 2, "the least recently used goes first"

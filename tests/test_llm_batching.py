@@ -419,3 +419,13 @@ def test_a_batch_never_admits_past_its_free_sequences():
     batch = DecodeBatch(engine, parallel=2)
     call = Call(PROMPTS[:3], 4, ())
     assert [batch.try_admit(r) for r in call.requests] == [True, True, False]
+
+
+def test_turns_about_to_ask_get_a_share_of_an_idle_model_too(make_scheduler):
+    scheduler = make_scheduler(FakeEngine(), parallel=8)
+    grants = {}
+    for peers in (0, 1, 7):
+        held = scheduler.reserve(3.0, 5, peers=peers)
+        grants[peers] = held.sequences
+        scheduler.release(held)
+    assert grants == {0: 5, 1: 3, 7: 1}, "a lone turn takes all it asks; the first of a burst only its share"

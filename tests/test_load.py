@@ -31,23 +31,25 @@ def test_figures_of_nothing_are_none_not_zero():
 
 def test_summary_and_report_from_known_samples():
     samples = [
-        Sample("chat", 1.0, 200, first_event_s=0.1, model_reasons=5),
-        Sample("chat", 3.0, 200, first_event_s=0.3, notices=[MODEL_BUSY]),
+        Sample("chat", 1.0, 200, first_event_s=0.1, model_reasons=5, listed=5),
+        Sample("chat", 3.0, 200, first_event_s=0.3, notices=[MODEL_BUSY], listed=5),
+        Sample("chat", 0.5, 200, listed=0),  # "why the first one?": an answer without a list
         Sample("chat", 2.0, 200, problem="empty answer: no items and no text"),
         Sample("chat", 9.0, 503, problem="HTTP 503: busy"),
         Sample("events", 0.01, 200, posted=3, acknowledged=3),
         Sample("events", 0.03, 200, posted=1, acknowledged=1),
     ]
     figures = summarize(2, 3, samples, wall_s=12.0)
-    assert figures["turns_done"] == 4 and figures["turns_planned"] == 6
-    assert figures["requests"] == 6 and figures["throughput_rps"] == 0.5
+    assert figures["turns_done"] == 5 and figures["turns_planned"] == 6
+    assert figures["requests"] == 7 and figures["throughput_rps"] == round(7 / 12, 2)
     assert figures["errors"] == 1 and figures["server_errors"] == 1 and figures["malformed"] == 1
-    assert figures["chat_p50_ms"] == 2500.0  # of 1, 2, 3, 9 s
+    assert figures["chat_p50_ms"] == 2000.0  # of 0.5, 1, 2, 3, 9 s
     assert figures["first_event_p50_ms"] == 200.0
     assert figures["events_p50_ms"] == 20.0
     assert figures["events_posted"] == 4 and figures["events_acknowledged"] == 4
     assert figures["replies_with_notice"] == 1 and figures["notices"] == {MODEL_BUSY: 1}
-    assert figures["replies_with_model_reasons"] == 1
+    assert figures["replies_with_model_reasons"] == 1 and figures["replies_listing_items"] == 2
+    assert figures["model_reasons_share"] == 0.5, "of the replies that list items only"
 
     figures.update(peak_rss_mib=512.0, events_stored=3, events_lost=1)
     result = {"run": "r", "levels": [figures, {"sessions": 32, "skipped": "the --max-seconds 5 bound was reached"}]}
@@ -55,8 +57,8 @@ def test_summary_and_report_from_known_samples():
     assert any("1 of 4 events were not stored" in f for f in found)
     assert any("1 chat replies were empty or malformed" in f for f in found)
     report = report_markdown(result, {"llm": "fake", "turns": 3, "cpus": 2, "loadavg_before": [0.5]})
-    assert "| 2 | 4/6 | 6 | 0.5 | 2500 |" in report
-    assert "| 2 | 1 | 1 | 1 | 1 | 1 | 4 | 3 | 1 |" in report
+    assert "| 2 | 5/6 | 7 | 0.58 | 2000 |" in report
+    assert "| 2 | 1 | 1 | 1 | 1 | 2 | 1 | 4 | 3 | 1 | 50% |" in report
     assert "N=32 skipped" in report
 
 

@@ -27,6 +27,9 @@ class LLM(Protocol):
     # queue for it (assistant.model_turns.ModelTurns) instead of interleaving calls; servers batch
     # concurrent calls themselves (False).
     one_call_at_a_time: bool
+    # Optional: True when a greedy generation of the same prompt writes the same text again (a
+    # local model), so what it wrote may be remembered and served again (assistant/llm/memo.py).
+    # greedy_repeats: bool
 
     def stream(
         self,
@@ -57,11 +60,12 @@ class BatchingLLM(LLM, Protocol):
 
     batches_across_calls: bool
 
-    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1):
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1, peers: int = 0):
         """Context manager: model time for one turn, up to `sequences` generations written within
         `budget_s` seconds. Yields a ReservedLLM to make the turn's calls with (`granted` <= sequences
         of them fit), or None when not even `least` would fit: the turn answers without the model.
-        An idle model always grants `least` (refusing would not make it faster)."""
+        An idle model always grants `least` (refusing would not make it faster). `peers`: other
+        turns of the caller that will ask soon; the model's time is shared with them too."""
         ...
 
 

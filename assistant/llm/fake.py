@@ -29,6 +29,7 @@ class FakeLLM:
         remote: bool = False,
         one_call_at_a_time: bool = False,
         batches_across_calls: bool = False,
+        greedy_repeats: bool = False,
         default: str = "",
     ):
         self.model = model
@@ -40,6 +41,7 @@ class FakeLLM:
         self.remote = remote  # True: plays a hosted model (its prompts are redacted, start-up skips it)
         self.one_call_at_a_time = one_call_at_a_time  # True: plays a local model that turns queue for
         self.batches_across_calls = batches_across_calls  # True: plays one whose turns reserve() model time
+        self.greedy_repeats = greedy_repeats  # True: what it wrote for a prompt may be remembered (llm/memo.py)
         self.grant: int | None = None  # reserve() grants this many (None: all asked; 0: busy, yields None)
         self.reservations: list[dict] = []  # every reserve() asked
         self.default = default
@@ -96,9 +98,9 @@ class FakeLLM:
                         yield i, None
 
     @contextlib.contextmanager
-    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1):
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1, peers: int = 0):
         """Model time for a turn, as `grant` says (base.BatchingLLM)."""
-        self.reservations.append({"budget_s": budget_s, "sequences": sequences, "least": least})
+        self.reservations.append({"budget_s": budget_s, "sequences": sequences, "least": least, "peers": peers})
         granted = sequences if self.grant is None else min(self.grant, sequences)
         yield ReservedLLM(self, None, granted, time.monotonic() + budget_s) if granted >= max(1, least) else None
 

@@ -99,6 +99,7 @@ class LlamaCppLLM:
 
     backend = "llama"
     remote = False
+    greedy_repeats = True  # a greedy generation of the same prompt writes the same text (llm/memo.py)
     one_call_at_a_time = True  # one context, one KV cache: turns contend for it (base.py)
     supports_logprobs = True
     supports_json_schema = True
@@ -249,11 +250,11 @@ class LlamaCppLLM:
         with contextlib.nullcontext() if self.batches_across_calls else self.hold():  # not batching: the model whole
             yield from self._generate(prompts, max_tokens, stop, reservation, started, alive)
 
-    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1):
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1, peers: int = 0):
         """Model time for one turn (base.BatchingLLM): a ReservedLLM granting up to `sequences`
         generations written within `budget_s`, or None when not even `least` would be (an idle
-        model always grants `least`)."""
-        return _reserved(self, self.scheduler, budget_s, sequences, least)
+        model always grants `least`). `peers`: other turns about to ask (they get a share too)."""
+        return _reserved(self, self.scheduler, budget_s, sequences, least, peers)
 
     def _generate(self, prompts, max_tokens, stop, reservation, started, alive) -> Iterator[tuple[int, str | None]]:
         tokens = [self._prompt_tokens(p) for p in prompts]
@@ -428,11 +429,11 @@ def _enums_win(schema):
 
 
 @contextlib.contextmanager
-def _reserved(llm, scheduler: BatchScheduler, budget_s: float, sequences: int, least: int):
+def _reserved(llm, scheduler: BatchScheduler, budget_s: float, sequences: int, least: int, peers: int = 0):
     if not llm.batches_across_calls:
         yield ReservedLLM(llm, None, sequences, time.monotonic() + budget_s)  # calls take the model whole
         return
-    reservation = scheduler.reserve(budget_s, sequences, least)
+    reservation = scheduler.reserve(budget_s, sequences, least, peers=peers)
     if reservation is None:
         yield None
         return

@@ -231,6 +231,7 @@ class ModelProcessLLM:
 
     backend = "llama"
     remote = False  # a Unix socket to a process on this machine
+    greedy_repeats = True  # a greedy generation of the same prompt writes the same text (llm/memo.py)
     one_call_at_a_time = True  # one model process that turns contend for (base.py)
     supports_logprobs = True
     supports_json_schema = True
@@ -292,11 +293,11 @@ class ModelProcessLLM:
         return self._count_cache[text]
 
     @contextlib.contextmanager
-    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1) -> Iterator[ReservedLLM | None]:
+    def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1, peers: int = 0) -> Iterator[ReservedLLM | None]:
         """Model time for one turn (base.BatchingLLM), held by the model process while this
         connection stays open. None when it is busy; a view without a reservation when it cannot
         say (down, restarting, an older worker): the turn's calls then fail, or wait, as they would."""
-        args = {"budget_s": budget_s, "sequences": sequences, "least": least}
+        args = {"budget_s": budget_s, "sequences": sequences, "least": least, "peers": peers}
         deadline = time.monotonic() + budget_s
         held = contextlib.ExitStack()
         try:

@@ -229,18 +229,20 @@ class BatchScheduler:
         n = len(requests) + more
         return self.costs.seconds(read + more * self.avg_read, written + more * self.avg_written, n, self.parallel)
 
-    def reserve(self, budget_s: float, sequences: int, least: int = 1) -> Reservation | None:
+    def reserve(self, budget_s: float, sequences: int, least: int = 1, peers: int = 0) -> Reservation | None:
         """Model time for up to `sequences` generations written within `budget_s`: the most that fit
         (at least `least`), or None.
 
-        Turns share: with k other reservations open, at most ceil(sequences / (k + 1)) are granted,
-        so that a burst of turns gets a few generations each rather than the first ones all of them.
-        An idle model grants all that was asked: refusing would not make it faster, a lone turn
-        competes with nobody, and a model that is never asked never learns its speed again."""
+        Turns share: with k other turns holding a reservation or about to ask (`peers`, which the
+        caller counts), at most ceil(sequences / (k + 1)) are granted, so that a burst of turns gets
+        a few generations each rather than the first ones all of them. An idle model with no peers
+        grants all that was asked: refusing would not make it faster, a lone turn competes with
+        nobody, and a model that is never asked never learns its speed again."""
         least = max(1, least)
         with self._cv:
             idle = not (self._batch.live or self._waiting or self._reservations)
-            share = max(least, -(-sequences // (len(self._reservations) + 1)))
+            others = max(len(self._reservations), peers)
+            share = max(least, -(-sequences // (others + 1)))
             # Once granted, a turn's calls wait for a sequence as long as any call may (the budget
             # decides what is granted; a busier machine than estimated makes the turn slower, not
             # its reasons fail).
@@ -250,7 +252,9 @@ class BatchScheduler:
                 if estimate <= budget_s or idle:  # a lone turn gets all it asks: sharing is not at stake
                     reservation = Reservation(n, admit_by, estimate)
                     self._reservations.add(reservation)
+                    log.debug("granted %d of %d generations (estimate %.2fs, %d others)", n, sequences, estimate, others)
                     return reservation
+            log.debug("no room within %.2fs for %d others' turns and this one", budget_s, others)
             return None
 
     def release(self, reservation: Reservation) -> None:

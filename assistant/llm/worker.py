@@ -122,8 +122,8 @@ class _Handler(socketserver.StreamRequestHandler):
         else:
             self._send({"error": f"unknown op {op!r}"})
 
-    def _reserve(self, worker: "ModelWorker", budget_s: float, sequences: int = 5, least: int = 1) -> None:
-        with worker.llm.reserve(budget_s, sequences=sequences, least=least) as view:
+    def _reserve(self, worker: "ModelWorker", budget_s: float, sequences: int = 5, least: int = 1, peers: int = 0) -> None:
+        with worker.llm.reserve(budget_s, sequences=sequences, least=least, peers=peers) as view:
             if view is None:
                 return self._send({"error": f"{worker.llm.model} is busy: not even {least} generation(s) would be written "
                                            f"within {budget_s:g}s", "busy": True})
