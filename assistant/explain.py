@@ -150,10 +150,16 @@ def _unsupported_characters(phrase: str, candidate: Candidate) -> str:
     return "".join(strange) if len(strange) > 1 else ""
 
 
-def nothing_to_sum_up(item: Item) -> bool:
-    """No description, or one that only restates the item's line ("A comedy film from 1994."):
-    a hook template's model is not asked, and the evidence sentence says more."""
+def nothing_to_sum_up(item: Item, language: str = "en") -> bool:
+    """No description, one that only restates the item's line ("A comedy film from 1994."), or
+    one the hook would have to translate (a Chinese reply about an English description: the hook
+    template copies words from its About line, and the embedded model's translations passed the
+    check 1 time in 60 on the demo users, `python -m evaluation.reason_check collect out.json
+    --language zh`, before this rule): a hook template's model is not asked, and the evidence
+    sentence says more, in the user's language."""
     about = item_about(item)
+    if is_chinese(language) and about and not _CJK.search(about):
+        return True
     return not about or _says_only_the_line(about, item)
 
 
@@ -239,7 +245,7 @@ def llm_reasons(
 
     jobs: list[tuple[Candidate, str]] = []
     for candidate in candidates:
-        if hook_form and nothing_to_sum_up(candidate.item):
+        if hook_form and nothing_to_sum_up(candidate.item, language):
             yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
             continue
         offered = {

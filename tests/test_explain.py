@@ -204,9 +204,25 @@ def test_an_item_without_a_description_is_not_sent_to_the_model():
     assert [c.source for c in finals] == ["evidence", "evidence"] and llm.prompts == []
 
 
+GOODFELLAS_ZH = Candidate(
+    Item("gf", "Goodfellas", text="亨利·希尔从1955年到1980年的黑帮生涯。", categories=["Crime", "Drama"], year=1990),
+    0.9,
+    GOODFELLAS.evidence,
+)
+
+
 def test_a_chinese_hook_is_joined_with_the_chinese_evidence():
-    final = [c for c in llm_reasons(FakeLLM(["亨利·希尔的黑帮生涯"]), PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    final = [c for c in llm_reasons(FakeLLM(["亨利·希尔的黑帮生涯"]), PROMPTS, [GOODFELLAS_ZH], "", "zh", KNOWN) if c.final][0]
     assert (final.final, final.source) == ("亨利·希尔的黑帮生涯，它与你喜欢的《The Godfather》相近。", "llm")
+
+
+def test_a_chinese_user_and_an_english_description_do_not_ask_the_hook_model_to_translate():
+    llm = FakeLLM(["亨利·希尔的黑帮生涯"])
+    final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    assert (final.final, final.source) == (evidence_reason(GOODFELLAS, "zh"), "evidence")
+    assert llm.prompts == [], "the evidence sentence, in Chinese, without the model's time"
+    english = FakeLLM(["Henry Hill and his life in the mob"])
+    assert [c for c in llm_reasons(english, PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final][0].source == "llm"
 
 
 @pytest.mark.parametrize(
@@ -217,8 +233,8 @@ def test_a_chinese_hook_is_joined_with_the_chinese_evidence():
     ],
 )
 def test_a_chinese_user_gets_the_evidence_sentence_for_a_copied_or_english_hook(hook):
-    final = [c for c in llm_reasons(FakeLLM([hook]), PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
-    assert (final.final, final.source) == (evidence_reason(GOODFELLAS, "zh"), "evidence")
+    final = [c for c in llm_reasons(FakeLLM([hook]), PROMPTS, [GOODFELLAS_ZH], "", "zh", KNOWN) if c.final][0]
+    assert (final.final, final.source) == (evidence_reason(GOODFELLAS_ZH, "zh"), "evidence")
 
 
 def test_a_hook_may_repeat_example_words_its_own_description_holds():
