@@ -148,6 +148,7 @@ class Sample:
     notices: list[str] = field(default_factory=list)
     model_reasons: int = 0
     listed: int = 0  # items the reply listed (a "why the first one?" answer lists none: it has no reasons to write)
+    message: str = ""  # what the chat turn said
     posted: int = 0  # events in the request
     acknowledged: int = 0  # events the server said were new
 
@@ -179,7 +180,8 @@ def chat_turn(client: httpx.Client, user: str, session_id: str, message: str, st
     except httpx.HTTPError as exc:
         return Sample("chat", time.perf_counter() - start, None, f"{type(exc).__name__}: {exc}"), Reply()
     seconds = time.perf_counter() - start
-    return Sample("chat", seconds, 200, reply.problem, first, reply.notices, reply.model_reasons, len(reply.items)), reply
+    return Sample("chat", seconds, 200, reply.problem, first, reply.notices, reply.model_reasons, len(reply.items),
+                  message), reply
 
 
 def post_events(client: httpx.Client, rows: list[dict]) -> Sample:
@@ -276,6 +278,8 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
         "model_reasons_share": (round(sum(1 for s in chats if s.model_reasons) / sum(1 for s in chats if s.listed), 3)
                                 if any(s.listed for s in chats) else None),
         "notices": dict(Counter(n for s in chats for n in s.notices).most_common(5)),
+        # Which messages' lists had no model-written reason: a pattern (one language) is a finding.
+        "listed_without_model_reasons": dict(Counter(s.message for s in chats if s.listed and not s.model_reasons).most_common(8)),
         "events_posted": sum(s.posted for s in posts),
         "events_acknowledged": sum(s.acknowledged for s in posts),
     }
@@ -409,6 +413,9 @@ def report_markdown(result: dict, settings: dict) -> str:
             if lv["notices"]:
                 seen = "; ".join(f"{text!r} x{count}" for text, count in lv["notices"].items())
                 lines.append(f"\nN={lv['sessions']} notices: {seen}.")
+            if lv.get("listed_without_model_reasons"):
+                seen = "; ".join(f"{text!r} x{count}" for text, count in lv["listed_without_model_reasons"].items())
+                lines.append(f"\nN={lv['sessions']} lists without a model-written reason, by message: {seen}.")
             if lv["examples"]:
                 lines.append(f"\nN={lv['sessions']} problems: {lv['examples']}.")
     return "\n".join(lines) + "\n"

@@ -32,7 +32,7 @@ def test_figures_of_nothing_are_none_not_zero():
 def test_summary_and_report_from_known_samples():
     samples = [
         Sample("chat", 1.0, 200, first_event_s=0.1, model_reasons=5, listed=5),
-        Sample("chat", 3.0, 200, first_event_s=0.3, notices=[MODEL_BUSY], listed=5),
+        Sample("chat", 3.0, 200, first_event_s=0.3, notices=[MODEL_BUSY], listed=5, message="换一批"),
         Sample("chat", 0.5, 200, listed=0),  # "why the first one?": an answer without a list
         Sample("chat", 2.0, 200, problem="empty answer: no items and no text"),
         Sample("chat", 9.0, 503, problem="HTTP 503: busy"),
@@ -50,6 +50,7 @@ def test_summary_and_report_from_known_samples():
     assert figures["replies_with_notice"] == 1 and figures["notices"] == {MODEL_BUSY: 1}
     assert figures["replies_with_model_reasons"] == 1 and figures["replies_listing_items"] == 2
     assert figures["model_reasons_share"] == 0.5, "of the replies that list items only"
+    assert figures["listed_without_model_reasons"] == {"换一批": 1}
 
     figures.update(peak_rss_mib=512.0, events_stored=3, events_lost=1)
     result = {"run": "r", "levels": [figures, {"sessions": 32, "skipped": "the --max-seconds 5 bound was reached"}]}
@@ -60,6 +61,7 @@ def test_summary_and_report_from_known_samples():
     assert "| 2 | 5/6 | 7 | 0.58 | 2000 |" in report
     assert "| 2 | 1 | 1 | 1 | 1 | 2 | 1 | 4 | 3 | 1 | 50% |" in report
     assert "N=32 skipped" in report
+    assert "lists without a model-written reason, by message: '换一批' x1" in report
 
 
 def _sse(*events: tuple[str, dict | str]) -> list[str]:
