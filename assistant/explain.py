@@ -152,15 +152,20 @@ def _unsupported_characters(phrase: str, candidate: Candidate) -> str:
 
 def nothing_to_sum_up(item: Item, language: str = "en") -> bool:
     """No description, one that only restates the item's line ("A comedy film from 1994."), or
-    one the hook would have to translate (a Chinese reply about an English description: the hook
-    template copies words from its About line, and the embedded model's translations passed the
-    check 1 time in 60 on the demo users, `python -m evaluation.reason_check collect out.json
-    --language zh`, before this rule): a hook template's model is not asked, and the evidence
-    sentence says more, in the user's language."""
+    one the hook would have to translate (a Chinese reply about an English description, or an
+    English one about a Chinese description: the hook template copies words from its About line,
+    and the embedded model's translations passed the check 1 time in 60 on the demo users,
+    `python -m evaluation.reason_check collect out.json --language zh`, before this rule): a hook
+    template's model is not asked, and the evidence sentence says more, in the user's language."""
     about = item_about(item)
-    if is_chinese(language) and about and not _CJK.search(about):
+    if about and is_chinese(language) != _mostly_cjk(about):
         return True
     return not about or _says_only_the_line(about, item)
+
+
+def _mostly_cjk(text: str) -> bool:
+    """Chinese prose: more CJK characters than Latin letters (a Chinese line may name a Latin title)."""
+    return len(_CJK.findall(text)) > len(re.findall(r"[A-Za-z]", text))
 
 
 def judge_reason(

@@ -4,6 +4,7 @@ a model's reasons pass it.
     python -m evaluation.reason_check score              # the labelled table in tests/
     python -m evaluation.reason_check collect out.json   # the embedded model on the demo users
     python -m evaluation.reason_check collect out.json --data movielens   # ... on MovieLens users
+    python -m evaluation.reason_check collect out.json --data demo-zh      # the Chinese demo, in Chinese
     python -m evaluation.reason_check passes out.json    # how many of those pass the check
     python -m evaluation.reason_check items              # "tell me about X" answers for demo books
 
@@ -34,6 +35,10 @@ MOVIE_REQUESTS = ["", "a funny film for tonight", "a space adventure", "somethin
 REQUESTS = {
     "ana": ["", "a witty love story"], "ben": ["", "a sea adventure"], "chen": ["", "a dystopia"],
     "dara": ["", "a clever murder mystery"], "eli": ["", "something scary with ghosts"], "fay": ["", "calm essays about nature"],
+}
+REQUESTS_ZH = {  # the Chinese demo's readers (`--data demo-zh`), answered in Chinese
+    "lin": ["", "婉约一点的词"], "zhou": ["", "写小城的小说"], "sima": ["", "人物传记"],
+    "pu": ["", "狐鬼故事"], "xu": ["", "短小抒情的散文"],
 }
 
 
@@ -127,7 +132,9 @@ def _write(out: Path, titles, rows: list[dict], prompts, variant: str, variants_
     print(f"{len(rows)} reasons ({form} form) written to {out}")
 
 
-def collect(out: Path, k: int, language: str, threads: int, variant: str = "") -> None:
+def collect(out: Path, k: int, language: str, threads: int, variant: str = "", demo: str = "en") -> None:
+    """Reasons for the demo users' candidates: the English demo (`language` as asked), or the
+    Chinese one (`demo="zh"`: its readers and Chinese requests, answered in Chinese)."""
     from assistant.engine import Engine
     from assistant.llm.llama import LlamaCppLLM, ensure_embedded_model
     from assistant.settings import Settings
@@ -135,14 +142,16 @@ def collect(out: Path, k: int, language: str, threads: int, variant: str = "") -
     from retrieval.request import Request
 
     tmp = Path(tempfile.mkdtemp())
-    engine = Engine(Settings.load(env={}, data_dir=tmp / "data", llm_backend="none", embedding_backend="hash"))
+    engine = Engine(Settings.load(env={}, data_dir=tmp / "data", llm_backend="none", embedding_backend="hash"),
+                    demo=None if demo == "en" else demo)
     engine.load_demo(progress=False)
+    asks, language = (REQUESTS, language) if demo == "en" else (REQUESTS_ZH, "zh")
     titles = sorted({it.title for it in engine.store.iter_items()})
     llm = LlamaCppLLM(ensure_embedded_model(tmp / "models"), n_ctx=2048, n_threads=threads)
     variants_dir = Settings.load().prompt_variants_dir
     prompts = Prompts.for_llm(llm, variant or None, variants_dir)
     rows = []
-    for user, requests in REQUESTS.items():
+    for user, requests in asks.items():
         for request in requests:
             cands = engine.retriever.candidates(user, Request(query=request), k=k)
             rows += [{"user": user, **row} for row in _reasons_for(llm, prompts, cands, request, language, titles)]
@@ -204,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--language", default="en")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data", choices=("demo", "movielens"), default="demo", help="demo books (default) or MovieLens users")
+    p.add_argument("--data", choices=("demo", "demo-zh", "movielens"), default="demo",
+                   help="demo books (default), the Chinese demo's works (in Chinese), or MovieLens users")
     p.add_argument("--users", type=int, default=15, help="MovieLens users to sample (default: %(default)s)")
     p.add_argument("--prompt-variant", default="", help="a saved prompt variant (default: the shipped prompts)")
     p = sub.add_parser("passes")
@@ -219,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "collect" and args.data == "movielens":
         collect_movies(args.out, args.k, args.language, args.threads, args.users, args.prompt_variant)
     elif args.command == "collect":
-        collect(args.out, args.k, args.language, args.threads, args.prompt_variant)
+        collect(args.out, args.k, args.language, args.threads, args.prompt_variant, "zh" if args.data == "demo-zh" else "en")
     elif args.command == "items":
         item_summaries(args.step, args.threads)
     else:

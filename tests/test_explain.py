@@ -538,3 +538,18 @@ def test_only_models_that_repeat_themselves_are_remembered():
     one.put("q", 8, ["\n"], "q")
     one.put("r", 8, ["\n"], "r")
     assert one.get("p", 8, ["\n"]) is None and len(memory) == 2, "the least recently used goes first"
+
+
+def test_an_english_reply_about_a_chinese_description_does_not_ask_the_hook_model_either():
+    llm = FakeLLM(["Henry Hill in the mob"])
+    final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS_ZH], "", "en", KNOWN) if c.final][0]
+    assert final.source == "evidence" and llm.prompts == []
+
+
+def test_the_hook_template_shows_examples_in_the_replys_language():
+    template = PROMPTS.get("reason")
+    offered = {"item": "X (1900; Y)", "about": "一件事。", "facts": "", "request": ""}
+    zh = template.render_offered({**offered, "language": "Chinese"})
+    en = template.render_offered({**offered, "about": "A thing.", "language": "English"})
+    assert "Language: English" not in zh and zh.count("Language: Chinese") == 3
+    assert "Language: Chinese" not in en and en.count("Language: English") == 3
