@@ -86,7 +86,10 @@ def build_engine(cfg: DialogConfig, prepared, items, vectors, embedder):
     key = hashlib.sha1(f"{prepared.events}|{cfg.embedding}|{cfg.llm}".encode("utf-8")).hexdigest()[:10]
     data_dir = Path(cfg.work_dir) / "dialogs" / f"engine-{key}"
     shutil.rmtree(data_dir, ignore_errors=True)  # the sessions write to the store: every run starts clean
-    overrides = {"data_dir": data_dir, "embedding_backend": cfg.embedding, "candidates": cfg.depth, "top_k": MAX_CARDS}
+    # live_poll_s 0: the live counters poll before every request, so what a chat-stated like adds
+    # reaches the next case whatever the machine's speed (polls on the wall clock made runs differ).
+    overrides = {"data_dir": data_dir, "embedding_backend": cfg.embedding, "candidates": cfg.depth, "top_k": MAX_CARDS,
+                 "live_poll_s": 0.0}
     if cfg.llm == "none" and cfg.llm_instance is None:
         settings = Settings.load(env={}, llm_backend="none", **overrides)
     else:
