@@ -175,8 +175,7 @@ def test_a_hook_is_streamed_then_joined_with_the_strongest_evidence():
     assert chunks[-1].final == "Henry Hill and his life in the mob; it is close to The Godfather, which you liked."
     assert chunks[-1].source == "llm"
     assert llm.prompts[0].endswith(
-        "Item: Goodfellas (1990; Crime, Drama) by Martin Scorsese\n"
-        "About: The story of Henry Hill and his life in the mob, from 1955 to 1980.\nLanguage: English\nHook:"
+        "\n\nAbout: The story of Henry Hill and his life in the mob, from 1955 to 1980.\nLanguage: English\nHook:"
     )
     assert llm.calls[0]["stop"] == ["\n"] and llm.calls[0]["max_tokens"] <= 32
 

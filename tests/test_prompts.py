@@ -159,7 +159,9 @@ def test_render_offered_takes_what_the_template_declares_and_names_what_is_missi
     hook = Prompts("completion").get("reason")
     offered = {"item": "Heat (1995; Crime)", "about": "A detective hunts a thief.", "facts": ["you liked Ronin"],
                "request": "", "language": "English"}
-    assert hook.render_offered(offered).endswith("Item: Heat (1995; Crime)\nAbout: A detective hunts a thief.\nLanguage: English\nHook:")
+    rendered = hook.render_offered(offered)
+    assert rendered.endswith("\n\nAbout: A detective hunts a thief.\nLanguage: English\nHook:")
+    assert "Heat" not in rendered, "the hook template does not show the title (the model echoed it)"
     chat = Prompts("chat").get("reason").render_offered(offered)
     assert "About: A detective hunts a thief." in chat[-1]["content"] and "Facts: you liked Ronin" in chat[-1]["content"]
     with pytest.raises(PromptError, match=r"uses \['about'\], which the caller does not offer; it offers \['facts', 'item'"):
