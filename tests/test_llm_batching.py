@@ -428,4 +428,4 @@ def test_turns_about_to_ask_get_a_share_of_an_idle_model_too(make_scheduler):
         held = scheduler.reserve(3.0, 5, peers=peers)
         grants[peers] = held.sequences
         scheduler.release(held)
-    assert grants == {0: 5, 1: 3, 7: 1}, "a lone turn takes all it asks; the first of a burst only its share"
+    assert grants == {0: 5, 1: 3, 7: 2}, "a lone turn takes all it asks; the first of a burst its share, at least two"
