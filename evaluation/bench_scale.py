@@ -13,7 +13,8 @@ its own child process so each peak RSS is that step's alone:
 - fit: `retrieval.fitting.fit_signals`, the collaborative vectors into Chroma, `signals.publish`;
 - worker: what an API worker does at start (open the store, `load_signals`, adopt them into a
   Retriever), then candidate generation for history-only requests of random users, one session
-  at a time and with --sessions concurrent ones (p50 / p95 per call).
+  at a time and with --sessions concurrent ones (p50 / p95 per call): the same users again, then
+  as many users not served before (what in-process caches hold for them is only what others left).
 
 Results: a Markdown table on stdout and results.json in the platform's folder.
 """
@@ -122,7 +123,8 @@ def step_worker(folder: Path, platform: Path, args) -> dict:
     loaded = time.perf_counter()
     retriever.adopt(signals)
     ready = time.perf_counter()
-    users = random.Random(0).sample(range(args.users), min(args.queries, args.users))
+    drawn = random.Random(0).sample(range(args.users), min(2 * args.queries, args.users))
+    users, others = drawn[: args.queries], drawn[args.queries :]  # others: not served before, caches cold for them
 
     def one(user: int) -> float:
         start = time.perf_counter()
@@ -134,13 +136,15 @@ def step_worker(folder: Path, platform: Path, args) -> dict:
     alone = sorted(one(u) for u in users)
     cpu_ms = (time.process_time() - cpu) / len(users) * 1000  # this process's CPU, all threads (Chroma's too)
     with ThreadPoolExecutor(args.sessions) as pool:
-        together = sorted(pool.map(one, users))
+        together = sorted(pool.map(one, users))  # the same users again, as measured since the start
+        unseen = sorted(pool.map(one, others))
 
     def pct(values, q):
         return values[min(len(values) - 1, int(q * len(values)))]
     return {"start_s": ready - began, "open_s": opened - began, "load_s": loaded - opened, "adopt_s": ready - loaded,
             "p50_ms": statistics.median(alone), "p95_ms": pct(alone, 0.95),
             "concurrent_p50_ms": statistics.median(together), "concurrent_p95_ms": pct(together, 0.95), "sessions": args.sessions,
+            "unseen_p50_ms": statistics.median(unseen) if unseen else None, "unseen_p95_ms": pct(unseen, 0.95) if unseen else None,
             "cpu_ms_per_request": cpu_ms, "cpus": os.cpu_count()}
 
 
@@ -244,6 +248,7 @@ def report(results: dict) -> str:
                  f"open {r['open_s']:.2f}, load {r['load_s']:.2f}, "
                  f"adopt {r['adopt_s']:.2f}; candidates p50/p95 {r['p50_ms']:.0f}/{r['p95_ms']:.0f} ms alone, "
                  f"{r['concurrent_p50_ms']:.0f}/{r['concurrent_p95_ms']:.0f} ms with {r.get('sessions', 8)} sessions in parallel"
+                 + (f" ({r['unseen_p50_ms']:.0f}/{r['unseen_p95_ms']:.0f} ms for users not served before)" if r.get("unseen_p50_ms") else "")
                  + (f" on {r['cpus']} CPUs; {r['cpu_ms_per_request']:.1f} ms CPU a request" if "cpus" in r else "") + " |")
     return "\n".join(lines)
 

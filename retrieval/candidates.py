@@ -22,6 +22,7 @@ from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item
 from retrieval.fusion import DEFAULT_WEIGHTS, HISTORY_LAST, fuse, mmr, push_from_dislikes, signal_weights, spread, unit
+from retrieval.neighbours import NeighbourCache
 from retrieval.request import Request, UserHistory, cjk_terms, item_metadata, words
 from retrieval.sequential import SequentialModel
 from retrieval.titles import Works
@@ -35,6 +36,7 @@ COLLAB_LAST = 20  # newest opinions that make the user's collaborative vector (m
 NEAREST_ITEMS = 1  # newest liked item(s) also searched alone (a mean of varied tastes is mushy)
 DROP_OVERFETCH = 150  # at most this many extra results per signal to make up for dropped items
 FILTER_OVERFETCH = 3  # results per signal multiply by this when filters run afterwards
+CONTENT_STEP = 20  # content hits asked of Chroma in multiples of this (at 10M events 3 requests in 4 fetch 52-60)
 VECTOR_CACHE = 50_000  # content vectors kept in process (50k x 384 float32 = 75 MB)
 ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
@@ -73,6 +75,7 @@ class Retriever:
         self._vector_cache: dict[str, np.ndarray] = {}
         self._item_cache: dict[str, Item] = {}
         self._collab_table = CollabTable()
+        self.neighbours = NeighbourCache(content) if content is not None else None  # item -> content neighbours
         self.live = None  # retrieval.live.LiveCounters: popularity and trending that follow new events
         self.freshness = None  # retrieval.freshness.Freshness: a time-sensitive catalog's decay
 
@@ -223,10 +226,11 @@ class Retriever:
         near: dict[str, list[tuple[str, str, float]]] = {}
         if liked_ids and with_vectors:
             similarity = np.stack([pool_vectors[i] for i in with_vectors]) @ np.stack([vectors[i] for i in liked_ids]).T
+            nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :2].tolist()
+            close = (self._above_floor(similarity) >= NEAR_MIN_SIMILARITY).tolist()
+            values = similarity.tolist()
             for row, item_id in enumerate(with_vectors):
-                best = np.argsort(-similarity[row], kind="stable")[:2]
-                near[item_id] = [(liked_ids[j], liked_items[liked_ids[j]].title, float(similarity[row, j]))
-                                 for j in best if self._above_floor(similarity[row, j]) >= NEAR_MIN_SIMILARITY]
+                near[item_id] = [(liked_ids[j], liked_items[liked_ids[j]].title, values[row][j]) for j in nearest[row] if close[row][j]]
         liked_categories = {c.lower() for item in liked_items.values() for c in item.categories}
         liked_creators = {item.creator.lower() for item in liked_items.values() if item.creator}
         query_words = words(request.query)
@@ -265,30 +269,35 @@ class Retriever:
         Returns the vector that best stands for what is wanted now (request text, else seeds,
         else history), for the filtered fill.
         """
-        queries: list[tuple[str, np.ndarray, float]] = []  # (signal, vector, factor)
+        # (signal, item whose own vector it is or None, vector, factor): items' answers are kept.
+        queries: list[tuple[str, str | None, np.ndarray, float]] = []
         liked = [(i, w) for i, w in liked_recent if i in vectors]
-        if liked:
+        disliked = [(i, w) for i, w in user.disliked[-HISTORY_LAST:] if i in vectors]
+        if len(liked) == 1 and not disliked:  # the profile is that item (its own search would add nothing)
+            queries.append(("history", liked[0][0], vectors[liked[0][0]], 1.0))
+        elif liked:
             ages = np.arange(len(liked))[::-1]
             profile = sum(w * HISTORY_DECAY**age * vectors[i] for (i, w), age in zip(liked, ages))
-            disliked = [(i, w) for i, w in user.disliked[-HISTORY_LAST:] if i in vectors]
             if disliked:
                 profile = profile + 0.5 * sum(w * vectors[i] for i, w in disliked)  # w < 0: subtracts
-            queries.append(("history", unit(profile), 1.0))
-            # The newest liked items one by one too: a mean of varied tastes is mushy. One liked
-            # item and no dislikes: the profile is that item, and its hits would score 0.9 of the same.
-            if len(liked) > 1 or disliked:
-                queries += [("history", vectors[i], 0.9) for i, _ in liked[-NEAREST_ITEMS:]]
-        seed_vectors = [vectors[i] for i in seeds if i in vectors]
-        if seed_vectors:
-            queries.append(("seed", unit(sum(seed_vectors)), 1.0))
-            if len(seed_vectors) > 1:
-                queries += [("seed", v, 0.9) for v in seed_vectors]
+            queries.append(("history", None, unit(profile), 1.0))
+            # The newest liked items one by one too: a mean of varied tastes is mushy.
+            queries += [("history", i, vectors[i], 0.9) for i, _ in liked[-NEAREST_ITEMS:]]
+        seeded = [i for i in seeds if i in vectors]
+        if len(seeded) == 1:
+            queries.append(("seed", seeded[0], vectors[seeded[0]], 1.0))
+        elif seeded:
+            queries.append(("seed", None, unit(sum(vectors[i] for i in seeded)), 1.0))
+            queries += [("seed", i, vectors[i], 0.9) for i in seeded]
         if request.query.strip():
-            queries.append(("query", np.asarray(embed_queries(self.embedder, [request.query])[0], dtype=np.float32), 1.0))
+            queries.append(("query", None, np.asarray(embed_queries(self.embedder, [request.query])[0], dtype=np.float32), 1.0))
         if not queries:
             return None
-        results = self.content.query_many([q[1] for q in queries], fetch)
-        for (name, _, factor), hits in zip(queries, results):
+        # Asked in steps (one kept answer serves nearby sizes) and cut to `fetch`: below ef_search a
+        # wider ask finds the same leading hits, bar the order of equal scores at the cut.
+        breadth = -(-fetch // CONTENT_STEP) * CONTENT_STEP
+        results = self.neighbours.query_many([(item_id, v) for _, item_id, v, _ in queries], fetch, breadth)
+        for (name, _, _, factor), hits in zip(queries, results):
             scores = signals.setdefault(name, {})
             for item_id, similarity in hits:
                 scores[item_id] = max(scores.get(item_id, float("-inf")), factor * similarity)
@@ -300,7 +309,7 @@ class Retriever:
             for name in ("history", "seed", "query"):
                 if signals.get(name):  # a query with no hits (an empty collection) has nothing to spread
                     signals[name] = spread(signals[name])
-        return queries[-1][1] if request.query.strip() or seed_vectors else queries[0][1]
+        return queries[-1][2] if request.query.strip() or seeded else queries[0][2]
 
     def _behaviour_signals(self, signals, user: UserHistory, seeds: list[str], fetch: int) -> None:
         """Sequential and collaborative signals; named seeds count as the newest items."""
@@ -335,6 +344,7 @@ class Retriever:
         items: dict[str, Item] = {}
         pool: list[str] = []
         works = Works()
+        accepts = request.accepts if request.is_filtered() else None  # unfiltered: every item passes
         step = max(n, 50)
         for start in range(0, len(ranked), step):
             chunk = ranked[start : start + step]
@@ -342,7 +352,7 @@ class Retriever:
             items.update(found)
             for item_id in chunk:  # one at a time: past the n-th, a title need not be normalised
                 item = found.get(item_id)
-                if item is not None and request.accepts(item) and works.first(item.title, item.year):
+                if item is not None and (accepts is None or accepts(item)) and works.first(item.title, item.year):
                     pool.append(item_id)
                     if len(pool) == n:
                         return items, pool

@@ -90,6 +90,7 @@ class VectorIndex:
         self.hnsw = {**DEFAULT_HNSW, **(hnsw or {})}
         self._collection = None
         self._batch: int | None = None
+        self.version = 0  # counts writes through this object (upsert, delete, reset): caches compare it
 
     def __repr__(self) -> str:
         return f"VectorIndex({self.name!r})"
@@ -179,14 +180,17 @@ class VectorIndex:
         if len(vectors) != len(ids):
             raise StoreError(f"upsert into {self.name!r}: {len(ids)} ids but {len(vectors)} vectors")
         step = self.batch_size
-        for start in range(0, len(ids), step):
-            end = start + step
-            kwargs = {"ids": ids[start:end], "embeddings": vectors[start:end]}
-            if metadatas is not None:
-                kwargs["metadatas"] = [_clean_metadata(m) for m in metadatas[start:end]]
-            if documents is not None:
-                kwargs["documents"] = list(documents[start:end])
-            self._call("upsert", **kwargs)
+        try:
+            for start in range(0, len(ids), step):
+                end = start + step
+                kwargs = {"ids": ids[start:end], "embeddings": vectors[start:end]}
+                if metadatas is not None:
+                    kwargs["metadatas"] = [_clean_metadata(m) for m in metadatas[start:end]]
+                if documents is not None:
+                    kwargs["documents"] = list(documents[start:end])
+                self._call("upsert", **kwargs)
+        finally:
+            self.version += 1  # after the write: a query that overlapped it sees the change
 
     def query(self, vector: np.ndarray, k: int, where: dict | None = None) -> list[tuple[str, float]]:
         """The k nearest ids with their cosine similarity, best first."""
@@ -229,8 +233,11 @@ class VectorIndex:
     def delete(self, ids: Sequence[str]) -> None:
         ids = list(ids)
         step = self.batch_size
-        for start in range(0, len(ids), step):
-            self._call("delete", ids=ids[start : start + step])
+        try:
+            for start in range(0, len(ids), step):
+                self._call("delete", ids=ids[start : start + step])
+        finally:
+            self.version += 1
 
     def count(self) -> int:
         return int(self._call("count"))
@@ -252,6 +259,8 @@ class VectorIndex:
             if _is_connection_error(exc):
                 raise StoreError(self._explain("delete_collection", exc)) from None
             # Otherwise it did not exist: nothing to drop.
+        finally:
+            self.version += 1
         self._collection = None
 
 

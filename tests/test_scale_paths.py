@@ -182,6 +182,22 @@ def test_sequential_scores_equal_the_sparse_product(stores, sequential):
             assert sequential.scores(recent, n) == {ids[j]: float(dense[j]) for j in best}
 
 
+def test_sequential_scores_of_adopted_rows_with_ties_and_repeats_equal_the_product():
+    """Rows as another writer might hand them over: a column twice in a row, unsorted, equal values."""
+    rng = np.random.default_rng(1)
+    n = 50
+    indptr = np.arange(0, 8 * n + 1, 8)
+    indices = rng.integers(0, n, 8 * n)  # repeats within a row, in no order
+    data = rng.choice(np.array([0.25, 0.5, 1.0], dtype=np.float32), 8 * n)  # many equal sums
+    model = SequentialModel().adopt([f"i{j}" for j in range(n)], sp.csr_matrix((data, indices, indptr), shape=(n, n)))
+    for _ in range(30):
+        recent = [f"i{j}" for j in rng.integers(0, n, int(rng.integers(1, 6)))]
+        dense = model.score_array(recent)
+        positive = np.flatnonzero(dense > 0)
+        best = positive[sorted_top(dense[positive], 10)]
+        assert model.scores(recent, 10) == {f"i{j}": float(dense[j]) for j in best}
+
+
 def test_sequential_scores_of_unknown_items_are_empty(sequential):
     assert sequential.scores(["nobody-had-this"]) == {} and SequentialModel().scores(["a"]) == {}
 

@@ -1,0 +1,117 @@
+"""Content neighbours kept in process (retrieval.neighbours): what the cache serves equals a fresh
+Chroma query, and a write, age or size limit sends the query to Chroma again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.neighbours import NeighbourCache
+from retrieval.records import Item
+from retrieval.request import Request
+from retrieval.vectors import VectorIndex, open_chroma
+from tests.test_candidates import events, ids, world  # noqa: F401 (world is a fixture)
+
+DIM = 32
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def index(tmp_path) -> VectorIndex:
+    """1,500 random unit vectors: enough for Chroma to answer from its HNSW graph."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((1500, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex(open_chroma("persistent", path=str(tmp_path / "chroma")), "vectors")
+    index.upsert([f"v{n}" for n in range(len(vectors))], vectors)
+    return index
+
+
+def vector(index: VectorIndex, item_id: str) -> np.ndarray:
+    return index.get_vectors([item_id])[item_id]
+
+
+@pytest.mark.parametrize("n, breadth", [(10, None), (10, 50), (50, 50), (60, 50)])
+def test_a_kept_answer_equals_a_fresh_query(index, n, breadth):
+    cache = NeighbourCache(index)
+    queries = [("v1", vector(index, "v1")), ("v2", vector(index, "v2"))]
+    first = cache.query_many(queries, n, breadth)
+    again = cache.query_many(queries, n, breadth)
+    fresh = index.query_many([v for _, v in queries], max(n, breadth or n))
+    assert first == again == [hits[:n] for hits in fresh]
+    assert len(first[0]) == n and first[0][0][0] == "v1"
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_queries_that_name_no_item_go_to_chroma_every_time(index):
+    cache = NeighbourCache(index)
+    profile = vector(index, "v1") + vector(index, "v2")
+    assert cache.query_many([(None, profile)], 5) == cache.query_many([(None, profile)], 5) == index.query_many([profile], 5)
+    assert len(cache) == 0
+
+
+def test_a_write_through_the_index_empties_it(index):
+    cache = NeighbourCache(index)
+    near = vector(index, "v7")
+    before = cache.query_many([("v7", near)], 5)[0]
+    assert all(i != "copy" for i, _ in before)
+    index.upsert(["copy"], np.asarray([near]))  # a new item right on top of v7
+    after = cache.query_many([("v7", near)], 5)[0]
+    assert {i for i, _ in after[:2]} == {"v7", "copy"}
+    assert after == index.query_many([near], 5)[0]
+
+
+@pytest.mark.parametrize("age, asked_again", [(299.0, False), (301.0, True)])
+def test_an_answer_older_than_max_age_is_asked_again(index, age, asked_again):
+    clock = Clock()
+    cache = NeighbourCache(index, max_age_s=300.0, clock=clock)
+    cache.query_many([("v3", vector(index, "v3"))], 5)
+    clock.now = age
+    cache.query_many([("v3", vector(index, "v3"))], 5)
+    assert cache.misses == (2 if asked_again else 1)
+
+
+def test_the_least_recently_used_answer_leaves_first(index):
+    cache = NeighbourCache(index, items=2)
+    for item_id in ("v1", "v2", "v1", "v3"):  # v2 is the least recently used when v3 comes
+        cache.query_many([(item_id, vector(index, item_id))], 5)
+    assert len(cache) == 2 and cache.misses == 3
+    cache.query_many([("v1", vector(index, "v1"))], 5)
+    cache.query_many([("v2", vector(index, "v2"))], 5)
+    assert (cache.hits, cache.misses) == (2, 4)
+
+
+def test_another_breadth_is_another_answer(index):
+    cache = NeighbourCache(index)
+    cache.query_many([("v1", vector(index, "v1"))], 5, 20)
+    assert cache.query_many([("v1", vector(index, "v1"))], 5, 40) == [index.query_many([vector(index, "v1")], 40)[0][:5]]
+    assert cache.misses == 2
+
+
+# --- through the Retriever ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("liked", [("s1",), ("s1", "s2", "s3"), ("c2", "c3")])
+def test_candidates_from_a_warm_cache_equal_the_first_answer(world, liked):
+    retriever = world(events("ana", *[("like", i) for i in liked]) + events("bob", *[("like", i) for i in liked]))
+    first = retriever.candidates("ana", Request(), k=10)
+    assert retriever.neighbours.hits == 0 and retriever.neighbours.misses >= 1
+    again = retriever.candidates("bob", Request(), k=10)  # the same newest liked item: served from the cache
+    assert retriever.neighbours.hits >= 1
+    assert [(c.item.id, c.score, c.evidence) for c in first] == [(c.item.id, c.score, c.evidence) for c in again]
+
+
+def test_a_new_item_reaches_a_liked_items_kept_neighbours(world):
+    retriever = world(events("ana", ("like", "k1")))
+    assert "fresh" not in ids(retriever.candidates("ana", Request(), k=5))
+    new = Item("fresh", "Kitchen Again", text=retriever.store.get_item("k1").text, categories=["Cooking"])
+    retriever.store.upsert_items([new])
+    retriever.index_items([new])
+    assert ids(retriever.candidates("ana", Request(), k=5))[0] == "fresh"
