@@ -33,6 +33,7 @@ class Understanding:
     newer: bool = False
     shorter: bool = False
     more_like: bool = False  # "more like the second one": the reference becomes a seed
+    others: bool = False  # "something else", "换一批": nothing shown before in this session
     reference: int | None = None  # 0-based index into the list shown last
     item_ids: list[str] = field(default_factory=list)  # catalog items named in the message
     mentions: list[dict] = field(default_factory=list)  # each named title: item_ids (with twins), text, stance
@@ -82,6 +83,12 @@ _SMALLTALK = re.compile(
 _RECOMMEND = re.compile(
     r"\b(?:recommend|suggest|suggestions?|something|anything|what should i|looking for|in the mood|want to (?:read|watch)|give me|show me|find me|any ideas|more)\b|推荐|想看|想读|来点|有没有"
 )
+# Asking for other items than those shown: only then is everything shown before left out (a
+# reaction to the list, "I've seen the second one" or "no horror", keeps what still fits).
+_OTHERS = re.compile(
+    r"\b(?:others|other ones|something else|anything else|different ones|new ones|another (?:list|batch|set|few)"
+    r"|(?:any|some|a few)\s+more|more (?:suggestions|recommendations|ideas|options|titles))\b|换一批|换一些|换几|别的|其他的|还有别的|还有吗"
+)
 _FRESH_REQUEST = re.compile(r"\b(?:recommend|suggest|what should i|looking for|in the mood|want to (?:read|watch))\b|推荐")
 _DECADE = re.compile(r"\b(1[5-9]\d0|20[0-2]0)s\b|(1[5-9]\d0|20[0-2]0)年代")
 _YEAR_BEFORE = re.compile(r"\b(?:before|earlier than|older than|pre)[\s-]*(1[0-9]\d\d|20\d\d)\b|(1[0-9]\d\d|20\d\d)\s*年?(?:之前|以前)")
@@ -118,6 +125,7 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         u.reference = 0 if re.search(r"\b(?:it|this one|this)\b|这", lowered) else None
 
     _parse_constraints(text, remaining, vocab, u)
+    u.others = bool(_OTHERS.search(lowered))
 
     feedback = next((kind for rule, kind in _FEEDBACK_RULES if rule.search(lowered)), None)
     asks_for_more = bool(_RECOMMEND.search(lowered) or _MORE_LIKE.search(lowered) or "?" in text)

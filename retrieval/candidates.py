@@ -42,6 +42,9 @@ ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
 CONFIDENT_EVENTS_PER_ITEM = 5.0  # below this, sequential/collab weights shrink proportionally
 POPULAR_CACHE = 1000
+# A category named while talking about taste also brings its own favourites: the items of that
+# category among this many of the most had lately (all-time popularity without a log).
+CATEGORY_POOL = 1000
 
 
 class Retriever:
@@ -192,6 +195,8 @@ class Retriever:
             signals["comention"] = self.comention.scores(seeds, fetch)
         if weights["trending"] > 0:
             signals["trending"] = self.comention.trending(fetch)
+        if request.prefer_categories and weights["category_favourites"] > 0:
+            signals["category_favourites"] = self._category_favourites(request.prefer_categories)
         proposed = list(dict.fromkeys(request.proposed_item_ids))
         if proposed and weights["proposed"] > 0:
             signals["proposed"] = {item_id: 1.0 - rank / len(proposed) for rank, item_id in enumerate(proposed)}
@@ -326,6 +331,16 @@ class Retriever:
             if vector is not None:
                 hits = table.top(vector, fetch) if len(table) else self.collab.query(vector, fetch)
                 signals["collab"] = {i: s for i, s in hits if s > 0}
+
+    def _category_favourites(self, categories: list[str]) -> dict[str, float]:
+        """The items of these categories most had lately (else of all time), id -> that score."""
+        wanted = {c.lower() for c in categories}
+        for pool in (self.comention.trending(CATEGORY_POOL), dict(self.popular(CATEGORY_POOL))):
+            items = self._items(list(pool))
+            found = {i: s for i, s in pool.items() if i in items and wanted & {c.lower() for c in items[i].categories}}
+            if found:
+                return found
+        return {}
 
     def _prefer(self, ranked: list[str], categories: list[str], fused: dict, found_by: dict, n: int) -> list[str]:
         """Items of a preferred category gain CATEGORY_BOOST (among the n best: their items are read)."""

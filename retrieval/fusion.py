@@ -25,6 +25,8 @@ DEFAULT_WEIGHTS = {
     # dialogs (evaluation/reports/dialogs-tuning.md).
     "comention": 1.0,
     "trending": 0.6,
+    # A category named while talking about taste: its favourites (candidates._category_favourites).
+    "category_favourites": 0.5,
     # Titles a language model proposed by name (llm_proposals), linked to the catalog: a signal
     # like any other, best first. Only present when the agent asked a model.
     "proposed": 1.0,

@@ -177,6 +177,19 @@ def test_seed_items_steer_and_are_not_returned(world):
     assert all(i.startswith("r") for i in found), found
 
 
+@pytest.mark.parametrize("weight", [0.5, 0.0])
+def test_a_category_said_while_talking_brings_its_favourites(world, weight):
+    """"I like science fiction ... any romance?": the most popular romance joins the list although
+    nothing in the history is near it; with the weight at 0 it is not found that way."""
+    retriever = world(events("ana", ("like", "s1"), ("like", "s2")), weights={"category_favourites": weight})
+    found = {c.item.id: c for c in retriever.candidates("ana", Request(prefer_categories=["Romance"]), k=5)}
+    if weight:
+        assert "r5" in found, list(found)  # the catalog's most popular romance
+        assert "category_favourites" in found["r5"].evidence.signals
+    else:
+        assert not any("category_favourites" in c.evidence.signals for c in found.values())
+
+
 def test_a_new_item_is_retrievable_right_after_index_items(world):
     retriever = world(events("ana", ("like", "s1")))
     new = Item("fresh", "Quantum Bakery", text="sourdough quantum bakery physics croissant", categories=["Cooking"])

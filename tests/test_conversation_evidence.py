@@ -69,6 +69,19 @@ def test_earlier_turns_in_the_session_still_count(films):
     assert got[0] in {"aliens", "predator"} and "alien" not in got
 
 
+@pytest.mark.parametrize("others", ["something else please", "换一批"])
+def test_a_reaction_keeps_what_still_fits_and_only_asking_for_others_leaves_the_list_out(films, others):
+    user = f"u-others-{len(others)}"
+    first = list(films.agent.respond(user, "I loved Alien (1979)", k=5))
+    session = first[-1].session_id
+    shown = [c.item_id for c in [e for e in first if isinstance(e, CardsEvent) and e.stage == "ranked"][-1].cards]
+    after_seen = ids(films, user, "I've seen the second one", session_id=session)
+    assert shown[1] not in after_seen  # said seen
+    assert shown[0] == after_seen[0]  # still the best answer: not dropped for having been shown
+    fresh = ids(films, user, others, session_id=session)
+    assert fresh and not set(fresh) & set(shown + after_seen)
+
+
 def test_prior_turns_start_a_session_and_suggestions_turned_down_count_against(films):
     prior = [{"role": "user", "content": "I only watch films like Alien (1979)"},
              {"role": "assistant", "content": "Have you seen Predator (1987)?"},
