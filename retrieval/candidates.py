@@ -124,7 +124,7 @@ class Retriever:
             self.sequential.adopt(signals.item_ids, signals.transitions, signals.index)
         self.comention.adopt(signals.item_ids, signals.neighbours, signals.trending, signals.index)
         # Kept in process: a request needs no Chroma round trip for the collaborative signal.
-        self._collab_table = CollabTable(signals.collab_ids(), signals.collab_vectors)
+        self._collab_table = CollabTable(signals.collab_ids(), signals.collab_vectors, weight=self._popularity)
         self.fitted_at = signals.created_at or time.time()
         self.signals_version = signals.version
         if self.live is not None:

@@ -236,3 +236,25 @@ def test_item_vectors_keep_every_dot_product_of_svds(users, items):
     got, expected = factorize(matrix, 32), svds_factors(matrix, 32)
     assert got.shape == expected.shape
     assert np.abs(got @ got.T - expected @ expected.T).max() < 1e-5
+
+
+def test_collab_search_past_its_limit_covers_the_most_had_items_only():
+    """Past `scan` items the exact search reads only the most had ones (a long tail's vectors are
+    noise and most of the cost); under the limit it is the full exact search."""
+    from retrieval.collab import CollabTable
+
+    rng = np.random.default_rng(0)
+    ids = [f"i{n}" for n in range(40)]
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    weight = {f"i{n}": float(n) for n in range(40)}  # i39 is the most had
+    query = vectors[3]  # i3, a tail item: its own best match is itself
+
+    full = CollabTable(ids, vectors)
+    assert full.top(query, 1)[0][0] == "i3"
+    assert CollabTable(ids, vectors, weight=weight, scan=40).top(query, 40) == full.top(query, 40)
+
+    limited = CollabTable(ids, vectors, weight=weight, scan=10)
+    found = [i for i, _ in limited.top(query, 40)]
+    assert set(found) == {f"i{n}" for n in range(30, 40)}  # the ten most had, nothing else
+    assert np.allclose(limited.get(["i3"])["i3"], vectors[3])  # every vector still feeds a profile
