@@ -87,7 +87,7 @@ _RECOMMEND = re.compile(
 # reaction to the list, "I've seen the second one" or "no horror", keeps what still fits).
 _OTHERS = re.compile(
     r"\b(?:others|other ones|something else|anything else|different ones|new ones|another (?:list|batch|set|few)"
-    r"|(?:any|some|a few)\s+more|more (?:suggestions|recommendations|ideas|options|titles))\b|换一批|换一些|换几|别的|其他的|还有别的|还有吗"
+    r"|(?:any|some|a few)\s+more|more (?:suggestions|recommendations|ideas|options|titles))\b|换一批|换一些|换几|(?<!特)别的|其他的|还有吗"
 )
 _FRESH_REQUEST = re.compile(r"\b(?:recommend|suggest|what should i|looking for|in the mood|want to (?:read|watch))\b|推荐")
 _DECADE = re.compile(r"\b(1[5-9]\d0|20[0-2]0)s\b|(1[5-9]\d0|20[0-2]0)年代")
