@@ -85,7 +85,7 @@ class Conversation:
         return {}
 
     def shown_ids(self) -> list[str]:
-        """Every item shown in this session, so refinements bring new items first."""
+        """Every item shown in this session: left out when the person asks for others ("something else")."""
         seen: list[str] = []
         for turn in self.turns:
             for card in turn.payload.get("cards", []) if turn.role == "assistant" else []:
