@@ -72,10 +72,11 @@ def plan(
     query = " ".join(filter(None, [topic, ctx.words, profile_query(profile) if not topic else ""]))
     avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in turn["categories"]]
     exclude_ids = set(exclude) | set(seeds) | named
-    if u.others:
-        # Only when asked for: after "I've seen that one" or "no horror" the rest of the list may
-        # still be the best answer (leaving out everything shown after any reaction to the list cost
-        # R@10 0.030 / 0.017 on the ReDial tuning folds, replayed turn by turn).
+    if u.others or u.shorter or u.older or u.newer:
+        # Asked for others, or for shorter / older / newer ones than those in view. After "I've seen
+        # that one" or "no horror" the rest of the list may still be the best answer (leaving out
+        # everything shown after any reaction to the list cost R@10 0.030 / 0.017 on the ReDial
+        # tuning folds, replayed turn by turn).
         exclude_ids |= set(conv.shown_ids())
     request = Request(
         query=query,
