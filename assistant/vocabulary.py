@@ -113,5 +113,9 @@ _CATEGORY_WORDS = {
     "crime": "Crime", "犯罪": "Crime",
     "western": "Western", "musical": "Musical", "satire": "Satire", "讽刺": "Satire",
     "tragedy": "Tragedy", "悲剧": "Tragedy",
+    # A kind of novel is that kind, not fiction at large (the longer phrase is read first).
+    "科幻小说": "Science Fiction", "侦探小说": "Mystery", "推理小说": "Mystery", "爱情小说": "Romance",
+    "恐怖小说": "Horror", "冒险小说": "Adventure", "奇幻小说": "Fantasy", "短篇小说": "Short Stories",
+    "小说": "Fiction", "传记": "Biography", "游记": "Travel", "随笔": "Essays",
 }
 _SYNONYM_OF = {"science fiction": "sci-fi", "mystery": "mysteries", "comedy": "comedies"}

@@ -80,6 +80,8 @@ CASES = [
     ("为什么推荐第二个？", True, {"intent": "why", "reference": 1, "language": "zh"}),
     ("第一本我看过了", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
     ("有没有侦探小说", False, {"intent": "recommend", "categories": ["Mystery"]}),
+    ("推荐一本小说", False, {"categories": ["Fiction"]}),  # Chinese words for the English catalog's categories
+    ("推荐一些短篇小说", False, {"categories": ["Short Stories"]}),  # the kind of novel, not fiction at large
     ("换一批", True, {"others": True, "language": "zh"}),
     ("有没有别的", True, {"others": True}),
     ("有没有特别的推荐", True, {"others": False}),  # 特别 (special) is not 别的 (other)
