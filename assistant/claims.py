@@ -44,7 +44,7 @@ EXPLAIN_WORDS = frozenset(
     memorable beloved timeless popular pick picks choice choices recommend recommended recommendation
     recommendations match matches matching request requested asked ask want wanted looking something
     anything kind sort type genre theme themes title titles item items list close closer near next
-    recent recently previously already appeal appeals suit suits fit fits worth try satisfying
+    recent recently previously already history appeal appeals suit suits fit fits worth try satisfying
     thoughtful strong solid nice lovely gripping entertaining best better ideal sure definitely
     certainly probably maybe mix blend combination touch way one ones piece pieces thing things lot
     first new old own whole example sense related characters character setting plot prose narrative

@@ -65,10 +65,11 @@ def predicates(candidate: Candidate, zh: bool, history_first: bool = False) -> l
         preds.append(f"符合你的要求（{words}）" if zh else f"matches what you asked for ({words})")
     if ev.near_history:
         titles = [t for _, t, _ in ev.near_history[:2]]
-        preds.insert(
-            0 if history_first else len(preds),
-            "与你喜欢的" + "".join(f"《{t}》" for t in titles) + "相近" if zh else f"is close to {_join(titles, False)}, which you liked",
-        )
+        if ev.liked_near():
+            near = "与你喜欢的" + "".join(f"《{t}》" for t in titles) + "相近" if zh else f"is close to {_join(titles, False)}, which you liked"
+        else:  # only had (viewed, bought, seen): history, not a verdict
+            near = "与你看过的" + "".join(f"《{t}》" for t in titles) + "相近" if zh else f"is close to {_join(titles, False)} from your history"
+        preds.insert(0 if history_first else len(preds), near)
     if ev.shared_creators:
         names = _join(ev.shared_creators[:2], zh)
         preds.append(f"出自你欣赏的 {names}" if zh else f"is by {names}, whose work you have enjoyed")
@@ -103,7 +104,7 @@ def evidence_reason(candidate: Candidate, language: str = "en") -> str:
 def evidence_facts(candidate: Candidate) -> list[str]:
     """The evidence as short English facts for the reason prompt."""
     ev = candidate.evidence
-    facts = [f"you liked {t}" for _, t, _ in ev.near_history[:2]]
+    facts = [f"you {'liked' if ev.said_liked is None or i in ev.said_liked else 'had'} {t}" for i, t, _ in ev.near_history[:2]]
     if ev.shared_creators:
         facts.append(f"by {_join(ev.shared_creators[:2], False)}, whose work you liked before")
     if ev.shared_categories:

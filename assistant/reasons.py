@@ -116,4 +116,5 @@ def evidence_from_dict(data: dict) -> Evidence:
         shared_categories=list(data.get("shared_categories", [])),
         shared_creators=list(data.get("shared_creators", [])),
         signals=dict(data.get("signals", {})),
+        said_liked=list(data["said_liked"]) if "said_liked" in data else None,
     )

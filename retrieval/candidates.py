@@ -222,9 +222,10 @@ class Retriever:
             pool.sort(key=lambda i: -fused.get(i, 0.0))
         chosen = mmr(pool, fused, pool_vectors, k, request.diversity) if request.diversity > 0 else pool[:k]
 
-        return self._with_evidence(chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request)
+        return self._with_evidence(chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request, user.said_liked)
 
-    def _with_evidence(self, chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request) -> list[Candidate]:
+    def _with_evidence(self, chosen, items, fused, found_by, pool_vectors, liked_recent, vectors, request,
+                       said_liked: set[str] = frozenset()) -> list[Candidate]:
         liked_items = self._items([i for i, _ in liked_recent])
         liked_ids = [i for i, _ in liked_recent if i in vectors and i in liked_items]
         with_vectors = [i for i in chosen if i in pool_vectors]
@@ -248,6 +249,7 @@ class Retriever:
                 shared_categories=[c for c in item.categories if c.lower() in liked_categories],
                 shared_creators=[item.creator] if item.creator and item.creator.lower() in liked_creators else [],
                 signals=found_by.get(item_id, {}),
+                said_liked=[i for i, _, _ in near.get(item_id, []) if i in said_liked],
             )
             out.append(Candidate(item, float(fused.get(item_id, 0.0)), evidence))
         return out

@@ -155,6 +155,13 @@ class Evidence:
     shared_categories: list[str] = field(default_factory=list)
     shared_creators: list[str] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)  # signal name -> its score
+    # The near_history items the user said they liked (a like, a good rating); the others they only
+    # had (viewed, bought, said they had seen). None: not known (cards stored before), all "liked".
+    said_liked: list[str] | None = None
+
+    def liked_near(self, n: int = 2) -> bool:
+        """Whether each of the first n near_history items may be called liked."""
+        return self.said_liked is None or all(i in self.said_liked for i, _, _ in self.near_history[:n])
 
     def to_dict(self) -> dict:
         return {
@@ -165,6 +172,7 @@ class Evidence:
             "shared_categories": self.shared_categories,
             "shared_creators": self.shared_creators,
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
+            **({"said_liked": self.said_liked} if self.said_liked is not None else {}),
         }
 
 

@@ -167,6 +167,9 @@ class UserHistory:
     # validation items (evaluation/reports/experiments.md). An explicit "no" removes the item.
     consumed: list[str]
     seen: set[str]  # every item the user interacted with (search excluded)
+    # Items whose latest opinion is a stated positive one (a like, a good rating): only these may be
+    # called "liked" in a reason; a view, a purchase or "I've seen it" is history, not a verdict.
+    said_liked: set[str] = field(default_factory=set)
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> "UserHistory":
@@ -199,4 +202,5 @@ class UserHistory:
             disliked=[(i, w) for i, w in opinions if w < 0],
             consumed=[i for i in had if i not in rejected],
             seen=seen,
+            said_liked={i for i, w in explicit.items() if w > 0},
         )

@@ -190,6 +190,16 @@ def test_a_category_said_while_talking_brings_its_favourites(world, weight):
         assert not any("category_favourites" in c.evidence.signals for c in found.values())
 
 
+@pytest.mark.parametrize("kind, liked", [("like", True), ("view", False), ("purchase", False), ("seen", False)])
+def test_evidence_says_which_history_items_were_said_to_be_liked(world, kind, liked):
+    retriever = world(events("ana", (kind, "s1"), (kind, "s2")))
+    near = [c for c in retriever.candidates("ana", Request(), k=5) if c.evidence.near_history]
+    assert near, "history items should be cited"
+    for c in near:
+        cited = [i for i, _, _ in c.evidence.near_history]
+        assert c.evidence.said_liked == (cited if liked else [])
+
+
 def test_a_new_item_is_retrievable_right_after_index_items(world):
     retriever = world(events("ana", ("like", "s1")))
     new = Item("fresh", "Quantum Bakery", text="sourdough quantum bakery physics croissant", categories=["Cooking"])

@@ -552,3 +552,35 @@ def test_the_hook_template_shows_examples_in_the_replys_language():
     en = template.render_offered({**offered, "about": "A thing.", "language": "English"})
     assert "Language: English" not in zh and zh.count("Language: Chinese") == 3
     assert "Language: Chinese" not in en and en.count("Language: English") == 3
+
+
+@pytest.mark.parametrize("said_liked, language, expected", [
+    (None, "en", "It is close to Alien, which you liked."),  # a card stored before: as it said then
+    (["m1"], "en", "It is close to Alien, which you liked."),
+    ([], "en", "It is close to Alien from your history."),  # only viewed, bought or "seen"
+    (["m1"], "zh", "它与你喜欢的《Alien》相近。"),
+    ([], "zh", "它与你看过的《Alien》相近。"),
+])
+def test_a_reason_calls_liked_only_what_the_user_said_they_liked(said_liked, language, expected):
+    candidate = Candidate(Item(id="m2", title="Aliens"), 1.0, Evidence(near_history=[("m1", "Alien", 0.8)], said_liked=said_liked))
+    assert evidence_reason(candidate, language) == expected
+    hooked = hook_reason("a crew hunted by a creature" if language == "en" else "被怪物追猎的船员", candidate, language)
+    assert ("liked" in hooked or "喜欢" in hooked) == (said_liked != [])
+
+
+def test_what_a_card_said_about_liking_survives_storage():
+    from assistant.reasons import evidence_from_dict
+
+    for said_liked in (None, [], ["m1"]):
+        evidence = Evidence(near_history=[("m1", "Alien", 0.8)], said_liked=said_liked)
+        assert evidence_from_dict(json.loads(json.dumps(evidence.to_dict()))).said_liked == said_liked
+
+
+def test_a_hook_joined_to_history_not_liking_passes_the_check():
+    from assistant.explain import judge_reason
+
+    template = Prompts().get("reason")
+    item = Item(id="b1", title="The Turn of the Screw", text="A young governess at a remote country house.", categories=["Gothic"])
+    candidate = Candidate(item, 1.0, Evidence(near_history=[("b2", "The Canterville Ghost", 0.6)], said_liked=[]))
+    reason, problems = judge_reason("a governess at a country house", candidate, template, ["The Canterville Ghost"], "", [], [], "en")
+    assert reason == "A governess at a country house; it is close to The Canterville Ghost from your history." and not problems
