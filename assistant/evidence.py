@@ -75,7 +75,10 @@ def predicates(candidate: Candidate, zh: bool, history_first: bool = False) -> l
         preds.append(f"出自你欣赏的 {names}" if zh else f"is by {names}, whose work you have enjoyed")
     if ev.shared_categories:
         cats = _join(ev.shared_categories[:3], zh)
-        preds.append(f"和你喜欢的作品同属{cats}类" if zh else f"shares {cats} with your favourites")
+        if ev.liked_categories():
+            preds.append(f"和你喜欢的作品同属{cats}类" if zh else f"shares {cats} with your favourites")
+        else:  # found among items the user only had
+            preds.append(f"和你看过的作品同属{cats}类" if zh else f"shares {cats} with your history")
     for kind in _signal_kinds(ev.signals):
         preds.append(
             {
@@ -108,7 +111,7 @@ def evidence_facts(candidate: Candidate) -> list[str]:
     if ev.shared_creators:
         facts.append(f"by {_join(ev.shared_creators[:2], False)}, whose work you liked before")
     if ev.shared_categories:
-        facts.append(f"shares {_join(ev.shared_categories[:3], False)} with your favourites")
+        facts.append(f"shares {_join(ev.shared_categories[:3], False)} with your {'favourites' if ev.liked_categories() else 'history'}")
     if ev.matched_words:
         facts.append(f"matches your request: {', '.join(ev.matched_words[:3])}")
     facts += [

@@ -117,4 +117,5 @@ def evidence_from_dict(data: dict) -> Evidence:
         shared_creators=list(data.get("shared_creators", [])),
         signals=dict(data.get("signals", {})),
         said_liked=list(data["said_liked"]) if "said_liked" in data else None,
+        said_liked_categories=list(data["said_liked_categories"]) if "said_liked_categories" in data else None,
     )

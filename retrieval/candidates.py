@@ -238,6 +238,7 @@ class Retriever:
             for row, item_id in enumerate(with_vectors):
                 near[item_id] = [(liked_ids[j], liked_items[liked_ids[j]].title, values[row][j]) for j in nearest[row] if close[row][j]]
         liked_categories = {c.lower() for item in liked_items.values() for c in item.categories}
+        stated_categories = {c.lower() for i, item in liked_items.items() if i in said_liked for c in item.categories}
         liked_creators = {item.creator.lower() for item in liked_items.values() if item.creator}
         query_words = words(request.query)
         out = []
@@ -250,6 +251,7 @@ class Retriever:
                 shared_creators=[item.creator] if item.creator and item.creator.lower() in liked_creators else [],
                 signals=found_by.get(item_id, {}),
                 said_liked=[i for i, _, _ in near.get(item_id, []) if i in said_liked],
+                said_liked_categories=[c for c in item.categories if c.lower() in stated_categories],
             )
             out.append(Candidate(item, float(fused.get(item_id, 0.0)), evidence))
         return out

@@ -158,10 +158,16 @@ class Evidence:
     # The near_history items the user said they liked (a like, a good rating); the others they only
     # had (viewed, bought, said they had seen). None: not known (cards stored before), all "liked".
     said_liked: list[str] | None = None
+    # The shared_categories found among items the user said they liked (None: not known, all).
+    said_liked_categories: list[str] | None = None
 
     def liked_near(self, n: int = 2) -> bool:
         """Whether each of the first n near_history items may be called liked."""
         return self.said_liked is None or all(i in self.said_liked for i, _, _ in self.near_history[:n])
+
+    def liked_categories(self, n: int = 3) -> bool:
+        """Whether each of the first n shared_categories comes from an item the user said they liked."""
+        return self.said_liked_categories is None or all(c in self.said_liked_categories for c in self.shared_categories[:n])
 
     def to_dict(self) -> dict:
         return {
@@ -173,6 +179,7 @@ class Evidence:
             "shared_creators": self.shared_creators,
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
             **({"said_liked": self.said_liked} if self.said_liked is not None else {}),
+            **({"said_liked_categories": self.said_liked_categories} if self.said_liked_categories is not None else {}),
         }
 
 

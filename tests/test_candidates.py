@@ -198,6 +198,7 @@ def test_evidence_says_which_history_items_were_said_to_be_liked(world, kind, li
     for c in near:
         cited = [i for i, _, _ in c.evidence.near_history]
         assert c.evidence.said_liked == (cited if liked else [])
+        assert c.evidence.said_liked_categories == (c.evidence.shared_categories if liked else [])
 
 
 def test_a_new_item_is_retrievable_right_after_index_items(world):

@@ -584,3 +584,14 @@ def test_a_hook_joined_to_history_not_liking_passes_the_check():
     candidate = Candidate(item, 1.0, Evidence(near_history=[("b2", "The Canterville Ghost", 0.6)], said_liked=[]))
     reason, problems = judge_reason("a governess at a country house", candidate, template, ["The Canterville Ghost"], "", [], [], "en")
     assert reason == "A governess at a country house; it is close to The Canterville Ghost from your history." and not problems
+
+
+@pytest.mark.parametrize("stated, language, expected", [
+    (None, "en", "It shares Gothic with your favourites."),
+    (["Gothic"], "en", "It shares Gothic with your favourites."),
+    ([], "en", "It shares Gothic with your history."),
+    ([], "zh", "它和你看过的作品同属Gothic类。"),
+])
+def test_categories_are_favourites_only_when_they_come_from_stated_likes(stated, language, expected):
+    candidate = Candidate(Item(id="m2", title="Carmilla"), 1.0, Evidence(shared_categories=["Gothic"], said_liked_categories=stated))
+    assert evidence_reason(candidate, language) == expected
