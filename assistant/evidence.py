@@ -107,7 +107,7 @@ def evidence_reason(candidate: Candidate, language: str = "en") -> str:
 def evidence_facts(candidate: Candidate) -> list[str]:
     """The evidence as short English facts for the reason prompt."""
     ev = candidate.evidence
-    facts = [f"you {'liked' if ev.said_liked is None or i in ev.said_liked else 'had'} {t}" for i, t, _ in ev.near_history[:2]]
+    facts = [f"you {'liked' if ev.may_call_liked(i) else 'had'} {t}" for i, t, _ in ev.near_history[:2]]
     if ev.shared_creators:
         facts.append(f"by {_join(ev.shared_creators[:2], False)}, whose work you liked before")
     if ev.shared_categories:

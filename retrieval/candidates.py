@@ -339,12 +339,13 @@ class Retriever:
     def _category_favourites(self, categories: list[str]) -> dict[str, float]:
         """The items of these categories most had lately (else of all time), id -> that score."""
         wanted = {c.lower() for c in categories}
-        for pool in (self.comention.trending(CATEGORY_POOL), dict(self.popular(CATEGORY_POOL))):
+
+        def of_categories(pool: dict[str, float]) -> dict[str, float]:
             items = self._items(list(pool))
-            found = {i: s for i, s in pool.items() if i in items and wanted & {c.lower() for c in items[i].categories}}
-            if found:
-                return found
-        return {}
+            return {i: s for i, s in pool.items() if i in items and wanted & {c.lower() for c in items[i].categories}}
+
+        # All-time popularity is read only when nothing of these categories is trending.
+        return of_categories(self.comention.trending(CATEGORY_POOL)) or of_categories(dict(self.popular(CATEGORY_POOL)))
 
     def _prefer(self, ranked: list[str], categories: list[str], fused: dict, found_by: dict, n: int) -> list[str]:
         """Items of a preferred category gain CATEGORY_BOOST (among the n best: their items are read)."""

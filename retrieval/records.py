@@ -161,9 +161,13 @@ class Evidence:
     # The shared_categories found among items the user said they liked (None: not known, all).
     said_liked_categories: list[str] | None = None
 
+    def may_call_liked(self, item_id: str) -> bool:
+        """Whether this near_history item may be called liked (a stated like, or not known)."""
+        return self.said_liked is None or item_id in self.said_liked
+
     def liked_near(self, n: int = 2) -> bool:
         """Whether each of the first n near_history items may be called liked."""
-        return self.said_liked is None or all(i in self.said_liked for i, _, _ in self.near_history[:n])
+        return all(self.may_call_liked(i) for i, _, _ in self.near_history[:n])
 
     def liked_categories(self, n: int = 3) -> bool:
         """Whether each of the first n shared_categories comes from an item the user said they liked."""
