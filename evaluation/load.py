@@ -251,6 +251,8 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
 
     chat_s = [s.seconds for s in chats]
     post_s = [s.seconds for s in posts]
+    listing = sum(1 for s in chats if s.listed)
+    with_model = sum(1 for s in chats if s.model_reasons)
     return {
         "sessions": level,
         "turns_planned": level * turns,
@@ -272,11 +274,10 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
         "events_p50_ms": ms(post_s, 50),
         "events_p95_ms": ms(post_s, 95),
         "replies_with_notice": sum(1 for s in chats if s.notices),
-        "replies_listing_items": sum(1 for s in chats if s.listed),
-        "replies_with_model_reasons": sum(1 for s in chats if s.model_reasons),
+        "replies_listing_items": listing,
+        "replies_with_model_reasons": with_model,
         # Of the replies that list items (answers such as "why the first one?" list none).
-        "model_reasons_share": (round(sum(1 for s in chats if s.model_reasons) / sum(1 for s in chats if s.listed), 3)
-                                if any(s.listed for s in chats) else None),
+        "model_reasons_share": round(with_model / listing, 3) if listing else None,
         "notices": dict(Counter(n for s in chats for n in s.notices).most_common(5)),
         # Which messages' lists had no model-written reason: a pattern (one language) is a finding.
         "listed_without_model_reasons": dict(Counter(s.message for s in chats if s.listed and not s.model_reasons).most_common(8)),
