@@ -42,6 +42,7 @@ def _signal_kinds(signals: dict[str, float]) -> list[str]:
             "collab" if "collab" in name or name in {"cf", "als"}
             else "sequence" if "seq" in name or "next" in name or "session" in name
             else "popular" if "pop" in name
+            else "asked" if name == "asked"
             else ""
         )
         if kind and kind not in kinds:
@@ -85,6 +86,7 @@ def predicates(candidate: Candidate, zh: bool, history_first: bool = False) -> l
                 "collab": ("也受到口味相近的用户喜爱", "is liked by people with similar taste"),
                 "sequence": ("常在你最近喜欢的作品之后被选择", "often comes next after what you enjoyed recently"),
                 "popular": ("很受其他用户欢迎", "is popular with other users"),
+                "asked": ("常被提出类似要求的人选中", "was chosen by people who asked for something similar"),
             }[kind][0 if zh else 1]
         )
     return preds
@@ -115,7 +117,8 @@ def evidence_facts(candidate: Candidate) -> list[str]:
     if ev.matched_words:
         facts.append(f"matches your request: {', '.join(ev.matched_words[:3])}")
     facts += [
-        {"collab": "liked by people with similar taste", "sequence": "often chosen next after your recent items", "popular": "popular with other users"}[k]
+        {"collab": "liked by people with similar taste", "sequence": "often chosen next after your recent items",
+         "popular": "popular with other users", "asked": "chosen by people who asked for something similar"}[k]
         for k in _signal_kinds(ev.signals)
     ]
     return facts

@@ -18,7 +18,14 @@ from assistant.understand import merge_constraints
 from assistant.vocabulary import CatalogVocabulary
 from retrieval.request import Request, words
 
-TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much of them at most
+TOPIC_CHARS = 200
+CONVERSATION_CHARS = 4000  # as retrieval.asked.CONTEXT_CHARS: a request reads like the contexts it is matched with  # a refinement carries the earlier request's words; this much of them at most
+
+
+def conversation_words(conv) -> str:
+    """The user's messages in this conversation, this one included, the newest CONVERSATION_CHARS of them."""
+    said = " ".join(" ".join(t.content.split()) for t in conv.turns if t.role == "user")
+    return said[-CONVERSATION_CHARS:].strip()
 
 
 def plan(
@@ -80,6 +87,7 @@ def plan(
         exclude_ids |= set(conv.shown_ids())
     request = Request(
         query=query,
+        conversation=conversation_words(conv),
         categories=turn["categories"],
         exclude_categories=list(dict.fromkeys(turn["exclude_categories"] + avoid)),
         creators=turn["creators"],

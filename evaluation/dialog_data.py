@@ -3,7 +3,8 @@
 Catalog: ReDial's movies ("Title (Year)"), with TMDB 5000 overview, genres and keywords where the
 normalised title and year match (else through MovieLens' own TMDB link), and MovieLens genres and
 user tags where the movie links to MovieLens. Events: MovieLens-small ratings of the movies that link
-by title + year, plus one event per movie a tuning dialog mentioned, its seeker being the user.
+by title + year, plus one event per movie a tuning dialog mentioned, its seeker being the user, and
+one `search` event per seeker message with its words, as `recassist ingest-dialogs` logs them.
 Both files go to the work directory: the data's terms forbid committing them.
 """
 
@@ -19,6 +20,7 @@ from typing import Iterable
 
 from core.errors import ConfigError
 from evaluation.dialogs import Dialog
+from retrieval.dialog_log import MAX_SAID
 from evaluation.movielens import (
     CATALOG_MAPPING,
     EVENTS_MAPPING,
@@ -148,12 +150,13 @@ def write_events(path: Path, data_root: Path, linker: TitleLinker, tune: Iterabl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as dst, (ml_dir / "ratings.csv").open(encoding="utf-8", newline="") as src:
-        writer = csv.DictWriter(dst, fieldnames=list(EVENTS_MAPPING.values()))
+        writer = csv.DictWriter(dst, fieldnames=list(DIALOG_EVENTS_MAPPING.values()))
         writer.writeheader()
 
-        def write(user: str, item: str, kind: str, value: str, timestamp: float) -> None:
-            writer.writerow({EVENTS_MAPPING["user_id"]: user, EVENTS_MAPPING["item_id"]: item, EVENTS_MAPPING["type"]: kind,
-                             EVENTS_MAPPING["value"]: value, EVENTS_MAPPING["timestamp"]: timestamp})
+        def write(user: str, item: str, kind: str, value: str, timestamp: float, text: str = "") -> None:
+            writer.writerow({DIALOG_EVENTS_MAPPING["user_id"]: user, DIALOG_EVENTS_MAPPING["item_id"]: item,
+                             DIALOG_EVENTS_MAPPING["type"]: kind, DIALOG_EVENTS_MAPPING["value"]: value,
+                             DIALOG_EVENTS_MAPPING["timestamp"]: timestamp, DIALOG_EVENTS_MAPPING["text"]: text})
             counts[kind] += 1
 
         for row in csv.DictReader(src):
@@ -161,11 +164,24 @@ def write_events(path: Path, data_root: Path, linker: TitleLinker, tune: Iterabl
                 write(f"ml-{row['userId']}", item, "rate", row["rating"], float(row["timestamp"]))
         for ordinal, dialog in enumerate(tune):
             user = _USER_ID_CHARS.sub("_", f"{source}:{dialog.id}")[:128]
-            for position, item in enumerate(dialog.mentioned()):
-                # As `recassist ingest-dialogs` logs a conversation (retrieval/dialog_log.py): a stated
-                # verdict is a like or dislike, any other named work a mention (weight 1).
-                write(user, item, dialog.verdicts.get(item, "mention"), "", MENTION_TIME + ordinal * 3600 + position)
+            # As `recassist ingest-dialogs` logs a conversation (retrieval/dialog_log.py): each seeker
+            # message a search with its words, then the works named after it; a stated verdict is a
+            # like or dislike, any other named work a mention (weight 1).
+            start, position, since, named = MENTION_TIME + ordinal * 3600, 0, 0, set()
+            for message in dialog.messages:
+                if message.role == "seeker" and message.text.strip():
+                    write(user, "", "search", "", start + position - 0.5 + 0.001 * min(since, 400),
+                          " ".join(message.text.split())[:MAX_SAID])
+                    since += 1
+                for item in message.movies:
+                    if item not in named:
+                        named.add(item)
+                        write(user, item, dialog.verdicts.get(item, "mention"), "", start + position)
+                        position, since = position + 1, 0
     return {"movielens_movies_linked": len(ml_to_catalog), **{f"events_{k}": v for k, v in sorted(counts.items())}}
+
+
+DIALOG_EVENTS_MAPPING = {**EVENTS_MAPPING, "text": "text"}
 
 
 def prepare(data_root: Path, work_dir: Path, names: dict[str, str], tune: list[Dialog], source: str) -> Prepared:
@@ -173,7 +189,7 @@ def prepare(data_root: Path, work_dir: Path, names: dict[str, str], tune: list[D
     catalog, stats = prepare_catalog(data_root, work_dir, names)
     events = Path(work_dir) / f"events-{_USER_ID_CHARS.sub('_', source)}.csv"
     stats = {**stats, **write_events(events, data_root, TitleLinker(names), tune, source)}
-    return Prepared(catalog=catalog, events=events, stats=stats)
+    return Prepared(catalog=catalog, events=events, stats=stats, events_mapping=dict(DIALOG_EVENTS_MAPPING))
 
 
 def _read_tmdb_titles(path: Path) -> tuple[dict[Key, str], dict[str, list[str]]]:

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from retrieval.collab import CollabTable, user_vector
+from retrieval.asked import AskedModel
 from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item
@@ -66,6 +67,7 @@ class Retriever:
         self.collab = collab
         self.sequential = sequential
         self.comention = comention if comention is not None else CoMentionModel()
+        self.asked = AskedModel()  # what people who asked in similar words went on to have
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         self.behaviour_confidence = 0.0  # set by refit: 0 (no events) .. 1 (enough to trust)
         self.fitted_at: float | None = None
@@ -107,7 +109,7 @@ class Retriever:
         from retrieval.fitting import fit_signals
         from retrieval.signals import sync_collab_index
 
-        signals = fit_signals(store or self.store, self.sequential or SequentialModel(), self.comention)
+        signals = fit_signals(store or self.store, self.sequential or SequentialModel(), self.comention, asked=self.asked)
         if publish is not None:
             publish(signals)  # its manifest then names the version
         self.adopt(signals)
@@ -123,6 +125,10 @@ class Retriever:
         if self.sequential is not None:
             self.sequential.adopt(signals.item_ids, signals.transitions, signals.index)
         self.comention.adopt(signals.item_ids, signals.neighbours, signals.trending, signals.index)
+        if signals.asked is not None:
+            self.asked.adopt(*signals.asked, signals.item_ids, signals.index)
+        else:  # published before the model existed, or nobody said anything in words
+            self.asked = AskedModel(self.asked.neighbours, self.asked.max_rows)
         # Kept in process: a request needs no Chroma round trip for the collaborative signal.
         self._collab_table = CollabTable(signals.collab_ids(), signals.collab_vectors, weight=self._popularity)
         self.fitted_at = signals.created_at or time.time()
@@ -195,6 +201,8 @@ class Retriever:
             signals["comention"] = self.comention.scores(seeds, fetch)
         if weights["trending"] > 0:
             signals["trending"] = self.comention.trending(fetch)
+        if request.conversation and weights["asked"] > 0 and self.asked.fitted:
+            signals["asked"] = self.asked.scores(request.conversation, fetch)
         if request.prefer_categories and weights["category_favourites"] > 0:
             signals["category_favourites"] = self._category_favourites(request.prefer_categories)
         proposed = list(dict.fromkeys(request.proposed_item_ids))

@@ -6,6 +6,9 @@ The documented format is ReDial's (one JSON dialog a line): `messages` whose tex
 a conversation is a short history of works talked about together, which is what the co-mention
 signal learns from. A work the seeker said they liked is a `like`, disliked a `dislike`, any other
 work named by either side a `mention`. Ids that are not catalog ids are linked by title and year.
+Each of the seeker's messages is also a `search` event whose text is what they wrote (works named
+as their "Title (Year)"), just before the works named after it: what people who asked in similar
+words went on to have (retrieval.asked) learns from these.
 
 Event ids are deterministic (the base time is fixed per file), so loading the same file again
 stores nothing twice, and a load cut short can simply be run again.
@@ -25,6 +28,7 @@ from retrieval.titles import TitleIndex
 _MENTION = re.compile(r"@([A-Za-z0-9][\w-]*)")
 _USER_CHARS = re.compile(r"[^A-Za-z0-9_.@:-]")
 VERDICTS = {1: "like", 0: "dislike"}
+MAX_SAID = 2000  # characters of one message kept as a search event
 
 
 @dataclass
@@ -76,12 +80,20 @@ def _dialog_events(raw: dict, catalog_ids: set[str], titles: TitleIndex, start: 
     names = names if isinstance(names, dict) else {}
     answers = raw.get("initiatorQuestions") or {}
     answers = answers if isinstance(answers, dict) else {}
-    raw["initiatorWorkerId"]  # a KeyError names the missing field
+    seeker = raw["initiatorWorkerId"]  # a KeyError names the missing field
     user = _USER_CHARS.sub("_", f"{user_prefix}{conversation}")[:128]
     events: list[Event] = []
+    said: list[Event] = []
     seen: set[str] = set()
     missed: set[str] = set()
     for message in raw["messages"]:
+        words = _said(message, seeker, names)
+        if words:
+            # Between the works named before it and after it (their times are start + 0, 1, 2...,
+            # as before these events existed: loading a file again still stores nothing twice).
+            since = sum(1 for e in said if e.timestamp > start + len(events) - 1)
+            said.append(Event(user_id=user, type="search", timestamp=start + len(events) - 0.5 + 0.001 * min(since, 400),
+                              text=words))
         for movie in _MENTION.findall(message["text"]):
             if movie not in names and movie not in catalog_ids:
                 continue  # an "@" that names no work
@@ -95,7 +107,18 @@ def _dialog_events(raw: dict, catalog_ids: set[str], titles: TitleIndex, start: 
             kind = VERDICTS.get(answer.get("liked"), "mention")
             events.append(Event(user_id=user, type=kind, timestamp=start + len(events), item_id=item_id,
                                 text=f"dialog {conversation}" + (" (linked by title)" if how == "title" else "")))
-    return events, len(missed)
+    return sorted(said + events, key=lambda e: e.timestamp), len(missed)
+
+
+def _said(message: dict, seeker, names: dict) -> str:
+    """A seeker's message as they wrote it, "@<id>" as the work's name; "" for the recommender's."""
+    if message.get("senderWorkerId") != seeker or not isinstance(message.get("text"), str):
+        return ""
+
+    def name(match: re.Match) -> str:
+        return " ".join(str(names[match[1]]).split()) if match[1] in names else match[0]
+
+    return " ".join(_MENTION.sub(name, message["text"]).split())[:MAX_SAID]
 
 
 def _link(movie: str, name: str | None, catalog_ids: set[str], titles: TitleIndex) -> tuple[str | None, str]:

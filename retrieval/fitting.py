@@ -12,7 +12,9 @@ objects, equal to float tolerance:
 - co-mention neighbours and trending (`CoMentionModel.fit`), the item x item product taken a block
   of item rows at a time so memory stays at O(items x keep) whatever the log;
 - collaborative vectors (`collab.fit_item_factors`): the same users x items matrix, rows and
-  columns in the same (sorted id) order, through the same SVD.
+  columns in the same (sorted id) order, through the same SVD;
+- what people who asked in similar words went on to have (`AskedModel.fit`), from the events of
+  the users who said something in words only (`Store.iter_talk_events`).
 
 Timestamps stay float64 rather than int64 seconds: the store keeps fractional seconds, and the
 decays and same-second orders then match the per-event code exactly.
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retrieval.asked import AskedModel
 from retrieval.collab import DIM, item_factors
 from retrieval.comention import DAY, CoMentionModel
 from retrieval.live import fit_counters
@@ -213,7 +216,7 @@ def _weights(kind: np.ndarray, types: list[str], values) -> np.ndarray:
 
 
 def fit_signals(store, sequential: SequentialModel | None = None, comention: CoMentionModel | None = None,
-                dim: int = DIM, chunk_size: int = CHUNK) -> Signals:
+                dim: int = DIM, chunk_size: int = CHUNK, asked: AskedModel | None = None) -> Signals:
     """Read the log once and compute every signal; knobs come from the model instances given."""
     from retrieval.candidates import _prior  # here, not at the top: the Retriever is to call this module
 
@@ -250,18 +253,24 @@ def fit_signals(store, sequential: SequentialModel | None = None, comention: CoM
     step = time.perf_counter()
     collab_rows, collab_vectors = collab_vectors_of(pair_user, pair_item, users, items, dim)
     timings["collab_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    asked = AskedModel() if asked is None else AskedModel(asked.neighbours, asked.max_rows)
+    asked.fit(store.iter_talk_events(), item_ids=items)  # only the users who said something in words
+    timings["asked_s"] = time.perf_counter() - step
     timings["total_s"] = time.perf_counter() - began
     manifest = {
-        "events": n_events, "users": len(users), "tail": tail,
+        "events": n_events, "users": len(users), "tail": tail, "asked_rows": asked.rows,
         "watermark": None if watermark is None else {"ts": watermark[0], "id": watermark[1]},
         "knobs": {"sequential": {k: getattr(sequential, k) for k in ("window", "step_decay", "backward", "source_power", "target_power")},
-                  "comention": {"half_life_days": comention.half_life_days, "keep": comention.keep}, "collab_dim": dim},
+                  "comention": {"half_life_days": comention.half_life_days, "keep": comention.keep}, "collab_dim": dim,
+                  "asked": {"neighbours": asked.neighbours, "max_rows": asked.max_rows}},
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     log.info("fitted signals on %d events, %d users, %d items in %.1f s", n_events, len(users), n_items, timings["total_s"])
     return Signals(item_ids=items, catalog_items=len(item_ids), popularity=popularity, confidence=confidence,
                    transitions=transitions, neighbours=neighbours, trending=trending, collab_rows=collab_rows,
-                   collab_vectors=collab_vectors, manifest=manifest, counters=counters)
+                   collab_vectors=collab_vectors, manifest=manifest, counters=counters,
+                   asked=asked.state() if asked.fitted else None)
 
 
 def popularity_scores(events: EventColumns, priors: np.ndarray) -> tuple[np.ndarray, float]:

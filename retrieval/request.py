@@ -29,6 +29,9 @@ class Request:
     a looser request is a new one, `dataclasses.replace(request, ...)`)."""
 
     query: str = ""
+    # The person's own words in this conversation so far, this message included (newest last):
+    # what people who asked in similar words went on to have (retrieval.asked) reads it.
+    conversation: str = ""
     categories: list[str] = field(default_factory=list)  # any of these
     exclude_categories: list[str] = field(default_factory=list)
     prefer_categories: list[str] = field(default_factory=list)  # soft: a boost for items in any of these

@@ -10,6 +10,10 @@ A version is a folder of plain files under the signals root (DATA_DIR/signals by
         neighbours.*.npy        CSR float32: CoMentionModel's neighbours
         collab_rows.npy         int32, the items that have a collaborative vector
         collab_vectors.npy      float32, their vectors (collab.fit_item_factors)
+        asked_terms.json        AskedModel's vocabulary (only when someone said something in words)
+        asked_idf.npy           float32, its idf per term
+        asked_contexts.*.npy    CSR float32 [moments, terms]: each past moment's words, unit rows
+        asked_labels.*.npy      CSR float32 [moments, items]: the items each moment led to
         manifest.json           written last: format, counts, event watermark, knobs, file sizes
     CURRENT                     the name of the version to serve
 
@@ -57,6 +61,8 @@ class Signals:
     collab_vectors: np.ndarray  # float32 [len(collab_rows), dim]
     manifest: dict = field(default_factory=dict)
     counters: dict[str, np.ndarray] = field(default_factory=dict)  # retrieval.live's raw counts, as counters.NAME.npy
+    # AskedModel's (vocabulary, idf, contexts CSR, labels CSR over item_ids), None when nobody said anything in words.
+    asked: tuple | None = None
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -94,11 +100,14 @@ def publish(signals: Signals, root: str | Path, keep: int = KEEP) -> Path:
     try:
         sizes = _write_arrays(signals, tmp)
         sizes["items.json"] = _write_json(tmp / "items.json", signals.item_ids)
+        if signals.asked is not None:
+            sizes["asked_terms.json"] = _write_json(tmp / "asked_terms.json", list(signals.asked[0]))
         manifest = {
             **signals.manifest, "format": FORMAT, "version": version, "created_at": created,
             "items": len(signals.item_ids), "catalog_items": signals.catalog_items,
             "confidence": signals.confidence, "collab_dim": int(signals.collab_vectors.shape[1]),
             "transitions_nnz": int(signals.transitions.nnz), "neighbours_nnz": int(signals.neighbours.nnz),
+            **({"asked_shape": list(signals.asked[2].shape)} if signals.asked is not None else {}),
             "files": sizes,
         }
         _write_json(tmp / "manifest.json", manifest)
@@ -159,11 +168,21 @@ def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
         name: sp.csr_matrix((array(f"{name}.data"), array(f"{name}.indices"), array(f"{name}.indptr")), shape=(n, n))
         for name in _MATRICES
     }
+    asked = None
+    if "asked_shape" in manifest:
+        moments, terms = manifest["asked_shape"]
+
+        def csr(name: str, columns: int):
+            return sp.csr_matrix((array(f"{name}.data"), array(f"{name}.indices"), array(f"{name}.indptr")), shape=(moments, columns))
+
+        vocabulary = json.loads((folder / "asked_terms.json").read_text(encoding="utf-8"))
+        asked = (vocabulary, array("asked_idf"), csr("asked_contexts", terms), csr("asked_labels", n))
     return Signals(
         item_ids=item_ids, catalog_items=manifest["catalog_items"], popularity=array("popularity"),
         confidence=manifest["confidence"], transitions=matrices["transitions"], neighbours=matrices["neighbours"],
         trending=array("trending"), collab_rows=array("collab_rows"), collab_vectors=array("collab_vectors"),
         manifest=manifest, counters={name[9:-4]: array(name[:-4]) for name in manifest["files"] if name.startswith("counters.")},
+        asked=asked,
     )
 
 
@@ -218,8 +237,12 @@ def _manifest(folder: Path) -> dict:
 
 def _write_arrays(signals: Signals, folder: Path) -> dict[str, int]:
     arrays = {name: getattr(signals, name) for name in _ARRAYS} | {f"counters.{k}": v for k, v in signals.counters.items()}
-    for name in _MATRICES:
-        matrix = getattr(signals, name).tocsr()
+    matrices = {name: getattr(signals, name) for name in _MATRICES}
+    if signals.asked is not None:
+        arrays["asked_idf"] = np.asarray(signals.asked[1], dtype=np.float32)
+        matrices |= {"asked_contexts": signals.asked[2], "asked_labels": signals.asked[3]}
+    for name, matrix in matrices.items():
+        matrix = matrix.tocsr()
         arrays |= {f"{name}.data": matrix.data, f"{name}.indices": matrix.indices, f"{name}.indptr": matrix.indptr}
     sizes = {}
     for name, values in arrays.items():

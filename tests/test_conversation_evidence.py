@@ -138,13 +138,14 @@ def test_a_dialog_log_loads_as_behaviour_once_with_bad_lines_named(make_engine, 
     ]
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
     report = engine.ingest_dialogs_file(log)
-    assert report["dialogs"] == 2 and report["by_type"] == {"like": 1, "mention": 3}
+    # Each seeker message is a search with its words (works by name), just before the works named after it.
+    assert report["dialogs"] == 2 and report["by_type"] == {"like": 1, "mention": 3, "search": 2}
     assert report["linked_by_title"] == 1 and report["works_not_in_catalog"] == 1
     assert [r.split(": ", 1)[0] for r in report["rejected"]] == [f"{log}:2", f"{log}:4"]
     assert "conversationId, messages" in report["rejected"][1]
     events = engine.store.events_for_user("dialog:d1")
-    assert {(e.item_id, e.type) for e in events} == {("annie", "like"), ("grease", "mention")}
-    assert all(e.text == "dialog d1" for e in events)
+    assert [(e.type, e.item_id, e.text) for e in events] == [
+        ("search", None, "I loved Annie (1982)"), ("like", "annie", "dialog d1"), ("mention", "grease", "dialog d1")]
     again = engine.ingest_dialogs_file(log)
     assert again["stored"] == 0  # the same file twice stores nothing twice
     assert ids(engine, "fan", "I loved Annie (1982)")[0] == "grease"  # learnt from the loaded conversations
@@ -176,7 +177,7 @@ def test_ingest_dialogs_from_the_command_line(cli_env, capsys, tmp_path):
     capsys.readouterr()
     assert main(["ingest-dialogs", str(log)]) == 2  # one line rejected, the good one landed
     out = capsys.readouterr().out
-    assert "1 dialogs -> 2 events (2 new)" in out and f"{log}:2: not JSON" in out
+    assert "1 dialogs -> 3 events (3 new)" in out and f"{log}:2: not JSON" in out
     assert main(["ingest-dialogs", str(tmp_path / "missing.jsonl")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
