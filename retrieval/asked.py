@@ -62,27 +62,67 @@ def _word(token: str, out: dict[str, None]) -> None:
     out[token[:-1] if token.endswith("s") and len(token) > 3 else token] = None
 
 
-def moments(events: Iterable[Event]) -> Iterator[tuple[str, list[str]]]:
-    """(context, items had after it) for each moment of each user; `events` grouped by user, each
-    user's oldest first. Rows without an item after them are skipped."""
-    user, said, items, seen = None, [], [], set()
+def moments(events: Iterable[Event]) -> Iterator[tuple[float, str, list[str]]]:
+    """(time said, context, items had after it) for each moment of each user; `events` grouped by
+    user, each user's oldest first (a search before an item event of the same second), as
+    `group_by_user` orders them. Moments without an item after them are skipped."""
+    user, said, items, seen, when = None, [], [], set(), 0.0
     for event in events:
         if event.user_id != user:
             if said and items:
-                yield _context(said), items
+                yield when, _context(said), items
             user, said, items, seen = event.user_id, [], [], set()
         if event.type in TEXT_TYPES:
             text = (event.text or "").strip()
             if not text:
                 continue
             if said and items:
-                yield _context(said), items
-            said, items = said + [text], []
+                yield when, _context(said), items
+            said, items, when = said + [text], [], event.timestamp
         elif said and event.item_id and event_weight(event.type, event.value) > 0 and event.item_id not in seen:
             seen.add(event.item_id)
             items.append(event.item_id)
     if said and items:
-        yield _context(said), items
+        yield when, _context(said), items
+
+
+def column_moments(user: np.ndarray, item: np.ndarray, ts: np.ndarray, positive: np.ndarray, users: list[str],
+                   items: list[str], said: list[tuple[str, float, str]]) -> list[tuple[float, str, list[str]]]:
+    """`moments` from the log as arrays (retrieval.fitting's columns: user and item codes, times,
+    which events are positive) and the typed searches (`Store.said_texts`): a Python step per
+    search, never per event."""
+    code = {u: n for n, u in enumerate(users)}
+    said = [(code[u], float(t), text.strip()) for u, t, text in said if u in code and text and text.strip()]
+    if not said:
+        return []
+    s_user = np.fromiter((u for u, _, _ in said), np.int64, len(said))
+    s_ts = np.fromiter((t for _, t, _ in said), np.float64, len(said))
+    mask = positive & (item >= 0) & np.isin(user, np.unique(s_user))
+    i_user, i_item, i_ts = user[mask].astype(np.int64), item[mask].astype(np.int64), ts[mask]
+    n_s, n_i = len(said), len(i_user)
+    all_user = np.concatenate([s_user, i_user])
+    kind = np.concatenate([np.zeros(n_s, np.int8), np.ones(n_i, np.int8)])  # a search first within one second
+    order = np.lexsort((np.concatenate([np.arange(n_s), np.arange(n_i)]), kind, np.concatenate([s_ts, i_ts]), all_user))
+    sorted_user, is_search = all_user[order], kind[order] == 0
+    last = np.maximum.accumulate(np.where(is_search, np.arange(len(order)), -1))
+    valid = ~is_search & (last >= 0)
+    valid[valid] &= sorted_user[last[valid]] == sorted_user[valid]
+    rows = np.flatnonzero(valid)
+    moment = order[last[rows]]  # the search each item event follows (its position in `said`)
+    label = i_item[order[rows] - n_s]
+    _, first = np.unique(sorted_user[rows] * max(len(items), 1) + label, return_index=True)  # each item once per user
+    first.sort()
+    labels: dict[int, list[str]] = {}
+    for m, j in zip(moment[first].tolist(), label[first].tolist()):
+        labels.setdefault(m, []).append(items[j])
+    out, history, previous = [], [], None
+    for j in order[is_search].tolist():  # each user's searches, oldest first
+        u, t, text = said[j]
+        history = history + [text] if u == previous else [text]
+        previous = u
+        if j in labels:
+            out.append((t, _context(history), labels[j]))
+    return out
 
 
 def _context(said: list[str]) -> str:
@@ -109,19 +149,21 @@ class AskedModel:
 
     def fit(self, events: Iterable[Event], item_ids: list[str] | None = None) -> "AskedModel":
         """Learn from every user's texts and the items that followed them (events grouped by user,
-        oldest first, as `Store.iter_talk_events` gives them); labels over `item_ids` when given."""
+        oldest first, as `group_by_user` orders them); labels over `item_ids` when given. The
+        reference definition: the fitting job computes the same through `column_moments`."""
         return self.fit_moments(moments(events), item_ids)
 
-    def fit_moments(self, rows: Iterable[tuple[str, list[str]]], item_ids: list[str] | None = None) -> "AskedModel":
+    def fit_moments(self, rows: Iterable[tuple[float, str, list[str]]], item_ids: list[str] | None = None) -> "AskedModel":
+        """Learn from (time said, context, items that followed) rows; the newest `max_rows` are kept."""
         import scipy.sparse as sp
 
-        rows = list(rows)[-self.max_rows :]
+        rows = sorted(rows, key=lambda row: row[0])[-self.max_rows :]
         index: dict[str, int] = {i: n for n, i in enumerate(item_ids)} if item_ids is not None else {}
         ids = list(item_ids) if item_ids is not None else []
         vocabulary: dict[str, int] = {}
         t_rows, t_cols, l_rows, l_cols = [], [], [], []
         kept = 0
-        for context, items in rows:
+        for _, context, items in rows:
             columns = [index.setdefault(i, len(index)) for i in items if item_ids is None or i in index]
             words = terms(context)
             if not columns or not words:
@@ -188,8 +230,9 @@ def _unit_rows(matrix):
 
 
 def group_by_user(events: Iterable[Event]) -> list[Event]:
-    """Events grouped by user, each user's oldest first (for `AskedModel.fit` on an unordered list)."""
+    """Events grouped by user, each user's oldest first, a search before an item event of the same
+    second (for `AskedModel.fit` on a log in any order)."""
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in events:
         by_user[event.user_id].append(event)
-    return [e for user in by_user.values() for e in sorted(user, key=lambda e: e.timestamp)]
+    return [e for user in by_user.values() for e in sorted(user, key=lambda e: (e.timestamp, e.type not in TEXT_TYPES))]

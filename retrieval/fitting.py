@@ -13,8 +13,8 @@ objects, equal to float tolerance:
   of item rows at a time so memory stays at O(items x keep) whatever the log;
 - collaborative vectors (`collab.fit_item_factors`): the same users x items matrix, rows and
   columns in the same (sorted id) order, through the same SVD;
-- what people who asked in similar words went on to have (`AskedModel.fit`), from the events of
-  the users who said something in words only (`Store.iter_talk_events`).
+- what people who asked in similar words went on to have (`AskedModel.fit`): the same moments
+  from the columns and the typed searches' texts (`Store.said_texts`), a Python step per search.
 
 Timestamps stay float64 rather than int64 seconds: the store keeps fractional seconds, and the
 decays and same-second orders then match the per-event code exactly.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.asked import AskedModel
+from retrieval.asked import AskedModel, column_moments
 from retrieval.collab import DIM, item_factors
 from retrieval.comention import DAY, CoMentionModel
 from retrieval.live import fit_counters
@@ -246,17 +246,18 @@ def fit_signals(store, sequential: SequentialModel | None = None, comention: CoM
     else:  # the usual log: the same pairs, not sorted a second time
         trend_item, trend_newest = pair_item, newest
     users, items, n_events, watermark = events.users, events.items, len(events), events.watermark
+    step_asked = time.perf_counter()
+    asked = AskedModel() if asked is None else AskedModel(asked.neighbours, asked.max_rows)
+    asked.fit_moments(column_moments(events.user, events.item, events.ts, events.weight > 0, users, items,
+                                     store.said_texts(through)), item_ids=items)
+    timings["asked_s"] = time.perf_counter() - step_asked
     del events  # from here on, arrays per user-item pair only
     neighbours, trending = comention_signals(pair_user, pair_item, newest, len(users), n_items, comention,
                                              trend=(trend_item, trend_newest))
-    timings["comention_s"] = time.perf_counter() - step
+    timings["comention_s"] = time.perf_counter() - step - timings["asked_s"]
     step = time.perf_counter()
     collab_rows, collab_vectors = collab_vectors_of(pair_user, pair_item, users, items, dim)
     timings["collab_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    asked = AskedModel() if asked is None else AskedModel(asked.neighbours, asked.max_rows)
-    asked.fit(store.iter_talk_events(), item_ids=items)  # only the users who said something in words
-    timings["asked_s"] = time.perf_counter() - step
     timings["total_s"] = time.perf_counter() - began
     manifest = {
         "events": n_events, "users": len(users), "tail": tail, "asked_rows": asked.rows,

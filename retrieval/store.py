@@ -234,19 +234,14 @@ class Store:
                 return
             last = (rows[-1][2], rows[-1][6])
 
-    def iter_talk_events(self, users_per_read: int = 200) -> Iterator[Event]:
-        """The events of every user who said something in words (a search with text), grouped by
-        user, each user's oldest first: what retrieval.asked learns from. One pass finds those
-        users; their events are then read through the (user_id, ts) index a few users at a time."""
+    def said_texts(self, through: int | None = None) -> list[tuple[str, float, str]]:
+        """(user id, timestamp, text) of every search typed in words, oldest first (equal times by
+        event id): what retrieval.asked learns from, beside the log's columns. `through` as in
+        `iter_event_columns`."""
+        bound = "" if through is None else f" AND {self._event_key} <= {int(through)}"
         with self._read() as db:
-            users = sorted(row[0] for row in db.all(
-                "SELECT DISTINCT user_id FROM events WHERE type = 'search' AND text IS NOT NULL AND text <> ''"))
-        for start in range(0, len(users), users_per_read):
-            chunk = users[start : start + users_per_read]
-            with self._read() as db:
-                rows = db.all(f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id IN ({', '.join('?' * len(chunk))}) "
-                              "ORDER BY user_id, ts, id", tuple(chunk))
-            yield from (_event_from_row(row) for row in rows)
+            return db.all("SELECT user_id, ts, text FROM events WHERE type = 'search' AND text IS NOT NULL "
+                          f"AND text <> ''{bound} ORDER BY ts, id")
 
     def iter_event_columns(self, chunk_size: int = 50_000, through: int | None = None) -> Iterator[tuple[tuple, ...]]:
         """Every event in `iter_events` order, a chunk at a time as columns (user ids, item ids,

@@ -35,9 +35,9 @@ def _log():
 
 def test_each_moment_is_what_was_said_so_far_and_what_followed_before_the_next_words():
     assert list(moments(_log())) == [
-        ("something scary with ghosts", ["haunting"]),
-        ("something scary with ghosts and a vampire one", ["dracula"]),
-        ("a musical for kids", ["annie2"]),
+        (1, "something scary with ghosts", ["haunting"]),
+        (4, "something scary with ghosts and a vampire one", ["dracula"]),
+        (2, "a musical for kids", ["annie2"]),
     ]
     shuffled = list(reversed(_log()))
     assert sorted(moments(group_by_user(shuffled))) == sorted(moments(_log()))
@@ -97,17 +97,38 @@ def test_the_fitting_job_publishes_the_model_and_a_worker_serves_the_same_scores
     assert load_signals(tmp_path / "plain-signals").asked is None
 
 
-def test_talk_events_are_read_by_user_in_order(tmp_path):
-    from retrieval.store import Store
+def test_the_fitting_job_finds_the_same_moments_from_columns(tmp_path):
+    """The vectorised path (a step per search, none per event) against the reference definition,
+    on a log with many users, ties within a second, searches without text and repeats."""
+    import random
 
-    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    from retrieval.fitting import read_event_columns
     from retrieval.records import Item
+    from retrieval.store import Store
+    from retrieval.asked import column_moments
 
-    store.upsert_items([Item(id=i, title=i) for i in ("haunting", "dracula", "musical", "annie", "annie2")])
-    store.add_events(list(reversed(_log())) + [Event("d", "view", 1, item_id="annie")])
-    read = list(store.iter_talk_events(users_per_read=1))
-    assert [e.user_id for e in read] == ["a"] * 6 + ["b"] * 3 + ["c"]  # d said nothing: not read
-    assert [e.timestamp for e in read if e.user_id == "a"] == [1, 2, 3, 4, 5, 6]
+    rng = random.Random(7)
+    words = "ghost vampire space robot love song war horse".split()
+    log = []
+    for u in range(40):
+        for t in range(rng.randint(1, 12)):
+            kind = rng.choice(["search", "search", "view", "like", "dislike", "rate", "purchase"])
+            when = 1_600_000_000 + rng.randint(0, 8)  # many events share a second
+            if kind == "search":
+                text = rng.choice(["", " ".join(rng.sample(words, 2))])
+                log.append(Event(f"u{u}", "search", when, text=text))
+            else:
+                log.append(Event(f"u{u}", kind, when, item_id=f"i{rng.randint(0, 9)}",
+                                 value=float(rng.randint(1, 5)) if kind == "rate" else None))
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    store.upsert_items([Item(id=f"i{n}", title=f"i{n}") for n in range(10)])
+    store.add_events(log)
+    columns = read_event_columns(store, [f"i{n}" for n in range(10)])
+    fast = column_moments(columns.user, columns.item, columns.ts, columns.weight > 0, columns.users, columns.items,
+                          store.said_texts())
+    reference = list(moments(group_by_user(store.iter_events())))
+    assert len(reference) >= 15
+    assert sorted(fast) == sorted(reference)
 
 
 FILMS = [
