@@ -86,17 +86,15 @@ def moments(events: Iterable[Event]) -> Iterator[tuple[float, str, list[str]]]:
         yield when, _context(said), items
 
 
-def column_moments(user: np.ndarray, item: np.ndarray, ts: np.ndarray, positive: np.ndarray, users: list[str],
-                   items: list[str], said: list[tuple[str, float, str]]) -> list[tuple[float, str, list[str]]]:
-    """`moments` from the log as arrays (retrieval.fitting's columns: user and item codes, times,
-    which events are positive) and the typed searches (`Store.said_texts`): a Python step per
-    search, never per event."""
-    code = {u: n for n, u in enumerate(users)}
-    said = [(code[u], float(t), text.strip()) for u, t, text in said if u in code and text and text.strip()]
-    if not said:
+def column_moments(columns, users: list[str], items: list[str]) -> list[tuple[float, str, list[str]]]:
+    """`moments` from the log as arrays (retrieval.fitting.EventColumns: user and item codes, times,
+    weights, and the searches' words by position): a Python step per search, never per event."""
+    user, item, ts, positive = columns.user, columns.item, columns.ts, columns.weight > 0
+    where = np.fromiter((columns.said or {}).keys(), np.int64, len(columns.said or {}))
+    if not len(where):
         return []
-    s_user = np.fromiter((u for u, _, _ in said), np.int64, len(said))
-    s_ts = np.fromiter((t for _, t, _ in said), np.float64, len(said))
+    said = [(int(u), float(t), text.strip()) for u, t, text in zip(user[where].tolist(), ts[where].tolist(), columns.said.values())]
+    s_user, s_ts = user[where].astype(np.int64), ts[where]
     mask = positive & (item >= 0) & np.isin(user, np.unique(s_user))
     i_user, i_item, i_ts = user[mask].astype(np.int64), item[mask].astype(np.int64), ts[mask]
     n_s, n_i = len(said), len(i_user)

@@ -14,7 +14,8 @@ objects, equal to float tolerance:
 - collaborative vectors (`collab.fit_item_factors`): the same users x items matrix, rows and
   columns in the same (sorted id) order, through the same SVD;
 - what people who asked in similar words went on to have (`AskedModel.fit`): the same moments
-  from the columns and the typed searches' texts (`Store.said_texts`), a Python step per search.
+  from the columns and the texts of the searches typed in words, read in the same pass (only
+  those rows carry text), a Python step per search.
 
 Timestamps stay float64 rather than int64 seconds: the store keeps fractional seconds, and the
 decays and same-second orders then match the per-event code exactly.
@@ -38,7 +39,7 @@ from retrieval.collab import DIM, item_factors
 from retrieval.comention import DAY, CoMentionModel
 from retrieval.live import fit_counters
 from retrieval.migrations import event_key, high_water
-from retrieval.records import RATING_LEVELS, STATED_IN_CHAT_SQL, event_weight
+from retrieval.records import RATING_LEVELS, SAID_SQL, STATED_IN_CHAT_SQL, event_weight
 from retrieval.sequential import NOT_CONSUMED, SequentialModel
 from retrieval.signals import Signals
 
@@ -67,6 +68,7 @@ class EventColumns:
     types: list[str]
     watermark: tuple[float, str] | None  # (timestamp, event id) of the last event read
     stated: np.ndarray | None = None  # bool: only said in chat (records.CHAT_SOURCE); never trending
+    said: dict[int, str] | None = None  # position -> text of each search typed in words (retrieval.asked)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -80,14 +82,18 @@ def read_event_columns(store, item_ids: list[str] = (), chunk_size: int = CHUNK,
     items: dict[str, int] = {item_id: n for n, item_id in enumerate(item_ids)}
     types: dict[str, int] = {}
     parts: dict[str, list[np.ndarray]] = {"user": [], "item": [], "kind": [], "ts": [], "weight": [], "stated": []}
+    said: dict[int, str] = {}
     watermark = None
 
     def item_code(item_id):
         return items.setdefault(item_id, len(items)) if item_id else -1  # "" has no item, as `consumed` reads it
 
     chunks = store.iter_event_columns(chunk_size) if through is None else store.iter_event_columns(chunk_size, through)
-    for user_col, item_col, type_col, ts_col, value_col, id_col, stated_col in chunks:
+    read = 0
+    for user_col, item_col, type_col, ts_col, value_col, id_col, stated_col, said_col in chunks:
         n = len(user_col)
+        said.update((read + i, text) for i, text in enumerate(said_col) if text and text.strip())
+        read += n
         parts["user"].append(np.fromiter((users.setdefault(u, len(users)) for u in user_col), np.int32, n))
         parts["item"].append(np.fromiter(map(item_code, item_col), np.int32, n))
         kind = np.fromiter((types.setdefault(t, len(types)) for t in type_col), np.int8, n)
@@ -100,7 +106,7 @@ def read_event_columns(store, item_ids: list[str] = (), chunk_size: int = CHUNK,
         name: np.concatenate(chunks) if chunks else np.zeros(0, dtype)
         for (name, chunks), dtype in zip(parts.items(), (np.int32, np.int32, np.int8, np.float64, np.float32, bool))
     }
-    return EventColumns(**arrays, users=list(users), items=list(items), types=list(types), watermark=watermark)
+    return EventColumns(**arrays, users=list(users), items=list(items), types=list(types), watermark=watermark, said=said)
 
 
 def _read_by_rowid(store, item_ids, chunk_size: int, through: int | None) -> EventColumns:
@@ -127,15 +133,18 @@ def _read_by_rowid(store, item_ids, chunk_size: int, through: int | None) -> Eve
     types = defaultdict(itertools.count().__next__)
     names = ("rowid", "user", "item", "kind", "ts", "weight", "stated")
     columns: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    last = 0
+    said: dict[int, str] = {}  # index in the rowid order -> text of a search typed in words
+    last = read = 0
     while True:
         with store.database.read() as db:
-            rows = db.all(f"SELECT rowid, user_id, item_id, type, ts, value, {STATED_IN_CHAT_SQL} FROM events "
+            rows = db.all(f"SELECT rowid, user_id, item_id, type, ts, value, {STATED_IN_CHAT_SQL}, {SAID_SQL} FROM events "
                           f"WHERE rowid > ?{bound} ORDER BY rowid LIMIT ?",
                           (last, chunk_size))
         if not rows:
             break
-        rowid, user_col, item_col, type_col, ts_col, value_col, stated_col = zip(*rows)
+        rowid, user_col, item_col, type_col, ts_col, value_col, stated_col, said_col = zip(*rows)
+        said.update((read + i, text) for i, text in enumerate(said_col) if text and text.strip())
+        read += len(rows)
         kind = _codes(types, type_col, np.int8)
         for name, values in zip(names, (np.array(rowid, dtype=np.int64), _codes(users, user_col, np.int32),
                                         _codes(items, item_col, np.int32), kind, np.array(ts_col, dtype=np.float64),
@@ -151,6 +160,10 @@ def _read_by_rowid(store, item_ids, chunk_size: int, through: int | None) -> Eve
     stored = arrays.pop("rowid")  # ascending
     at = _positions(stored, ordered)
     arrays = {name: values[at] for name, values in arrays.items()}
+    if said:  # from the index in rowid order to the position in the log's order
+        where = np.full(len(stored), -1, dtype=np.int64)
+        where[at] = np.arange(len(at))
+        said = {int(where[i]): text for i, text in said.items() if where[i] >= 0}
     user, user_names = _first_seen(arrays["user"], _names(users))
     item, item_names = _first_seen(arrays["item"], _names(items), fixed=len(item_ids))
     kind, type_names = _first_seen(arrays["kind"], _names(types))
@@ -161,7 +174,7 @@ def _read_by_rowid(store, item_ids, chunk_size: int, through: int | None) -> Eve
         watermark = (float(arrays["ts"][-1]), found[0][0] if found else "")
     return EventColumns(user=user.astype(np.int32), item=item.astype(np.int32), kind=kind.astype(np.int8), ts=arrays["ts"],
                         weight=arrays["weight"], users=user_names, items=item_names, types=type_names, watermark=watermark,
-                        stated=arrays["stated"])
+                        stated=arrays["stated"], said=dict(sorted(said.items())))
 
 
 def _positions(stored: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -248,8 +261,7 @@ def fit_signals(store, sequential: SequentialModel | None = None, comention: CoM
     users, items, n_events, watermark = events.users, events.items, len(events), events.watermark
     step_asked = time.perf_counter()
     asked = AskedModel() if asked is None else AskedModel(asked.neighbours, asked.max_rows)
-    asked.fit_moments(column_moments(events.user, events.item, events.ts, events.weight > 0, users, items,
-                                     store.said_texts(through)), item_ids=items)
+    asked.fit_moments(column_moments(events, users, items), item_ids=items)
     timings["asked_s"] = time.perf_counter() - step_asked
     del events  # from here on, arrays per user-item pair only
     neighbours, trending = comention_signals(pair_user, pair_item, newest, len(users), n_items, comention,

@@ -111,6 +111,10 @@ CHAT_SOURCE = "chat "
 STATED_IN_CHAT_SQL = f"CASE WHEN substr(text, 1, {len(CHAT_SOURCE)}) = '{CHAT_SOURCE}' THEN 1 ELSE 0 END"
 
 
+# The text of a search typed in words, NULL for every other event: the one text the fitting job reads.
+SAID_SQL = "CASE WHEN type = 'search' THEN text END"
+
+
 def stated_in_chat(text: str | None) -> bool:
     return bool(text) and text.startswith(CHAT_SOURCE)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from retrieval.migrations import event_key, migrate
-from retrieval.records import STATED_IN_CHAT_SQL, Event, Item, event_weight
+from retrieval.records import SAID_SQL, STATED_IN_CHAT_SQL, Event, Item, event_weight
 from retrieval.sql import BulkLoad, Database, mask_url  # noqa: F401 - mask_url: part of this module's interface
 
 _PAGE = 1000  # rows per page when iterating
@@ -234,20 +234,11 @@ class Store:
                 return
             last = (rows[-1][2], rows[-1][6])
 
-    def said_texts(self, through: int | None = None) -> list[tuple[str, float, str]]:
-        """(user id, timestamp, text) of every search typed in words, oldest first (equal times by
-        event id): what retrieval.asked learns from, beside the log's columns. `through` as in
-        `iter_event_columns`."""
-        bound = "" if through is None else f" AND {self._event_key} <= {int(through)}"
-        with self._read() as db:
-            return db.all("SELECT user_id, ts, text FROM events WHERE type = 'search' AND text IS NOT NULL "
-                          f"AND text <> ''{bound} ORDER BY ts, id")
-
     def iter_event_columns(self, chunk_size: int = 50_000, through: int | None = None) -> Iterator[tuple[tuple, ...]]:
         """Every event in `iter_events` order, a chunk at a time as columns (user ids, item ids,
-        types, timestamps, values, event ids, 1 where it was only said in chat): no Event object
-        per row, for the fitting job."""
-        sql = f"SELECT user_id, item_id, type, ts, value, id, {STATED_IN_CHAT_SQL} FROM events"
+        types, timestamps, values, event ids, 1 where it was only said in chat, a search's words):
+        no Event object per row, for the fitting job."""
+        sql = f"SELECT user_id, item_id, type, ts, value, id, {STATED_IN_CHAT_SQL}, {SAID_SQL} FROM events"
         # `through`: only the events up to a tail's key (retrieval.live counts the later ones itself).
         bound = "" if through is None else f"{self._event_key} <= {int(through)}"
         last: tuple | None = None

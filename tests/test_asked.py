@@ -124,11 +124,20 @@ def test_the_fitting_job_finds_the_same_moments_from_columns(tmp_path):
     store.upsert_items([Item(id=f"i{n}", title=f"i{n}") for n in range(10)])
     store.add_events(log)
     columns = read_event_columns(store, [f"i{n}" for n in range(10)])
-    fast = column_moments(columns.user, columns.item, columns.ts, columns.weight > 0, columns.users, columns.items,
-                          store.said_texts())
+    fast = column_moments(columns, columns.users, columns.items)
     reference = list(moments(group_by_user(store.iter_events())))
     assert len(reference) >= 15
     assert sorted(fast) == sorted(reference)
+    # The keyset read (PostgreSQL's) finds the same searches at the same positions.
+    import retrieval.fitting as fitting
+
+    fitting.event_key, saved = (lambda database: "seq"), fitting.event_key
+    try:
+        keyset = read_event_columns(store, [f"i{n}" for n in range(10)], chunk_size=7)
+    finally:
+        fitting.event_key = saved
+    assert keyset.said == read_event_columns(store, [f"i{n}" for n in range(10)], chunk_size=7).said == columns.said
+    assert sorted(column_moments(keyset, keyset.users, keyset.items)) == sorted(reference)
 
 
 FILMS = [
@@ -163,6 +172,11 @@ def test_a_loaded_dialog_log_teaches_which_films_such_words_lead_to(make_engine,
     assert cards[0].item_id == "conjuring"
     assert "asked" in cards[0].evidence["signals"]
     assert "asked for something similar" in cards[0].reason
+    # Words said earlier in the conversation count too, also when a client sends them as prior turns.
+    prior = [{"role": "user", "content": "demons and exorcisms keep me up at night"}, {"role": "assistant", "content": "Noted."}]
+    later = [c for e in engine.agent.respond("other", "so what now?", k=5, prior=prior)
+             if getattr(e, "stage", None) == "ranked" for c in e.cards]
+    assert later and "asked" in later[0].evidence["signals"] and later[0].item_id == "conjuring"
     # Without the loaded conversations the same words know nothing of The Conjuring.
     fresh = make_engine(demo=False, llm_backend="none")
     fresh.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
