@@ -75,7 +75,8 @@ def cmd_fit(args) -> int:
     m = engine.fit()
     t = m.get("timings", {})
     print(f"fitted {m['events']:,} events of {m['users']:,} users over {m['items']:,} items in {t.get('total_s', 0):.1f} s "
-          f"(read {t.get('read_s', 0):.1f} s); published {m['version']} in {engine.signals_dir}")
+          f"(read {t.get('read_s', 0):.1f} s); {m.get('asked_rows', 0):,} moments of people asking in words; "
+          f"published {m['version']} in {engine.signals_dir}")
     return 0
 
 
@@ -319,11 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a constant, e.g. --set type=rate for a ratings file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = add("ingest-dialogs", cmd_ingest_dialogs, "Load past conversations (ReDial's JSONL format) as behaviour: the works each one named.")
+    p = add("ingest-dialogs", cmd_ingest_dialogs, "Load past conversations (ReDial's JSONL format) as behaviour: the works each one named, and what the seeker asked in words.")
     p.add_argument("file", type=Path, help="one dialog a line: conversationId, messages (@<id> names a work), movieMentions, initiatorQuestions")
     p.add_argument("--user-prefix", default="dialog:", help="user id of each dialog: PREFIX + conversationId (default dialog:)")
 
-    p = add("fit", cmd_fit, "Fit popularity, trending, sequential and collaborative signals from every event and "
+    p = add("fit", cmd_fit, "Fit popularity, trending, sequential, collaborative and asked-in-words signals from every event and "
             "publish them for the API workers (serve also does this on its own schedule).")
     p.add_argument("--quiet", action="store_true", help="no start line")
 
