@@ -34,6 +34,7 @@ class CatalogVocabulary:
         self.extra_keys: set[str] = set()  # platform metadata fields some item carries
         self.knows_length = False  # does any item say how long it is (pages, runtime...)?
         self.title_index = TitleIndex()
+        self.title_index.describing.update(w for word in _CATEGORY_WORDS if word.isascii() for w in word.split())
         for item in items:
             self.add(item)
 
@@ -51,8 +52,10 @@ class CatalogVocabulary:
             surname = full.split()[-1] if full.split() else ""
             if len(surname) > 3:
                 self.creators.setdefault(surname, item.creator)
+        self.title_index.describe(" ".join([item.text, *item.categories, *item.tags]))
         for cat in item.categories:
             self.categories.setdefault(cat.lower(), cat)
+            self.title_index.describing.update(normalize_title(cat).split())
         self.extra_keys.update(item.extra)
         self.knows_length = self.knows_length or item_length(item) is not None
 

@@ -6,7 +6,10 @@ titles, longest first, so a title's words never also count as a shorter title. A
 a title ("It (2017)") picks the right film among remakes and lets even a two-letter title link.
 Without a year, a title must not be everyday words that happen to match: one word counts only
 when capitalised mid-sentence or after a cue ("loved Emma"), and a title made only of common words
-("About Time", "What If") only when written in title case.
+("About Time", "What If") only when written in title case. So does a title made only of common and
+describing words ("a scary movie", "a haunted house", "ghost story"): words that say what items are
+about, either the catalog's own category words or words found in the descriptions of many of its
+items (`describe`). "I want a scary movie" asks for horror; "I loved Scary Movie" names a film.
 
 A catalog often holds one film twice (with and without its year): `same_year` is the one rule
 for that, used by `twins` (a named film is excluded under every id) and by `Works` (a list never
@@ -23,9 +26,14 @@ from typing import Iterable
 
 _ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|&", re.UNICODE)
+_DESCRIPTION_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)  # counted for `describes`: cheap, no folding
 _YEAR = re.compile(r"1[89]\d\d|20[0-4]\d")
 _TITLE_YEAR = re.compile(r"^(.*?)\s*[(（]\s*(\d{4})\s*[)）]\s*$")
 MAX_TITLE_WORDS = 12
+# A word in the descriptions of at least this many items, and this share of them, describes items
+# ("haunted" in 21 of ReDial's 6,924 films, "ghost" in 23; "knight" in 13, "lebowski" in none).
+DESCRIBING_MIN_ITEMS = 15
+DESCRIBING_SHARE = 0.002
 # Words too common to make a title on their own; a title of only these needs title case.
 COMMON = frozenset(
     """a about above after again against all almost also always am an and another any anything are around as at away
@@ -114,6 +122,11 @@ class TitleIndex:
         self.year_of: dict[str, int | None] = {}
         self.longest = 1
         self.cjk_keys: set[str] = set()  # written without spaces: found as substrings
+        # Words that say what items are about (see the module docstring): named ones, and how many
+        # items' descriptions hold each word.
+        self.describing: set[str] = set()
+        self._described: dict[str, int] = {}
+        self._descriptions = 0
         for item in items:
             self.add(item.id, item.title, item.year)
 
@@ -130,6 +143,19 @@ class TitleIndex:
             self.cjk_keys.add(key)
         self.year_of[item_id] = year
         self.longest = min(MAX_TITLE_WORDS, max(self.longest, key.count(" ") + 1))
+
+    def describe(self, text: str) -> None:
+        """Count one item's description (text, categories, tags): words many items hold describe them."""
+        self._descriptions += 1
+        counts = self._described
+        for word in set(_DESCRIPTION_WORD.findall(text.lower())):
+            counts[word] = counts.get(word, 0) + 1
+
+    def describes(self, word: str) -> bool:
+        """Is this a word that says what items are about, rather than a word of a name?"""
+        if word in self.describing:
+            return True
+        return self._described.get(word, 0) >= max(DESCRIBING_MIN_ITEMS, DESCRIBING_SHARE * self._descriptions)
 
     def twins(self, item_id: str) -> list[str]:
         """The ids of the same work: same title, and the same year or a year unknown on one side."""
@@ -210,8 +236,7 @@ class TitleIndex:
             out += [t for t in self.twins(item_id) if t not in out]
         return out
 
-    @staticmethod
-    def _plausible_without_year(text: str, tokens, i: int, n: int) -> bool:
+    def _plausible_without_year(self, text: str, tokens, i: int, n: int) -> bool:
         words = [w for w, _, _ in tokens[i : i + n]]
         raw = [text[s:e] for _, s, e in tokens[i : i + n]]
         sentence_start = i == 0 or bool(re.search(r"[.!?\n]\s*$", text[: tokens[i][1]]))
@@ -227,6 +252,9 @@ class TitleIndex:
         if all(w in COMMON for w in words):
             # "About Time" is a title; "about time" is a phrase.
             return all(r[:1].isupper() for r, w in zip(raw, words) if w not in _SMALL) and not (sentence_start and not cued and n < 3)
+        if not cued and all(w in COMMON or w in _SMALL or self.describes(w) for w in words):
+            # "Scary Movie" is a title; "a scary movie" is a request.
+            return all(r[:1].isupper() for r, w in zip(raw, words) if w not in _SMALL) and not sentence_start
         return True
 
 

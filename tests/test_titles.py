@@ -51,6 +51,24 @@ def test_titles_are_linked_with_year_and_stance(index, text, expected):
     assert got == expected
 
 
+def test_words_that_describe_items_are_a_request_not_a_title():
+    films = [Film("scary", "Scary Movie", 2000), Film("hh", "A Haunted House", 2013), Film("knight", "The Dark Knight", 2008)]
+    index = TitleIndex(films)
+    index.describing.update({"scary"})  # a category word (the vocabulary names them)
+    for n in range(20):  # "haunted" and "dark" are in the descriptions of many items
+        index.describe(f"A haunted manor and its dark secret, number {n}.")
+    index.describe("A knight in armour.")
+
+    def found(text):
+        return [m.item_id for m in index.find(text)]
+
+    assert found("I want a scary movie with ghosts or a haunted house") == []
+    assert found("My kids loved Scary Movie and A Haunted House") == ["scary", "hh"]  # title case mid-sentence
+    assert found("something like scary movie") == ["scary"]  # after a cue
+    assert found("a scary movie (2000) please") == ["scary"]  # with its year
+    assert found("i rewatched the dark knight") == ["knight"]  # "knight" names; it describes few items
+
+
 def test_one_work_under_two_ids_is_twins_and_listed_once(index):
     assert index.twins("xm00") == ["xm00", "xm"]
     works = Works()
