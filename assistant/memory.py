@@ -120,7 +120,9 @@ class Conversation:
         """What the user's earlier messages asked for (their request words, the latest `turns`) and
         the genres they named, the current message left out."""
         users = [t for t in self.turns if t.role == "user"][:-1]
-        queries = [t.payload.get("understanding", {}).get("query", "") for t in users]
+        # Only turns that asked for items: "tell me about the third one" or "hi" is no taste.
+        queries = [t.payload.get("understanding", {}).get("query", "") for t in users
+                   if t.payload.get("understanding", {}).get("intent", "recommend") in ("recommend", "refine")]
         categories: list[str] = []
         for turn in users:
             said = turn.payload.get("understanding", {})

@@ -74,7 +74,7 @@ def plan(
         # "What should I read tonight?" after "I only read gothic horror": the taste said before
         # (in this session or the turns a client sent) is what this turn is about.
         earlier_topic, earlier_categories = conv.taste_so_far()
-        topic = " ".join(filter(None, [earlier_topic, topic]))[-TOPIC_CHARS:].strip()
+        topic = " ".join(dict.fromkeys(filter(None, [earlier_topic, topic])))[-TOPIC_CHARS:].strip()  # said once
         prefer += [c for c in earlier_categories if c not in prefer]
     query = " ".join(filter(None, [topic, ctx.words, profile_query(profile) if not topic else ""]))
     avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in turn["categories"]]

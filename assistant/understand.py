@@ -77,7 +77,7 @@ _OLDER = re.compile(r"\bolder\b|\bclassic(?:s)?\b|\bearlier\b|\bless recent\b|�
 _NEWER = re.compile(r"\bnewer\b|\bmore recent\b|\brecent\b|\bmodern\b|\blater\b|更新|新一点|新一些|近一点")
 _SHORTER = re.compile(r"\bshort(?:er)?\b|\bquick(?:er)?\b|\blight(?:er)? read\b|更短|短一点|短一些|短的")
 _SMALLTALK = re.compile(
-    r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|ok(?:ay)?|cool|bye|good (?:morning|evening|night)|how are you|who are you|what can you do|你好|谢谢|再见|您好)\b[\s!.?]*$"
+    r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|ok(?:ay)?|cool|bye|good (?:morning|evening|night)|how are you|who are you|what can you do|你好|谢谢|再见|您好)\b[\W_]*$"
     r"|\b(?:weather|joke|capital of|stock price|bitcoin|president|football score|recipe)\b|天气|笑话"
 )
 _RECOMMEND = re.compile(
@@ -247,8 +247,8 @@ _FILLER = re.compile(
 
 def _query_text(text: str, u: Understanding) -> str:
     """What remains of the message as free-text interest (after fillers and negated parts)."""
-    if u.intent in ("smalltalk", "feedback", "why"):
-        return ""
+    if u.intent in ("smalltalk", "feedback", "why", "about_item"):
+        return ""  # "tell me about the third one" says nothing of what to look for
     kept = []
     for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", text):
         if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse

@@ -200,3 +200,16 @@ def test_a_vague_turn_is_about_the_taste_said_before(demo_engine):
     assert [i.id for i in with_history] != [i.id for i in without]
     gothic_or_horror = [i for i in with_history if {"Gothic", "Horror"} & set(i.categories)]
     assert len(gothic_or_horror) >= 3, [(i.title, i.categories) for i in with_history]
+
+
+def test_a_greeting_or_a_question_about_a_card_is_no_taste_for_later_turns(demo_engine):
+    """"hello 👋", "tell me about the third one", "I loved the first one": the last turn's list is
+    not searched with "hello" or "third" (it listed books with "Three" in the title)."""
+    session, requests = None, []
+    for message in ["a witty romance", "tell me about the third one", "hello 👋", "I loved the first one ❤️"]:
+        events = list(demo_engine.agent.respond("taste1", message, session_id=session))
+        done = events[-1]
+        session = done.session_id
+        requests.append(done.request)
+    assert requests[1] == requests[2] == {}  # a question about a card and a greeting retrieve nothing
+    assert requests[-1]["topic"] == "witty romance"  # the taste said before, once; no "hello", no "third"

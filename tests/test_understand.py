@@ -53,7 +53,7 @@ CASES = [
     ("why the second one?", True, {"intent": "why", "reference": 1}),
     ("why did you recommend that?", True, {"intent": "why"}),
     ("why Dracula?", True, {"intent": "why", "item_ids": ["bk-156"]}),
-    ("tell me about the third one", True, {"intent": "about_item", "reference": 2}),
+    ("tell me about the third one", True, {"intent": "about_item", "reference": 2, "query": ""}),  # no topic
     ("what is Moby-Dick about?", False, {"intent": "about_item", "item_ids": ["bk-084"]}),
     ("I've seen it", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
     ("I've already read the first one", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
@@ -69,6 +69,7 @@ CASES = [
     ("I've seen the second one", True, {"feedback": "seen", "others": False}),  # a reaction, not "others"
     ("no horror please, show me others", True, {"exclude_categories": ["Horror"], "others": True}),
     ("hello!", False, {"intent": "smalltalk"}),
+    ("hello 👋", False, {"intent": "smalltalk", "query": ""}),  # an emoji is still a greeting, not request words
     ("thanks", True, {"intent": "smalltalk"}),
     ("what's the weather like in Paris?", False, {"intent": "smalltalk"}),
     ("tell me a joke", False, {"intent": "smalltalk"}),
