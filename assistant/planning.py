@@ -70,6 +70,8 @@ def plan(
         # "shorter", "not that one": still about what was asked for before ("江南水乡的散文").
         topic = " ".join(filter(None, [conv.last_request().get("topic", ""), u.query]))[-TOPIC_CHARS:].strip()
     prefer = list(u.prefer_categories)
+    # The kind asked for before, no longer a filter after a new request that names none (merge_constraints).
+    prefer += [c for c in conv.constraints().get("categories", []) if c not in constraints["categories"] and c not in prefer]
     if not (u.item_ids or u.categories or u.prefer_categories or u.creators) and len(words(u.query)) <= 1:
         # "What should I read tonight?" after "I only read gothic horror": the taste said before
         # (in this session or the turns a client sent) is what this turn is about.
@@ -112,6 +114,7 @@ def plan(
         fallbacks.append(replace(last_try, exclude_categories=turn["exclude_categories"]))
     note = {
         **turn, "query": query, "topic": topic, "seed_item_ids": seeds, "avoid_categories": avoid,
+        "prefer_categories": request.prefer_categories,
         "context": ctx.note, "extra_filters": ctx.extra_filters, "max_length": ctx.max_length,
     }
     return Plan(

@@ -280,6 +280,10 @@ def merge_constraints(active: dict, u: Understanding, last_years: list[int]) -> 
     if u.intent == "recommend" and (u.categories or u.creators) and not u.more_like:
         # A fresh request for a kind of thing replaces the earlier kind, not the exclusions.
         merged["categories"], merged["creators"] = [], []
+    elif u.intent == "recommend" and not u.more_like:
+        # A new request that names no kind ("anything else?", "I haven't seen that"): the kind asked
+        # for before is a preference now (planning), not a filter that outlives the request.
+        merged["categories"] = []
     for cat in u.categories:
         if cat in merged["exclude_categories"]:
             merged["exclude_categories"].remove(cat)

@@ -213,3 +213,15 @@ def test_a_greeting_or_a_question_about_a_card_is_no_taste_for_later_turns(demo_
         requests.append(done.request)
     assert requests[1] == requests[2] == {}  # a question about a card and a greeting retrieve nothing
     assert requests[-1]["topic"] == "witty romance"  # the taste said before, once; no "hello", no "third"
+
+
+def test_a_kind_asked_for_once_is_preferred_not_enforced_after_a_new_request(demo_engine):
+    """"something funny" filters; "anything else you can think of?" still prefers Comedy but no
+    longer filters by it (a ReDial seeker's "funny what else?" hid every later non-comedy)."""
+    session, requests = None, []
+    for message in ["something funny", "anything else you can think of?"]:
+        events = list(demo_engine.agent.respond("kind1", message, session_id=session))
+        session = events[-1].session_id
+        requests.append(events[-1].request)
+    assert requests[0]["categories"] == ["Comedy"]
+    assert requests[1]["categories"] == [] and "Comedy" in requests[1]["prefer_categories"]

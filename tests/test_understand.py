@@ -126,6 +126,13 @@ def test_constraints_persist_and_are_overridden(vocab):
     assert state["exclude_categories"] == ["Horror"] and state["year_max"] == 1849
     state = merge_constraints(state, parse_message("ok, horror after all", vocab, True), [])
     assert "Horror" in state["categories"] and "Horror" not in state["exclude_categories"]
+    # A refinement keeps the kind asked for; a new request that names none lets it go (planning
+    # keeps it as a preference), the exclusions stay.
+    state = merge_constraints({}, parse_message("something funny", vocab, False), [])
+    state = merge_constraints(state, parse_message("no poetry", vocab, True), [])
+    assert state["categories"] == ["Comedy"] and state["exclude_categories"] == ["Poetry"]
+    state = merge_constraints(state, parse_message("I haven't read any of those, anything else?", vocab, True), [])
+    assert state["categories"] == [] and state["exclude_categories"] == ["Poetry"]
 
 
 # The same table through the structured-LLM path: a chat model that answers with the JSON a
