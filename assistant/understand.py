@@ -122,7 +122,10 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         word = match.group(1) or match.group(4)
         u.reference = int(match.group(3)) - 1 if match.group(3) else _ORDINALS.get(word.rstrip("个本部项"), None)
     elif has_last_list and re.search(r"\b(?:it|this one|that one|this|that)\b|这本|那本|这部|那部|这个|那个", lowered):
-        u.reference = 0 if re.search(r"\b(?:it|this one|this)\b|这", lowered) else None
+        # "it", "this one": the first card; "that one" could be any of them ("I have seen that one,
+        # I like it" asks which), so it points nowhere and the reply asks.
+        pointed = re.search(r"\b(?:it|this one|this)\b|这", lowered) and not re.search(r"\bthat(?: one)?\b|那", lowered)
+        u.reference = 0 if pointed else None
 
     _parse_constraints(text, remaining, vocab, u)
     u.others = bool(_OTHERS.search(lowered))

@@ -56,6 +56,8 @@ CASES = [
     ("tell me about the third one", True, {"intent": "about_item", "reference": 2, "query": ""}),  # no topic
     ("what is Moby-Dick about?", False, {"intent": "about_item", "item_ids": ["bk-084"]}),
     ("I've seen it", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
+    ("I have seen that one, I like it", True, {"intent": "feedback", "reference": None}),  # which? the reply asks
+    ("那个我看过", True, {"intent": "feedback", "reference": None}),
     ("I've already read the first one", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
     ("loved the second one", True, {"intent": "feedback", "feedback": "like", "reference": 1}),
     ("I didn't like the last one", True, {"intent": "feedback", "feedback": "dislike", "reference": -1}),
