@@ -133,17 +133,18 @@ class AskedModel:
     def __init__(self, neighbours: int = 100, max_rows: int = MAX_ROWS):
         self.neighbours = neighbours
         self.max_rows = max_rows
-        # (terms -> column, idf per column, contexts CSR [rows, terms] with unit rows, labels CSR
-        # [rows, items], item ids of the label columns, id -> column); swapped in whole.
+        # (terms -> position, idf per term, postings CSR [terms, rows]: each row's TF-IDF weights with
+        # unit rows, term-major so a request reads only its own terms' postings; labels CSR [rows,
+        # items], item ids of the label columns, id -> column); swapped in whole.
         self._state: tuple = ({}, np.zeros(0, np.float32), None, None, [], {})
 
     @property
     def fitted(self) -> bool:
-        return self._state[2] is not None and self._state[2].shape[0] > 0
+        return self._state[2] is not None and self._state[2].shape[1] > 0
 
     @property
     def rows(self) -> int:
-        return 0 if self._state[2] is None else int(self._state[2].shape[0])
+        return 0 if self._state[2] is None else int(self._state[2].shape[1])
 
     def fit(self, events: Iterable[Event], item_ids: list[str] | None = None) -> "AskedModel":
         """Learn from every user's texts and the items that followed them (events grouped by user,
@@ -182,31 +183,33 @@ class AskedModel:
         labels = sp.csr_matrix((np.ones(len(l_rows), np.float32), (l_rows, l_cols)), shape=(kept, len(ids)))
         labels.sum_duplicates()
         labels.data[:] = 1.0
-        return self.adopt(list(vocabulary), idf, _unit_rows(contexts @ sp.diags(idf)), labels, ids, index)
+        postings = _unit_rows(contexts @ sp.diags(idf)).T.tocsr()
+        return self.adopt(list(vocabulary), idf, postings, labels, ids, index)
 
-    def adopt(self, vocabulary: list[str], idf: np.ndarray, contexts, labels, item_ids: list[str],
+    def adopt(self, vocabulary: list[str], idf: np.ndarray, postings, labels, item_ids: list[str],
               index: dict[str, int] | None = None) -> "AskedModel":
-        """Serve a fit done elsewhere (retrieval.fitting / a published version)."""
+        """Serve a fit done elsewhere (retrieval.fitting / a published version): postings CSR
+        [terms, moments], labels CSR [moments, items]."""
         index = index if index is not None else {i: n for n, i in enumerate(item_ids)}
-        self._state = ({w: n for n, w in enumerate(vocabulary)}, idf, contexts, labels, item_ids, index)
+        self._state = ({w: n for n, w in enumerate(vocabulary)}, idf, postings, labels, item_ids, index)
         return self
 
     def state(self) -> tuple[list[str], np.ndarray, object, object]:
-        """(vocabulary, idf, contexts, labels) for publishing."""
-        vocabulary, idf, contexts, labels, _, _ = self._state
-        return list(vocabulary), idf, contexts, labels
+        """(vocabulary, idf, postings, labels) for publishing."""
+        vocabulary, idf, postings, labels, _, _ = self._state
+        return list(vocabulary), idf, postings, labels
 
     def scores(self, text: str, n: int = 200) -> dict[str, float]:
         """The n items most had after contexts like `text`, id -> summed similarity > 0, best first."""
-        vocabulary, idf, contexts, labels, ids, _ = self._state
-        if contexts is None or not text:
+        vocabulary, idf, postings, labels, ids, _ = self._state
+        if postings is None or not text:
             return {}
         columns = [vocabulary[w] for w in terms(text) if w in vocabulary]
         if not columns:
             return {}
         weights = idf[columns].astype(np.float64)
         weights /= math.sqrt(float(weights @ weights))
-        similarity = np.asarray(contexts[:, columns] @ weights).ravel()
+        similarity = np.asarray(postings[columns].T @ weights).ravel()  # only these terms' postings are read
         best = np.flatnonzero(similarity > 0)
         if len(best) > self.neighbours:
             best = best[top_k(similarity[best], self.neighbours)]

@@ -12,7 +12,7 @@ A version is a folder of plain files under the signals root (DATA_DIR/signals by
         collab_vectors.npy      float32, their vectors (collab.fit_item_factors)
         asked_terms.json        AskedModel's vocabulary (only when someone said something in words)
         asked_idf.npy           float32, its idf per term
-        asked_contexts.*.npy    CSR float32 [moments, terms]: each past moment's words, unit rows
+        asked_postings.*.npy    CSR float32 [terms, moments]: each past moment's TF-IDF words (unit per moment)
         asked_labels.*.npy      CSR float32 [moments, items]: the items each moment led to
         manifest.json           written last: format, counts, event watermark, knobs, file sizes
     CURRENT                     the name of the version to serve
@@ -61,7 +61,7 @@ class Signals:
     collab_vectors: np.ndarray  # float32 [len(collab_rows), dim]
     manifest: dict = field(default_factory=dict)
     counters: dict[str, np.ndarray] = field(default_factory=dict)  # retrieval.live's raw counts, as counters.NAME.npy
-    # AskedModel's (vocabulary, idf, contexts CSR, labels CSR over item_ids), None when nobody said anything in words.
+    # AskedModel's (vocabulary, idf, postings CSR [terms, moments], labels CSR [moments, item_ids]), None when nobody said anything in words.
     asked: tuple | None = None
 
     @cached_property
@@ -107,7 +107,7 @@ def publish(signals: Signals, root: str | Path, keep: int = KEEP) -> Path:
             "items": len(signals.item_ids), "catalog_items": signals.catalog_items,
             "confidence": signals.confidence, "collab_dim": int(signals.collab_vectors.shape[1]),
             "transitions_nnz": int(signals.transitions.nnz), "neighbours_nnz": int(signals.neighbours.nnz),
-            **({"asked_shape": list(signals.asked[2].shape)} if signals.asked is not None else {}),
+            **({"asked_shape": list(signals.asked[2].shape[::-1])} if signals.asked is not None else {}),  # [moments, terms]
             "files": sizes,
         }
         _write_json(tmp / "manifest.json", manifest)
@@ -172,11 +172,11 @@ def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
     if "asked_shape" in manifest:
         moments, terms = manifest["asked_shape"]
 
-        def csr(name: str, columns: int):
-            return sp.csr_matrix((array(f"{name}.data"), array(f"{name}.indices"), array(f"{name}.indptr")), shape=(moments, columns))
+        def csr(name: str, shape: tuple[int, int]):
+            return sp.csr_matrix((array(f"{name}.data"), array(f"{name}.indices"), array(f"{name}.indptr")), shape=shape)
 
         vocabulary = json.loads((folder / "asked_terms.json").read_text(encoding="utf-8"))
-        asked = (vocabulary, array("asked_idf"), csr("asked_contexts", terms), csr("asked_labels", n))
+        asked = (vocabulary, array("asked_idf"), csr("asked_postings", (terms, moments)), csr("asked_labels", (moments, n)))
     return Signals(
         item_ids=item_ids, catalog_items=manifest["catalog_items"], popularity=array("popularity"),
         confidence=manifest["confidence"], transitions=matrices["transitions"], neighbours=matrices["neighbours"],
@@ -240,7 +240,7 @@ def _write_arrays(signals: Signals, folder: Path) -> dict[str, int]:
     matrices = {name: getattr(signals, name) for name in _MATRICES}
     if signals.asked is not None:
         arrays["asked_idf"] = np.asarray(signals.asked[1], dtype=np.float32)
-        matrices |= {"asked_contexts": signals.asked[2], "asked_labels": signals.asked[3]}
+        matrices |= {"asked_postings": signals.asked[2], "asked_labels": signals.asked[3]}
     for name, matrix in matrices.items():
         matrix = matrix.tocsr()
         arrays |= {f"{name}.data": matrix.data, f"{name}.indices": matrix.indices, f"{name}.indptr": matrix.indptr}
