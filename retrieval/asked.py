@@ -78,7 +78,7 @@ def moments(events: Iterable[Event]) -> Iterator[tuple[float, str, list[str]]]:
                 continue
             if said and items:
                 yield when, _context(said), items
-            said, items, when = said + [text], [], event.timestamp
+            said, items, when = _tail(said + [text]), [], event.timestamp
         elif said and event.item_id and event_weight(event.type, event.value) > 0 and event.item_id not in seen:
             seen.add(event.item_id)
             items.append(event.item_id)
@@ -116,7 +116,7 @@ def column_moments(columns, users: list[str], items: list[str]) -> list[tuple[fl
     out, history, previous = [], [], None
     for j in order[is_search].tolist():  # each user's searches, oldest first
         u, t, text = said[j]
-        history = history + [text] if u == previous else [text]
+        history = _tail(history + [text]) if u == previous else [text]
         previous = u
         if j in labels:
             out.append((t, _context(history), labels[j]))
@@ -125,6 +125,17 @@ def column_moments(columns, users: list[str], items: list[str]) -> list[tuple[fl
 
 def _context(said: list[str]) -> str:
     return " ".join(said)[-CONTEXT_CHARS:]
+
+
+def _tail(said: list[str]) -> list[str]:
+    """`said` without the oldest texts that fall wholly outside the context window (same `_context`):
+    a person who searched ten thousand times costs no more a search than one who searched ten."""
+    size = sum(len(t) + 1 for t in said) - 1
+    start = 0
+    while start < len(said) - 1 and size - len(said[start]) - 1 >= CONTEXT_CHARS:
+        size -= len(said[start]) + 1
+        start += 1
+    return said[start:]
 
 
 class AskedModel:

@@ -43,6 +43,17 @@ def test_each_moment_is_what_was_said_so_far_and_what_followed_before_the_next_w
     assert sorted(moments(group_by_user(shuffled))) == sorted(moments(_log()))
 
 
+def test_a_long_history_of_searches_keeps_the_newest_words():
+    from retrieval.asked import CONTEXT_CHARS, _context, _tail
+
+    said = [f"search number {n} about ghosts" for n in range(2000)]
+    kept = _tail(said)
+    assert len(kept) < 200 and kept[-1] == said[-1]
+    assert _context(kept) == _context(said) and len(_context(said)) == CONTEXT_CHARS
+    log = [Event("heavy", "search", n, text=text) for n, text in enumerate(said)] + [Event("heavy", "view", 5000, item_id="x")]
+    assert list(moments(log)) == [(1999, _context(said), ["x"])]
+
+
 def test_similar_words_find_what_followed_them_best_first():
     model = AskedModel().fit(_log())
     assert model.rows == 3
