@@ -16,16 +16,17 @@ from assistant.turn import Plan, Understood, liked_titles
 from assistant.context import apply_context, read_context
 from assistant.understand import merge_constraints
 from assistant.vocabulary import CatalogVocabulary
+from retrieval.asked import CONTEXT_CHARS
 from retrieval.request import Request, words
 
-TOPIC_CHARS = 200
-CONVERSATION_CHARS = 4000  # as retrieval.asked.CONTEXT_CHARS: a request reads like the contexts it is matched with  # a refinement carries the earlier request's words; this much of them at most
+TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much of them at most
 
 
 def conversation_words(conv) -> str:
-    """The user's messages in this conversation, this one included, the newest CONVERSATION_CHARS of them."""
+    """The user's messages in this conversation, this one included, the newest CONTEXT_CHARS of them
+    (a request reads like the past contexts retrieval.asked matches it with)."""
     said = " ".join(" ".join(t.content.split()) for t in conv.turns if t.role == "user")
-    return said[-CONVERSATION_CHARS:].strip()
+    return said[-CONTEXT_CHARS:].strip()
 
 
 def plan(

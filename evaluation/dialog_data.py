@@ -20,7 +20,6 @@ from typing import Iterable
 
 from core.errors import ConfigError
 from evaluation.dialogs import Dialog
-from retrieval.dialog_log import MAX_SAID
 from evaluation.movielens import (
     CATALOG_MAPPING,
     EVENTS_MAPPING,
@@ -33,11 +32,13 @@ from evaluation.movielens import (
     _read_tmdb,
     split_title,
 )
+from retrieval.dialog_log import MAX_SAID, said_time
 
 Key = tuple[str, "int | None"]
 MENTION_TIME = 1_600_000_000  # mentions come after every MovieLens rating (2018 and before)
 # "Seven (a.k.a. Se7en)", "City of Lost Children, The (Cité des enfants perdus, La)": both names link.
 _ALTERNATIVE = re.compile(r"^(?P<main>.+?)\s*\((?:a\.k\.a\. )?(?P<alt>[^()]+)\)$")
+DIALOG_EVENTS_MAPPING = {**EVENTS_MAPPING, "text": "text"}  # the events file carries the seekers' words
 _USER_ID_CHARS = re.compile(r"[^A-Za-z0-9_.@:-]")
 
 
@@ -170,8 +171,7 @@ def write_events(path: Path, data_root: Path, linker: TitleLinker, tune: Iterabl
             start, position, since, named = MENTION_TIME + ordinal * 3600, 0, 0, set()
             for message in dialog.messages:
                 if message.role == "seeker" and message.text.strip():
-                    write(user, "", "search", "", start + position - 0.5 + 0.001 * min(since, 400),
-                          " ".join(message.text.split())[:MAX_SAID])
+                    write(user, "", "search", "", said_time(start, position, since), " ".join(message.text.split())[:MAX_SAID])
                     since += 1
                 for item in message.movies:
                     if item not in named:
@@ -179,9 +179,6 @@ def write_events(path: Path, data_root: Path, linker: TitleLinker, tune: Iterabl
                         write(user, item, dialog.verdicts.get(item, "mention"), "", start + position)
                         position, since = position + 1, 0
     return {"movielens_movies_linked": len(ml_to_catalog), **{f"events_{k}": v for k, v in sorted(counts.items())}}
-
-
-DIALOG_EVENTS_MAPPING = {**EVENTS_MAPPING, "text": "text"}
 
 
 def prepare(data_root: Path, work_dir: Path, names: dict[str, str], tune: list[Dialog], source: str) -> Prepared:

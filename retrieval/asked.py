@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from retrieval.records import Event, event_weight
-from retrieval.request import _STOP
+from retrieval.request import content_word
 from retrieval.topk import top_k
 
 CONTEXT_CHARS = 4000  # a context is the newest this many characters of what the person said
@@ -57,9 +57,9 @@ def terms(text: str) -> list[str]:
 
 
 def _word(token: str, out: dict[str, None]) -> None:
-    if token in _STOP or len(token) < 3 or token.isdigit():
-        return
-    out[token[:-1] if token.endswith("s") and len(token) > 3 else token] = None
+    word = content_word(token)
+    if word and not token.isdigit():  # a bare number ("1999") is no request word here
+        out[word] = None
 
 
 def moments(events: Iterable[Event]) -> Iterator[tuple[float, str, list[str]]]:

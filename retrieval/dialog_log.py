@@ -31,6 +31,13 @@ VERDICTS = {1: "like", 0: "dislike"}
 MAX_SAID = 2000  # characters of one message kept as a search event
 
 
+def said_time(start: float, named: int, since: int) -> float:
+    """When a seeker's message is logged: after the `named` works named so far (their times are
+    start + 0, 1, 2..., as before messages were logged: loading a file again stores nothing twice)
+    and before the next, the `since`-th message since the last work a little later."""
+    return start + named - 0.5 + 0.001 * min(since, 400)
+
+
 @dataclass
 class DialogLoad:
     """What one dialog file gave: events, and what was skipped and why (with line numbers)."""
@@ -84,16 +91,14 @@ def _dialog_events(raw: dict, catalog_ids: set[str], titles: TitleIndex, start: 
     user = _USER_CHARS.sub("_", f"{user_prefix}{conversation}")[:128]
     events: list[Event] = []
     said: list[Event] = []
+    since = 0  # seeker messages since the last work named
     seen: set[str] = set()
     missed: set[str] = set()
     for message in raw["messages"]:
         words = _said(message, seeker, names)
         if words:
-            # Between the works named before it and after it (their times are start + 0, 1, 2...,
-            # as before these events existed: loading a file again still stores nothing twice).
-            since = sum(1 for e in said if e.timestamp > start + len(events) - 1)
-            said.append(Event(user_id=user, type="search", timestamp=start + len(events) - 0.5 + 0.001 * min(since, 400),
-                              text=words))
+            said.append(Event(user_id=user, type="search", timestamp=said_time(start, len(events), since), text=words))
+            since += 1
         for movie in _MENTION.findall(message["text"]):
             if movie not in names and movie not in catalog_ids:
                 continue  # an "@" that names no work
@@ -107,6 +112,7 @@ def _dialog_events(raw: dict, catalog_ids: set[str], titles: TitleIndex, start: 
             kind = VERDICTS.get(answer.get("liked"), "mention")
             events.append(Event(user_id=user, type=kind, timestamp=start + len(events), item_id=item_id,
                                 text=f"dialog {conversation}" + (" (linked by title)" if how == "title" else "")))
+            since = 0
     return sorted(said + events, key=lambda e: e.timestamp), len(missed)
 
 

@@ -150,12 +150,15 @@ def cjk_terms(query: str, item: Item) -> set[str]:
 
 def words(text: str) -> set[str]:
     """Content words of a text, lower-cased, a plural 's' dropped."""
-    out = set()
-    for word in _WORD.findall(text.lower()):
-        if word in _STOP or len(word) < 3:
-            continue
-        out.add(word[:-1] if word.endswith("s") and len(word) > 3 else word)
-    return out
+    return {w for w in map(content_word, _WORD.findall(text.lower())) if w}
+
+
+def content_word(token: str) -> str | None:
+    """A lower-case token as a content word (a plural 's' dropped), or None for a stop word or one
+    shorter than 3 letters."""
+    if token in _STOP or len(token) < 3:
+        return None
+    return token[:-1] if token.endswith("s") and len(token) > 3 else token
 
 
 @dataclass
