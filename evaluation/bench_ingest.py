@@ -16,6 +16,16 @@ times the events ingest, each run in its own child process so each peak RSS is t
 PostgreSQL is a throwaway server started on loopback with its default (durable) settings, or the
 one --postgres-url names (each run gets a schema of its own there, dropped afterwards).
 Results: a Markdown table on stdout and results.json in the platform's folder.
+
+Appending to a large store, the events layout before and after (SQLite):
+
+    python -m evaluation.bench_ingest --events 1000000 --items 200000 --users 1000000 --seed 7 \
+        --append-to /tmp/scale/big/i200000-u1000000-e10000000-s0/store.db
+
+copies that store twice (one copy kept in the layout it has, one upgraded by `upgrade_events`,
+timed) and appends the platform's events to each, twice: as generated (their times spread over
+the log's year, so each index grows everywhere) and moved after the store's last event in time
+order (a platform's new day). The store is never written.
 """
 
 from __future__ import annotations
@@ -166,6 +176,54 @@ def prepare(args) -> Path:
     return platform
 
 
+def write_later(source: Path, out: Path, last: float) -> None:
+    """`source`'s events moved to begin just after `last`, sorted by time."""
+    import csv
+
+    with open(source, newline="") as f:
+        reader = csv.reader(f)
+        header, rows = next(reader), list(reader)
+    at = header.index("timestamp")
+    first = min(float(row[at]) for row in rows)
+    for row in rows:
+        row[at] = repr(float(row[at]) - first + last + 1.0)
+    rows.sort(key=lambda row: float(row[at]))
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+
+
+def bench_append(store: Path, folder: Path, platform: Path) -> dict:
+    """Append `platform`'s events to copies of `store` in the older layout and the current one."""
+    import sqlite3
+
+    from retrieval.migrations import upgrade_events
+    from retrieval.sql import Database
+
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        last = conn.execute("SELECT MAX(ts) FROM events").fetchone()[0] or 0.0
+        stored = conn.execute("SELECT MAX(rowid) FROM events").fetchone()[0] or 0
+    later = folder / "events-later.csv"  # the same events, after the store's last one, in time order
+    # In a child: this process's peak memory would be every timed child's (Linux keeps it across exec).
+    subprocess.run([sys.executable, "-m", "evaluation.bench_ingest", "--make-later", str(platform / "events.csv"),
+                    str(later), repr(float(last))], check=True)
+    results = {"stored_before": stored}
+    for layout in ("legacy", "current"):
+        for name, events in (("spread", platform / "events.csv"), ("later", later)):
+            db = folder / f"append-{layout}.db"
+            for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                stale.unlink(missing_ok=True)
+            shutil.copy(store, db)
+            if layout == "current":
+                database = Database(f"sqlite:///{db}")
+                try:
+                    results.setdefault("upgrade", upgrade_events(database))
+                finally:
+                    database.close()
+            results[f"{layout}-{name}"] = run_child("new", f"sqlite:///{db}", events)
+            db.unlink()
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=50_000)
@@ -178,14 +236,27 @@ def main(argv: list[str] | None = None) -> None:
                         help="a setting of the throwaway server, e.g. shared_buffers=1GB (repeatable)")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "recassist-ingest",
                         help="where platforms, stores and results are kept (default: %(default)s)")
+    parser.add_argument("--append-to", type=Path, metavar="STORE.db",
+                        help="append the events to copies of this SQLite store instead, in its layout and upgraded")
     parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
+    parser.add_argument("--make-later", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.make_later:
+        write_later(Path(args.make_later[0]), Path(args.make_later[1]), float(args.make_later[2]))
+        return
     if args.child:  # one timed run, one JSON line
         print(json.dumps(child(args.child, args.url, args.file)), flush=True)
         return
     platform = prepare(args)
+    if args.append_to:
+        folder = args.work_dir / "append"
+        folder.mkdir(parents=True, exist_ok=True)
+        results = bench_append(args.append_to, folder, platform)
+        (folder / "results.json").write_text(json.dumps(results, indent=2))
+        print(append_report(results, args))
+        return
     results = {"sizes": {"items": args.items, "users": args.users, "events": args.events, "seed": args.seed},
                "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "pg_settings": args.pg_setting}
     if "sqlite" in args.engines:
@@ -201,6 +272,21 @@ def main(argv: list[str] | None = None) -> None:
     results["load_average_end"] = os.getloadavg()[0]
     (platform / "results.json").write_text(json.dumps(results, indent=2))
     print(report(results))
+
+
+def append_report(results: dict, args) -> str:
+    names = {"spread": "times spread over the log", "later": "after the log, in time order"}
+    up = results["upgrade"]
+    lines = [f"{args.events:,} events appended to a store of {results['stored_before']:,} (SQLite); upgrading its "
+             f"layout took {up['seconds']:.1f} s", "",
+             "| layout | events | seconds | events/s | peak RSS MiB | inserted | load avg |", "|---|---|---:|---:|---:|---:|---:|"]
+    for layout in ("legacy", "current"):
+        for name in ("spread", "later"):
+            r = results[f"{layout}-{name}"]
+            lines.append(f"| {'older (key on id)' if layout == 'legacy' else 'current (time, id)'} | {names[name]} | "
+                         f"{r['seconds']:.1f} | {r['events_per_s']:,.0f} | {r['peak_rss_mib']:.0f} | {r['inserted']:,} | "
+                         f"{r['load_average']:.1f} |")
+    return "\n".join(lines)
 
 
 def report(results: dict) -> str:

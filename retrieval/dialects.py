@@ -33,7 +33,8 @@ class Dialect:
     def connect(self) -> Any:
         raise NotImplementedError
 
-    def stage(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    def stage(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple], in_transaction: bool = False) -> None:
+        """Add `rows` to the temporary `table`, inside the open transaction when `in_transaction`."""
         raise NotImplementedError
 
     def sql(self, sql: str) -> str:
@@ -99,10 +100,14 @@ class _SQLite(Dialect):
             ) from None
         return conn
 
-    def stage(self, conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    def stage(self, conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple], in_transaction: bool = False) -> None:
+        insert = f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})"
+        if in_transaction:  # part of the load's open transaction, undone with it
+            conn.executemany(insert, rows)
+            return
         conn.execute("BEGIN")  # one transaction of the temporary database, not one per row
         with conn:  # commits, or rolls back on an error
-            conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(columns))})", rows)
+            conn.executemany(insert, rows)
 
 
 class _Postgres(Dialect):
@@ -143,7 +148,7 @@ class _Postgres(Dialect):
                 "names the right host, port, user, password and database."
             ) from None
 
-    def stage(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    def stage(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple], in_transaction: bool = False) -> None:
         with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

@@ -112,7 +112,7 @@ def read_event_columns(store, item_ids: list[str] = (), chunk_size: int = CHUNK,
 def _read_by_rowid(store, item_ids, chunk_size: int, through: int | None) -> EventColumns:
     """`read_event_columns` on SQLite: the same columns and codes in about half the CPU time.
 
-    Reading the table in (time, id) order looked each row up from the events_ts index, a B-tree
+    Reading the table in (time, id) order looked each row up from the (time, id) index, a B-tree
     search a row. Here the order comes from that index alone (it holds the rowid), the rows come in
     rowid order (pages in sequence), and numpy puts them in order and renumbers users, items and
     types by first sight in it. A row added between the two reads is left for the next fit; one

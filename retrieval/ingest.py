@@ -27,7 +27,8 @@ from retrieval.writes import write_event_batches, write_items
 
 ITEM_FIELDS = ("id", "title", "text", "categories", "tags", "year", "creator", "popularity", "published_at")
 EVENT_FIELDS = ("user_id", "item_id", "type", "timestamp", "value", "text")
-EVENT_BATCH = 100_000  # events per transaction of an events ingest
+EVENT_BATCH = 100_000  # events staged and moved into the table at a time by an events ingest
+EVENT_COMMIT = 500_000  # events per transaction: five moves, each index page they touch written once
 MAX_REJECTS_KEPT = 10_000  # in an events report; more are counted, not kept (memory stays bounded)
 
 
@@ -191,11 +192,12 @@ def ingest_events(
     progress: bool = True,
     on_events: Callable[[list[Event]], None] | None = None,
     batch_size: int = EVENT_BATCH,
+    commit_size: int = EVENT_COMMIT,
 ) -> IngestReport:
     """Read an events file into the store; `on_events` receives each batch of newly stored events.
 
-    The file is read a chunk at a time and stored `batch_size` events at a time (one transaction
-    each), so memory stays bounded whatever its size; the report keeps the first
+    The file is read a chunk at a time and stored `batch_size` events at a time, `commit_size` a
+    transaction, so memory stays bounded whatever its size; the report keeps the first
     `MAX_REJECTS_KEPT` rejects and counts them all.
     """
     started = time.perf_counter()
@@ -212,7 +214,7 @@ def ingest_events(
         report = IngestReport(table.name, "events")
         chunks = _chunk_events(table, EventParser(columns, known, now=None), report)
         with progress_bar(None, f"ingest {table.name}", progress, unit="rows", terminal_only=True) as bar:
-            for written in write_event_batches(store, chunks, batch_size, on_new=on_events):
+            for written in write_event_batches(store, chunks, batch_size, on_new=on_events, commit_size=commit_size):
                 report.inserted += written.new
                 report.unchanged += written.events - written.new  # already stored, or repeated in the file
                 bar.update(written.events)

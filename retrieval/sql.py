@@ -71,16 +71,17 @@ class Database:
                 raise
 
     @contextmanager
-    def bulk_load(self, table: str, columns: tuple[str, ...], key: str) -> Iterator["BulkLoad"]:
+    def bulk_load(self, table: str, columns: tuple[str, ...], key: str, returning: str | None = None) -> Iterator["BulkLoad"]:
         """A long load into `table` on one connection held for the block (see `BulkLoad`)."""
         with self._pool.connection() as conn:
             session = Session(conn, self.dialect)
             before = session.pragmas(self.dialect.bulk_pragmas)
-            load = BulkLoad(session, table, columns, key)
+            load = BulkLoad(session, table, columns, key, returning)
             try:
                 yield load
             finally:
                 if not self.dialect.is_broken(conn):
+                    load.rollback()  # moves the caller did not commit (it stopped halfway) are undone
                     session.execute(f"DROP TABLE IF EXISTS {load.stage}")
                     session.pragmas(before)
 
@@ -155,38 +156,60 @@ class Session:
 
 
 class BulkLoad:
-    """Rows staged in a temporary table (COPY on PostgreSQL), then moved into the table in one
-    transaction per batch, skipping rows whose key is stored already: a batch lands whole or not at
-    all, and a re-run (after a crash, too) stores nothing twice. The move runs inside the database
-    with Python's GIL released, so the caller can read its next batch meanwhile. Durability is the
-    engine's usual: on SQLite (WAL, synchronous NORMAL) a committed batch survives a crash of the
-    process, and a power cut may lose the last batches, which re-running the load stores again."""
+    """Rows staged in a temporary table (COPY on PostgreSQL), then moved into the table, skipping
+    rows whose key is stored already. A move commits, or leaves its transaction open for the next
+    moves (`commit=False`, then `commit()`): what one transaction holds lands whole or not at all,
+    and a re-run (after a crash, too) stores nothing twice. Several moves in one transaction write
+    each index page they touch once at the commit, not once per move. The move runs inside the
+    database with Python's GIL released, so the caller can read its next batch meanwhile.
+    Durability is the engine's usual: on SQLite (WAL, synchronous NORMAL) a committed transaction
+    survives a crash of the process, and a power cut may lose the last ones, which re-running the
+    load stores again."""
 
-    def __init__(self, session: Session, table: str, columns: tuple[str, ...], key: str):
-        self.session, self.columns, self._key = session, columns, key
+    def __init__(self, session: Session, table: str, columns: tuple[str, ...], key: str, returning: str | None = None):
+        """`key`: the conflict target (columns of a unique index); `returning`: the column `move`
+        returns for new rows (the key, when it is one column)."""
+        self.session, self.columns, self._returning = session, columns, returning or key
         self.stage, names = f"{session.dialect.temp_schema}.{table}_load", ", ".join(columns)
         session.execute(f"DROP TABLE IF EXISTS {self.stage}")  # left by a load on this connection that died
         session.execute(f"CREATE TEMPORARY TABLE {table}_load AS SELECT {names} FROM {table} WHERE 1 = 0")
         # "WHERE true" lets SQLite tell the ON CONFLICT clause from a join constraint.
         self._move = f"INSERT INTO {table} ({names}) SELECT {names} FROM {self.stage} WHERE true ON CONFLICT ({key}) DO NOTHING"
+        self.in_transaction = False
 
     def stage_rows(self, rows: list[tuple]) -> None:
-        """Add rows (in `columns` order) to the next batch."""
+        """Add rows (in `columns` order) to the next move."""
         with self.session.dialect.translate_errors():
-            self.session.dialect.stage(self.session.conn, self.stage, self.columns, rows)
+            self.session.dialect.stage(self.session.conn, self.stage, self.columns, rows, self.in_transaction)
 
-    def move(self, returning: bool = False) -> tuple[int, list | None]:
-        """Store the staged rows in one transaction: (how many were new, their keys if `returning`)."""
-        self.session.execute(self.session.dialect.begin)
+    def move(self, returning: bool = False, commit: bool = True) -> tuple[int, list | None]:
+        """Store the staged rows: (how many were new, their keys if `returning`). With `commit`
+        False the transaction stays open for the next moves."""
+        if not self.in_transaction:
+            self.session.execute(self.session.dialect.begin)
+            self.in_transaction = True
         try:
-            cursor = self.session.execute(self._move + (f" RETURNING {self._key}" if returning else ""))
+            cursor = self.session.execute(self._move + (f" RETURNING {self._returning}" if returning else ""))
             keys = [row[0] for row in cursor.fetchall()] if returning else None
             self.session.execute(self.session.dialect.clear.format(table=self.stage))
-            self.session.execute("COMMIT")
+            if commit:
+                self.commit()
         except BaseException:
-            self.session.dialect.rollback(self.session.conn)
+            self.rollback()
             raise
         return (len(keys), keys) if returning else (cursor.rowcount, None)
+
+    def commit(self) -> None:
+        """Commit the moves of the open transaction, if one is open."""
+        if self.in_transaction:
+            self.session.execute("COMMIT")
+            self.in_transaction = False
+
+    def rollback(self) -> None:
+        """Undo the moves of the open transaction (a load stopped halfway)."""
+        if self.in_transaction:
+            self.in_transaction = False
+            self.session.dialect.rollback(self.session.conn)
 
 
 class _Pool:

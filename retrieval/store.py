@@ -10,9 +10,10 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any, Iterable, Iterator
 
-from retrieval.migrations import event_key, migrate
+from retrieval.migrations import EVENTS_TABLE, event_key, migrate
 from retrieval.records import SAID_SQL, STATED_IN_CHAT_SQL, Event, Item, event_weight
 from retrieval.sql import BulkLoad, Database, mask_url  # noqa: F401 - mask_url: part of this module's interface
 
@@ -34,19 +35,9 @@ CREATE TABLE IF NOT EXISTS items (
     embedded_fingerprint TEXT,
     updated_at DOUBLE PRECISION NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    item_id TEXT,
-    type TEXT NOT NULL,
-    ts DOUBLE PRECISION NOT NULL,
-    value DOUBLE PRECISION,
-    text TEXT
-);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
-CREATE INDEX IF NOT EXISTS events_item ON events (item_id)
-"""
+""" + EVENTS_TABLE + """;
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts)
+"""  # and the unique (ts, id) index, created by `migrate` (an older store may have another layout)
 
 _ITEM_COLUMNS = "id, title, text, categories, tags, year, creator, popularity, extra, published_at"
 _EVENT_COLUMNS = "user_id, type, ts, item_id, value, text"
@@ -69,7 +60,8 @@ class Store:
         self.database = database
         self.url = database.url  # password masked: safe to log or show
         database.create(_SCHEMA)
-        migrate(database)  # items.published_at; on PostgreSQL, events.seq (retrieval.migrations)
+        # items.published_at; on PostgreSQL, events.seq; the events layout (retrieval.migrations)
+        self._event_conflict = migrate(database)
         self._event_key = event_key(database)
         self._read, self._write = database.read, database.write
 
@@ -193,20 +185,29 @@ class Store:
         with self._write() as db:
             return db.executemany(
                 f"INSERT INTO events (id, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
+                f" ON CONFLICT ({self._event_conflict}) DO NOTHING",
                 list(rows.values()),
             )
 
     @contextmanager
     def event_loader(self) -> Iterator["EventLoader"]:
         """A bulk load of events on one connection held for the block (see `EventLoader`)."""
-        with self.database.bulk_load("events", _EVENT_KEYED, key="id") as load:
-            yield EventLoader(load)
+        with self.database.bulk_load("events", _EVENT_KEYED, key=self._event_conflict, returning="id") as load:
+            yield EventLoader(load, by_time=self._event_conflict != "id")
 
-    def stored_event_ids(self, ids: Iterable[str]) -> set[str]:
-        """Which of these event ids are already stored (lets ingest report only new events)."""
+    def stored_event_ids(self, events: Iterable[Event]) -> set[str]:
+        """The ids of these events that are stored already (lets ingest report only new events).
+        Asked by time and id, the stored key, a few hundred events a query."""
+        keyed = {event.id: float(event.timestamp) for event in events}
+        ids, found = list(keyed), set()
         with self._read() as db:
-            return {row[0] for row in db.rows_in("SELECT id FROM events WHERE id IN ({ids})", list(dict.fromkeys(ids)))}
+            for start in range(0, len(ids), 400):
+                chunk = ids[start : start + 400]
+                times = sorted({keyed[i] for i in chunk})
+                rows = db.all(f"SELECT id FROM events WHERE ts IN ({', '.join('?' * len(times))})"
+                              f" AND id IN ({', '.join('?' * len(chunk))})", tuple(times) + tuple(chunk))
+                found.update(row[0] for row in rows)
+        return found
 
     def events_for_user(self, user_id: str, limit: int | None = None) -> list[Event]:
         """A user's events, oldest first; with `limit`, only the most recent `limit` of them."""
@@ -307,8 +308,10 @@ class EventLoader:
     one statement in one transaction (`store`); an event already stored, or repeated in the batch,
     is stored once."""
 
-    def __init__(self, load: BulkLoad):
+    def __init__(self, load: BulkLoad, by_time: bool = True):
         self._load = load
+        # The order a batch stores fastest in: the stored key's, (time, id); id alone in the old layout.
+        self.order = itemgetter(3, 0) if by_time else itemgetter(0)
 
     @staticmethod
     def rows(events: list[Event]) -> list[tuple]:
@@ -316,12 +319,16 @@ class EventLoader:
         return [(event.id,) + _event_row(event) for event in map(normalize_event, events)]
 
     def stage(self, rows: list[tuple]) -> None:
-        """Add rows to the next batch; in id order they store fastest (the primary key's order)."""
+        """Add rows to the next batch; in `order` they store fastest."""
         self._load.stage_rows(rows)
 
-    def store(self, new_ids: bool = False) -> tuple[int, list[str] | None]:
-        """Store what was staged: (how many events were new, their ids when `new_ids`)."""
-        return self._load.move(returning=new_ids)
+    def store(self, new_ids: bool = False, commit: bool = True) -> tuple[int, list[str] | None]:
+        """Store what was staged: (how many events were new, their ids when `new_ids`); with
+        `commit` False in the open transaction, which `commit()` ends."""
+        return self._load.move(returning=new_ids, commit=commit)
+
+    def commit(self) -> None:
+        self._load.commit()
 
 
 # -- rows <-> records ------------------------------------------------------------------------

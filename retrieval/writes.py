@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 from retrieval.records import Event, Item
@@ -53,7 +52,7 @@ def write_events(store: Store, events: list[Event], on_new: Callable[[list[Event
     """
     if not events:
         return 0
-    before = store.stored_event_ids(event.id for event in events) if on_new is not None else set()
+    before = store.stored_event_ids(events) if on_new is not None else set()
     added = store.add_events(events)
     if on_new is not None:
         fresh = {event.id: event for event in events if event.id not in before}
@@ -71,31 +70,39 @@ class EventsWritten:
 
 
 def write_event_batches(
-    store: Store, chunks: Iterable[list[Event]], batch_size: int, on_new: Callable[[list[Event]], None] | None = None
+    store: Store, chunks: Iterable[list[Event]], batch_size: int, on_new: Callable[[list[Event]], None] | None = None,
+    commit_size: int | None = None,
 ) -> Iterator[EventsWritten]:
-    """Store events `batch_size` at a time, each batch one transaction; yields what each batch did.
+    """Store events `batch_size` at a time; yields what each batch did.
 
     `write_events` for files of millions of events, which arrive in `chunks` of any size: one
     connection held throughout, each batch staged and then moved into the events table by the
-    database, in a worker thread while the next batch is read and validated. A run stopped halfway
-    leaves whole batches stored, and running it again stores the rest. `on_new` is as in
-    `write_events`; with it, each batch is stored before the next is read.
+    database, in a worker thread while the next batch is read and validated. A transaction
+    commits once `commit_size` events are moved (default: every batch); a run stopped halfway
+    leaves whole transactions stored, and running it again stores the rest. `on_new` is as in
+    `write_events`; with it, each batch is stored and committed before the next is read.
     """
+    commit_size = max(1, commit_size or batch_size)
     with store.event_loader() as loader, ThreadPoolExecutor(1, thread_name_prefix="recassist-events") as mover:
         pending: Future | None = None
+        moved = 0  # since the last commit
         for rows, events in _batches(chunks, max(1, batch_size), keep_events=on_new is not None):
-            rows.sort(key=itemgetter(0))  # in id order a batch walks the primary-key index once: 10-20% faster
+            rows.sort(key=loader.order)  # in the stored key's order a batch walks its index once
             if pending is not None:
                 yield pending.result()
                 pending = None
             loader.stage(rows)
             if on_new is None:
-                pending = mover.submit(_store_staged, loader, len(rows))
+                moved += len(rows)
+                commit = moved >= commit_size
+                moved = 0 if commit else moved
+                pending = mover.submit(_store_staged, loader, len(rows), commit)
                 del rows  # staged: not held while the next batch is read
             else:
                 yield _store_staged_new(loader, events, on_new)
         if pending is not None:
             yield pending.result()
+        loader.commit()
 
 
 def _batches(chunks: Iterable[list[Event]], size: int, keep_events: bool) -> Iterator[tuple[list[tuple], list[Event]]]:
@@ -115,8 +122,8 @@ def _batches(chunks: Iterable[list[Event]], size: int, keep_events: bool) -> Ite
         yield rows, events
 
 
-def _store_staged(loader: EventLoader, count: int) -> EventsWritten:
-    return EventsWritten(count, loader.store()[0])
+def _store_staged(loader: EventLoader, count: int, commit: bool = True) -> EventsWritten:
+    return EventsWritten(count, loader.store(commit=commit)[0])
 
 
 def _store_staged_new(loader: EventLoader, events: list[Event], on_new: Callable[[list[Event]], None]) -> EventsWritten:

@@ -223,15 +223,16 @@ def test_new_events_are_handed_over_once_across_batches(tmp_path, store):
     assert received == []
 
 
-# -- crashes: whole batches land, a re-run stores the rest -----------------------------------------
+# -- crashes: whole transactions land, a re-run stores the rest -----------------------------------
 
 
 def _numbered_events(path: Path, count: int) -> Path:
     return _write(path, [HEADER] + [f"u{n % 7},i{1 + n % 3},view,{1000 + n},," for n in range(count)])
 
 
+@pytest.mark.parametrize("commit_size, landed", [(20, 20), (30, 0)])  # the third batch of 10 fails
 @pytest.mark.parametrize("fail_in", ["store", "stage"])
-def test_an_interrupted_ingest_resumes_without_duplicates(tmp_path, store, monkeypatch, fail_in):
+def test_an_interrupted_ingest_resumes_without_duplicates(tmp_path, store, monkeypatch, fail_in, commit_size, landed):
     path = _numbered_events(tmp_path / "events.csv", 50)
     real = getattr(EventLoader, fail_in)
     calls = []
@@ -244,11 +245,11 @@ def test_an_interrupted_ingest_resumes_without_duplicates(tmp_path, store, monke
 
     monkeypatch.setattr(EventLoader, fail_in, failing)
     with pytest.raises(RuntimeError, match="disk went away"):
-        ingest_events(path, store, progress=False, batch_size=10)
-    assert store.event_count() == 20  # two whole batches, nothing of the third
+        ingest_events(path, store, progress=False, batch_size=10, commit_size=commit_size)
+    assert store.event_count() == landed  # whole transactions, nothing of the one that failed
     monkeypatch.setattr(EventLoader, fail_in, real)
-    report = ingest_events(path, store, progress=False, batch_size=10)
-    assert (report.read, report.inserted, report.unchanged) == (50, 30, 20)
+    report = ingest_events(path, store, progress=False, batch_size=10, commit_size=commit_size)
+    assert (report.read, report.inserted, report.unchanged) == (50, 50 - landed, landed)
     assert store.event_count() == 50 == len({row[0] for row in _stored(store)})
 
 

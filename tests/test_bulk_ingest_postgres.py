@@ -69,10 +69,10 @@ def test_an_interrupted_ingest_resumes_without_duplicates(tmp_path, pg_store, mo
 
     monkeypatch.setattr(EventLoader, "store", failing)
     with pytest.raises(RuntimeError, match="went away"):
-        ingest_events(path, pg_store, progress=False, batch_size=10)
-    assert pg_store.event_count() == 20
+        ingest_events(path, pg_store, progress=False, batch_size=10, commit_size=20)
+    assert pg_store.event_count() == 20  # the first transaction (two batches), nothing of the second
     monkeypatch.setattr(EventLoader, "store", real)
-    report = ingest_events(path, pg_store, progress=False, batch_size=10)
+    report = ingest_events(path, pg_store, progress=False, batch_size=10, commit_size=20)
     assert (report.inserted, report.unchanged) == (30, 20) and pg_store.event_count() == 50
     with pg_store.database.read() as db:  # the staging table went with each load
         assert db.all("SELECT count(*) FROM pg_tables WHERE tablename = 'events_load'") == [(0,)]

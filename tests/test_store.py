@@ -10,7 +10,19 @@ import pytest
 
 from core.errors import StoreError
 from retrieval.records import Event, Item
+from retrieval.migrations import EVENT_KEY
 from retrieval.store import Store
+
+# The events table as recassist made it before the (time, id) key: what an older store holds.
+LEGACY_EVENTS = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, item_id TEXT, type TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION, text TEXT
+);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts, id);
+CREATE INDEX IF NOT EXISTS events_item ON events (item_id)
+"""
 
 
 def _item(item_id: str, title: str | None = None, **fields) -> Item:
@@ -207,6 +219,71 @@ class StoreContract:
         assert memory.list_sessions("gone") == []
         assert len(store.events_for_user("kept")) == 2 and memory.get_profile("kept") == {"x": 1}
         assert {**store.delete_user("gone"), **memory.delete_user("gone")} == {"events": 0, "messages": 0, "sessions": 0, "profile": 0}
+
+    # -- the events layout: keyed by (time, id); an older store upgraded or kept working --------
+
+    def _legacy_store(self, store_url, events: list[Event]) -> None:
+        """A store as an older recassist made it: primary key on the event id, three indexes."""
+        from retrieval.sql import Database
+
+        database = Database(store_url)
+        try:
+            database.create(LEGACY_EVENTS)
+            with database.write() as db:
+                db.executemany("INSERT INTO events (id, user_id, type, ts, item_id, value, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               [(e.id, e.user_id, e.type, e.timestamp, e.item_id, e.value, e.text) for e in events])
+        finally:
+            database.close()
+
+    def _arrivals(self, store) -> list[tuple]:
+        from retrieval.migrations import event_key
+
+        with store.database.read() as db:
+            return db.all(f"SELECT {event_key(store.database)}, id FROM events ORDER BY {event_key(store.database)}")
+
+    def test_an_older_small_store_is_upgraded_when_opened(self, store_url):
+        old = [Event(f"u{n % 3}", "view", float(n % 5), f"i{n}") for n in range(40)]
+        self._legacy_store(store_url, old)
+        with Store.open(store_url) as store:
+            assert store._event_conflict == EVENT_KEY
+            arrivals = self._arrivals(store)
+            assert [row[1] for row in arrivals] == [e.id for e in old]  # every row, in arrival order, keys kept
+            assert store.add_events(old) == 0  # still stored once
+            assert store.add_events([Event("u9", "like", 3.0, "i1")] * 2) == 1
+            assert self._arrivals(store)[-1][0] > arrivals[-1][0]  # arrives after them (the live tail's order)
+            assert [e.timestamp for e in store.iter_events()] == sorted(e.timestamp for e in store.iter_events())
+        with Store.open(store_url) as again:  # opening again changes nothing
+            assert again.event_count() == 41
+
+    def test_a_large_older_store_keeps_working_until_upgrade_store(self, store_url, monkeypatch, caplog):
+        from retrieval import migrations
+        from retrieval.writes import write_event_batches
+
+        old = [Event("u1", "rate", float(n), f"i{n}", 4.0) for n in range(30)]
+        self._legacy_store(store_url, old)
+        monkeypatch.setattr(migrations, "AUTO_UPGRADE_EVENTS", 10)
+        with caplog.at_level("WARNING", logger="recassist.store"), Store.open(store_url) as store:
+            assert store._event_conflict == migrations.LEGACY_KEY
+            assert "recassist upgrade-store" in caplog.text
+            assert store.add_events(old[:5] + [Event("u2", "view", 1.0, "i1")]) == 1
+            seen = []
+            batches = list(write_event_batches(store, [old[5:] + [Event("u3", "view", 2.0, "i2")]], 7, on_new=seen.extend))
+            assert sum(b.new for b in batches) == 1 and [e.user_id for e in seen] == ["u3"]
+            before = self._arrivals(store)
+            done = migrations.upgrade_events(store.database)
+            assert done["upgraded"] and done["events"] == 32
+            assert migrations.upgrade_events(store.database)["upgraded"] is False
+        with Store.open(store_url) as store:  # the next process finds the new layout
+            assert store._event_conflict == EVENT_KEY
+            assert self._arrivals(store) == before
+            assert store.add_events(old) == 0 and store.event_count() == 32
+            assert store.stored_event_ids(old[:3] + [Event("u4", "view", 0.0, "i1")]) == {e.id for e in old[:3]}
+
+    def test_stored_event_ids_asks_by_time_and_id(self, store):
+        same_time = [Event(f"u{n}", "view", 7.0, "a") for n in range(900)]  # more than one query's worth
+        store.add_events(same_time[::2])
+        assert store.stored_event_ids(same_time) == {e.id for e in same_time[::2]}
+        assert store.stored_event_ids([]) == set()
 
     # -- durability and concurrency -----------------------------------------------------------
 
