@@ -94,6 +94,12 @@ def run_child(run: str, url: str, events: Path) -> dict:
 
 
 def load_catalog(url: str, catalog: Path) -> None:
+    """The catalog into the store at `url`, in a child process: this process's peak memory would
+    become every timed child's (Linux keeps the peak across exec)."""
+    subprocess.run([sys.executable, "-m", "evaluation.bench_ingest", "--load-catalog", url, str(catalog)], check=True)
+
+
+def _load_catalog(url: str, catalog: Path) -> None:
     from retrieval.ingest import ingest_catalog
     from retrieval.store import Store
 
@@ -101,34 +107,46 @@ def load_catalog(url: str, catalog: Path) -> None:
         ingest_catalog(catalog, store, progress=False)  # no vector index: the events ingest needs ids only
 
 
-def bench_sqlite(folder: Path, platform: Path) -> dict:
+def bench_sqlite(folder: Path, platform: Path, runs: tuple[str, ...] = RUNS) -> dict:
     template = folder / "catalog.db"
-    if not template.exists():
-        load_catalog(f"sqlite:///{template}", platform / "catalog.jsonl")
+    if not template.exists():  # loaded under another name first: a run stopped halfway leaves no template
+        partial = folder / "catalog.db.partial"
+        for stale in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            stale.unlink(missing_ok=True)
+        load_catalog(f"sqlite:///{partial}", platform / "catalog.jsonl")
+        partial.rename(template)
     results = {}
     for run in ("old", "new"):
+        if run not in runs:
+            continue
         db = folder / f"{run}.db"
         for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
             stale.unlink(missing_ok=True)
         shutil.copy(template, db)
         results[run] = run_child(run, f"sqlite:///{db}", platform / "events.csv")
-    results["again"] = run_child("again", f"sqlite:///{folder / 'new.db'}", platform / "events.csv")
+        if run == "old":
+            db.unlink()
+    if "again" in runs:
+        results["again"] = run_child("again", f"sqlite:///{folder / 'new.db'}", platform / "events.csv")
     return results
 
 
-def bench_postgres(url: str, platform: Path) -> dict:
+def bench_postgres(url: str, platform: Path, runs: tuple[str, ...] = RUNS) -> dict:
     import psycopg
 
     results, schemas = {}, {}
     try:
         for run in ("old", "new"):
+            if run not in runs:
+                continue
             schemas[run] = f"bench_{run}_{uuid.uuid4().hex[:8]}"
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute(f"CREATE SCHEMA {schemas[run]}")
             run_url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schemas[run]}"
             load_catalog(run_url, platform / "catalog.jsonl")
             results[run] = run_child(run, run_url, platform / "events.csv")
-        results["again"] = run_child("again", run_url, platform / "events.csv")
+        if "again" in runs:
+            results["again"] = run_child("again", run_url, platform / "events.csv")
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             for schema in schemas.values():
@@ -236,13 +254,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="a setting of the throwaway server, e.g. shared_buffers=1GB (repeatable)")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "recassist-ingest",
                         help="where platforms, stores and results are kept (default: %(default)s)")
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
+                        help="which runs (default: all; 'again' needs 'new'): at 10M events the whole-file 'old' needs ~10 GB")
     parser.add_argument("--append-to", type=Path, metavar="STORE.db",
                         help="append the events to copies of this SQLite store instead, in its layout and upgraded")
     parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--make-later", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--load-catalog", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.load_catalog:
+        _load_catalog(args.load_catalog[0], Path(args.load_catalog[1]))
+        return
     if args.make_later:
         write_later(Path(args.make_later[0]), Path(args.make_later[1]), float(args.make_later[2]))
         return
@@ -261,14 +285,14 @@ def main(argv: list[str] | None = None) -> None:
                "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "pg_settings": args.pg_setting}
     if "sqlite" in args.engines:
         print("SQLite", file=sys.stderr, flush=True)
-        results["sqlite"] = bench_sqlite(platform, platform)
+        results["sqlite"] = bench_sqlite(platform, platform, tuple(args.runs))
     if "postgresql" in args.engines:
         print("PostgreSQL", file=sys.stderr, flush=True)
         if args.postgres_url:
-            results["postgresql"] = bench_postgres(args.postgres_url, platform)
+            results["postgresql"] = bench_postgres(args.postgres_url, platform, tuple(args.runs))
         else:
             with throwaway_postgres(args.pg_setting) as url:
-                results["postgresql"] = bench_postgres(url, platform)
+                results["postgresql"] = bench_postgres(url, platform, tuple(args.runs))
     results["load_average_end"] = os.getloadavg()[0]
     (platform / "results.json").write_text(json.dumps(results, indent=2))
     print(report(results))

@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no start line")
 
     add("upgrade-store", cmd_upgrade_store, "Rebuild a store made by an older recassist in the current events layout "
-        "(2-5x faster bulk ingest; small stores are upgraded on their own when opened). One transaction: safe to stop and re-run.")
+        "(2-5x faster bulk ingest; small stores are upgraded on their own when opened). One transaction: safe to stop and re-run. "
+        "Stop the servers that use the store first (a server started before it must be restarted).")
 
     p = add("recommend", cmd_recommend, "Recommend items for a user once (no conversation).")
     p.add_argument("--user", required=True, help="user id")
