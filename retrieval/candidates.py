@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from core.errors import StoreError
 from retrieval.collab import CollabTable, user_vector
 from retrieval.asked import AskedModel
 from retrieval.comention import CoMentionModel
@@ -338,10 +339,14 @@ class Retriever:
             history = [(i, w) for i, w in user.opinions if i not in seeds] + [(i, 2.0) for i in seeds]
             wanted = [i for i, _ in history[-COLLAB_LAST:]]
             table = self._collab_table
-            collab_vectors = table.get(wanted) if len(table) else self.collab.get_vectors(wanted)  # not refit here yet
-            vector = user_vector(history, collab_vectors, last=COLLAB_LAST) if collab_vectors else None
-            if vector is not None:
-                hits = table.top(vector, fetch) if len(table) else self.collab.query(vector, fetch)
+            try:
+                collab_vectors = table.get(wanted) if len(table) else self.collab.get_vectors(wanted)  # not refit here yet
+                vector = user_vector(history, collab_vectors, last=COLLAB_LAST) if collab_vectors else None
+                hits = (table.top(vector, fetch) if len(table) else self.collab.query(vector, fetch)) if vector is not None else None
+            except StoreError as exc:  # Chroma's copy, being written anew by a fitting job elsewhere
+                log.warning("collaborative signal skipped for this request: %s", exc)
+                hits = None
+            if hits is not None:
                 signals["collab"] = {i: s for i, s in hits if s > 0}
 
     def _category_favourites(self, categories: list[str]) -> dict[str, float]:

@@ -204,22 +204,15 @@ def prune(root: str | Path, keep: int = KEEP) -> list[str]:
 
 
 def sync_collab_index(index, signals: Signals) -> None:
-    """Upsert the collaborative vectors into Chroma and drop stale ones, as `Retriever.refit` does."""
+    """Put the collaborative vectors in Chroma's collection, as `Retriever.refit` does: the
+    collection is dropped and written anew. A refit changes every vector, and Chroma replaces an
+    existing id by repairing its HNSW neighbours, 6.8x slower than adding it to a new graph (100k x
+    64: 131 s against 19 s); dropping also removes the stale ids. Workers serve the published
+    artifact, so nothing waits for this; a reader of the collection meanwhile finds it partial."""
     ids = signals.collab_ids()
-    stale = set(index.all_ids()) - set(ids)
+    index.reset()
     if ids:
-        vectors = np.asarray(signals.collab_vectors)
-        try:
-            index.upsert(ids, vectors)
-        except StoreError as exc:
-            if "dimension" not in str(exc).lower():
-                raise
-            # A collection written at another width: its vectors are all stale (see Retriever.refit).
-            index.reset()
-            index.upsert(ids, vectors)
-            stale = set()
-    if stale:
-        index.delete(sorted(stale))
+        index.upsert(ids, np.asarray(signals.collab_vectors))
 
 
 def _manifest(folder: Path) -> dict:

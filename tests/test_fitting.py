@@ -311,6 +311,32 @@ def test_collab_vectors_reach_chroma_as_refit_puts_them(logs, tmp_path):
     assert all(np.allclose(stored[i], fitted.collab_vectors[n], atol=1e-6) for n, i in enumerate(some))
 
 
+def test_a_reader_of_chromas_collab_copy_survives_its_rebuild(logs, tmp_path, caplog):
+    store = logs["synthetic"]
+    client = open_chroma("persistent", path=str(tmp_path / "chroma"))
+    embedder = HashingEmbedder()
+    fitted = fit_signals(store)
+    artifact.sync_collab_index(VectorIndex(client, "collab"), fitted)
+    # Nothing adopted: this retriever reads the collaborative vectors from Chroma's copy.
+    reader = Retriever(store, embedder, VectorIndex(client, "content", embedder), VectorIndex(client, "collab"),
+                       SequentialModel())
+    reader.index_items(list(store.iter_items()))
+    searched, search = [], reader.collab.query
+    reader.collab.query = lambda *args, **kwargs: searched.append(1) or search(*args, **kwargs)
+
+    def answer():
+        return [c.item.id for c in reader.candidates("u0", Request(), k=10)]
+
+    before = answer()
+    assert before and searched
+    artifact.sync_collab_index(VectorIndex(client, "collab"), fitted)  # another process's fit writes it anew
+    with caplog.at_level("WARNING", logger="retrieval.candidates"):
+        assert answer()  # the handle this reader held names the dropped collection: answered without it
+    assert "collaborative signal skipped" in caplog.text
+    searched.clear()
+    assert answer() == before and searched  # the next request reads the new copy
+
+
 def test_memory_mapped_arrays_survive_pruning(logs, tmp_path):
     root = tmp_path / "signals"
     artifact.publish(fit_signals(logs["hand-made"]), root)
