@@ -100,8 +100,13 @@ def upgrade_events(database) -> dict:
 def _legacy_layout(db, postgres: bool) -> bool:
     """Whether the events table still has its primary key on the id (the older layout)."""
     if postgres:
-        return bool(db.all("SELECT 1 FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'"))
+        return bool(_pg_primary_keys(db))
     return any(row[1] == "id" and row[5] for row in db.all("PRAGMA table_info(events)"))
+
+
+def _pg_primary_keys(db) -> list[str]:
+    """The names of the events table's primary-key constraints on PostgreSQL (one, or none)."""
+    return [row[0] for row in db.all("SELECT conname FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'")]
 
 
 def _events_stored(db, postgres: bool) -> int:
@@ -115,7 +120,7 @@ def _upgrade(db, postgres: bool, stored: int) -> None:
     place; SQLite cannot, so the rows are copied, arrival keys (rowid) kept, into a new table."""
     began = time.perf_counter()
     if postgres:
-        for (name,) in db.all("SELECT conname FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'"):
+        for name in _pg_primary_keys(db):
             db.execute(f'ALTER TABLE events DROP CONSTRAINT "{name}"')
     else:
         db.execute("DROP TABLE IF EXISTS events_upgrade")

@@ -385,3 +385,20 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     Store.open(f"sqlite:///{tmp_path}/x.db").close()
     with sqlite3.connect(tmp_path / "x.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_upgrade_store_command_upgrades_once(tmp_path, monkeypatch, capsys):
+    from retrieval import migrations
+    from server.cli import main
+
+    url = f"sqlite:///{tmp_path}/legacy.db"
+    TestSQLiteStore()._legacy_store(url, [Event("u", "view", 1.0, "a"), Event("u", "like", 2.0, "a")])
+    monkeypatch.setattr(migrations, "AUTO_UPGRADE_EVENTS", 0)  # as a store too large to upgrade on opening
+    monkeypatch.setenv("RECASSIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECASSIST_DATABASE_URL", url)
+    assert main(["upgrade-store"]) == 0
+    assert "upgraded 2 events" in capsys.readouterr().out
+    assert main(["upgrade-store"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    with Store.open(url) as store:
+        assert store._event_conflict == EVENT_KEY and store.event_count() == 2
