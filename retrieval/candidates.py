@@ -24,6 +24,7 @@ from retrieval.comention import CoMentionModel
 from retrieval.embeddings import embed_queries
 from retrieval.records import Candidate, Event, Evidence, Item
 from retrieval.fusion import DEFAULT_WEIGHTS, HISTORY_LAST, fuse, mmr, push_from_dislikes, signal_weights, spread, unit
+from retrieval.gate import FifoGate
 from retrieval.neighbours import NeighbourCache
 from retrieval.request import Request, UserHistory, cjk_terms, item_metadata, words
 from retrieval.sequential import SequentialModel
@@ -61,7 +62,10 @@ class Retriever:
         sequential: SequentialModel | None = None,
         weights: dict | None = None,
         comention: CoMentionModel | None = None,
+        concurrency: int | None = None,
     ):
+        """`concurrency`: requests generating candidates at once, the rest wait their turn in
+        arrival order (retrieval.gate; default one per core)."""
         self.store = store
         self.embedder = embedder
         self.content = content
@@ -84,6 +88,7 @@ class Retriever:
         self.neighbours = NeighbourCache(content) if content is not None else None  # item -> content neighbours
         self.live = None  # retrieval.live.LiveCounters: popularity and trending that follow new events
         self.freshness = None  # retrieval.freshness.Freshness: a time-sensitive catalog's decay
+        self.gate = FifoGate(concurrency)
 
     # --- keeping the indexes in step with the store ---------------------------------------
 
@@ -169,6 +174,10 @@ class Retriever:
 
     def candidates(self, user_id: str, request: Request, k: int = 20, history: list[Event] | None = None) -> list[Candidate]:
         """The k best items for this user and request, each with the evidence that found it."""
+        with self.gate:
+            return self._candidates(user_id, request, k, history)
+
+    def _candidates(self, user_id: str, request: Request, k: int, history: list[Event] | None) -> list[Candidate]:
         if self.live is not None:
             self.live.poll_if_due()
         events = self.store.events_for_user(user_id) if history is None else history

@@ -1,14 +1,17 @@
-"""Content neighbours of single items, kept in process.
+"""Content neighbours kept in process: of single items, and of any vector asked before.
 
 Every user whose newest liked item is X sends Chroma the same query: X's own vector. Popularity is
-skewed, so a few thousand items account for most of those queries; their neighbours are kept here
-and only the queries particular to one request (a profile of several items, the message) go to
-Chroma. An HNSW search costs about 1.8 ms of CPU per vector at 200k items, most of a request's
-content search.
+skewed, so a few thousand items account for most of those queries; their neighbours are kept here.
+A query that names no item (a profile of several items, a message) is kept by the bytes of its
+vector: a user's next turn with an unchanged history asks the same profile again, and the same
+words give the same vector. An HNSW search costs about 2-4 ms of CPU per vector at 200k items,
+most of a request's content search, and Chroma holds the GIL while it searches: concurrent
+requests of one process wait for each other's searches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 import time
@@ -20,12 +23,15 @@ import numpy as np
 from retrieval.vectors import VectorIndex
 
 ITEMS = 20_000  # answers kept: ids (interned) and float64 similarities, about 1 kB each at 60 hits
+VECTORS = 10_000  # answers to vectors that name no item (profiles, messages), kept apart: one-off
+#                   profiles must not push out the items' answers, which many users share
 MAX_AGE_S = 300.0  # another worker's catalog writes reach this one's neighbours within this
 
 
 class NeighbourCache:
-    """`VectorIndex.query_many` where a query may name the item whose vector it is: those answers
-    are kept (bounded, least recently used out) and served again while the collection is unchanged.
+    """`VectorIndex.query_many` whose answers are kept (bounded, least recently used out) and
+    served again while the collection is unchanged: by item id where a query names the item whose
+    vector it is, else by the exact bytes of its vector.
 
     An answer served from here equals a fresh Chroma query: the key holds the number of results
     asked for, and Chroma answers one query the same way each time. Writes through the index
@@ -33,19 +39,32 @@ class NeighbourCache:
     writes by other processes.
     """
 
-    def __init__(self, index: VectorIndex, items: int = ITEMS, max_age_s: float = MAX_AGE_S, clock=time.monotonic):
+    def __init__(self, index: VectorIndex, items: int = ITEMS, max_age_s: float = MAX_AGE_S, clock=time.monotonic,
+                 vectors: int = VECTORS):
         self.index = index
         self.items = items
+        self.vectors = vectors
         self.max_age_s = max_age_s
         self.clock = clock
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[tuple[str, int], tuple[float, list[str], np.ndarray]] = OrderedDict()
+        self._by_vector: OrderedDict[tuple[bytes, int], tuple[float, list[str], np.ndarray]] = OrderedDict()
         self._version = index.version
         self._lock = threading.Lock()  # request threads share the cache
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._by_vector)
+
+    @staticmethod
+    def _key(item_id: str | None, vector: np.ndarray, breadth: int) -> tuple:
+        if item_id is not None:
+            return (item_id, breadth)
+        data = np.ascontiguousarray(vector, dtype=np.float32)
+        return (hashlib.blake2b(data.tobytes(), digest_size=16).digest(), breadth)  # float32: what Chroma searches with
+
+    def _table(self, item_id: str | None) -> tuple[OrderedDict, int]:
+        return (self._entries, self.items) if item_id is not None else (self._by_vector, self.vectors)
 
     def query_many(self, queries: Sequence[tuple[str | None, np.ndarray]], n: int, breadth: int | None = None) -> list[list[tuple[str, float]]]:
         """The n nearest (id, similarity) for each (item id or None, vector), in one Chroma call at most.
@@ -55,18 +74,21 @@ class NeighbourCache:
         """
         breadth = max(n, breadth or n)
         now = self.clock()
+        keys = [self._key(item_id, vector, breadth) for item_id, vector in queries]
         out: list[list[tuple[str, float]] | None] = [None] * len(queries)
         with self._lock:
             if self._version != self.index.version:  # written through this index: every answer may change
                 self._entries.clear()
+                self._by_vector.clear()
                 self._version = self.index.version
-            for position, (item_id, _) in enumerate(queries):
-                entry = self._entries.get((item_id, breadth)) if item_id is not None else None
+            for position, ((item_id, _), key) in enumerate(zip(queries, keys)):
+                table, _ = self._table(item_id)
+                entry = table.get(key)
                 if entry is not None and now - entry[0] <= self.max_age_s:
-                    self._entries.move_to_end((item_id, breadth))
+                    table.move_to_end(key)
                     out[position] = list(zip(entry[1][:n], entry[2][:n].tolist()))
                     self.hits += 1
-                elif item_id is not None:
+                else:
                     self.misses += 1
         ask = [p for p, hits in enumerate(out) if hits is None]
         if ask:
@@ -74,16 +96,18 @@ class NeighbourCache:
             answers = self.index.query_many([queries[p][1] for p in ask], breadth)
             for position, hits in zip(ask, answers):
                 out[position] = hits[:n]
-            kept = [(queries[p][0], hits) for p, hits in zip(ask, answers) if queries[p][0] is not None]
             with self._lock:
-                if kept and version == self.index.version:  # not written meanwhile
-                    for item_id, hits in kept:
-                        self._keep((item_id, breadth), now, hits)
+                if version == self.index.version:  # not written meanwhile
+                    for position, hits in zip(ask, answers):
+                        self._keep(queries[position][0], keys[position], now, hits)
         return out
 
-    def _keep(self, key: tuple[str, int], now: float, hits: list[tuple[str, float]]) -> None:
+    def _keep(self, item_id: str | None, key: tuple, now: float, hits: list[tuple[str, float]]) -> None:
+        table, bound = self._table(item_id)
+        if bound <= 0:
+            return
         ids = [sys.intern(i) for i, _ in hits]  # one copy of each id however many lists hold it
-        self._entries[key] = (now, ids, np.array([s for _, s in hits], dtype=np.float64))
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.items:
-            self._entries.popitem(last=False)
+        table[key] = (now, ids, np.array([s for _, s in hits], dtype=np.float64))
+        table.move_to_end(key)
+        while len(table) > bound:
+            table.popitem(last=False)

@@ -50,11 +50,34 @@ def test_a_kept_answer_equals_a_fresh_query(index, n, breadth):
     assert (cache.hits, cache.misses) == (2, 2)
 
 
-def test_queries_that_name_no_item_go_to_chroma_every_time(index):
+def test_a_vector_that_names_no_item_is_kept_by_its_bytes(index):
     cache = NeighbourCache(index)
     profile = vector(index, "v1") + vector(index, "v2")
-    assert cache.query_many([(None, profile)], 5) == cache.query_many([(None, profile)], 5) == index.query_many([profile], 5)
-    assert len(cache) == 0
+    first = cache.query_many([(None, profile)], 5)
+    assert first == cache.query_many([(None, profile.copy())], 5) == index.query_many([profile], 5)
+    assert (cache.hits, cache.misses) == (1, 1)
+    moved = profile + vector(index, "v3")  # the user liked one more item: another profile, asked anew
+    assert cache.query_many([(None, moved)], 5) == index.query_many([moved], 5)
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_one_off_profiles_do_not_push_out_the_items_answers(index):
+    cache = NeighbourCache(index, items=2, vectors=2)
+    cache.query_many([("v1", vector(index, "v1")), ("v2", vector(index, "v2"))], 5)
+    rng = np.random.default_rng(1)
+    for _ in range(5):  # five users never seen again
+        cache.query_many([(None, rng.standard_normal(DIM).astype(np.float32))], 5)
+    assert len(cache) == 4
+    cache.query_many([("v1", vector(index, "v1")), ("v2", vector(index, "v2"))], 5)
+    assert cache.hits == 2
+
+
+def test_no_room_for_vectors_asks_chroma_every_time(index):
+    cache = NeighbourCache(index, vectors=0)
+    profile = vector(index, "v1") + vector(index, "v2")
+    cache.query_many([(None, profile)], 5)
+    cache.query_many([(None, profile)], 5)
+    assert (cache.hits, cache.misses, len(cache)) == (0, 2, 0)
 
 
 def test_a_write_through_the_index_empties_it(index):
@@ -115,3 +138,26 @@ def test_a_new_item_reaches_a_liked_items_kept_neighbours(world):
     retriever.store.upsert_items([new])
     retriever.index_items([new])
     assert ids(retriever.candidates("ana", Request(), k=5))[0] == "fresh"
+
+
+def test_a_users_next_turn_reuses_the_profile_search_until_the_history_changes(world):
+    retriever = world(events("ana", ("like", "s1"), ("like", "s2"), ("like", "s3")))
+    first = retriever.candidates("ana", Request(), k=5)
+    misses = retriever.neighbours.misses
+    again = retriever.candidates("ana", Request(), k=5)
+    assert retriever.neighbours.misses == misses  # the profile and the newest item: both kept
+    assert [(c.item.id, c.score, c.evidence) for c in again] == [(c.item.id, c.score, c.evidence) for c in first]
+    retriever.store.add_events(events("ana", ("like", "s1"), ("like", "s2"), ("like", "s3"), ("like", "c2"))[3:])
+    retriever.candidates("ana", Request(), k=5)
+    assert retriever.neighbours.misses == misses + 2  # a new profile and a new newest item
+
+
+def test_concurrent_requests_through_one_slot_answer_as_alone(world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    retriever = world(events("ana", ("like", "s1"), ("like", "r1")) + events("bob", ("like", "c2"), ("like", "c3")))
+    alone = {u: ids(retriever.candidates(u, Request(), k=5)) for u in ("ana", "bob")}
+    retriever.gate = type(retriever.gate)(1)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda u: (u, ids(retriever.candidates(u, Request(), k=5))), ["ana", "bob"] * 4))
+    assert all(found == alone[u] for u, found in together)
