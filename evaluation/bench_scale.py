@@ -15,6 +15,7 @@ its own child process so each peak RSS is that step's alone:
   Retriever), then candidate generation for history-only requests of random users, one session
   at a time and with --sessions concurrent ones (p50 / p95 per call): the same users again, then
   as many users not served before (what in-process caches hold for them is only what others left).
+  `--admit N` lets N requests generate candidates at once (retrieval.gate; default one per core).
 
 Results: a Markdown table on stdout and results.json in the platform's folder.
 """
@@ -122,6 +123,10 @@ def step_worker(folder: Path, platform: Path, args) -> dict:
     signals = load_signals(folder / "signals")
     loaded = time.perf_counter()
     retriever.adopt(signals)
+    if args.admit is not None:  # requests generating candidates at once (retrieval.gate; default one per core)
+        from retrieval.gate import FifoGate
+
+        retriever.gate = FifoGate(args.admit)
     ready = time.perf_counter()
     drawn = random.Random(0).sample(range(args.users), min(2 * args.queries, args.users))
     users, others = drawn[: args.queries], drawn[args.queries :]  # others: not served before, caches cold for them
@@ -145,14 +150,14 @@ def step_worker(folder: Path, platform: Path, args) -> dict:
             "p50_ms": statistics.median(alone), "p95_ms": pct(alone, 0.95),
             "concurrent_p50_ms": statistics.median(together), "concurrent_p95_ms": pct(together, 0.95), "sessions": args.sessions,
             "unseen_p50_ms": statistics.median(unseen) if unseen else None, "unseen_p95_ms": pct(unseen, 0.95) if unseen else None,
-            "cpu_ms_per_request": cpu_ms, "cpus": os.cpu_count()}
+            "cpu_ms_per_request": cpu_ms, "cpus": os.cpu_count(), "admitted": retriever.gate.slots}
 
 
 def run_step(name: str, folder: Path, platform: Path, args) -> dict:
     """Run one step in a child process; its result and its own peak RSS come back as JSON."""
     command = [sys.executable, "-m", "evaluation.bench_scale", "--step", name, "--folder", str(folder),
                "--platform", str(platform), "--users", str(args.users), "--queries", str(args.queries),
-               "--sessions", str(args.sessions)]
+               "--sessions", str(args.sessions)] + (["--admit", str(args.admit)] if args.admit is not None else [])
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-refit", action="store_true", help="leave out today's refit (slow at 10M events)")
     parser.add_argument("--queries", type=int, default=200, help="candidate calls timed in the worker step")
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the concurrent latency")
+    parser.add_argument("--admit", type=int, help="requests the worker lets generate candidates at once "
+                        "(the rest wait in arrival order; default: one per core)")
     parser.add_argument("--repeats", type=int, default=2, help="refit and fit runs, alternated (the median is shown)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
