@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 
@@ -37,6 +38,9 @@ from assistant.understand import Understanding, detect_language, parse_message, 
 from assistant.vocabulary import CatalogVocabulary
 from assistant.users import Users
 from core.errors import InputError, RecassistError
+from retrieval.asked import terms as asked_terms
+from retrieval.dialog_log import MAX_SAID
+from retrieval.records import Event
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,7 @@ class Agent:
         """
         validate_user_id(user_id)
         timer = Timer()
+        said_at = time.time()
         understood = self._understand(user_id, message, session_id, context, persist, prior, prompt_overrides)
         timer.lap("understand")
         for text in understood.notices:
@@ -156,6 +161,7 @@ class Agent:
                 yield from intents.feedback_in_words(understood, store=self.store, users=self.users)
             with self._gate.coming():
                 more, note = yield from self._recommend(understood, context, k, prompt_overrides, trace, timer)
+            self._learn_request(understood, message, said_at)  # after: this turn answered the user as they were
             tokens = add_tokens(tokens, more)
         timer.lap("finish")
         yield DoneEvent(understood.conversation.session_id, u.intent, timer.marks, tokens, note)
@@ -185,6 +191,18 @@ class Agent:
                     u = understand_with_llm(model, self._prompts(overrides), message, last, vocab, u)
         conv.add(self.memory, "user", message, {"understanding": u.to_dict(), "context": context or {}})
         return Understood(u, conv, tuple(last), target_item(u, last), tuple(notices))
+
+    def _learn_request(self, understood: Understood, message: str, said_at: float) -> None:
+        """Keep a request in words as a `search` event at the time it was said (`learn_from_requests`):
+        the items the user has after it are what those words led to, for the next fit's `asked`
+        signal. A message with no content words, or one about a card shown ("more like the first
+        one", "I've read the first one"), teaches nothing."""
+        conv, u = understood.conversation, understood.understanding
+        if not (conv.persist and self.settings.learn_from_requests) or u.intent == "feedback" or u.reference is not None:
+            return
+        if not asked_terms(message):
+            return
+        self.store.add_events([Event(user_id=conv.user_id, type="search", timestamp=said_at, text=message[:MAX_SAID])])
 
     def _import_turns(self, conv: Conversation, prior: Sequence[dict]) -> None:
         """Earlier turns from elsewhere, stored as if said here: the user's with their reading, the

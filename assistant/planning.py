@@ -60,8 +60,9 @@ def plan(
         seeds = [i for i in seeds if i != target] + [target]
     history = store.events_for_user(conv.user_id)
     profile = users.get_profile(conv.user_id, history)
-    if not history and u.query and conv.persist and not profile["onboarding"]:
-        # A new user's first words about their taste are profile signals at once.
+    if not any(e.item_id for e in history) and u.query and conv.persist and not profile["onboarding"]:
+        # A new user's first words about their taste are profile signals at once (what they asked
+        # in words before, kept as searches, is no behaviour yet).
         profile = users.update_profile(conv.user_id, {"onboarding": [u.query]})
     ctx = read_context(context, vocab)
     # The turn sees the context's filters too; the conversation remembers only its own.

@@ -105,6 +105,10 @@ class Settings(BaseModel):
     # proposals were measured on the ReDial tuning dialogs; README, "Evaluation on human dialogs").
     llm_proposals: bool | Literal["auto"] = "auto"
     prompt_variant: str = ""  # a saved variant name from data_dir/prompts, or "" for the shipped ones
+    # A chat request in words is also kept as a `search` event (its text), as a platform's search
+    # log and a loaded dialog log are: what people asked for and then had is what the `asked`
+    # signal learns from (retrieval/asked.py). Delete-my-data removes them with the other events.
+    learn_from_requests: bool = True
 
     # Server.
     host: str = "127.0.0.1"

@@ -124,7 +124,10 @@ def test_new_user_named_title_starts_from_it(demo_engine):
     assert done.request["seed_item_ids"] == ["bk-156"]
     assert "bk-156" not in {c.item_id for c in cards}
     assert {"Horror", "Gothic"} & categories(demo_engine, cards)
-    assert [e.type for e in demo_engine.store.events_for_user("stranger")] == ["like"]
+    # What they said of Dracula, then the request's words (kept for the `asked` signal, at the time they were said).
+    stored = demo_engine.store.events_for_user("stranger")
+    assert sorted((e.type, e.item_id, e.text if e.type == "search" else None) for e in stored) == [
+        ("like", "bk-156", None), ("search", None, "I loved Dracula, anything like it?")]
 
 
 def test_cold_start_onboarding_then_answers_count(demo_engine):

@@ -105,7 +105,7 @@ def test_a_never_seen_user_gets_a_cold_start_answer(client):
     assert body["items"] and all(i["reason"] for i in body["items"])
     assert all(not i["evidence"]["near_history"] for i in body["items"]), "no history to be near to"
     profile = client.get("/v1/users/first-visit-7f3a/profile").json()
-    assert profile["events"] == 0
+    assert profile["events"] == 1 and "a gothic novel" in profile["recent_searches"]  # the request's words, nothing else
     assert profile["onboarding"] and all(word in "a gothic novel" for word in profile["onboarding"])  # first words kept
 
 

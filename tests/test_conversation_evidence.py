@@ -157,7 +157,8 @@ def test_what_a_user_says_in_chat_becomes_traceable_events(films):
     events = list(films.agent.respond("talker", "I loved Alien (1979) but Annie (1982) was awful"))
     session = events[-1].session_id
     stored = {(e.item_id, e.type, e.text) for e in films.store.events_for_user("talker")}
-    assert stored == {("alien", "like", f"chat {session}"), ("annie", "dislike", f"chat {session}")}
+    assert stored == {("alien", "like", f"chat {session}"), ("annie", "dislike", f"chat {session}"),
+                      (None, "search", "I loved Alien (1979) but Annie (1982) was awful")}
     films.agent.delete_user("talker")
     assert films.store.events_for_user("talker") == []
 
@@ -225,3 +226,37 @@ def test_a_kind_asked_for_once_is_preferred_not_enforced_after_a_new_request(dem
         requests.append(events[-1].request)
     assert requests[0]["categories"] == ["Comedy"]
     assert requests[1]["categories"] == [] and "Comedy" in requests[1]["prefer_categories"]
+
+
+def _signals(engine, user, message, **kw) -> dict[str, list[str]]:
+    events = list(engine.agent.respond(user, message, k=5, **kw))
+    ranked = [e for e in events if isinstance(e, CardsEvent) and e.stage == "ranked"]
+    return {c.item_id: sorted(c.evidence.get("signals", {})) for c in ranked[-1].cards} if ranked else {}
+
+
+def test_what_people_asked_in_chat_and_then_had_answers_the_next_person(make_engine):
+    engine = make_engine(demo=False, llm_backend="none")
+    engine.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
+    for n in range(4):  # the words say nothing of Grease's text; what these people did says it
+        events = list(engine.agent.respond(f"party{n}", "ideas for my niece's birthday sleepover", k=5))
+        engine.agent.feedback(f"party{n}", "grease", "like", source=f"chat {events[-1].session_id}")
+    searches = [e for n in range(4) for e in engine.store.events_for_user(f"party{n}") if e.type == "search"]
+    assert [e.text for e in searches] == ["ideas for my niece's birthday sleepover"] * 4
+    before = _signals(engine, "next", "a film for a birthday sleepover")
+    assert "asked" not in before.get("grease", [])  # nothing fitted yet (hashed words match no film's text)
+    engine.retriever.refit(engine.store)  # the fitting job, as serve schedules it after new events
+    after = _signals(engine, "next2", "a film for a birthday sleepover")
+    assert list(after)[0] == "grease" and "asked" in after["grease"]
+
+
+@pytest.mark.parametrize("message, kw, settings", [
+    ("ideas for a birthday sleepover", {"persist": False}, {}),  # the prompt lab's dry run
+    ("ideas for a birthday sleepover", {}, {"learn_from_requests": False}),
+    ("more like the first one", {}, {}),  # no content words: nothing to learn from
+    ("hello", {}, {}),  # small talk
+])
+def test_requests_that_teach_nothing_or_are_not_to_be_kept_leave_no_search(make_engine, message, kw, settings):
+    engine = make_engine(demo=False, llm_backend="none", **settings)
+    engine.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
+    list(engine.agent.respond("quiet", message, k=5, **kw))
+    assert [e for e in engine.store.events_for_user("quiet") if e.type == "search"] == []
