@@ -46,8 +46,9 @@ def derive_profile(user_id: str, events: list[Event], items: dict[str, Item], ov
             disliked_titles.append(item.title)
             for label in labels:
                 disliked_tags[label] += -w
-    for text in overrides.get("onboarding", []):
-        searches.append(text)
+    searches.reverse()  # oldest first: the newest are the recent ones
+    if not searches:  # a new user's first words (kept before any search event was)
+        searches = list(overrides.get("onboarding", []))
 
     # Weights shown (and set by hand) are relative: 1.0 is the strongest interest.
     scale = max([w for w in tag_weight.values() if w > 0], default=1.0)

@@ -260,3 +260,13 @@ def test_requests_that_teach_nothing_or_are_not_to_be_kept_leave_no_search(make_
     engine.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
     list(engine.agent.respond("quiet", message, k=5, **kw))
     assert [e for e in engine.store.events_for_user("quiet") if e.type == "search"] == []
+
+
+def test_a_profile_shows_the_newest_requests_once(make_engine):
+    engine = make_engine(demo=False, llm_backend="none")
+    engine.upsert_items([{"id": i, "title": t, "year": y, "categories": c.split("|"), "text": d} for i, t, y, c, d in FILMS])
+    for message in ["films about mutants", "a space crew meets a creature", "an orphan who sings"]:
+        list(engine.agent.respond("asker", message, k=3))
+    profile = engine.agent.get_profile("asker")
+    assert profile["recent_searches"] == ["films about mutants", "a space crew meets a creature", "an orphan who sings"]
+    assert profile["onboarding"] == ["about mutants"] and 'Looked for "an orphan who sings"' in profile["summary"]
