@@ -236,7 +236,8 @@ class Agent:
         timer.lap("retrieve")
         if not retrieved.candidates:
             empty = self.store.item_count() == 0
-            text = reply("catalog_empty" if empty else "nothing_matches", u.language)
+            # "Loosen a constraint" only where there is one to loosen.
+            text = reply("catalog_empty" if empty else "nothing_matches" if plan.request.is_filtered() else "nothing_found", u.language)
             yield MessageEvent(text, "answer")
             if not empty:
                 conv.add(self.memory, "assistant", text, {"cards": [], "constraints": plan.constraints})

@@ -32,6 +32,11 @@ REPLIES: dict[str, dict[str, str]] = {
         "en": "Nothing in the catalog matches all of that. Try loosening a constraint (for example a year range or a category).",
         "zh": "目录里没有同时满足这些条件的作品。试着放宽一个条件，比如年代范围或类别。",
     },
+    "nothing_found": {
+        "en": "I found nothing to go on for that: no item matches those words, and there is no history or popularity "
+        "to suggest from yet. Name a title you liked, or describe what you want in other words.",
+        "zh": "这次没找到可推荐的：没有作品和这些词相符，也还没有浏览记录或热度可以参考。说一部你喜欢的作品，或换个说法描述你想要的。",
+    },
     "no_lengths": {
         "en": "This catalog has no length information, so I could not pick shorter ones.",
         "zh": "这个目录没有篇幅信息，所以没法挑更短的。",

@@ -543,3 +543,19 @@ def test_a_busy_model_still_shows_the_reasons_it_wrote_for_the_same_items_before
     again = [c for c in cards if c.item_id in first and first[c.item_id][1] == "llm"]
     assert again, "the same items came back"
     assert all((c.reason, c.reason_source) == first[c.item_id] for c in again), "with the reasons the model wrote"
+
+
+def test_an_empty_answer_names_a_constraint_to_loosen_only_when_there_is_one(make_engine):
+    """A catalog with no behaviour and no popularity figures: words that match nothing have nothing
+    to loosen; a year filter that nothing passes does."""
+    engine = make_engine(demo=False, llm_backend="none")
+    engine.upsert_items([{"id": "a", "title": "The Sea Wolf", "year": 1904, "text": "a captain at sea"},
+                         {"id": "b", "title": "Emma", "year": 1815, "text": "a matchmaker in a village"}])
+
+    def said(message: str) -> str:
+        events = list(engine.agent.respond("nobody", message, k=3))
+        assert not any(isinstance(e, CardsEvent) and e.cards for e in events)
+        return [e for e in events if isinstance(e, MessageEvent)][-1].text
+
+    assert "loosening a constraint" not in said("xyzzy plugh") and "Name a title you liked" in said("xyzzy plugh")
+    assert "loosening a constraint" in said("books before 1700")

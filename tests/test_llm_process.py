@@ -53,6 +53,18 @@ def test_exit_codes_are_described_in_words():
     assert describe_exit(3) == "exited with status 3"
 
 
+def test_a_model_that_died_before_its_watcher_noticed_is_reported_as_restarting(tmp_path):
+    """The socket closes a moment before the supervisor's watcher sees the exit: a turn that
+    cannot connect then must not say the model "is up"."""
+    supervisor = ModelSupervisor(tmp_path / "unused.gguf")
+    supervisor._proc = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    supervisor._proc.wait()
+    supervisor.state = "up"  # as the watcher left it, not yet woken
+    assert supervisor.down_reason() == "the local model process was killed by SIGKILL; it is restarting"
+    supervisor.state, supervisor.last_exit = "down", "exited with status 3"
+    assert supervisor.down_reason() == "the local model process exited with status 3; it is restarting"
+
+
 # --- the real embedded model in its own process ----------------------------------------------
 
 

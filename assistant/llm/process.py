@@ -165,8 +165,13 @@ class ModelSupervisor:
 
     def down_reason(self) -> str:
         """Why the model is not answering right now, for an error message."""
-        what = f"the local model process {self.last_exit}" if self.last_exit else "the local model process is not running"
-        return f"{what}; it is {'restarting' if self.state in ('down', 'starting') else self.state}"
+        state, last_exit = self.state, self.last_exit
+        if state == "up":  # the socket can close before the watcher sees the exit: ask the process
+            ended = self.exit_reason()
+            if ended:
+                state, last_exit = "down", ended
+        what = f"the local model process {last_exit}" if last_exit else "the local model process is not running"
+        return f"{what}; it is {'restarting' if state in ('down', 'starting') else state}"
 
     def exit_reason(self, wait_s: float = 1.0) -> str:
         """How the current model process ended ('was killed by SIGSEGV'), waiting up to `wait_s`
