@@ -244,8 +244,13 @@ def _has_constraint(u: Understanding) -> bool:
 _FILLER = re.compile(
     r"\b(?:please|can you|could you|would you|i want|i'd like|i would like|recommend|suggest|me|some|something|anything|"
     r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|i|to|read|watch|"
-    r"books?|novels?|films?|movies?|titles?|stuff|ones?|one)\b|推荐|给我|一些|一本|一部|请|想看|想读",
+    r"books?|novels?|films?|movies?|titles?|stuff|ones?|one)\b|我想看|我想读|我想要|我要看|我要读|推荐|给我|帮我|一些|一本|一部|请|想看|想读|来点|来些|来一[本部点]|有没有|有什么",
 )
+# A kind word closing a Chinese clause says a book or a film, as "novel" and "movie" do above
+# ("轻松的小说": the words to search for are 轻松); 的 closing a run of characters is a particle.
+_ZH_KIND = re.compile(r"(?:[的本部])?(?:小说|书籍|书|作品|电影|片子)(?=\s|$)")
+_ZH_DE = re.compile(r"(?<=[\u4e00-\u9fff])的(?=\s|$)")
+_CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _query_text(text: str, u: Understanding) -> str:
@@ -262,8 +267,10 @@ def _query_text(text: str, u: Understanding) -> str:
     for said in (_SHORTER, _OLDER, _NEWER):  # constraints, not a topic ("要短一点的", "older ones")
         query = said.sub(" ", query)
     query = re.sub(r"(?<![\u4e00-\u9fff])(?:一点|什么|[点要些的了吧呢啊])+(?![\u4e00-\u9fff])", " ", query)  # particles left alone
+    query = _ZH_DE.sub(" ", _ZH_KIND.sub(" ", " ".join(query.split())))
     query = re.sub(r"\s+", " ", query).strip(" -?!.")
-    return query if len(query) > 2 else ""
+    # Two Chinese characters are a word (轻松, 武侠); two Latin letters are not.
+    return query if len(query) > 2 or len(_CJK_CHAR.findall(query)) >= 2 else ""
 
 
 # --- merging into the conversation's state ------------------------------------------------

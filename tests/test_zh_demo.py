@@ -147,7 +147,12 @@ def vocab() -> CatalogVocabulary:
     "message, has_list, expected",
     [
         ("想读点关于江南水乡的散文", False, {"intent": "recommend", "categories": ["散文"], "language": "zh"}),
-        ("有没有狐仙鬼怪的故事", False, {"intent": "recommend", "query": "有没有狐仙鬼怪的故事"}),
+        ("有没有狐仙鬼怪的故事", False, {"intent": "recommend", "query": "狐仙鬼怪的故事"}),
+        # A mood asked for: the words to search are the mood, not "a novel" or the asking.
+        ("推荐一本轻松的小说", False, {"intent": "recommend", "query": "轻松"}),
+        ("来点轻松的", False, {"intent": "recommend", "query": "轻松"}),
+        ("轻松", False, {"query": "轻松"}),
+        ("我想看科幻小说", False, {"query": "科幻"}),
         ("推荐点什么", False, {"intent": "recommend", "query": ""}),
         ("要短一点的", True, {"intent": "refine", "shorter": True, "query": ""}),
         ("来点短一些的", True, {"intent": "refine", "shorter": True}),
