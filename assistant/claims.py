@@ -81,6 +81,8 @@ _EN_LIKED = re.compile(
 # "you like it", "you love this": says the user already knows the recommended item.
 _EN_KNOWS_ITEM = re.compile(r"\byou\s+(?:like|love|enjoy|liked|loved|enjoyed|read|watched)\s+(?:it|this)\b", re.IGNORECASE)
 _ZH_LIKED = re.compile(r"你(?:曾经|曾|之前|以前|也|都|一直)?(?:喜欢|喜爱|热爱|钟爱|爱看|爱读|读过|看过|欣赏)(?:过)?的?")
+_HAVING_VERBS = frozenset({"read", "watched", "saw"})  # had, not a verdict on it
+_ZH_HAVING = re.compile(r"读过|看过")
 _KIND_WORDS = r"(?:the\s+)?(?:books?|novels?|films?|movies?|stor(?:y|ies)|tales?|works?|poems?|essays?|writing)\s+(?:of|by)\s+|the\s+"
 # Words a look-back skips to reach the thing that was liked: "close to Emma, which you liked".
 _LEAD_IN = re.compile(r"^(?:(?:it|is|was|just|like|as|close|similar|near|to|in|of|on|with|about|and|also|much|the same)\b\s*)+", re.I)
@@ -157,30 +159,39 @@ def _norm(text: str) -> str:
 
 @dataclass
 class Liked:
-    """What the user may be said to have liked, and the item that must not be."""
+    """What the user may be said to have liked, what they only had, and the item that must not be."""
 
     titles: Sequence[str]  # near_history titles and the user's liked items
     creators: Sequence[str] = ()  # shared with the user's history
     categories: Sequence[str] = ()  # shared with the user's history
     item_title: str = ""
+    # Had but not said to be liked (viewed, bought, said seen): "you read X" is true of them,
+    # "you loved X" is not.
+    had_titles: Sequence[str] = ()
+    had_creators: Sequence[str] = ()
+    had_categories: Sequence[str] = ()
 
-    def verdict(self, referent: str) -> str | None:
-        """None when `referent` is something liked; else what is wrong with it."""
+    def verdict(self, referent: str, having: bool = False) -> str | None:
+        """None when `referent` is something liked (with `having`, the verb only says the user
+        had it: read, watched, saw); else what is wrong with it."""
         ref = _norm(referent)
         if not ref:
             return "says you liked something without saying what"
-        for title in self.titles:
+        titles = list(self.titles) + (list(self.had_titles) if having else [])
+        for title in titles:
             if ref == _norm(title) or (len(ref) >= 4 and ref in _norm(title)):
                 return None
         if self.item_title and _norm(self.item_title) in ref:
             return f"says you liked {self.item_title}, the recommended item itself"
+        if not having and any(ref == _norm(t) or (len(ref) >= 4 and ref in _norm(t)) for t in self.had_titles):
+            return f"says you liked {referent.strip()!r}, which you only had (no like or rating said so)"
         words = set(ref.split())
-        for name in self.creators:
+        for name in list(self.creators) + (list(self.had_creators) if having else []):
             # "Austen's novels" names Jane Austen; initials and particles ("H. G.", "de") do not.
             if {w for w in _norm(name).split() if len(w) > 2 and w not in ("the", "von", "van")} & words:
                 return None
         if not _ABOUT_ITEM.match(referent.strip()):
-            for cat in self.categories:
+            for cat in list(self.categories) + (list(self.had_categories) if having else []):
                 if {stem(w) for w in _norm(cat).split()} <= {stem(w) for w in words}:
                     return None
         return f"says you liked {referent.strip()!r}, which is not among your liked items"
@@ -200,21 +211,22 @@ def liked_claim_problems(text: str, liked: Liked, titles: Sequence[str] = ()) ->
             marked = pattern.sub(lambda m: f"\x00{len(spots)}\x00", marked)
             spots.append(title)
     problems = [f"says you already like the recommended item ({m.group(0)!r})" for m in _EN_KNOWS_ITEM.finditer(marked)]
-    referents: list[str] = []
+    referents: list[tuple[str, bool]] = []  # (what, whether the verb only says the user had it)
     for match in _EN_LIKED.finditer(marked):
         # A title right after the verb is what was liked ("since you read Emma"); otherwise the
         # phrase before it ("close to Emma, which you liked").
-        referents.append(_after(marked[match.end() :]) or _before(marked[: match.start()]))
+        having = match.group("verb").lower() in _HAVING_VERBS
+        referents.append((_after(marked[match.end() :]) or _before(marked[: match.start()]), having))
     for match in _ZH_LIKED.finditer(marked):
         rest = marked[match.end() :]
         named = re.match(r"\s*(?:《[^》]+》|\x00\d+\x00)(?:\s*[、和与及,，]?\s*(?:《[^》]+》|\x00\d+\x00))*", rest)
         name = re.match(r"\s*[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*)*", rest)
         if named or name:  # otherwise a general taste (你喜欢的作品): nothing to look up
-            referents.append((named or name).group(0))
-    for referent in referents:
+            referents.append(((named or name).group(0), bool(_ZH_HAVING.search(match.group(0)))))
+    for referent, having in referents:
         marks = re.findall(r"\x00(\d+)\x00", referent)
         parts = [spots[int(i)] for i in marks] if marks else re.findall(r"《([^》]+)》", referent) or [referent]
-        problems += [v for v in map(liked.verdict, parts) if v]
+        problems += [v for v in (liked.verdict(part, having) for part in parts) if v]
     return list(dict.fromkeys(problems))
 
 

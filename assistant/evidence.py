@@ -73,7 +73,10 @@ def predicates(candidate: Candidate, zh: bool, history_first: bool = False) -> l
         preds.insert(0 if history_first else len(preds), near)
     if ev.shared_creators:
         names = _join(ev.shared_creators[:2], zh)
-        preds.append(f"出自你欣赏的 {names}" if zh else f"is by {names}, whose work you have enjoyed")
+        if ev.liked_creators():
+            preds.append(f"出自你欣赏的 {names}" if zh else f"is by {names}, whose work you have enjoyed")
+        else:  # the user only had their work (viewed, bought): history, not a verdict
+            preds.append(f"和你看过的作品出自同一作者（{names}）" if zh else f"is by {names}, whose work is in your history")
     if ev.shared_categories:
         cats = _join(ev.shared_categories[:3], zh)
         if ev.liked_categories():
@@ -111,7 +114,7 @@ def evidence_facts(candidate: Candidate) -> list[str]:
     ev = candidate.evidence
     facts = [f"you {'liked' if ev.may_call_liked(i) else 'had'} {t}" for i, t, _ in ev.near_history[:2]]
     if ev.shared_creators:
-        facts.append(f"by {_join(ev.shared_creators[:2], False)}, whose work you liked before")
+        facts.append(f"by {_join(ev.shared_creators[:2], False)}, whose work you {'liked' if ev.liked_creators() else 'had'} before")
     if ev.shared_categories:
         facts.append(f"shares {_join(ev.shared_categories[:3], False)} with your {'favourites' if ev.liked_categories() else 'history'}")
     if ev.matched_words:

@@ -186,7 +186,12 @@ def reason_problems(
     )
     if is_chinese(language) and problems != ["empty"] and not _CJK.search(reason):
         problems.append("is not in Chinese, the user's language")
-    liked = Liked(near + list(liked_titles), ev.shared_creators, ev.shared_categories, item.title)
+    stated = [t for i, t, _ in ev.near_history if ev.may_call_liked(i)]
+    liked = Liked(stated + list(liked_titles),
+                  [c for c in ev.shared_creators if ev.said_liked_creators is None or c in ev.said_liked_creators],
+                  [c for c in ev.shared_categories if ev.said_liked_categories is None or c in ev.said_liked_categories],
+                  item.title, had_titles=[t for t in near if t not in stated], had_creators=ev.shared_creators,
+                  had_categories=ev.shared_categories)
     return problems + liked_claim_problems(reason, liked, list(known_titles)) + _content_problems(reason, candidate, titles, request)
 
 

@@ -118,4 +118,5 @@ def evidence_from_dict(data: dict) -> Evidence:
         signals=dict(data.get("signals", {})),
         said_liked=list(data["said_liked"]) if "said_liked" in data else None,
         said_liked_categories=list(data["said_liked_categories"]) if "said_liked_categories" in data else None,
+        said_liked_creators=list(data["said_liked_creators"]) if "said_liked_creators" in data else None,
     )

@@ -258,6 +258,7 @@ class Retriever:
         liked_categories = {c.lower() for item in liked_items.values() for c in item.categories}
         stated_categories = {c.lower() for i, item in liked_items.items() if i in said_liked for c in item.categories}
         liked_creators = {item.creator.lower() for item in liked_items.values() if item.creator}
+        stated_creators = {item.creator.lower() for i, item in liked_items.items() if i in said_liked and item.creator}
         query_words = words(request.query)
         out = []
         for item_id in chosen:
@@ -270,6 +271,7 @@ class Retriever:
                 signals=found_by.get(item_id, {}),
                 said_liked=[i for i, _, _ in near.get(item_id, []) if i in said_liked],
                 said_liked_categories=[c for c in item.categories if c.lower() in stated_categories],
+                said_liked_creators=[item.creator] if item.creator and item.creator.lower() in stated_creators else [],
             )
             out.append(Candidate(item, float(fused.get(item_id, 0.0)), evidence))
         return out

@@ -164,6 +164,8 @@ class Evidence:
     said_liked: list[str] | None = None
     # The shared_categories found among items the user said they liked (None: not known, all).
     said_liked_categories: list[str] | None = None
+    # The shared_creators of items the user said they liked (None: not known, all).
+    said_liked_creators: list[str] | None = None
 
     def may_call_liked(self, item_id: str) -> bool:
         """Whether this near_history item may be called liked (a stated like, or not known)."""
@@ -177,6 +179,10 @@ class Evidence:
         """Whether each of the first n shared_categories comes from an item the user said they liked."""
         return self.said_liked_categories is None or all(c in self.said_liked_categories for c in self.shared_categories[:n])
 
+    def liked_creators(self, n: int = 2) -> bool:
+        """Whether each of the first n shared_creators wrote (or made) an item the user said they liked."""
+        return self.said_liked_creators is None or all(c in self.said_liked_creators for c in self.shared_creators[:n])
+
     def to_dict(self) -> dict:
         return {
             "near_history": [
@@ -188,6 +194,7 @@ class Evidence:
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
             **({"said_liked": self.said_liked} if self.said_liked is not None else {}),
             **({"said_liked_categories": self.said_liked_categories} if self.said_liked_categories is not None else {}),
+            **({"said_liked_creators": self.said_liked_creators} if self.said_liked_creators is not None else {}),
         }
 
 

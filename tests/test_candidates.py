@@ -199,6 +199,10 @@ def test_evidence_says_which_history_items_were_said_to_be_liked(world, kind, li
         cited = [i for i, _, _ in c.evidence.near_history]
         assert c.evidence.said_liked == (cited if liked else [])
         assert c.evidence.said_liked_categories == (c.evidence.shared_categories if liked else [])
+    by_creator = [c for c in retriever.candidates("ana", Request(), k=10) if c.evidence.shared_creators]
+    assert by_creator, "an item by a history item's creator should be found"
+    for c in by_creator:
+        assert c.evidence.said_liked_creators == (c.evidence.shared_creators if liked else [])
 
 
 def test_a_new_item_is_retrievable_right_after_index_items(world):

@@ -595,3 +595,41 @@ def test_a_hook_joined_to_history_not_liking_passes_the_check():
 def test_categories_are_favourites_only_when_they_come_from_stated_likes(stated, language, expected):
     candidate = Candidate(Item(id="m2", title="Carmilla"), 1.0, Evidence(shared_categories=["Gothic"], said_liked_categories=stated))
     assert evidence_reason(candidate, language) == expected
+
+
+@pytest.mark.parametrize("stated, language, expected", [
+    (None, "en", "It is by Jules Verne, whose work you have enjoyed."),  # a card stored before: as it said then
+    (["Jules Verne"], "en", "It is by Jules Verne, whose work you have enjoyed."),
+    ([], "en", "It is by Jules Verne, whose work is in your history."),  # only viewed or bought
+    (["Jules Verne"], "zh", "它出自你欣赏的 Jules Verne。"),
+    ([], "zh", "它和你看过的作品出自同一作者（Jules Verne）。"),
+])
+def test_a_creator_is_enjoyed_only_when_the_user_said_they_liked_their_work(stated, language, expected):
+    from assistant.evidence import evidence_facts
+    from assistant.reasons import evidence_from_dict
+
+    evidence = Evidence(shared_creators=["Jules Verne"], said_liked_creators=stated)
+    candidate = Candidate(Item(id="v2", title="The Mysterious Island", creator="Jules Verne"), 1.0, evidence)
+    assert evidence_reason(candidate, language) == expected
+    assert evidence_facts(candidate) == [f"by Jules Verne, whose work you {'had' if stated == [] else 'liked'} before"]
+    assert evidence_from_dict(json.loads(json.dumps(evidence.to_dict()))).said_liked_creators == stated
+
+
+@pytest.mark.parametrize("reason, stated, ok", [
+    ("It is close to Dracula, which you loved.", [], False),  # only viewed: no verdict was said
+    ("It is close to Dracula, which you loved.", ["m1"], True),
+    ("It is close to Dracula, which you read.", [], True),  # true of anything the user had
+    ("Since you watched Dracula, try this.", [], True),
+    ("它与你喜欢的《Dracula》相近。", [], False),
+    ("它与你看过的《Dracula》相近。", [], True),
+    ("Verne's fans will like it, and you enjoyed Jules Verne.", [], False),
+    ("It is by Jules Verne, whom you read before.", [], True),
+])
+def test_a_model_may_say_liked_only_of_what_the_user_said_they_liked(reason, stated, ok):
+    """A chat model's sentence gets the same rule as the evidence sentence: "loved", "enjoyed" and
+    喜欢 need a stated like; "read", "watched" and 看过 are true of any history item."""
+    item = Item(id="c1", title="Carmilla", text="A vampire story.", creator="Jules Verne", categories=["Gothic"])
+    evidence = Evidence(near_history=[("m1", "Dracula", 0.8)], shared_creators=["Jules Verne"], said_liked=stated,
+                        said_liked_creators=["Jules Verne"] if stated else [])
+    problems = [p for p in reason_problems(reason, Candidate(item, 1.0, evidence), ["Dracula", "Carmilla"]) if "liked" in p]
+    assert (problems == []) == ok, problems
