@@ -75,19 +75,24 @@ class CatalogVocabulary:
     def find_categories(self, text: str) -> list[str]:
         """Categories named in the text, longest phrase first ("science fiction" is not "fiction")."""
         lowered = " " + re.sub(r"[^\w\s-]", " ", text.lower()) + " "
-        forms: dict[str, str] = {}
+        forms: dict[str, tuple[str, ...]] = {}
         for key, name in self.categories.items():
             for form in (key, key + "s", _SYNONYM_OF.get(key, key)):
-                forms[form] = name
+                forms[form] = (name,)
         for word, cat in _CATEGORY_WORDS.items():
             if cat.lower() in self.categories:
-                forms[word] = self.categories[cat.lower()]
+                forms[word] = (self.categories[cat.lower()],)
+            elif len(word) >= 2 and _CJK.search(word):
+                # A Chinese catalog files its novels under 现代小说 and 古典小说: "小说" names them all.
+                kinds = tuple(name for key, name in self.categories.items() if key.endswith(word) and key != word)
+                if kinds:
+                    forms.setdefault(word, kinds)
         hits = []
         for form in sorted(forms, key=len, reverse=True):
             cjk = bool(_CJK.search(form))
             pattern = re.escape(form) if cjk else rf"(?<![\w-]){re.escape(form)}(?![\w-])"
             if re.search(pattern, lowered):
-                hits.append(forms[form])
+                hits.extend(forms[form])
                 lowered = re.sub(pattern, " ", lowered)
         return list(dict.fromkeys(hits))
 

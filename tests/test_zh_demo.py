@@ -153,6 +153,10 @@ def vocab() -> CatalogVocabulary:
         ("来点轻松的", False, {"intent": "recommend", "query": "轻松"}),
         ("轻松", False, {"query": "轻松"}),
         ("我想看科幻小说", False, {"query": "科幻"}),
+        # 小说 names the catalog's novels, filed under 现代小说 and 古典小说; a named kind is that kind.
+        ("推荐一本轻松的小说", False, {"categories": ["古典小说", "现代小说"]}),
+        ("推荐一本现代小说", False, {"categories": ["现代小说"]}),
+        ("想读点关于江南水乡的散文", False, {"categories": ["散文"], "query": "江南水乡的散文"}),
         ("推荐点什么", False, {"intent": "recommend", "query": ""}),
         ("要短一点的", True, {"intent": "refine", "shorter": True, "query": ""}),
         ("来点短一些的", True, {"intent": "refine", "shorter": True}),
