@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Collection, Iterable, Iterator, Sequence
 
@@ -127,6 +128,44 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
     return text + (HOOK_JOINS["en"] + preds[0] if preds else "") + "."
 
 
+HOOK_MIN_WORDS = 6  # a clause cut shorter than this says too little to stand for the item
+_CLAUSE_STARTS = frozenset("who whose which that where when while and but after before because".split())
+
+
+def extracted_hook(item: Item, language: str = "en") -> str | None:
+    """The opening clause of the item's own description, short enough to be a hook (None if it
+    is not): what a reason without the model says about the item itself."""
+    if nothing_to_sum_up(item, language):
+        return None
+    about = item_about(item)
+    if is_chinese(language):
+        clause = re.split(r"[，,；;：:。！？]", about)[0].strip()
+        return clause if 4 <= len(clause) <= 30 else None
+    words = about.rstrip(".!?").split()
+    if len(words) <= HOOK_MAX_WORDS:
+        return " ".join(words)
+    # Longer: up to the last clause that starts within the limit ("A young sailor signs aboard a
+    # whaling ship | whose one-legged captain ..."), never in the middle of one.
+    starts = [j for j in range(HOOK_MIN_WORDS, HOOK_MAX_WORDS + 1) if words[j].lower() in _CLAUSE_STARTS]
+    return without_dangling(words[: starts[-1]]) if starts else None
+
+
+def evidence_reasons(candidates: Sequence[Candidate], language: str = "en") -> dict[str, str]:
+    """Each candidate's evidence sentence; where several in one list would read the same ("It is
+    close to Emma, which you liked" five times), each opens with what its own description says
+    first, so the cards do not repeat each other when the model writes none."""
+    plain = {c.item.id: evidence_reason(c, language) for c in candidates}
+    repeated = {text for text, n in Counter(plain.values()).items() if n > 1}
+    out = {}
+    for c in candidates:
+        text = plain[c.item.id]
+        if text in repeated:
+            hook = extracted_hook(c.item, language)
+            text = (hook_reason(hook, c, language) if hook else None) or text
+        out[c.item.id] = text
+    return out
+
+
 def hook_of(reason: str) -> str | None:
     """The phrase of a hook reason, before the evidence fact hook_reason joined to it (None if none)."""
     head = re.split("|".join(map(re.escape, HOOK_JOINS.values())), reason, maxsplit=1)[0]
@@ -224,10 +263,11 @@ def llm_reasons(
     of the values offered: item, about, facts, request, language.
     """
     llm_ok = llm is not None
+    fallback = evidence_reasons(candidates, language)
     template = prompts.get("reason") if llm_ok or remembered is not None else None
     if template is None:
         for candidate in candidates:
-            yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
+            yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
         return
     hook_form = template.output.form == "hook"
     batch_categories = {cat for c in candidates for cat in c.item.categories}
@@ -244,14 +284,14 @@ def llm_reasons(
             reason, problems = "", ["llm failed"]
         if problems:
             log.info("reason for %s rejected (%s): %r", item_id, "; ".join(problems), reason or text)
-            return ReasonChunk(item_id, None, evidence_reason(candidate, language), "evidence", failure, prompt, text,
+            return ReasonChunk(item_id, None, fallback[item_id], "evidence", failure, prompt, text,
                                tuple(problems), earlier)
         return ReasonChunk(item_id, None, reason, "llm", None, prompt, text, (), earlier)
 
     jobs: list[tuple[Candidate, str]] = []
     for candidate in candidates:
         if hook_form and nothing_to_sum_up(candidate.item, language):
-            yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
+            yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
             continue
         offered = {
             "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
@@ -264,7 +304,7 @@ def llm_reasons(
         elif llm_ok and (quota is None or len(jobs) < quota):
             jobs.append((candidate, prompt))
         else:
-            yield ReasonChunk(candidate.item.id, None, evidence_reason(candidate, language), "evidence")
+            yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
     if not jobs:
         return
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from assistant.events import Card, NoticeEvent, ReasonDelta, ReasonEvent, TurnEvent
 from assistant.evidence import evidence_reason
-from assistant.explain import llm_reasons, summarize_list
+from assistant.explain import evidence_reasons, llm_reasons, summarize_list
 from assistant.replies import reply
 from assistant.turn import Explained, Plan, prompt_request
 from retrieval.records import Candidate, Evidence
@@ -63,9 +63,10 @@ def explain(
         reasons[item_id] = (text, source)
         return ReasonEvent(item_id, text, source)
 
+    fallback = evidence_reasons(shown, language)
     if (llm is None and remembered is None) or not settings.llm_reasons:
         for c in shown:
-            yield final(c.item.id, evidence_reason(c, language), "evidence")
+            yield final(c.item.id, fallback[c.item.id], "evidence")
         return Explained(reasons)
     # A reserved share of a busy local model says how many reasons it may write (none when the
     # model turned the turn away); what it wrote earlier for the same prompt costs nothing; the
@@ -97,7 +98,7 @@ def explain(
             break
     for c in shown:
         if c.item.id not in reasons:
-            yield final(c.item.id, evidence_reason(c, language), "evidence")
+            yield final(c.item.id, fallback[c.item.id], "evidence")
     return Explained(reasons, tokens, tuple(trace))
 
 

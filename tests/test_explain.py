@@ -633,3 +633,38 @@ def test_a_model_may_say_liked_only_of_what_the_user_said_they_liked(reason, sta
                         said_liked_creators=["Jules Verne"] if stated else [])
     problems = [p for p in reason_problems(reason, Candidate(item, 1.0, evidence), ["Dracula", "Carmilla"]) if "liked" in p]
     assert (problems == []) == ok, problems
+
+
+def test_cards_that_would_repeat_one_evidence_sentence_each_open_with_their_own_description():
+    from assistant.explain import evidence_reasons
+
+    shared = dict(near_history=[("h1", "Twenty Thousand Leagues Under the Seas", 0.7)], said_liked=["h1"])
+    whale = Item(id="b1", title="Moby-Dick", text="A young sailor signs aboard a whaling ship whose one-legged captain "
+                 "is bent on hunting down the white whale that maimed him. More follows.")
+    island = Item(id="b2", title="Robinson Crusoe", text="A headstrong sailor is shipwrecked alone on a tropical island "
+                  "and spends years building a life from salvage and patience.")
+    bare = Item(id="b3", title="Untold", text="")  # nothing of its own to say: the evidence sentence
+    other = Item(id="b4", title="Emma", text="A matchmaker meddles.")
+    cands = [Candidate(whale, 1.0, Evidence(**shared)), Candidate(island, 0.9, Evidence(**shared)),
+             Candidate(bare, 0.8, Evidence(**shared)), Candidate(other, 0.7, Evidence(shared_categories=["Romance"]))]
+    reasons = evidence_reasons(cands, "en")
+    assert reasons["b1"] == "A young sailor signs aboard a whaling ship; it is close to Twenty Thousand Leagues Under the Seas, which you liked."
+    assert reasons["b2"] == "A headstrong sailor is shipwrecked alone on a tropical island; it is close to Twenty Thousand Leagues Under the Seas, which you liked."
+    assert reasons["b3"] == evidence_reason(cands[2]) and reasons["b4"] == evidence_reason(cands[3])  # b4's is its own already
+    assert len(set(reasons.values())) == 4
+    for c in cands:
+        assert reason_problems(reasons[c.item.id], c, ["Twenty Thousand Leagues Under the Seas", "Emma"]) == []
+
+
+@pytest.mark.parametrize("text, language, expected", [
+    ("A dog is stolen from California and sold as a sled dog in the Klondike gold rush, where he must learn.", "en",
+     "A dog is stolen from California"),  # cut where a clause starts, not at "as"
+    ("Short and sweet.", "en", "Short and sweet"),
+    ("One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen.", "en", None),
+    ("徐志摩回忆在剑桥的日子：康河上撑船，骑车在乡间小路上看夕阳。", "zh", "徐志摩回忆在剑桥的日子"),
+    ("An English description.", "zh", None),  # a Chinese reply does not open with English
+])
+def test_a_hook_taken_from_the_description_is_a_whole_clause(text, language, expected):
+    from assistant.explain import extracted_hook
+
+    assert extracted_hook(Item(id="x", title="X", text=text), language) == expected
