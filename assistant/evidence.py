@@ -139,15 +139,20 @@ def without_dangling(words: list[str]) -> str:
     return " ".join(words).rstrip(",;")
 
 
+def first_sentence(item: Item) -> str:
+    """The first sentence of the item's description ("" without one)."""
+    text = re.sub(r"\s+", " ", item.text or "").strip()
+    first = re.match(r".+?(?:(?<!\b[A-Z])[.!?](?=\s|$)|[。！？]|$)", text)
+    return (first.group(0) if first else text).strip()
+
+
 def item_about(item: Item) -> str:
     """The first sentence of the item's description, cut to a clause of at most ABOUT_WORDS words.
 
     A longer sentence is cut at its last comma or semicolon past 3/5 of the limit (or at the limit,
     without a dangling "the" or "who"), so a model that copies it copies a whole phrase.
     """
-    text = re.sub(r"\s+", " ", item.text or "").strip()
-    first = re.match(r".+?(?:(?<!\b[A-Z])[.!?](?=\s|$)|[。！？]|$)", text)
-    sentence = (first.group(0) if first else text).strip()
+    sentence = first_sentence(item)
     words = sentence.split()
     if len(words) <= ABOUT_WORDS:
         return sentence

@@ -15,7 +15,9 @@ from typing import Collection, Iterable, Iterator, Sequence
 
 from assistant.claims import Support, content_words
 from assistant.evidence import (
+    ABOUT_WORDS,
     card_item,
+    first_sentence,
     evidence_facts,
     evidence_reason,
     evidence_summary,
@@ -100,7 +102,7 @@ def _says_only_the_line(text: str, item: Item) -> bool:
     return all(line.covers(w) for w in content_words(text) if not w.isdigit())
 
 
-def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | None:
+def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words: int | None = None) -> str | None:
     """A reason from a model's phrase about the item plus the strongest evidence fact: the liked
     items it is close to where there are any, else the request match, a creator or categories.
 
@@ -115,7 +117,7 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
         return None  # an English phrase in a Chinese sentence: the evidence sentence is all Chinese
     if not zh:
         words = text.split()
-        if len(words) > HOOK_MAX_WORDS:
+        if len(words) > (max_words or HOOK_MAX_WORDS):
             return None
         text = without_dangling(words)
     if not text or _says_only_the_line(text, candidate.item):
@@ -129,6 +131,7 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en") -> str | 
 
 
 HOOK_MIN_WORDS = 6  # a clause cut shorter than this says too little to stand for the item
+EXTRACT_MAX_WORDS = ABOUT_WORDS  # the item's own first sentence, whole up to this (a model's phrase: HOOK_MAX_WORDS)
 _CLAUSE_STARTS = frozenset("who whose which that where when while and but after before because".split())
 
 
@@ -137,16 +140,18 @@ def extracted_hook(item: Item, language: str = "en") -> str | None:
     is not): what a reason without the model says about the item itself."""
     if nothing_to_sum_up(item, language):
         return None
-    about = item_about(item)
+    about = first_sentence(item)
+    if about.count("“") != about.count("”") or about.count('"') % 2 or about[:1] in "“\"「":
+        about = re.sub(r"[“”\"「」]", "", about)  # a cut (or a cleaned opening) would leave a quote unpaired
     if is_chinese(language):
         clause = re.split(r"[，,；;：:。！？]", about)[0].strip()
         return clause if 4 <= len(clause) <= 30 else None
     words = about.rstrip(".!?").split()
-    if len(words) <= HOOK_MAX_WORDS:
+    if len(words) <= EXTRACT_MAX_WORDS:
         return " ".join(words)
     # Longer: up to the last clause that starts within the limit ("A young sailor signs aboard a
     # whaling ship | whose one-legged captain ..."), never in the middle of one.
-    starts = [j for j in range(HOOK_MIN_WORDS, HOOK_MAX_WORDS + 1) if words[j].lower() in _CLAUSE_STARTS]
+    starts = [j for j in range(HOOK_MIN_WORDS, EXTRACT_MAX_WORDS + 1) if words[j].lower() in _CLAUSE_STARTS]
     return without_dangling(words[: starts[-1]]) if starts else None
 
 
@@ -161,7 +166,7 @@ def evidence_reasons(candidates: Sequence[Candidate], language: str = "en") -> d
         text = plain[c.item.id]
         if text in repeated:
             hook = extracted_hook(c.item, language)
-            text = (hook_reason(hook, c, language) if hook else None) or text
+            text = (hook_reason(hook, c, language, max_words=EXTRACT_MAX_WORDS) if hook else None) or text
         out[c.item.id] = text
     return out
 

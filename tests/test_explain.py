@@ -648,8 +648,10 @@ def test_cards_that_would_repeat_one_evidence_sentence_each_open_with_their_own_
     cands = [Candidate(whale, 1.0, Evidence(**shared)), Candidate(island, 0.9, Evidence(**shared)),
              Candidate(bare, 0.8, Evidence(**shared)), Candidate(other, 0.7, Evidence(shared_categories=["Romance"]))]
     reasons = evidence_reasons(cands, "en")
-    assert reasons["b1"] == "A young sailor signs aboard a whaling ship; it is close to Twenty Thousand Leagues Under the Seas, which you liked."
-    assert reasons["b2"] == "A headstrong sailor is shipwrecked alone on a tropical island; it is close to Twenty Thousand Leagues Under the Seas, which you liked."
+    assert reasons["b1"] == ("A young sailor signs aboard a whaling ship whose one-legged captain is bent on hunting down the "
+                             "white whale; it is close to Twenty Thousand Leagues Under the Seas, which you liked.")  # cut before "that"
+    assert reasons["b2"] == ("A headstrong sailor is shipwrecked alone on a tropical island and spends years building a life from "
+                             "salvage and patience; it is close to Twenty Thousand Leagues Under the Seas, which you liked.")  # 20 words: whole
     assert reasons["b3"] == evidence_reason(cands[2]) and reasons["b4"] == evidence_reason(cands[3])  # b4's is its own already
     assert len(set(reasons.values())) == 4
     for c in cands:
@@ -657,10 +659,11 @@ def test_cards_that_would_repeat_one_evidence_sentence_each_open_with_their_own_
 
 
 @pytest.mark.parametrize("text, language, expected", [
-    ("A dog is stolen from California and sold as a sled dog in the Klondike gold rush, where he must learn.", "en",
-     "A dog is stolen from California"),  # cut where a clause starts, not at "as"
+    ("A dog is stolen from California and sold as a sled dog in the Klondike gold rush, where he must learn the harsh rules.",
+     "en", "A dog is stolen from California and sold as a sled dog in the Klondike gold rush"),  # where a clause starts
     ("Short and sweet.", "en", "Short and sweet"),
-    ("One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen.", "en", None),
+    ("One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen "
+     "nineteen twenty twenty-one.", "en", None),  # no clause starts within the limit: no cut phrase
     ("徐志摩回忆在剑桥的日子：康河上撑船，骑车在乡间小路上看夕阳。", "zh", "徐志摩回忆在剑桥的日子"),
     ("An English description.", "zh", None),  # a Chinese reply does not open with English
 ])
@@ -668,3 +671,12 @@ def test_a_hook_taken_from_the_description_is_a_whole_clause(text, language, exp
     from assistant.explain import extracted_hook
 
     assert extracted_hook(Item(id="x", title="X", text=text), language) == expected
+
+
+def test_a_description_that_opens_with_a_quotation_gives_a_hook_without_a_stray_quote():
+    from assistant.explain import extracted_hook, hook_reason
+
+    item = Item(id="z", title="故乡", text="“我”冒着严寒回到阔别二十年的故乡，见到儿时伙伴闰土。")
+    hook = extracted_hook(item, "zh")
+    assert hook == "我冒着严寒回到阔别二十年的故乡"
+    assert hook_reason(hook, Candidate(item, 1.0, Evidence(shared_categories=["乡土"])), "zh").startswith("我冒着严寒")
