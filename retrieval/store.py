@@ -64,6 +64,7 @@ class Store:
         self._event_conflict = migrate(database)
         self._event_key = event_key(database)
         self._read, self._write = database.read, database.write
+        self.events_written = 0  # events added or deleted through this Store: a fitting job's cue
 
     @classmethod
     def open(cls, url: str, pool_size: int = 8) -> "Store":
@@ -183,11 +184,13 @@ class Store:
         if not rows:
             return 0
         with self._write() as db:
-            return db.executemany(
+            new = db.executemany(
                 f"INSERT INTO events (id, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 f" ON CONFLICT ({self._event_conflict}) DO NOTHING",
                 list(rows.values()),
             )
+        self.events_written += new
+        return new
 
     @contextmanager
     def event_loader(self) -> Iterator["EventLoader"]:
@@ -296,7 +299,9 @@ class Store:
             sql += f" AND type IN ({', '.join('?' * len(types))})"
             params.extend(types)
         with self._write() as db:
-            return db.execute(sql, tuple(params)).rowcount
+            deleted = db.execute(sql, tuple(params)).rowcount
+        self.events_written += deleted
+        return deleted
 
     def delete_user(self, user_id: str) -> dict:
         """Forget a user's behaviour: every event. Returns {"events": rows removed}."""

@@ -55,15 +55,25 @@ class Refresher:
                 self._last = time.monotonic()
 
     def watch(self) -> threading.Thread:
-        """Every `interval_s`, serve signals published elsewhere since (another worker, a cron `recassist fit`)."""
+        """Every `interval_s`, serve signals published elsewhere since (another worker, a cron
+        `recassist fit`), and fit after events this process wrote outside `/v1/events` (a like said
+        in chat, a card's feedback, a request kept for the `asked` signal, a delete of one event)."""
+
+        def written() -> int:
+            return getattr(getattr(self.engine, "store", None), "events_written", 0)
 
         def loop() -> None:
+            seen = written()
             while True:
                 time.sleep(self.interval_s)
                 try:
                     self.engine.reload_signals()
                 except (RecassistError, OSError) as exc:
                     log.warning("reading the published signals failed: %s", exc)
+                now = written()
+                if now != seen:
+                    seen = now
+                    self.request()
 
         thread = threading.Thread(target=loop, name="recassist-signals-watch", daemon=True)
         thread.start()

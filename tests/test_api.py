@@ -679,3 +679,25 @@ def test_docs_page_works_offline(client):
             assert f"<span class=m>{method.upper()}</span> <code>{path}</code>" in page
     assert "user_id" in page and "required" in page and "available_minutes" in page
     assert client.get("/redoc").status_code == 404
+
+
+def test_events_written_in_chat_are_fitted_in_the_background(make_engine):
+    """A like said in chat (or any event this process writes outside /v1/events) reaches the
+    global signals at the watcher's next look, as events posted to /v1/events do."""
+    from server.jobs import Refresher
+
+    from retrieval.signals import read_manifest
+
+    engine = make_engine(llm_backend="none")
+    before = engine.fit()
+    assert not engine.signals_stale()
+    Refresher(engine, interval_s=0.2).watch()
+    likes = len([e for e in engine.store.events_for_user("ana") if e.type == "like"])
+    session = list(engine.agent.respond("ana", "recommend me something", k=3))[-1].session_id
+    list(engine.agent.respond("ana", "I loved the first one", k=3, session_id=session))
+    assert len([e for e in engine.store.events_for_user("ana") if e.type == "like"]) == likes + 1
+
+    def fitted_anew() -> bool:
+        manifest = read_manifest(engine.signals.root)
+        return manifest["version"] != before["version"] and not engine.signals_stale()
+    assert _wait_for(fitted_anew, timeout_s=30.0)
