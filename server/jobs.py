@@ -71,9 +71,13 @@ class Refresher:
                 except (RecassistError, OSError) as exc:
                     log.warning("reading the published signals failed: %s", exc)
                 now = written()
-                if now != seen:
+                if now != seen:  # and not fitted since (a delete-my-data fits at once)
                     seen = now
-                    self.request()
+                    try:
+                        if self.engine.signals_stale():
+                            self.request()
+                    except (RecassistError, OSError) as exc:
+                        log.warning("checking the published signals failed: %s", exc)
 
         thread = threading.Thread(target=loop, name="recassist-signals-watch", daemon=True)
         thread.start()
