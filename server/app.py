@@ -111,7 +111,8 @@ def serve_workers(engine, workers: int, env: dict[str, str]) -> None:
     os.environ.update(env)
     os.environ.update(RECASSIST_HOST=s.host, RECASSIST_PORT=str(s.port), RECASSIST_LLM_SOCKET=socket_path)
     shown = f"[{s.host}]" if ":" in s.host else s.host
-    print(f"recassist {__version__}: {workers} workers, UI at http://{shown}:{s.port}/  API at http://{shown}:{s.port}/v1", flush=True)
+    print(f"recassist {__version__}: starting {workers} workers, UI at http://{shown}:{s.port}/  API at http://{shown}:{s.port}/v1 "
+          f"(each says 'worker PID ready' once warm; until then the others answer)", flush=True)
     uvicorn.run("server.app:worker_app", factory=True, host=s.host, port=s.port, workers=workers, log_level="info")
     engine.close()
 
@@ -125,7 +126,7 @@ def worker_app():
     logging.getLogger("uvicorn.access").addFilter(HideSecrets(engine.settings.api_keys, query=True))
     logging.getLogger("uvicorn.error").addFilter(HideSecrets(engine.settings.api_keys))
     engine.llm  # connect to the shared model process
-    print(engine.warm_up(), file=sys.stderr, flush=True)
+    print(f"worker {os.getpid()} ready: {engine.warm_up()}", file=sys.stderr, flush=True)
     app = create_app(engine, host=engine.settings.host)
     _keep_signals_fresh(engine, app.state.refresher)
     return app
