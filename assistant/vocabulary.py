@@ -34,7 +34,8 @@ class CatalogVocabulary:
         self.extra_keys: set[str] = set()  # platform metadata fields some item carries
         self.knows_length = False  # does any item say how long it is (pages, runtime...)?
         self.title_index = TitleIndex()
-        self.title_index.describing.update(w for word in _CATEGORY_WORDS if word.isascii() for w in word.split())
+        # As title tokens are read: "sci-fi" is "sci" and "fi" (a title's tokens never hold a hyphen).
+        self.title_index.describing.update(w for word in _CATEGORY_WORDS if word.isascii() for w in normalize_title(word).split())
         for item in items:
             self.add(item)
 

@@ -26,7 +26,7 @@ from typing import Iterable
 
 _ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|&", re.UNICODE)
-_DESCRIPTION_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)  # counted for `describes`: cheap, no folding
+_DESCRIPTION_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)  # counted for `describes`
 _YEAR = re.compile(r"1[89]\d\d|20[0-4]\d")
 _TITLE_YEAR = re.compile(r"^(.*?)\s*[(（]\s*(\d{4})\s*[)）]\s*$")
 MAX_TITLE_WORDS = 12
@@ -148,7 +148,7 @@ class TitleIndex:
         """Count one item's description (text, categories, tags): words many items hold describe them."""
         self._descriptions += 1
         counts = self._described
-        for word in set(_DESCRIPTION_WORD.findall(text.lower())):
+        for word in set(_DESCRIPTION_WORD.findall(_fold(text))):  # folded as title tokens are ("café" is "cafe")
             counts[word] = counts.get(word, 0) + 1
 
     def describes(self, word: str) -> bool:

@@ -69,6 +69,22 @@ def test_words_that_describe_items_are_a_request_not_a_title():
     assert found("i rewatched the dark knight") == ["knight"]  # "knight" names; it describes few items
 
 
+def test_describing_words_are_counted_as_title_tokens_are_read():
+    """Accents folded ("Café" is the token "cafe") and category words split as titles are
+    ("sci-fi" is "sci" and "fi"): else "Café Society" or "Sci-Fi High" read as names."""
+    from assistant.vocabulary import CatalogVocabulary
+    from retrieval.records import Item
+
+    index = TitleIndex([Film("cafe", "Café Society", 2016)])
+    for n in range(20):
+        index.describe(f"A Café on a corner, and its Society of regulars, number {n}.")
+    assert index.describes("cafe") and index.describes("society")
+    assert [m.item_id for m in index.find("any film set in a café society?")] == []
+    assert [m.item_id for m in index.find("I loved Café Society")] == ["cafe"]
+    vocab = CatalogVocabulary([Item(id="s", title="Sci-Fi High", categories=["Science Fiction"])])
+    assert {"sci", "fi"} <= vocab.title_index.describing
+
+
 def test_one_work_under_two_ids_is_twins_and_listed_once(index):
     assert index.twins("xm00") == ["xm00", "xm"]
     works = Works()
