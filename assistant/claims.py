@@ -15,6 +15,7 @@ shares no characters with it); its titles, names and liked-claims are.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -89,6 +90,7 @@ _LEAD_IN = re.compile(r"^(?:(?:it|is|was|just|like|as|close|similar|near|to|in|o
 _ABOUT_ITEM = re.compile(r"^(?:a|an|this|it|that)\b", re.I)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every reason check stems the item's whole text again
 def stem(word: str) -> str:
     """lowercase; ghosts -> ghost, stories -> story, haunted -> haunt, sailing -> sail."""
     w = word.lower().replace("’", "'")
@@ -129,8 +131,11 @@ def content_words(text: str) -> list[str]:
         text = re.sub(rf"\b{phrase}\b", word, text, flags=re.IGNORECASE)
     return [
         w for w in _LATIN_WORD.findall(text)
-        if len(w) > 2 and not {w.lower(), stem(w)} & (STOP_WORDS | EXPLAIN_WORDS | TONE_WORDS)
+        if len(w) > 2 and w.lower() not in _NOT_CONTENT and stem(w) not in _NOT_CONTENT
     ]
+
+
+_NOT_CONTENT = STOP_WORDS | EXPLAIN_WORDS | TONE_WORDS  # once, not per word
 
 
 def strip_denials(text: str) -> str:

@@ -138,9 +138,9 @@ _CLAUSE_STARTS = frozenset("who whose which that where when while and but after 
 def extracted_hook(item: Item, language: str = "en") -> str | None:
     """The opening clause of the item's own description, short enough to be a hook (None if it
     is not): what a reason without the model says about the item itself."""
-    if nothing_to_sum_up(item, language):
-        return None
     about = first_sentence(item)
+    if not about or is_chinese(language) != _mostly_cjk(about):  # hook_reason checks what it says
+        return None
     if about.count("“") != about.count("”") or about.count('"') % 2 or about[:1] in "“\"「":
         about = re.sub(r"[“”\"「」]", "", about)  # a cut (or a cleaned opening) would leave a quote unpaired
     if is_chinese(language):
