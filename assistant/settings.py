@@ -44,6 +44,10 @@ class Settings(BaseModel):
     # Popularity and trending follow new events between fits: each worker tails the events table at
     # most this often (seconds) before a request (retrieval/live.py); 0 checks before every request.
     live_poll_s: float = Field(default=5.0, ge=0)
+    # `serve` fits the global signals in the background after new events, at most this often
+    # (seconds); a fit reads the whole log (about 100 s at 10M events), so a busy large platform
+    # may set it higher, or 0 to leave fitting to `recassist fit` on a schedule (server/jobs.py).
+    fit_interval_s: float = Field(default=30.0, ge=0)
     # A time-sensitive catalog (news): candidates halve in score every this many hours of age
     # (items.published_at), and the newest and trending items come forward; 0 = off (retrieval/freshness.py).
     freshness_half_life_hours: float = Field(default=0.0, ge=0)

@@ -17,7 +17,7 @@ from assistant import __version__
 from core.errors import RecassistError
 from server.auth import Principal, authenticator, require_admin, require_keys_off_loopback
 from server.http_errors import install_error_handlers
-from server.jobs import Refresher
+from server.jobs import REFIT_INTERVAL_S, Refresher
 from server.middleware import ApiPathsOnly, BodyLimit, HideSecrets, WorkerHeader
 from server.openai_facade import add_openai_routes
 from server.routes import add_routes
@@ -31,7 +31,8 @@ def create_app(engine, *, host: str | None = None, mount_ui: bool = True) -> Fas
     api_keys = dict(settings.api_keys)
     require_keys_off_loopback(host, api_keys)
     authenticate = authenticator(api_keys)
-    refresher = Refresher(engine)
+    refresher = Refresher(engine, interval_s=settings.fit_interval_s or REFIT_INTERVAL_S,
+                          enabled=settings.fit_interval_s > 0)
 
     app = FastAPI(
         title="recassist",

@@ -24,14 +24,18 @@ class Refresher:
     (retrieval reads their history live).
     """
 
-    def __init__(self, engine, interval_s: float = REFIT_INTERVAL_S):
-        self.engine, self.interval_s = engine, interval_s
+    def __init__(self, engine, interval_s: float = REFIT_INTERVAL_S, enabled: bool = True):
+        """`enabled` False (setting fit_interval_s 0): never fit here, only follow what `recassist
+        fit` publishes."""
+        self.engine, self.interval_s, self.enabled = engine, interval_s, enabled
         self._lock = threading.Lock()
         self._running = threading.Lock()
         self._scheduled = False
         self._last = float("-inf")
 
     def request(self) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             if self._scheduled:
                 return

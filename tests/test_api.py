@@ -701,3 +701,24 @@ def test_events_written_in_chat_are_fitted_in_the_background(make_engine):
         manifest = read_manifest(engine.signals.root)
         return manifest["version"] != before["version"] and not engine.signals_stale()
     assert _wait_for(fitted_anew, timeout_s=30.0)
+
+
+def test_a_server_told_not_to_fit_only_follows_what_is_published():
+    from server.jobs import Refresher
+
+    retriever = _CountingRetriever()
+    engine = _EngineStub(retriever)
+    refresher = Refresher(engine, interval_s=0.05, enabled=False)
+    refresher.watch()
+    refresher.request()
+    assert _wait_for(lambda: engine.reloads >= 2)  # it still reads what `recassist fit` publishes
+    assert retriever.refits == 0
+
+
+def test_the_fit_interval_is_a_setting(make_engine):
+    from server.app import create_app
+
+    engine = make_engine(demo=False, llm_backend="none", fit_interval_s=120)
+    assert create_app(engine, mount_ui=False).state.refresher.interval_s == 120
+    engine = make_engine(demo=False, llm_backend="none", fit_interval_s=0)
+    assert create_app(engine, mount_ui=False).state.refresher.enabled is False
