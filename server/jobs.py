@@ -12,13 +12,16 @@ from core.errors import RecassistError
 log = logging.getLogger(__name__)
 
 REFIT_INTERVAL_S = 30.0  # at most this often new events trigger a refit of the collaborative signals
+REST_PER_FIT = 2.0  # after a fit of t seconds the next waits at least this x t: fitting takes at most a third of a core
 
 
 class Refresher:
     """Fits the global signals (popularity, trending, sequential, collaborative) in the background
     after new events, and publishes them for every worker of the data dir.
 
-    A fit reads every event, so it runs at most once per `interval_s`, never inside a request, and
+    A fit reads every event, so it runs at most once per `interval_s` (and waits twice as long as
+    the last fit took: at 10M events a 100 s fit is followed by 200 s without one, so a stream of
+    events never keeps a core fitting), never inside a request, and
     in one worker at a time (a file lock in the signals folder; the others serve what it publishes,
     checked every `interval_s` by `watch`). A user's own new events count at once anyway
     (retrieval reads their history live).
@@ -32,6 +35,7 @@ class Refresher:
         self._running = threading.Lock()
         self._scheduled = False
         self._last = float("-inf")
+        self.last_fit_s = 0.0  # how long the last fit here took
 
     def request(self) -> None:
         if not self.enabled:
@@ -40,16 +44,21 @@ class Refresher:
             if self._scheduled:
                 return
             self._scheduled = True
-            delay = max(0.0, self._last + self.interval_s - time.monotonic())
+            delay = max(0.0, self._last + self.gap_s() - time.monotonic())
         timer = threading.Timer(delay, self._run)
         timer.daemon = True
         timer.start()
+
+    def gap_s(self) -> float:
+        """How long after the last fit ended the next may start."""
+        return max(self.interval_s, REST_PER_FIT * self.last_fit_s)
 
     def _run(self) -> None:
         with self._running:
             with self._lock:
                 self._scheduled = False  # events from now on schedule the next fit,
                 self._last = time.monotonic()  # an interval after this one began
+            began = time.monotonic()
             try:
                 if self.engine.fit(wait=False) is None:  # another worker is fitting: serve what it publishes
                     self.engine.reload_signals()
@@ -57,6 +66,7 @@ class Refresher:
                 log.warning("refreshing the signals after new events failed: %s", exc)
             finally:
                 self._last = time.monotonic()
+                self.last_fit_s = self._last - began
 
     def watch(self) -> threading.Thread:
         """Every `interval_s`, serve signals published elsewhere since (another worker, a cron

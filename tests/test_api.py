@@ -722,3 +722,26 @@ def test_the_fit_interval_is_a_setting(make_engine):
     assert create_app(engine, mount_ui=False).state.refresher.interval_s == 120
     engine = make_engine(demo=False, llm_backend="none", fit_interval_s=0)
     assert create_app(engine, mount_ui=False).state.refresher.enabled is False
+
+
+def test_a_long_fit_is_followed_by_twice_its_length_without_one():
+    """A fit of t seconds: the next waits at least 2t after it ended, whatever the interval, so a
+    stream of events on a large log never keeps a core fitting."""
+    import time
+
+    from server.jobs import Refresher
+
+    class _SlowRetriever(_CountingRetriever):
+        def refit(self, store):
+            time.sleep(0.3)
+            super().refit(store)
+
+    retriever = _SlowRetriever()
+    refresher = Refresher(_EngineStub(retriever), interval_s=0.01)
+    refresher.request()
+    assert _wait_for(lambda: retriever.refits == 1)
+    ended = time.monotonic()
+    assert refresher.last_fit_s >= 0.3 and refresher.gap_s() >= 0.6
+    refresher.request()
+    assert _wait_for(lambda: retriever.refits == 2, timeout_s=5.0)
+    assert time.monotonic() - ended >= 0.55  # not 0.01 after
