@@ -44,20 +44,19 @@ class Refresher:
             if self._scheduled:
                 return
             self._scheduled = True
-            delay = max(0.0, self._last + self.gap_s() - time.monotonic())
-        timer = threading.Timer(delay, self._run)
-        timer.daemon = True
-        timer.start()
+        threading.Thread(target=self._run, name="recassist-fit", daemon=True).start()
 
     def gap_s(self) -> float:
         """How long after the last fit ended the next may start."""
         return max(self.interval_s, REST_PER_FIT * self.last_fit_s)
 
     def _run(self) -> None:
-        with self._running:
+        with self._running:  # a fit asked for during another waits for it to end, then rests
+            rest = self._last + self.gap_s() - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
             with self._lock:
-                self._scheduled = False  # events from now on schedule the next fit,
-                self._last = time.monotonic()  # an interval after this one began
+                self._scheduled = False  # events from now on schedule the next fit
             began = time.monotonic()
             try:
                 if self.engine.fit(wait=False) is None:  # another worker is fitting: serve what it publishes

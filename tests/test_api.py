@@ -731,10 +731,16 @@ def test_a_long_fit_is_followed_by_twice_its_length_without_one():
 
     from server.jobs import Refresher
 
+    import threading
+
+    fitting = threading.Event()
+
     class _SlowRetriever(_CountingRetriever):
         def refit(self, store):
+            fitting.set()
             time.sleep(0.3)
             super().refit(store)
+            fitting.clear()
 
     retriever = _SlowRetriever()
     refresher = Refresher(_EngineStub(retriever), interval_s=0.01)
@@ -745,3 +751,12 @@ def test_a_long_fit_is_followed_by_twice_its_length_without_one():
     refresher.request()
     assert _wait_for(lambda: retriever.refits == 2, timeout_s=5.0)
     assert time.monotonic() - ended >= 0.55  # not 0.01 after
+
+    # Asked for while a fit runs: the next still rests twice that fit's length after it ends.
+    refresher.request()
+    assert fitting.wait(timeout=5.0)
+    refresher.request()
+    assert _wait_for(lambda: retriever.refits == 3, timeout_s=5.0)
+    ended = time.monotonic()
+    assert _wait_for(lambda: retriever.refits == 4, timeout_s=5.0)
+    assert time.monotonic() - ended >= 0.85  # a rest of 0.6 after the end, then a 0.3 fit (not 0.6 after its start)
