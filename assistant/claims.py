@@ -182,13 +182,15 @@ class Liked:
         ref = _norm(referent)
         if not ref:
             return "says you liked something without saying what"
-        titles = list(self.titles) + (list(self.had_titles) if having else [])
-        for title in titles:
-            if ref == _norm(title) or (len(ref) >= 4 and ref in _norm(title)):
-                return None
+
+        def names(titles: Sequence[str]) -> bool:
+            return any(ref == _norm(t) or (len(ref) >= 4 and ref in _norm(t)) for t in titles)
+
+        if names(self.titles) or (having and names(self.had_titles)):
+            return None
         if self.item_title and _norm(self.item_title) in ref:
             return f"says you liked {self.item_title}, the recommended item itself"
-        if not having and any(ref == _norm(t) or (len(ref) >= 4 and ref in _norm(t)) for t in self.had_titles):
+        if not having and names(self.had_titles):
             return f"says you liked {referent.strip()!r}, which you only had (no like or rating said so)"
         words = set(ref.split())
         for name in list(self.creators) + (list(self.had_creators) if having else []):

@@ -249,6 +249,7 @@ def llm_reasons(
     *,
     remembered=None,
     quota: int | None = None,
+    fallback: dict[str, str] | None = None,
 ) -> Iterator[ReasonChunk]:
     """Per candidate: the reason's pieces as the model writes them, then one final checked reason.
 
@@ -259,7 +260,8 @@ def llm_reasons(
     `remembered` (llm/memo.RememberedFor): what the model wrote earlier for the same prompt is
     used without asking it again (even with `llm` None: a busy model's earlier work is still its
     work); what it writes now to the end is remembered. `quota`: at most this many prompts go to
-    the model (a busy model's share); the others get the evidence sentence.
+    the model (a busy model's share); the others get the evidence sentence (`fallback`, by item id,
+    when the caller has made them: `evidence_reasons`).
 
     The template's `output.form` says what the model writes: the whole sentence ("sentence"), or
     a phrase on what the item is about ("hook", the embedded model's template), which
@@ -268,7 +270,7 @@ def llm_reasons(
     of the values offered: item, about, facts, request, language.
     """
     llm_ok = llm is not None
-    fallback = evidence_reasons(candidates, language)
+    fallback = evidence_reasons(candidates, language) if fallback is None else fallback
     template = prompts.get("reason") if llm_ok or remembered is not None else None
     if template is None:
         for candidate in candidates:

@@ -75,7 +75,7 @@ def explain(
     quota = 0 if llm is None else getattr(llm, "granted", None)
     request = prompt_request(plan.note.get("topic", ""), plan.note.get("context"))
     chunks = llm_reasons(llm, prompts, shown, request, language, known_titles=known_titles, liked_titles=plan.liked_titles,
-                         remembered=remembered, quota=quota)
+                         remembered=remembered, quota=quota, fallback=fallback)
     for chunk in chunks:
         if chunk.final is None:
             yield ReasonDelta(chunk.item_id, chunk.delta or "")
