@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _WORDY = re.compile(r"[A-Za-z\u4e00-\u9fff]")  # a message with letters or Chinese characters shows its language
 MODEL_BUSY = REPLIES["model_busy"]["en"]
+UNWRITTEN_KEPT = 512  # cards shown without a model-written reason, for the hook writer (assistant/prewrite.py)
 
 
 class Agent:
@@ -61,7 +63,9 @@ class Agent:
         self._vocab_size = -1
         self._gate = ModelGate(parts.llm, self.settings.llm_timeout_s, budget_s=self.settings.llm_turn_budget_s,
                                sequences=self.settings.llm_turn_sequences)
-        self._remembered = Remembered(self.settings.llm_remember_reasons)  # the model's reasons, by prompt
+        # The model's reasons by prompt, shared with the data dir's other workers and the next start.
+        self.unwritten: deque[str] = deque(maxlen=UNWRITTEN_KEPT)  # item ids shown with evidence reasons, newest last
+        self._remembered = Remembered(self.settings.llm_remember_reasons, path=self.settings.data_dir / "remembered.sqlite")
         self._rank_priors: dict = {}  # calibration answers of the loaded model, reused every turn
         self._prompt_sets: dict = {}  # per prompt style: the templates, read once
 
@@ -89,6 +93,29 @@ class Agent:
     def _model(self):
         """A context manager: the LLM for this turn's stages, or None (none, or busy with other turns)."""
         return self._gate.turn()
+
+    def idle_s(self) -> float:
+        """Seconds since this process's last turn left the model; 0 while one is on its way to it."""
+        return self._gate.idle_s()
+
+    def remembered_stats(self) -> dict | None:
+        """The remembered reasons' counts (llm/memo.py), or None when the loaded model's are not remembered."""
+        return self._remembered.stats() if self._remembered.bind(self.parts.llm()) is not None else None
+
+    def write_ahead_setup(self):
+        """(llm, reason template, remembered) when the loaded model's reasons can be written ahead:
+        a local model whose generations are remembered and a reason prompt that depends on the item
+        alone (assistant/prewrite.py); else None."""
+        from assistant.explain import item_only
+
+        llm = self.parts.llm()
+        if llm is None or llm.remote or not self.settings.llm_reasons:
+            return None
+        remembered = self._remembered.bind(llm)
+        template = self._prompts().get("reason")
+        if remembered is None or template is None or not item_only(template):
+            return None
+        return llm, template, remembered
 
     def warm_up(self) -> None:
         """Before serving a local model: the ranking's calibration call, so the first user does not wait for it.
@@ -259,6 +286,8 @@ class Agent:
             explained = yield from explain(llm, prompts, shown, plan, u.language, settings=self.settings,
                                            known_titles=known_titles, noticed=bool(ranked.note),
                                            remembered=self._remembered.bind(self.parts.llm()))
+            # Shown without the model's words (busy, out of time): the hook writer writes them next.
+            self.unwritten.extend(i for i, (_, source) in explained.reasons.items() if source == "evidence")
             _extend(trace, explained.trace)
             timer.lap("explain")
             final = with_reasons(cards, explained)

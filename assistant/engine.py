@@ -192,6 +192,18 @@ class Engine:
         self.agent.warm_up_turns()
         return f"Warmed up with two dry-run turns in {time.monotonic() - started:.1f}s."
 
+    def write_ahead(self):
+        """Start writing reason hooks ahead in the model's idle time (assistant/prewrite.py): the
+        writer, or None when `llm_write_ahead` is 0 or the loaded model's reasons cannot be."""
+        if self.settings.llm_write_ahead <= 0 or self.agent.write_ahead_setup() is None:
+            return None
+        from assistant.prewrite import HookWriter
+
+        self._writer = HookWriter(self.agent, lambda: self.retriever, items=self.settings.llm_write_ahead,
+                                  lock_path=self.settings.data_dir / ".write-ahead.lock")
+        self._writer.start()
+        return self._writer
+
     @property
     def llm_error(self) -> str | None:
         return self._llm_error
@@ -353,12 +365,27 @@ class Engine:
             "llm_process": _process_text(llm),
             "rank_blend": _blend_text(s),
             "llm_summary": _summary_text(s),
+            "llm_reasons_remembered": self._remembered_text(),
             "embedding_backend": s.embedding_backend,
             "embedding_model": name,
             "embedding_dim": dim,
         }
 
+    def _remembered_text(self) -> str | None:
+        """What the model's remembered reasons hold, and what this process wrote ahead (None: not in use)."""
+        if "agent" not in self.__dict__ or self._llm is None:  # `recassist info` loads no model for this
+            return None
+        st = self.agent.remembered_stats()
+        if st is None:
+            return None
+        kept = f"{st['stored']} kept in {self.data_dir / 'remembered.sqlite'}" if st["stored"] is not None else f"{st['entries']} in memory"
+        writer = getattr(self, "_writer", None)
+        ahead = f"; {writer.written} written ahead here" if writer is not None else ""
+        return f"{kept}; {st['hits']} served, {st['misses']} missed{ahead}"
+
     def close(self) -> None:
+        if getattr(self, "_writer", None) is not None:
+            self._writer.stop()
         if "store" in self.__dict__:
             self.store.close()
         if self._llm is not None and hasattr(self._llm, "supervisor"):

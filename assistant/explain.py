@@ -207,6 +207,11 @@ def nothing_to_sum_up(item: Item, language: str = "en") -> bool:
     return not about or _says_only_the_line(about, item)
 
 
+def about_language(item: Item) -> str:
+    """The language a hook about this item is written in: its description's ("zh" or "en")."""
+    return "zh" if _mostly_cjk(item_about(item)) else "en"
+
+
 def _mostly_cjk(text: str) -> bool:
     """Chinese prose: more CJK characters than Latin letters (a Chinese line may name a Latin title)."""
     return len(_CJK.findall(text)) > len(re.findall(r"[A-Za-z]", text))
@@ -236,6 +241,29 @@ def judge_reason(
     if hook_form and is_chinese(language) and (strange := _unsupported_characters(hook_of(reason) or "", candidate)):
         return reason, [f"says {strange}: characters found neither in the item's data nor in the evidence"]
     return reason, reason_problems(reason, candidate, known_titles, request, other_categories, liked_titles, language)
+
+
+def reason_limits(template) -> tuple[int, list[str]]:
+    """The reason template's (max_tokens, stops), as every reason prompt is generated (and remembered) with."""
+    return min(template.output.max_tokens, MAX_REASON_TOKENS), list(template.output.stop or ["\n"])
+
+
+def reason_prompt(template, candidate: Candidate, request: str = "", language: str = "en"):
+    """The reason prompt for one card: the template with those of its values it declares."""
+    offered = {
+        "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
+        "request": request, "language": language_name(language),
+    }
+    return template.render_offered(offered)
+
+
+ITEM_ONLY_VARIABLES = frozenset({"item", "about", "language"})
+
+
+def item_only(template) -> bool:
+    """True when the reason prompt depends on the item (and reply language) alone, not on the user
+    or the turn: its generation can be written ahead for any user (assistant/prewrite.py)."""
+    return template.variable_names <= ITEM_ONLY_VARIABLES
 
 
 def llm_reasons(
@@ -278,8 +306,7 @@ def llm_reasons(
         return
     hook_form = template.output.form == "hook"
     batch_categories = {cat for c in candidates for cat in c.item.categories}
-    stops = template.output.stop or ["\n"]
-    max_tokens = min(template.output.max_tokens, MAX_REASON_TOKENS)
+    max_tokens, stops = reason_limits(template)
 
     def final(candidate: Candidate, prompt: str, text: str, failed: bool, failure: str | None = None,
               earlier: bool = False) -> ReasonChunk:
@@ -300,11 +327,7 @@ def llm_reasons(
         if hook_form and nothing_to_sum_up(candidate.item, language):
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
             continue
-        offered = {
-            "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
-            "request": user_context, "language": language_name(language),
-        }
-        prompt = template.render_offered(offered)
+        prompt = reason_prompt(template, candidate, user_context, language)
         text = remembered.get(prompt, max_tokens, stops) if remembered is not None else None
         if text is not None:
             yield final(candidate, prompt, text, False, earlier=True)

@@ -4,6 +4,7 @@ so one answer finishes before the next starts; under load a turn goes on without
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -52,6 +53,7 @@ class ModelGate:
         self._turns = ModelTurns()
         self._coming = 0  # turns of this process between their start and the end of their model step
         self._count = threading.Lock()
+        self._last_end = float("-inf")  # time.monotonic() when the last turn left its model step
 
     @contextmanager
     def coming(self) -> Iterator[None]:
@@ -64,6 +66,12 @@ class ModelGate:
         finally:
             with self._count:
                 self._coming -= 1
+                self._last_end = time.monotonic()
+
+    def idle_s(self) -> float:
+        """Seconds since the last turn of this process left its model step; 0 while one is on its way."""
+        with self._count:
+            return 0.0 if self._coming else time.monotonic() - self._last_end
 
     @contextmanager
     def turn(self) -> Iterator[object]:

@@ -135,7 +135,8 @@ def worker_app():
 
 def _keep_signals_fresh(engine, refresher) -> None:
     """A serving process follows what is published, and fits (in the background) when the log has
-    moved on since the last publication."""
+    moved on since the last publication; its idle model writes reason hooks ahead."""
     refresher.watch()
     if engine.signals_stale():
         refresher.request()
+    engine.write_ahead()

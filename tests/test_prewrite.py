@@ -1,0 +1,229 @@
+"""Reason hooks written ahead in the model's idle time, and remembered texts shared through a file."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from assistant.events import NoticeEvent, ReasonEvent
+from assistant.explain import item_about, item_only, nothing_to_sum_up
+from assistant.llm.fake import FakeLLM
+from assistant.llm.memo import Remembered
+from assistant.prewrite import HookWriter, _writer_lock
+from prompts import Prompts
+
+from test_agent import run
+
+
+def _about_line(prompt: str) -> str:
+    """What a greedy hook model would write: the last About line's first words (so each item differs)."""
+    about = [line for line in str(prompt).splitlines() if line.startswith("About:")][-1]
+    return " ".join(about.removeprefix("About:").split()[:6]).rstrip(".,;")
+
+
+def _greedy_batching(**kw) -> FakeLLM:
+    llm = FakeLLM(one_call_at_a_time=True, batches_across_calls=True, supports_batch=True, greedy_repeats=True, **kw)
+    llm.default = _about_line  # a callable default: every prompt gets its own hook
+    return llm
+
+
+def _hook_prompts(llm: FakeLLM) -> list[str]:
+    return [str(p) for p in llm.prompts if str(p).rstrip().endswith("Hook:")]
+
+
+def _writer(engine, **kw) -> HookWriter:
+    return HookWriter(engine.agent, lambda: engine.retriever, items=kw.pop("items", 50), idle_s=kw.pop("idle_s", 0.0), **kw)
+
+
+# The remembered texts, in a file ----------------------------------------------------------------
+
+
+def test_remembered_texts_outlive_the_process_and_are_shared_by_the_data_dirs_workers(tmp_path):
+    path = tmp_path / "remembered.sqlite"
+    llm = FakeLLM(greedy_repeats=True)
+    one, other = Remembered(path=path), Remembered(path=path)  # two workers of one data dir
+    one.bind(llm).put("About: a whale\nHook:", 32, ["\n"], "a captain hunts a whale")
+    assert other.bind(llm).get("About: a whale\nHook:", 32, ["\n"]) == "a captain hunts a whale"
+    assert other.bind(llm).get("About: a whale\nHook:", 16, ["\n"]) is None, "other limits, another generation"
+    assert other.bind(FakeLLM(model="another", greedy_repeats=True)).get("About: a whale\nHook:", 32, ["\n"]) is None
+    one.close()
+    other.close()
+    restarted = Remembered(path=path)
+    assert restarted.bind(llm).has("About: a whale\nHook:", 32, ["\n"])
+    assert restarted.stats()["hits"] == 0, "has() counts no hit"
+
+
+def test_the_file_keeps_the_newest_texts_within_its_bound(tmp_path, monkeypatch):
+    import sqlite3
+
+    from assistant.llm import memo
+
+    monkeypatch.setattr(memo, "PRUNE_EVERY", 5)
+    memory = Remembered(limit=1, path=tmp_path / "r.sqlite")
+    view = memory.bind(FakeLLM(greedy_repeats=True))
+    for n in range(20):
+        view.put(f"p{n}", 8, ["\n"], f"t{n}")
+    rows = sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT COUNT(*) FROM remembered").fetchone()[0]
+    assert rows <= memo.KEPT_PER_LIMIT + memo.PRUNE_EVERY and view.get("p19", 8, ["\n"]) == "t19"
+    assert view.get("p0", 8, ["\n"]) is None, "the oldest went"
+
+
+def test_a_file_that_cannot_be_written_leaves_memory_only(tmp_path, caplog):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    memory = Remembered(path=blocker / "remembered.sqlite")
+    view = memory.bind(FakeLLM(greedy_repeats=True))
+    view.put("p", 8, ["\n"], "text")
+    assert view.get("p", 8, ["\n"]) == "text"
+    assert "memory only" in caplog.text
+
+
+def test_only_prompts_about_the_item_alone_are_written_ahead():
+    assert item_only(Prompts(style="completion").get("reason")), "the embedded model's hook template"
+    assert not item_only(Prompts(style="chat").get("reason")), "a chat model's reason is about the user too"
+
+
+# Writing ahead ------------------------------------------------------------------------------------
+
+
+def test_hooks_written_ahead_serve_the_next_turn_without_asking_the_model(make_engine):
+    llm = _greedy_batching()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    writer = _writer(engine, items=engine.store.item_count())  # the whole demo catalog
+    pending = writer.pending()
+    assert pending and all(p.rstrip().endswith("Hook:") for p in pending)
+    assert writer.write_some() == len(pending) and writer.pending() == []
+    assert {call["kind"] for call in llm.calls} == {"stream_many"} and all(call["n"] <= 2 for call in llm.calls)
+    asked = len(llm.prompts)
+    events, cards, _ = run(engine, "ben", "recommend me something")
+    assert cards and len(llm.prompts) == asked, "the turn found every hook written"
+    reasons = {e.item_id: e for e in events if isinstance(e, ReasonEvent)}
+    written = [c for c in cards if reasons[c.item_id].source == "llm"]
+    assert written, "model-written reasons without a model call"
+    for card in written:
+        about = " ".join(engine.store.get_item(card.item_id).text.split()[:3])
+        assert card.reason.lower().startswith(about.lower()[:10])
+
+
+def test_the_next_start_and_the_other_workers_find_what_was_written(make_engine, tmp_path):
+    data = tmp_path / "shared"
+    llm = _greedy_batching()
+    first = make_engine(llm=llm, rank_blend=0.0, llm_summary=False, data_dir=data)
+    written = _writer(first, items=first.store.item_count()).write_some()
+    assert written > 0
+    second_llm = _greedy_batching()
+    second = make_engine(llm=second_llm, rank_blend=0.0, llm_summary=False, data_dir=data, demo=False)
+    assert _writer(second).pending() == [], "another worker of the data dir has nothing left to write"
+    _, cards, _ = run(second, "ben", "recommend me something")
+    assert cards and _hook_prompts(second_llm) == []
+
+
+def test_the_writer_waits_while_a_turn_is_on_its_way_and_stops_its_call_when_one_comes(make_engine):
+    llm = _greedy_batching()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    gate = engine.agent._gate
+    with gate.coming():  # a turn is understanding or retrieving
+        assert _writer(engine).write_some() == 0 and llm.prompts == []
+    assert _writer(engine, idle_s=60.0).write_some() == 0, "a turn ended just now: not idle long enough"
+
+    turn = gate.coming()
+    writer = _writer(engine)
+
+    def comes_mid_call(prompt):
+        if not turn_started.is_set():
+            turn.__enter__()  # a turn arrives while the first hook of the call is being written
+            turn_started.set()
+        return "a long phrase about this item"
+
+    turn_started = threading.Event()
+    llm.default = comes_mid_call
+    assert writer.write_some() == 0, "the call stopped at the next piece; nothing half-written is kept"
+    assert len(llm.prompts) == 2 and writer.pending()[:2] == [str(p) for p in llm.prompts]
+    turn.__exit__(None, None, None)
+
+
+def test_a_model_that_is_not_remembered_or_a_user_dependent_template_writes_nothing_ahead(make_engine):
+    engine = make_engine(llm=FakeLLM(supports_batch=True), rank_blend=0.0)  # may sample: never remembered
+    assert engine.agent.write_ahead_setup() is None and engine.write_ahead() is None
+    chat = make_engine(llm=_greedy_batching(prompt_style="chat"), rank_blend=0.0)
+    assert chat.agent.write_ahead_setup() is None
+    off = make_engine(llm=_greedy_batching(), rank_blend=0.0, llm_write_ahead=0)
+    assert off.write_ahead() is None
+
+
+def test_one_process_of_a_data_dir_writes(tmp_path):
+    lock = tmp_path / ".write-ahead.lock"
+    with _writer_lock(lock) as mine, _writer_lock(lock) as theirs:
+        assert mine and not theirs
+    with _writer_lock(lock) as again:
+        assert again, "free once the writer stops"
+
+
+def test_the_background_writer_fills_in_idle_time_and_stops(make_engine):
+    llm = _greedy_batching()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    writer = engine.write_ahead()
+    assert writer is not None
+    deadline = threading.Event()
+    for _ in range(100):
+        if writer.written and not writer.pending():
+            break
+        deadline.wait(0.05)
+    assert writer.written > 0 and writer.pending() == []
+    engine.close()
+    assert writer._stop.is_set()
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_busy_model_turn_still_shows_hooks_written_ahead(make_engine, busy):
+    llm = _greedy_batching()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    if not busy:
+        _writer(engine).write_some()
+    llm.grant = 0  # the model turns every turn away
+    events, cards, _ = run(engine, "ben", "recommend me something")
+    sources = [e.source for e in events if isinstance(e, ReasonEvent)]
+    assert any(isinstance(e, NoticeEvent) and "Many requests at once" in e.text for e in events)
+    assert ("llm" in sources) is (not busy)
+
+
+def test_info_says_what_is_remembered_and_written_ahead(make_engine):
+    llm = _greedy_batching()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    writer = engine.write_ahead()
+    for _ in range(200):
+        if writer.written and not writer.pending():
+            break
+        threading.Event().wait(0.05)
+    run(engine, "ben", "recommend me something")
+    text = engine.info()["llm_reasons_remembered"]
+    assert text.startswith(f"{writer.written} kept in ") and "remembered.sqlite" in text
+    assert f"{writer.written} written ahead here" in text and " 0 served" not in text
+    assert make_engine(llm_backend="none").info()["llm_reasons_remembered"] is None
+
+
+def test_cards_a_busy_model_left_without_its_words_are_written_first(make_engine):
+    llm = _greedy_batching()
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    llm.grant = 0  # busy: the turn shows evidence reasons
+    _, cards, _ = run(engine, "ben", "ghost stories for a winter night")
+    assert cards and all(c.reason_source == "evidence" for c in cards)
+    shown = [c.item_id for c in cards if not nothing_to_sum_up(engine.store.get_item(c.item_id))]
+    writer = _writer(engine, items=1)  # the single most popular item besides
+    written = [p for p in writer.pending()]
+    assert len(written) == len(shown) + (0 if _popular_one(engine) in shown else 1)
+    assert writer.write_some() == len(written)
+    llm.grant = None
+    asked = len(llm.prompts)
+    _, again, _ = run(engine, "ben", "ghost stories for a winter night")
+    same = [c for c in again if c.item_id in shown]
+    asked_now = [str(p) for p in llm.prompts[asked:]]
+    assert same and any(c.reason_source == "llm" for c in same)
+    for card in same:  # written ahead: the turn did not ask for them again
+        about = item_about(engine.store.get_item(card.item_id))
+        assert not any(f"About: {about}\n" in p for p in asked_now)
+
+
+def _popular_one(engine) -> str:
+    return engine.retriever.popular(1)[0][0]
