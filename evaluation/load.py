@@ -380,6 +380,8 @@ def report_markdown(result: dict, settings: dict) -> str:
         f"{settings.get('date', '')}: backend `{settings.get('llm')}`, embeddings `{settings.get('embedding')}`, "
         f"{settings.get('turns')} turns per session, {settings.get('cpus')} CPUs, load average before "
         f"{settings.get('loadavg_before')}; the whole run took {result.get('total_s', '?')} s.",
+        *(["", f"Before the load the server was left idle: remembered reasons {settings['written_ahead']}."]
+          if settings.get("written_ahead") else []),
         "",
         "| sessions | turns | requests | req/s | chat p50 ms | chat p95 ms | chat max ms | first SSE event p50 ms | "
         "events p50 ms | events p95 ms | peak RSS MiB |",
@@ -438,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for report.md and results.json")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a RECASSIST_* setting for the server this starts (repeatable), e.g. RECASSIST_LLM_TIMEOUT_S=3")
+    parser.add_argument("--idle-first", type=float, default=0.0, metavar="SECONDS",
+                        help="before the load, leave the server idle until its model has written the reason hooks "
+                             "ahead (llm_write_ahead), at most this long: a server that was up before the rush")
     args = parser.parse_args(argv)
     if min(args.sessions) < 1 or args.turns < 1:
         parser.error("--sessions and --turns must be at least 1")
@@ -455,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": args.sessions,
         "turns": args.turns,
         "max_seconds": args.max_seconds,
+        "idle_first_s": args.idle_first,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
@@ -462,10 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.url:
         db = args.data_dir / "recassist.db" if args.data_dir else None
+        settings["written_ahead"] = idle_until_written(args.url.rstrip("/"), args.idle_first)
         result = run_load(args.url.rstrip("/"), args.sessions, args.turns, max_seconds=args.max_seconds,
                           timeout_s=args.request_timeout, db_path=db)
     else:
-        result = _with_own_server(args)
+        result = _with_own_server(args, settings)
     result["settings"] = settings
     result["total_s"] = round(time.perf_counter() - started, 1)
     report = report_markdown(result, settings)
@@ -480,7 +487,25 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if found else 0
 
 
-def _with_own_server(args) -> dict:
+def idle_until_written(base: str, max_s: float, quiet_s: float = 10.0) -> str | None:
+    """Leave the server idle until what its model wrote ahead stops growing for `quiet_s` (at most
+    `max_s`); returns what /v1/info then says of the remembered reasons (None without waiting)."""
+    if max_s <= 0:
+        return None
+    started, last, same_since = time.monotonic(), None, time.monotonic()
+    said = None
+    while time.monotonic() - started < max_s:
+        said = httpx.get(base + "/v1/info", timeout=30).json().get("llm_reasons_remembered")
+        if said != last:
+            last, same_since = said, time.monotonic()
+        elif time.monotonic() - same_since >= quiet_s:
+            break
+        time.sleep(2.0)
+    print(f"after {time.monotonic() - started:.0f} s idle: {said}", flush=True)
+    return said
+
+
+def _with_own_server(args, settings: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="recassist-load-") as tmp:
         data_dir = Path(tmp) / "data"
         env = {**dict(pair.split("=", 1) for pair in args.env),
@@ -488,6 +513,7 @@ def _with_own_server(args) -> dict:
         print(f"starting recassist serve --demo ({args.llm} LLM, {args.embedding} embeddings) in {data_dir} ...", flush=True)
         with server_process(data_dir, timeout_s=900, **env) as (proc, base):
             _warm_up(base, args.request_timeout)
+            settings["written_ahead"] = idle_until_written(base, args.idle_first)
             return run_load(base, args.sessions, args.turns, max_seconds=args.max_seconds,
                             timeout_s=args.request_timeout, db_path=data_dir / "recassist.db", pid=proc.pid)
 
