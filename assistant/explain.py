@@ -338,9 +338,11 @@ def llm_reasons(
     if not jobs:
         return
 
+    about_item_only = item_only(template)  # else the prompt holds the user's words: kept in memory only
+
     def remember(prompt: str, text: str) -> None:
         if remembered is not None and len(text) <= MAX_REASON_CHARS:
-            remembered.put(prompt, max_tokens, stops, text)
+            remembered.put(prompt, max_tokens, stops, text, keep_in_file=about_item_only)
 
     if len(jobs) > 1 and getattr(llm, "supports_batch", False):
         # One decode for all of them: each step writes a token of every reason (llm.stream_many).

@@ -227,3 +227,26 @@ def test_cards_a_busy_model_left_without_its_words_are_written_first(make_engine
 
 def _popular_one(engine) -> str:
     return engine.retriever.popular(1)[0][0]
+
+
+def test_a_reason_prompt_with_the_users_words_is_remembered_in_memory_but_never_on_disk(make_engine, tmp_path):
+    import sqlite3
+
+    from assistant.explain import llm_reasons
+
+    engine = make_engine(llm_backend="none")
+    candidate = engine.retriever.candidates("ben", _request("sea"), k=1)[0]
+    for style, on_disk in (("completion", 1), ("chat", 0)):
+        path = tmp_path / f"{style}.sqlite"
+        memory = Remembered(path=path)
+        llm = FakeLLM(default="a captain and the sea", greedy_repeats=True, prompt_style=style)
+        list(llm_reasons(llm, Prompts(style=style), [candidate], "a sea story, please", "en", remembered=memory.bind(llm)))
+        assert len(memory) == 1, "remembered in this process either way"
+        stored = sqlite3.connect(path).execute("SELECT COUNT(*) FROM remembered").fetchone()[0]
+        assert stored == on_disk, f"{style}: the chat reason prompt holds the user's request"
+
+
+def _request(text):
+    from retrieval.request import Request
+
+    return Request(query=text)

@@ -13,8 +13,9 @@ may sample, and a cache would hide a changed deployment.
 With a `path` the texts are also kept in a SQLite file (`remembered.sqlite` in the data dir):
 they outlive a restart, and the workers of one data dir share them, so what one worker's turns
 (or the hook writer, assistant/prewrite.py) had the model write serves every worker's next turn.
-The file holds generated phrases about catalog items keyed by a hash of the prompt, nothing a
-user said; deleting it only makes the model write them again.
+Only generations whose prompt holds nothing of a user go to the file (the embedded model's
+hooks: the item's description); a prompt with the user's words or history stays in memory, so a
+deleted user leaves nothing on disk. Deleting the file only makes the model write them again.
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ class Remembered:
         with self._lock:
             return key in self._texts or (self._db is not None and self._read(key) is not None)
 
-    def put(self, key: tuple, text: str) -> None:
+    def put(self, key: tuple, text: str, keep_in_file: bool = True) -> None:
+        """Remember `text`; `keep_in_file` False keeps it in this process only (a prompt with the
+        user's words or history in it: deleting the user must leave none of it on disk)."""
         with self._lock:
             self._keep(key, text)
-            if self._db is not None:
+            if self._db is not None and keep_in_file:
                 self._write(key, text)
 
     def _keep(self, key: tuple, text: str) -> None:
@@ -168,8 +171,8 @@ class RememberedFor:
     def get(self, prompt, max_tokens: int, stops: Sequence[str]) -> str | None:
         return self.cache.get(self._key(prompt, max_tokens, stops))
 
-    def put(self, prompt, max_tokens: int, stops: Sequence[str], text: str) -> None:
-        self.cache.put(self._key(prompt, max_tokens, stops), text)
+    def put(self, prompt, max_tokens: int, stops: Sequence[str], text: str, keep_in_file: bool = True) -> None:
+        self.cache.put(self._key(prompt, max_tokens, stops), text, keep_in_file)
 
     def has(self, prompt, max_tokens: int, stops: Sequence[str]) -> bool:
         return self.cache.has(self._key(prompt, max_tokens, stops))
