@@ -65,7 +65,7 @@ class Agent:
                                sequences=self.settings.llm_turn_sequences)
         # The model's reasons by prompt, shared with the data dir's other workers and the next start.
         self.unwritten: deque[str] = deque(maxlen=UNWRITTEN_KEPT)  # item ids shown with evidence reasons, newest last
-        self._remembered = Remembered(self.settings.llm_remember_reasons, path=self.settings.data_dir / "remembered.sqlite")
+        self._remembered = Remembered(self.settings.llm_remember_reasons, path=parts.remembered_path)
         self._rank_priors: dict = {}  # calibration answers of the loaded model, reused every turn
         self._prompt_sets: dict = {}  # per prompt style: the templates, read once
 

@@ -200,7 +200,7 @@ class Engine:
         from assistant.prewrite import HookWriter
 
         self._writer = HookWriter(self.agent, lambda: self.retriever, items=self.settings.llm_write_ahead,
-                                  lock_path=self.settings.data_dir / ".write-ahead.lock")
+                                  lock_path=self.data_dir / ".write-ahead.lock")
         self._writer.start()
         return self._writer
 
@@ -221,6 +221,7 @@ class Engine:
             llm=lambda: self.llm,
             llm_error=lambda: self.llm_error,
             forget_fitted=self.forget_fitted,
+            remembered_path=self.data_dir / "remembered.sqlite",
         ))
 
     # Data in ------------------------------------------------------------------------------

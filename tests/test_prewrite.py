@@ -250,3 +250,17 @@ def _request(text):
     from retrieval.request import Request
 
     return Request(query=text)
+
+
+def test_a_demo_with_a_folder_of_its_own_keeps_its_remembered_reasons_there(tmp_path):
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    llm = _greedy_batching()
+    engine = Engine(Settings.load(env={}, data_dir=tmp_path, llm_backend="fake", embedding_backend="hash"), llm=llm, demo="zh")
+    try:
+        assert engine.data_dir == tmp_path / "demo-zh"
+        engine.agent.remembered_stats()  # binds the model: the file is opened
+        assert (tmp_path / "demo-zh" / "remembered.sqlite").exists() and not (tmp_path / "remembered.sqlite").exists()
+    finally:
+        engine.close()
