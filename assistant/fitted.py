@@ -141,12 +141,18 @@ class PublishedSignals:
         return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-@contextlib.contextmanager
-def fit_lock(root: Path, wait: bool = True) -> Iterator[bool]:
+def fit_lock(root: Path, wait: bool = True):
     """Holds the one fit of a data dir's signals (a file lock beside them): yields True when this
     caller holds it, False at once when another holds it and `wait` is False."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".fit.lock", "a+") as handle:
+    return file_lock(root / ".fit.lock", wait=wait)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive lock on `path` among the processes (and threads) of a machine: yields True
+    when this caller holds it, False at once when another holds it and `wait` is False."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -19,10 +19,8 @@ file (data_dir/remembered.sqlite).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,6 +32,7 @@ from assistant.explain import (
     reason_limits,
     reason_prompt,
 )
+from assistant.fitted import file_lock
 from core.errors import RecassistError
 from retrieval.records import Candidate
 
@@ -180,20 +179,6 @@ def _one_by_one(llm, prompts: list[str], max_tokens: int, stops: list[str]) -> I
         yield index, None
 
 
-@contextlib.contextmanager
-def _writer_lock(path: Path | None) -> Iterator[bool]:
+def _writer_lock(path: Path | None):
     """True while this process is the data dir's writer (always, without a path)."""
-    if path is None:
-        yield True
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(path, wait=False) if path is not None else contextlib.nullcontext(True)
