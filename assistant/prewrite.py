@@ -11,7 +11,8 @@ with evidence reasons come first: the next turn that shows them (the same user a
 a neighbour in taste) gets the model's words.
 
 The writer yields to people: it starts only after no turn of this process has come for `idle_s`,
-writes `batch` hooks per call, and stops its call at the next written piece once a turn comes.
+writes `batch` hooks per call, and stops its call at the next written piece once a turn comes; a
+local model also stops it when a turn of any worker reserves model time (`stream_many_spare`).
 One process of a data dir writes (a file lock); the others read what it wrote from the shared
 file (data_dir/remembered.sqlite).
 """
@@ -119,7 +120,9 @@ class HookWriter:
         texts = [""] * len(prompts)
         finished = 0
         try:
-            if getattr(llm, "supports_batch", False) and len(prompts) > 1:
+            if hasattr(llm, "stream_many_spare"):  # a turn of any worker that reserves the model stops it
+                pieces = llm.stream_many_spare(prompts, max_tokens=max_tokens, stop=stops)
+            elif getattr(llm, "supports_batch", False) and len(prompts) > 1:
                 pieces = llm.stream_many(prompts, max_tokens=max_tokens, stop=stops)
             else:
                 pieces = _one_by_one(llm, prompts, max_tokens, stops)

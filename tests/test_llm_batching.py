@@ -429,3 +429,21 @@ def test_turns_about_to_ask_get_a_share_of_an_idle_model_too(make_scheduler):
         grants[peers] = held.sequences
         scheduler.release(held)
     assert grants == {0: 5, 1: 3, 7: 2}, "a lone turn takes all it asks; the first of a burst its share, at least two"
+
+
+def test_spare_time_work_gives_way_to_the_next_turn_that_reserves_the_model(make_scheduler):
+    from assistant.llm.base import ModelBusy
+
+    scheduler = make_scheduler(FakeEngine(delay_s=0.003), parallel=4)
+    spare = scheduler.results(scheduler.submit([PROMPTS[0], PROMPTS[1]], max_tokens=500, stops=(), spare=True))
+    next(spare)  # being written
+    ordinary = scheduler.submit([PROMPTS[2]], max_tokens=400, stops=())  # another caller's work is not spare
+    turn = scheduler.reserve(2.0, 5)
+    assert turn is not None and turn.sequences == 5, "the spare-time work counts for nothing in the turn's estimate"
+    with pytest.raises(ModelBusy, match="gave way"):
+        for _ in spare:
+            pass
+    assert not ordinary.cancelled
+    assert collect(scheduler.results(ordinary)) == {0: alone(PROMPTS[2], 400, ())}
+    scheduler.release(turn)
+    assert run(scheduler, [PROMPTS[3]], max_tokens=5, stops=()) == {0: alone(PROMPTS[3], 5, ())}, "the model goes on"

@@ -142,6 +142,23 @@ def test_a_closed_stream_frees_the_model_for_the_next_caller(supervised):
 
 
 @pytest.mark.integration
+def test_spare_time_work_in_the_process_gives_way_to_a_turn_of_any_worker(supervised, embedded_model_path):
+    from assistant.llm.base import ModelBusy
+
+    spare = supervised.stream_many_spare([STORY, STORY + " Then"], max_tokens=300)
+    next(spare)  # being written in the model's spare time
+    other_worker = ModelProcessLLM(supervised.socket_path, timeout_s=5.0, queue_timeout_s=20.0)  # its own connection
+    started = time.monotonic()
+    with other_worker.reserve(2.5, sequences=5) as view:
+        assert view is not None and view.granted == 5
+        text = "".join(view.stream(QUESTION, max_tokens=8))
+    with pytest.raises(ModelBusy, match="gave way"):
+        for _ in spare:
+            pass
+    assert text and time.monotonic() - started < 10
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
 def test_a_model_process_killed_mid_stream_is_an_error_then_a_restart(supervised, sig):
     pid = supervised.supervisor.pid

@@ -86,6 +86,7 @@ class Call:
         self.reservation = reservation
         self.out: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False  # the caller gave up: its sequences are freed at the next step
+        self.spare = False  # written in the model's spare time: a turn's reservation stops it (scheduler)
         self.started = False
         self.open = len(self.requests)
 

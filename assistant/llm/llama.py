@@ -246,9 +246,15 @@ class LlamaCppLLM:
         return self._stream_many(prompts, max_tokens=max_tokens, stop=stop)
 
     def _stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
-                     reservation=None, started=None, alive=None) -> Iterator[tuple[int, str | None]]:
+                     reservation=None, started=None, alive=None, spare: bool = False) -> Iterator[tuple[int, str | None]]:
         with contextlib.nullcontext() if self.batches_across_calls else self.hold():  # not batching: the model whole
-            yield from self._generate(prompts, max_tokens, stop, reservation, started, alive)
+            yield from self._generate(prompts, max_tokens, stop, reservation, started, alive, spare)
+
+    def stream_many_spare(self, prompts: Sequence[Prompt], *, max_tokens: int,
+                          stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
+        """stream_many in the model's spare time: the next turn that reserves model time stops it
+        (ModelBusy), so work done ahead never delays a person's answer."""
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, spare=True)
 
     def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1, peers: int = 0):
         """Model time for one turn (base.BatchingLLM): a ReservedLLM granting up to `sequences`
@@ -256,7 +262,7 @@ class LlamaCppLLM:
         model always grants `least`). `peers`: other turns about to ask (they get a share too)."""
         return _reserved(self, self.scheduler, budget_s, sequences, least, peers)
 
-    def _generate(self, prompts, max_tokens, stop, reservation, started, alive) -> Iterator[tuple[int, str | None]]:
+    def _generate(self, prompts, max_tokens, stop, reservation, started, alive, spare=False) -> Iterator[tuple[int, str | None]]:
         tokens = [self._prompt_tokens(p) for p in prompts]
         for t in tokens:
             self._check_fits(len(t) + max_tokens)
@@ -264,7 +270,7 @@ class LlamaCppLLM:
         if self.scheduler.holds_exclusive():  # this thread has the model to itself: decode here
             yield from self.scheduler.decode_alone(Call(tokens, max_tokens, stops), started)
             return
-        call = self.scheduler.submit(tokens, max_tokens=max_tokens, stops=stops, reservation=reservation)
+        call = self.scheduler.submit(tokens, max_tokens=max_tokens, stops=stops, reservation=reservation, spare=spare)
         yield from self.scheduler.results(call, started=started, alive=alive)
 
     # Helpers -----------------------------------------------------------------------------------

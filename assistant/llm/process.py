@@ -277,9 +277,17 @@ class ModelProcessLLM:
                     stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
         return self._stream_many(prompts, max_tokens=max_tokens, stop=stop)
 
+    def stream_many_spare(self, prompts: Sequence[Prompt], *, max_tokens: int,
+                          stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
+        """stream_many in the model's spare time: the next turn of any worker that reserves model
+        time stops it (ModelBusy)."""
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, spare=True)
+
     def _stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
-                     reservation: str | None = None) -> Iterator[tuple[int, str | None]]:
+                     reservation: str | None = None, spare: bool = False) -> Iterator[tuple[int, str | None]]:
         args = {"prompts": list(prompts), "max_tokens": max_tokens, "stop": list(stop or []), "reservation": reservation}
+        if spare:
+            args["spare"] = True  # a model process from before this flag rejects no call without it
         with self._connection("stream_many", args) as messages:
             for message in messages:
                 if "done" in message:

@@ -110,10 +110,14 @@ class BatchScheduler:
     # Generations -------------------------------------------------------------------------------
 
     def submit(self, prompts: Sequence[Sequence[int]], *, max_tokens: int, stops: Sequence[str] = (),
-               reservation: Reservation | None = None) -> Call:
-        """Queue greedy generations of `prompts` (token ids); read them with results()."""
+               reservation: Reservation | None = None, spare: bool = False) -> Call:
+        """Queue greedy generations of `prompts` (token ids); read them with results().
+
+        `spare`: work for the model's spare time (reason hooks written ahead, assistant/prewrite.py):
+        the next turn that reserves model time stops it, and its reader gets ModelBusy."""
         admit_by = reservation.deadline if reservation is not None else time.monotonic() + self.queue_timeout_s
         call = Call(prompts, max_tokens, stops, admit_by=admit_by, reservation=reservation)
+        call.spare = spare
         with self._cv:
             if self._closed:
                 raise LLMError(f"{self.name} was closed")
@@ -244,6 +248,7 @@ class BatchScheduler:
         nobody, and a model that is never asked never learns its speed again."""
         least = max(1, least)
         with self._cv:
+            self._give_way()
             idle = not (self._batch.live or self._waiting or self._reservations)
             others = max(len(self._reservations), peers)
             share = max(least, min(sequences, TURN_SHARE_FLOOR), -(-sequences // (others + 1)))
@@ -260,6 +265,18 @@ class BatchScheduler:
                     return reservation
             log.debug("no room within %.2fs for %d others' turns and this one", budget_s, others)
             return None
+
+    def _give_way(self) -> None:
+        """Stop every spare-time call (under _cv): a turn wants the model. Their sequences are freed
+        at the next step, their readers get ModelBusy now."""
+        spare = {r.call for r in [*self._batch.live, *self._waiting] if r.call.spare and not r.call.cancelled}
+        if not spare:
+            return
+        for call in spare:
+            call.cancelled = True
+            call.out.put(ModelBusy(f"{self.name} gave way to a turn"))
+        self._waiting = deque(r for r in self._waiting if not r.call.cancelled)
+        self._cv.notify_all()
 
     def release(self, reservation: Reservation) -> None:
         with self._cv:
