@@ -149,6 +149,7 @@ def _open(path: Path) -> sqlite3.Connection | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # no fsync per write: a lost text is written again, and turns wait on none
         db.execute("CREATE TABLE IF NOT EXISTS remembered (key TEXT PRIMARY KEY, text TEXT NOT NULL, written REAL NOT NULL)")
         db.isolation_level = ""  # `with db:` below is one transaction
         return db
