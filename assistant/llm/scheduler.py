@@ -229,8 +229,9 @@ class BatchScheduler:
             return self._estimate(sequences)
 
     def _estimate(self, sequences: int) -> float:
-        requests = list(self._batch.live) + list(self._waiting)
-        read = sum(max(0, len(r.tokens) - r.pos) for r in self._batch.live)
+        live = [r for r in self._batch.live if not r.call.cancelled]  # cancelled ones are freed at the next step
+        requests = live + list(self._waiting)
+        read = sum(max(0, len(r.tokens) - r.pos) for r in live)
         read += sum(min(len(r.tokens), self.avg_read) for r in self._waiting)
         written = sum(max(1.0, self.avg_written - r.written) for r in requests)
         more = sequences + sum(max(0, r.sequences - r.submitted) for r in self._reservations)
@@ -249,7 +250,8 @@ class BatchScheduler:
         least = max(1, least)
         with self._cv:
             self._give_way()
-            idle = not (self._batch.live or self._waiting or self._reservations)
+            live = any(not r.call.cancelled for r in self._batch.live)
+            idle = not (live or self._waiting or self._reservations)
             others = max(len(self._reservations), peers)
             share = max(least, min(sequences, TURN_SHARE_FLOOR), -(-sequences // (others + 1)))
             # Once granted, a turn's calls wait for a sequence as long as any call may (the budget
