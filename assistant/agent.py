@@ -63,9 +63,9 @@ class Agent:
         self._vocab_size = -1
         self._gate = ModelGate(parts.llm, self.settings.llm_timeout_s, budget_s=self.settings.llm_turn_budget_s,
                                sequences=self.settings.llm_turn_sequences)
-        # The model's reasons by prompt, shared with the data dir's other workers and the next start.
+        # The model's reasons by prompt; those about an item alone are kept in the store for every worker.
         self.unwritten: deque[str] = deque(maxlen=UNWRITTEN_KEPT)  # item ids shown with evidence reasons, newest last
-        self._remembered = Remembered(self.settings.llm_remember_reasons, path=parts.remembered_path)
+        self._remembered = Remembered(self.settings.llm_remember_reasons, store=parts.memory)
         self._rank_priors: dict = {}  # calibration answers of the loaded model, reused every turn
         self._prompt_sets: dict = {}  # per prompt style: the templates, read once
 

@@ -221,7 +221,6 @@ class Engine:
             llm=lambda: self.llm,
             llm_error=lambda: self.llm_error,
             forget_fitted=self.forget_fitted,
-            remembered_path=self.data_dir / "remembered.sqlite",
         ))
 
     # Data in ------------------------------------------------------------------------------
@@ -379,7 +378,7 @@ class Engine:
         st = self.agent.remembered_stats()
         if st is None:
             return None
-        kept = f"{st['stored']} kept in {self.data_dir / 'remembered.sqlite'}" if st["stored"] is not None else f"{st['entries']} in memory"
+        kept = f"{st['stored']} kept in the store" if st["stored"] is not None else f"{st['entries']} in memory"
         writer = getattr(self, "_writer", None)
         ahead = f"; {writer.written} written ahead here" if writer is not None else ""
         return f"{kept}; {st['hits']} served, {st['misses']} missed{ahead}"

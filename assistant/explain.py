@@ -342,7 +342,7 @@ def llm_reasons(
 
     def remember(prompt: str, text: str) -> None:
         if remembered is not None and len(text) <= MAX_REASON_CHARS:
-            remembered.put(prompt, max_tokens, stops, text, keep_in_file=about_item_only)
+            remembered.put(prompt, max_tokens, stops, text, keep_stored=about_item_only)
 
     if len(jobs) > 1 and getattr(llm, "supports_batch", False):
         # One decode for all of them: each step writes a token of every reason (llm.stream_many).

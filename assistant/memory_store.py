@@ -1,4 +1,6 @@
 """Conversations (sessions and their messages) and users' profiles: the agent's memory on disk.
+Also what a local model wrote from prompts about an item alone (assistant/llm/memo.py): no
+user's data, so that every worker, on any host, and the next start find it.
 
 Kept in the same database as the catalog and the events (one `retrieval.sql.Database`, so one
 file or one PostgreSQL server), in tables of its own; retrieval never reads them.
@@ -35,6 +37,11 @@ CREATE TABLE IF NOT EXISTS profiles (
     user_id TEXT PRIMARY KEY,
     profile TEXT NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS remembered (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    written DOUBLE PRECISION NOT NULL
 )
 """
 
@@ -106,6 +113,28 @@ class MemoryStore:
                 " ON CONFLICT (user_id) DO UPDATE SET profile = excluded.profile, updated_at = excluded.updated_at",
                 (user_id, _dumps(profile), time.time()),
             )
+
+    def remembered_text(self, key: str) -> str | None:
+        """What the model wrote for the prompt hashed as `key` (llm/memo.py), or None."""
+        with self.database.read() as db:
+            rows = db.all("SELECT text FROM remembered WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def remember_text(self, key: str, text: str, keep: int | None = None) -> None:
+        """Keep what the model wrote for `key`; with `keep`, then only the `keep` newest texts."""
+        with self.database.write() as db:
+            db.execute(
+                "INSERT INTO remembered (key, text, written) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET text = excluded.text, written = excluded.written",
+                (key, text, time.time()),
+            )
+            if keep is not None:
+                db.execute("DELETE FROM remembered WHERE key NOT IN (SELECT key FROM remembered ORDER BY written DESC LIMIT ?)",
+                           (keep,))
+
+    def remembered_count(self) -> int:
+        with self.database.read() as db:
+            return int(db.all("SELECT COUNT(*) FROM remembered")[0][0])
 
     def delete_user(self, user_id: str) -> dict:
         """Forget a user's messages, sessions and profile. Returns rows removed per table."""

@@ -13,8 +13,8 @@ a neighbour in taste) gets the model's words.
 The writer yields to people: it starts only after no turn of this process has come for `idle_s`,
 writes `batch` hooks per call, and stops its call at the next written piece once a turn comes; a
 local model also stops it when a turn of any worker reserves model time (`stream_many_spare`).
-One process of a data dir writes (a file lock); the others read what it wrote from the shared
-file (data_dir/remembered.sqlite).
+One process of a data dir writes (a file lock); the others read what it wrote from the store
+(its `remembered` table: every worker's, on any host).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class Settings(BaseModel):
     llm_remember_reasons: int = Field(default=4096, ge=0)
     # While the local model is idle, `serve` has it write ahead the hooks of this many of the most
     # popular items (0 = off; only for templates whose prompt depends on the item alone); they are
-    # kept in data_dir/remembered.sqlite for every worker and the next start (assistant/prewrite.py).
+    # kept in the store (table `remembered`) for every worker and the next start (assistant/prewrite.py).
     llm_write_ahead: int = Field(default=1000, ge=0)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = Field(default="", repr=False)  # secrets stay out of reprs and logs

@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
@@ -46,7 +45,6 @@ class Parts:
     llm: Callable[[], Any]  # None when there is no model, or it failed to load
     llm_error: Callable[[], str | None] = lambda: None
     forget_fitted: Callable[[], Any] = lambda: None
-    remembered_path: Path | None = None  # where the model's remembered reasons are kept (llm/memo.py); None: memory only
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from assistant.llm.fake import FakeLLM
 from assistant.llm.memo import Remembered
 from assistant.prewrite import HookWriter, _writer_lock
 from prompts import Prompts
+from test_postgres import postgres_server, postgres_url  # noqa: F401 - fixtures, skipped without PostgreSQL
 
 from test_agent import run
 
@@ -36,47 +37,59 @@ def _writer(engine, **kw) -> HookWriter:
     return HookWriter(engine.agent, lambda: engine.retriever, items=kw.pop("items", 50), idle_s=kw.pop("idle_s", 0.0), **kw)
 
 
-# The remembered texts, in a file ----------------------------------------------------------------
+# The remembered texts, in the store -------------------------------------------------------------
 
 
-def test_remembered_texts_outlive_the_process_and_are_shared_by_the_data_dirs_workers(tmp_path):
-    path = tmp_path / "remembered.sqlite"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'recassist.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _memory_store(url):
+    from assistant.memory_store import MemoryStore
+    from retrieval.sql import Database
+
+    return MemoryStore(Database(url))
+
+
+def test_remembered_texts_outlive_the_process_and_are_shared_by_every_worker(database_url):
     llm = FakeLLM(greedy_repeats=True)
-    one, other = Remembered(path=path), Remembered(path=path)  # two workers of one data dir
+    stores = [_memory_store(database_url), _memory_store(database_url)]  # two workers, one database
+    one, other = Remembered(store=stores[0]), Remembered(store=stores[1])
     one.bind(llm).put("About: a whale\nHook:", 32, ["\n"], "a captain hunts a whale")
     assert other.bind(llm).get("About: a whale\nHook:", 32, ["\n"]) == "a captain hunts a whale"
     assert other.bind(llm).get("About: a whale\nHook:", 16, ["\n"]) is None, "other limits, another generation"
     assert other.bind(FakeLLM(model="another", greedy_repeats=True)).get("About: a whale\nHook:", 32, ["\n"]) is None
-    one.close()
-    other.close()
-    restarted = Remembered(path=path)
+    for store in stores:
+        store.database.close()
+    restarted = Remembered(store=_memory_store(database_url))
     assert restarted.bind(llm).has("About: a whale\nHook:", 32, ["\n"])
-    assert restarted.stats()["hits"] == 0, "has() counts no hit"
+    assert restarted.stats()["hits"] == 0 and restarted.stats()["stored"] == 1, "has() counts no hit"
 
 
-def test_the_file_keeps_the_newest_texts_within_its_bound(tmp_path, monkeypatch):
-    import sqlite3
-
+def test_the_store_keeps_the_newest_texts_within_its_bound(tmp_path, monkeypatch):
     from assistant.llm import memo
 
     monkeypatch.setattr(memo, "PRUNE_EVERY", 5)
-    memory = Remembered(limit=1, path=tmp_path / "r.sqlite")
+    store = _memory_store(f"sqlite:///{tmp_path / 'r.db'}")
+    memory = Remembered(limit=1, store=store)
     view = memory.bind(FakeLLM(greedy_repeats=True))
     for n in range(20):
         view.put(f"p{n}", 8, ["\n"], f"t{n}")
-    rows = sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT COUNT(*) FROM remembered").fetchone()[0]
-    assert rows <= memo.KEPT_PER_LIMIT + memo.PRUNE_EVERY and view.get("p19", 8, ["\n"]) == "t19"
+    assert store.remembered_count() <= memo.KEPT_PER_LIMIT + memo.PRUNE_EVERY and view.get("p19", 8, ["\n"]) == "t19"
     assert view.get("p0", 8, ["\n"]) is None, "the oldest went"
 
 
-def test_a_file_that_cannot_be_written_leaves_memory_only(tmp_path, caplog):
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("x")
-    memory = Remembered(path=blocker / "remembered.sqlite")
+def test_a_store_that_fails_leaves_the_texts_in_memory_and_says_so_once(tmp_path, caplog):
+    store = _memory_store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.database.close()  # gone: every read and write fails
+    memory = Remembered(store=store)
     view = memory.bind(FakeLLM(greedy_repeats=True))
     view.put("p", 8, ["\n"], "text")
-    assert view.get("p", 8, ["\n"]) == "text"
-    assert "memory only" in caplog.text
+    assert view.get("p", 8, ["\n"]) == "text" and view.get("q", 8, ["\n"]) is None
+    assert caplog.text.count("kept in memory") == 1
 
 
 def test_only_prompts_about_the_item_alone_are_written_ahead():
@@ -198,7 +211,7 @@ def test_info_says_what_is_remembered_and_written_ahead(make_engine):
         threading.Event().wait(0.05)
     run(engine, "ben", "recommend me something")
     text = engine.info()["llm_reasons_remembered"]
-    assert text.startswith(f"{writer.written} kept in ") and "remembered.sqlite" in text
+    assert text.startswith(f"{writer.written} kept in the store")
     assert f"{writer.written} written ahead here" in text and " 0 served" not in text
     assert make_engine(llm_backend="none").info()["llm_reasons_remembered"] is None
 
@@ -229,38 +242,21 @@ def _popular_one(engine) -> str:
     return engine.retriever.popular(1)[0][0]
 
 
-def test_a_reason_prompt_with_the_users_words_is_remembered_in_memory_but_never_on_disk(make_engine, tmp_path):
-    import sqlite3
-
+def test_a_reason_prompt_with_the_users_words_is_remembered_in_memory_but_never_stored(make_engine, tmp_path):
     from assistant.explain import llm_reasons
 
     engine = make_engine(llm_backend="none")
     candidate = engine.retriever.candidates("ben", _request("sea"), k=1)[0]
     for style, on_disk in (("completion", 1), ("chat", 0)):
-        path = tmp_path / f"{style}.sqlite"
-        memory = Remembered(path=path)
+        store = _memory_store(f"sqlite:///{tmp_path / style}.db")
+        memory = Remembered(store=store)
         llm = FakeLLM(default="a captain and the sea", greedy_repeats=True, prompt_style=style)
         list(llm_reasons(llm, Prompts(style=style), [candidate], "a sea story, please", "en", remembered=memory.bind(llm)))
         assert len(memory) == 1, "remembered in this process either way"
-        stored = sqlite3.connect(path).execute("SELECT COUNT(*) FROM remembered").fetchone()[0]
-        assert stored == on_disk, f"{style}: the chat reason prompt holds the user's request"
+        assert store.remembered_count() == on_disk, f"{style}: the chat reason prompt holds the user's request"
 
 
 def _request(text):
     from retrieval.request import Request
 
     return Request(query=text)
-
-
-def test_a_demo_with_a_folder_of_its_own_keeps_its_remembered_reasons_there(tmp_path):
-    from assistant.engine import Engine
-    from assistant.settings import Settings
-
-    llm = _greedy_batching()
-    engine = Engine(Settings.load(env={}, data_dir=tmp_path, llm_backend="fake", embedding_backend="hash"), llm=llm, demo="zh")
-    try:
-        assert engine.data_dir == tmp_path / "demo-zh"
-        engine.agent.remembered_stats()  # binds the model: the file is opened
-        assert (tmp_path / "demo-zh" / "remembered.sqlite").exists() and not (tmp_path / "remembered.sqlite").exists()
-    finally:
-        engine.close()

@@ -10,12 +10,13 @@ Only the text is remembered; every use checks it again against the turn it is sh
 models that say `greedy_repeats` (the local llama.cpp backends) are remembered: a hosted server
 may sample, and a cache would hide a changed deployment.
 
-With a `path` the texts are also kept in a SQLite file (`remembered.sqlite` in the data dir):
-they outlive a restart, and the workers of one data dir share them, so what one worker's turns
-(or the hook writer, assistant/prewrite.py) had the model write serves every worker's next turn.
-Only generations whose prompt holds nothing of a user go to the file (the embedded model's
-hooks: the item's description); a prompt with the user's words or history stays in memory, so a
-deleted user leaves nothing on disk. Deleting the file only makes the model write them again.
+With a `store` (assistant.memory_store.MemoryStore: the data dir's SQLite database, or the
+PostgreSQL server) the texts are also kept in its `remembered` table: they outlive a restart,
+and every worker, on any host, shares them, so what one worker's turns (or the hook writer,
+assistant/prewrite.py) had the model write serves every worker's next turn. Only generations
+whose prompt holds nothing of a user go there (the embedded model's hooks: the item's
+description); a prompt with the user's words or history stays in memory, so a deleted user leaves
+nothing stored. Deleting the rows only makes the model write them again.
 """
 
 from __future__ import annotations
@@ -23,46 +24,39 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 import threading
-import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-KEPT_PER_LIMIT = 8  # the file keeps up to this many times the in-memory limit (the newest)
-PRUNE_EVERY = 256  # writes between two prunes of the file
+KEPT_PER_LIMIT = 8  # the store keeps up to this many times the in-memory limit (the newest)
+PRUNE_EVERY = 256  # writes between two prunes of the store
 
 
 class Remembered:
     """A bounded, thread-safe map from (model, prompt, limits) to the text a greedy generation wrote."""
 
-    def __init__(self, limit: int = 4096, path: Path | str | None = None):
+    def __init__(self, limit: int = 4096, store=None):
         self.limit = limit
         self._texts: OrderedDict[tuple, str] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
-        self._db: sqlite3.Connection | None = None  # opened when a model that may be remembered binds
-        self._path = Path(path) if path is not None and limit > 0 else None
+        self._store = store if limit > 0 else None  # remembered_text / remember_text / remembered_count
         self._writes = 0
+        self._warned = False
 
     def bind(self, llm) -> "RememberedFor | None":
         """This cache as seen by one model; None when nothing may be remembered for it."""
         if llm is None or self.limit <= 0 or not getattr(llm, "greedy_repeats", False):
             return None
-        if self._path is not None:
-            with self._lock:
-                if self._path is not None:
-                    self._db, self._path = _open(self._path), None
         return RememberedFor(self, (getattr(llm, "backend", ""), str(getattr(llm, "model", ""))))
 
     def get(self, key: tuple) -> str | None:
         with self._lock:
             text = self._texts.get(key)
-            if text is None and self._db is not None:
+            if text is None and self._store is not None:
                 text = self._read(key)
                 if text is not None:
                     self._keep(key, text)
@@ -76,14 +70,14 @@ class Remembered:
     def has(self, key: tuple) -> bool:
         """Whether a text is remembered for `key` (counts neither a hit nor a miss)."""
         with self._lock:
-            return key in self._texts or (self._db is not None and self._read(key) is not None)
+            return key in self._texts or (self._store is not None and self._read(key) is not None)
 
-    def put(self, key: tuple, text: str, keep_in_file: bool = True) -> None:
-        """Remember `text`; `keep_in_file` False keeps it in this process only (a prompt with the
-        user's words or history in it: deleting the user must leave none of it on disk)."""
+    def put(self, key: tuple, text: str, keep_stored: bool = True) -> None:
+        """Remember `text`; `keep_stored` False keeps it in this process only (a prompt with the
+        user's words or history in it: deleting the user must leave none of it stored)."""
         with self._lock:
             self._keep(key, text)
-            if self._db is not None and keep_in_file:
+            if self._store is not None and keep_stored:
                 self._write(key, text)
 
     def _keep(self, key: tuple, text: str) -> None:
@@ -94,68 +88,43 @@ class Remembered:
 
     def _read(self, key: tuple) -> str | None:
         try:
-            row = self._db.execute("SELECT text FROM remembered WHERE key = ?", (_digest(key),)).fetchone()
-        except sqlite3.Error as exc:
-            self._lose_file(exc)
+            return self._store.remembered_text(_digest(key))
+        except Exception as exc:  # noqa: BLE001 - a cache: the turn goes on without it (the model writes it)
+            self._failed(exc)
             return None
-        return row[0] if row else None
 
     def _write(self, key: tuple, text: str) -> None:
+        self._writes += 1
+        keep = self.limit * KEPT_PER_LIMIT if self._writes % PRUNE_EVERY == 0 else None
         try:
-            with self._db:
-                self._db.execute("INSERT OR REPLACE INTO remembered (key, text, written) VALUES (?, ?, ?)",
-                                 (_digest(key), text, time.time()))
-                self._writes += 1
-                if self._writes % PRUNE_EVERY == 0:
-                    self._db.execute(
-                        "DELETE FROM remembered WHERE key NOT IN (SELECT key FROM remembered ORDER BY written DESC LIMIT ?)",
-                        (self.limit * KEPT_PER_LIMIT,))
-        except sqlite3.Error as exc:
-            self._lose_file(exc)
+            self._store.remember_text(_digest(key), text, keep=keep)
+        except Exception as exc:  # noqa: BLE001 - kept in memory all the same
+            self._failed(exc)
 
-    def _lose_file(self, exc: Exception) -> None:
-        """A file that cannot be read or written: remember in memory only (what is there still serves)."""
-        log.warning("the remembered reasons file failed (%s); remembering in memory only", exc)
-        self._db = None
+    def _failed(self, exc: Exception) -> None:
+        """Said once a process: the store could not be read or written (the memory copy still serves)."""
+        if not self._warned:
+            self._warned = True
+            log.warning("the remembered reasons could not be read or stored (%s: %s); they are kept in memory",
+                        type(exc).__name__, exc)
 
     def __len__(self) -> int:
         return len(self._texts)
 
     def stats(self) -> dict:
-        """In memory, the bound, hits and misses here; `stored`: in the shared file (None without one)."""
+        """In memory, the bound, hits and misses here; `stored`: in the store (None without one)."""
         stored = None
         with self._lock:
-            if self._db is not None:
+            if self._store is not None:
                 try:
-                    stored = self._db.execute("SELECT COUNT(*) FROM remembered").fetchone()[0]
-                except sqlite3.Error:
-                    stored = None
+                    stored = self._store.remembered_count()
+                except Exception as exc:  # noqa: BLE001 - a count for /v1/info
+                    self._failed(exc)
         return {"entries": len(self), "limit": self.limit, "hits": self.hits, "misses": self.misses, "stored": stored}
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 def _digest(key: tuple) -> str:
     return hashlib.sha256(json.dumps(key, ensure_ascii=False, default=list).encode("utf-8")).hexdigest()
-
-
-def _open(path: Path) -> sqlite3.Connection | None:
-    """The shared file, created if missing; None (memory only, with a warning) when it cannot be."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # no fsync per write: a lost text is written again, and turns wait on none
-        db.execute("CREATE TABLE IF NOT EXISTS remembered (key TEXT PRIMARY KEY, text TEXT NOT NULL, written REAL NOT NULL)")
-        db.isolation_level = ""  # `with db:` below is one transaction
-        return db
-    except (sqlite3.Error, OSError) as exc:
-        log.warning("cannot keep remembered reasons in %s (%s); remembering in memory only", path, exc)
-        return None
 
 
 class RememberedFor:
@@ -172,8 +141,8 @@ class RememberedFor:
     def get(self, prompt, max_tokens: int, stops: Sequence[str]) -> str | None:
         return self.cache.get(self._key(prompt, max_tokens, stops))
 
-    def put(self, prompt, max_tokens: int, stops: Sequence[str], text: str, keep_in_file: bool = True) -> None:
-        self.cache.put(self._key(prompt, max_tokens, stops), text, keep_in_file)
+    def put(self, prompt, max_tokens: int, stops: Sequence[str], text: str, keep_stored: bool = True) -> None:
+        self.cache.put(self._key(prompt, max_tokens, stops), text, keep_stored)
 
     def has(self, prompt, max_tokens: int, stops: Sequence[str]) -> bool:
         return self.cache.has(self._key(prompt, max_tokens, stops))
