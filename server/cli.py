@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from assistant import __version__
 from assistant.demos import DEMOS
-from core.errors import RecassistError
+from core.errors import ConfigError, LLMError, RecassistError
 from assistant.settings import Settings
 
 
@@ -79,6 +80,46 @@ def cmd_fit(args) -> int:
           f"(read {t.get('read_s', 0):.1f} s); {m.get('asked_rows', 0):,} moments of people asking in words; "
           f"published {m['version']} in {engine.signals_dir}")
     return 0
+
+
+BULK_BATCH = 8  # hooks per model call when no turn waits (serve writes two, to give way at once)
+
+
+def cmd_write_ahead(args) -> int:
+    """Have the local model write the reason hooks of the most popular items now (what `serve`
+    does in its idle time), so that every worker starts with them; safe to stop and re-run."""
+    from assistant.prewrite import HookWriter
+
+    engine = _engine(args)
+    try:
+        if engine.agent.write_ahead_setup() is None:
+            raise ConfigError(
+                f"the configured model ({engine.settings.llm_backend}) has no reasons to write ahead: that takes a local "
+                "model whose reason template depends on the item alone (the default embedded model, RECASSIST_LLM_BACKEND="
+                "llama, completion-style prompts)" + (f"; it failed to load: {engine.llm_error}" if engine.llm_error else ""))
+        if engine.store.item_count() == 0:
+            raise ConfigError(f"the catalog in {engine.store.url} is empty: ingest it first (recassist ingest-catalog FILE)")
+        items = min(args.items or engine.settings.llm_write_ahead or 1000, engine.store.item_count())
+        writer = HookWriter(engine.agent, lambda: engine.retriever, items=items, idle_s=0.0, batch=BULK_BATCH)
+        pending = writer.pending()
+        print(f"Writing the reason hooks of {len(pending):,} of the {items:,} most popular items ahead "
+              f"(the others are kept already or have no description to sum up)...", file=sys.stderr, flush=True)
+        started, done, said = time.monotonic(), 0, time.monotonic()
+        while done < len(pending):
+            wrote = writer.write_some(n=writer.batch)
+            if wrote == 0:
+                raise LLMError("the model wrote nothing (busy or failing); run it again: what was written is kept")
+            done += wrote
+            if time.monotonic() - said >= 5 and not args.quiet:
+                said = time.monotonic()
+                print(f"  {done:,}/{len(pending):,} ({(said - started) / done:.2f} s each)", file=sys.stderr, flush=True)
+        spent = time.monotonic() - started
+        kept = engine.agent.remembered_stats()["stored"]
+        print(f"wrote {done:,} hooks in {spent:.1f} s" + (f" ({spent / done:.2f} s each)" if done else "")
+              + f"; {kept:,} kept in the store {engine.store.url}")
+        return 0
+    finally:
+        engine.close()
 
 
 def cmd_upgrade_store(args) -> int:
@@ -267,7 +308,6 @@ def cmd_prompts(args) -> int:
 
 def cmd_check_model(args) -> int:
     """Load the local model in a child process and evaluate a few tokens (setup runs this)."""
-    from core.errors import LLMError
     from assistant.llm.llama import ensure_embedded_model
     from assistant.llm.process import check_model
 
@@ -347,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("fit", cmd_fit, "Fit popularity, trending, sequential, collaborative and asked-in-words signals from every event and "
             "publish them for the API workers (serve also does this on its own schedule).")
     p.add_argument("--quiet", action="store_true", help="no start line")
+
+    p = add("write-ahead", cmd_write_ahead, "Have the local model write the reason hooks of the most popular items now "
+            "(serve does this in its idle time), so that every worker starts with them. Safe to stop and re-run.")
+    p.add_argument("--items", type=int, help="how many of the most popular items (default: llm_write_ahead, 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     add("upgrade-store", cmd_upgrade_store, "Rebuild a store made by an older recassist in the current events layout "
         "(2-5x faster bulk ingest; small stores are upgraded on their own when opened). One transaction: safe to stop and re-run. "

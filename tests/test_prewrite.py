@@ -260,3 +260,40 @@ def _request(text):
     from retrieval.request import Request
 
     return Request(query=text)
+
+
+def test_the_write_ahead_command_says_when_the_model_has_nothing_to_write_ahead(cli_env, capsys):
+    from server.cli import main
+
+    assert main(["write-ahead"]) != 0  # RECASSIST_LLM_BACKEND=none
+    err = capsys.readouterr().err
+    assert "no reasons to write ahead" in err and "RECASSIST_LLM_BACKEND=llama" in err
+
+
+@pytest.mark.integration
+def test_the_write_ahead_command_has_the_embedded_model_write_hooks_every_worker_then_finds(tmp_path, embedded_model_path):
+    import os
+    import subprocess
+    import sys
+
+    from assistant.engine import Engine
+    from assistant.settings import Settings
+
+    env = {**os.environ, "RECASSIST_DATA_DIR": str(tmp_path / "data"), "RECASSIST_EMBEDDING_BACKEND": "hash",
+           "RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_MODEL_PATH": str(embedded_model_path)}
+    settings = Settings.load(env={k: v for k, v in env.items() if k.startswith("RECASSIST_")})
+    loader = Engine(settings)
+    loader.load_demo(progress=False)
+    loader.close()
+    command = [sys.executable, "-m", "server.cli", "write-ahead", "--items", "6"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "Writing the reason hooks of 6 of the 6 most popular items ahead" in first.stderr
+    assert "wrote 6 hooks in" in first.stdout and "6 kept in the store" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert "of 0 of the 6" in again.stderr and "wrote 0 hooks" in again.stdout, "a re-run writes nothing twice"
+    engine = Engine(settings)  # a worker starting on the data dir
+    try:
+        assert HookWriter(engine.agent, lambda: engine.retriever, items=6).pending() == [], "it starts with them"
+    finally:
+        engine.close()
