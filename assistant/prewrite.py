@@ -69,7 +69,7 @@ class HookWriter:
             return []
         _llm, template, remembered = setup
         max_tokens, stops = reason_limits(template)
-        if len(self._done) > 4 * self.items + 1024:  # popularity moved on for days: forget, the file still knows
+        if len(self._done) > 4 * self.items + 1024:  # popularity moved on for days: forget, the store still knows
             self._done.clear()
         shown = list(reversed(self.agent.unwritten))
         ids = list(dict.fromkeys(shown + [item_id for item_id, _ in self.retriever().popular(self.items)]))
