@@ -307,6 +307,7 @@ def llm_reasons(
     hook_form = template.output.form == "hook"
     batch_categories = {cat for c in candidates for cat in c.item.categories}
     max_tokens, stops = reason_limits(template)
+    about_item_only = item_only(template)  # else the prompt holds the user's words: kept (and looked up) in memory only
 
     def final(candidate: Candidate, prompt: str, text: str, failed: bool, failure: str | None = None,
               earlier: bool = False) -> ReasonChunk:
@@ -328,7 +329,7 @@ def llm_reasons(
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
             continue
         prompt = reason_prompt(template, candidate, user_context, language)
-        text = remembered.get(prompt, max_tokens, stops) if remembered is not None else None
+        text = remembered.get(prompt, max_tokens, stops, stored=about_item_only) if remembered is not None else None
         if text is not None:
             yield final(candidate, prompt, text, False, earlier=True)
         elif llm_ok and (quota is None or len(jobs) < quota):
@@ -337,8 +338,6 @@ def llm_reasons(
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
     if not jobs:
         return
-
-    about_item_only = item_only(template)  # else the prompt holds the user's words: kept in memory only
 
     def remember(prompt: str, text: str) -> None:
         if remembered is not None and len(text) <= MAX_REASON_CHARS:

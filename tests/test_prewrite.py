@@ -249,11 +249,15 @@ def test_a_reason_prompt_with_the_users_words_is_remembered_in_memory_but_never_
     candidate = engine.retriever.candidates("ben", _request("sea"), k=1)[0]
     for style, on_disk in (("completion", 1), ("chat", 0)):
         store = _memory_store(f"sqlite:///{tmp_path / style}.db")
+        looked_up = []
+        read = store.remembered_text
+        store.remembered_text = lambda key: looked_up.append(key) or read(key)
         memory = Remembered(store=store)
         llm = FakeLLM(default="a captain and the sea", greedy_repeats=True, prompt_style=style)
         list(llm_reasons(llm, Prompts(style=style), [candidate], "a sea story, please", "en", remembered=memory.bind(llm)))
         assert len(memory) == 1, "remembered in this process either way"
         assert store.remembered_count() == on_disk, f"{style}: the chat reason prompt holds the user's request"
+        assert len(looked_up) == on_disk, f"{style}: the store is asked only for what it may hold"
 
 
 def _request(text):

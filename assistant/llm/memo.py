@@ -53,10 +53,12 @@ class Remembered:
             return None
         return RememberedFor(self, (getattr(llm, "backend", ""), str(getattr(llm, "model", ""))))
 
-    def get(self, key: tuple) -> str | None:
+    def get(self, key: tuple, stored: bool = True) -> str | None:
+        """The text remembered for `key`; `stored` False: one `put` keeps in memory only (the store
+        is not asked: it never holds such a text)."""
         with self._lock:
             text = self._texts.get(key)
-            if text is None and self._store is not None:
+            if text is None and stored and self._store is not None:
                 text = self._read(key)
                 if text is not None:
                     self._keep(key, text)
@@ -138,8 +140,8 @@ class RememberedFor:
         text = prompt if isinstance(prompt, str) else tuple((m.get("role"), m.get("content")) for m in prompt)
         return (*self.model, text, max_tokens, tuple(stops))
 
-    def get(self, prompt, max_tokens: int, stops: Sequence[str]) -> str | None:
-        return self.cache.get(self._key(prompt, max_tokens, stops))
+    def get(self, prompt, max_tokens: int, stops: Sequence[str], stored: bool = True) -> str | None:
+        return self.cache.get(self._key(prompt, max_tokens, stops), stored)
 
     def put(self, prompt, max_tokens: int, stops: Sequence[str], text: str, keep_stored: bool = True) -> None:
         self.cache.put(self._key(prompt, max_tokens, stops), text, keep_stored)
