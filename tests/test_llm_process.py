@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -217,12 +218,29 @@ def test_callers_in_many_threads_take_turns_on_one_process(supervised):
     assert all(r == pytest.approx(results[0], abs=1e-4) for r in results)
 
 
+def test_a_stopped_supervisor_leaves_no_folder_in_the_temp_dir(tmp_path):
+    supervisor = ModelSupervisor(tmp_path / "unused.gguf")
+    folder = os.path.dirname(supervisor.socket_path)
+    assert os.path.isdir(folder)
+    supervisor._proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    supervisor.stop()
+    assert supervisor._proc.poll() is not None and not os.path.exists(folder)
+
+
 @pytest.mark.integration
-def test_a_model_file_that_cannot_load_is_a_clear_error_at_start_up(tmp_path):
+def test_a_model_file_that_cannot_load_is_a_clear_error_at_start_up(tmp_path, monkeypatch):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(4096))
     with pytest.raises(LLMError, match="could not load .*broken.gguf"):
         ModelSupervisor(bad).start()
+    from assistant.llm.factory import local_llm
+    from assistant.settings import Settings
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the socket's folder would be left
+    os.makedirs(tempfile.tempdir)
+    with pytest.raises(LLMError, match="could not load"):
+        local_llm(Settings(llm_backend="llama", llm_model_path=str(bad), data_dir=tmp_path / "data"))
+    assert os.listdir(tempfile.tempdir) == []
     with pytest.raises(LLMError, match="does not exist"):
         check_model(tmp_path / "missing.gguf")
 

@@ -61,6 +61,10 @@ def local_llm(settings) -> LLM:
     supervisor = ModelSupervisor(path, n_ctx=settings.llm_context, threads=settings.llm_threads,
                                  prompt_style=settings.llm_prompt_style, queue_timeout_s=queue_timeout_s,
                                  batching=settings.llm_batching)
-    info = supervisor.start()  # LLMError, saying why, when the model cannot load or run here
+    try:
+        info = supervisor.start()  # LLMError, saying why, when the model cannot load or run here
+    except LLMError:
+        supervisor.stop()  # no restarts, and its socket's folder goes
+        raise
     return ModelProcessLLM(supervisor.socket_path, timeout_s=settings.llm_timeout_s, queue_timeout_s=queue_timeout_s,
                            supervisor=supervisor, info=info)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -202,6 +203,7 @@ class ModelSupervisor:
             except (OSError, subprocess.TimeoutExpired):
                 proc.kill()
                 proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)  # the socket's folder: nothing is left in the temp dir
 
     def _watch(self) -> None:
         delay, longest = self.backoff_s
