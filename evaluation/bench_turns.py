@@ -18,12 +18,13 @@ ASKS = [("eli", "something scary with ghosts"), ("ben", "a sea adventure, nothin
         ("fay", "poetry about nature"), ("eli", "something scary with ghosts"), ("ben", "a sea adventure, nothing too old")]
 
 
-def turn(url: str, user: str, message: str) -> dict:
-    import httpx
-
+def turn(client, url: str, user: str, message: str) -> dict:
+    """One streamed turn through `client`, an httpx.Client kept for the run as an application keeps
+    its connection pool: a client made per request (`httpx.stream`) spends 20-50 ms building its
+    TLS context before it sends anything, which earlier runs counted into the first card."""
     started = time.perf_counter()
     first_card, llm_reasons, done, name = None, 0, {}, None
-    with httpx.stream("POST", url + "/v1/chat", json={"user_id": user, "message": message, "stream": True}, timeout=300) as r:
+    with client.stream("POST", url + "/v1/chat", json={"user_id": user, "message": message, "stream": True}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if line.startswith("event: "):
@@ -45,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--url", default="http://127.0.0.1:7860")
     args = p.parse_args(argv)
     print("| turn | user | seconds | first card | model-written reasons | stages (ms) |\n| ---: | --- | ---: | ---: | ---: | --- |")
-    for n, (user, message) in enumerate(ASKS, 1):
-        t = turn(args.url.rstrip("/"), user, message)
-        stages = ", ".join(f"{k} {v:.0f}" for k, v in t["stages"].items())
-        print(f"| {n} | {user} | {t['seconds']:.2f} | {t['first_card_ms']:.0f} ms | {t['llm_reasons']} | {stages} |")
+    import httpx
+
+    with httpx.Client(timeout=300) as client:
+        for n, (user, message) in enumerate(ASKS, 1):
+            t = turn(client, args.url.rstrip("/"), user, message)
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in t["stages"].items())
+            print(f"| {n} | {user} | {t['seconds']:.2f} | {t['first_card_ms']:.0f} ms | {t['llm_reasons']} | {stages} |")
 
 
 if __name__ == "__main__":
