@@ -84,6 +84,10 @@ class Retriever:
         # copy here until evicted; catalog updates are rare next to requests.
         self._vector_cache: dict[str, np.ndarray] = {}
         self._item_cache: dict[str, Item] = {}
+        # The content vectors a published version carries (memory-mapped, shared by the workers of
+        # a machine): no Chroma `get` for them. Items indexed here since are read from Chroma.
+        self._content_table = CollabTable()
+        self._reindexed: set[str] = set()
         self._collab_table = CollabTable()
         self.neighbours = NeighbourCache(content) if content is not None else None  # item -> content neighbours
         self.live = None  # retrieval.live.LiveCounters: popularity and trending that follow new events
@@ -103,6 +107,8 @@ class Retriever:
             for item in batch:
                 self._vector_cache.pop(item.id, None)
                 self._item_cache.pop(item.id, None)
+                if len(self._content_table):
+                    self._reindexed.add(item.id)
         if self._popularity is not None:  # new items join the cold-start list at once (refit updates the rest)
             for item in items:
                 self._popularity.setdefault(item.id, _prior(item))
@@ -113,9 +119,14 @@ class Retriever:
         serve it; `publish(signals)` (retrieval.signals.publish) shares it with other workers before
         the collaborative vectors reach Chroma (the slow part, which workers do not wait for)."""
         from retrieval.fitting import fit_signals
-        from retrieval.signals import sync_collab_index
+        from retrieval.signals import attach_content, sync_collab_index
 
         signals = fit_signals(store or self.store, self.sequential or SequentialModel(), self.comention, asked=self.asked)
+        if self.content is not None:
+            try:
+                attach_content(signals, self.content)
+            except StoreError as exc:  # workers then read vectors from Chroma, as before
+                log.warning("the published signals carry no content vectors: %s", exc)
         if publish is not None:
             publish(signals)  # its manifest then names the version
         self.adopt(signals)
@@ -137,6 +148,9 @@ class Retriever:
             self.asked = AskedModel(self.asked.neighbours, self.asked.max_rows)
         # Kept in process: a request needs no Chroma round trip for the collaborative signal.
         self._collab_table = CollabTable(signals.collab_ids(), signals.collab_vectors, weight=self._popularity)
+        same_space = self.content is not None and signals.manifest.get("content_collection") == self.content.name
+        # (_reindexed stays: an item indexed while the job read the vectors may be older in this version)
+        self._content_table = CollabTable(signals.content_ids(), signals.content_vectors) if same_space else CollabTable()
         self.fitted_at = signals.created_at or time.time()
         self.signals_version = signals.version
         if self.live is not None:
@@ -286,11 +300,16 @@ class Retriever:
 
     def _content_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         """Content vectors by id through a bounded in-process cache."""
-        cache = self._vector_cache
-        missing = [i for i in dict.fromkeys(ids) if i not in cache]
+        cache, table = self._vector_cache, self._content_table
+        out = {i: cache[i] for i in ids if i in cache}
+        if len(out) < len(ids) and len(table):
+            out |= table.get(i for i in ids if i not in out and i not in self._reindexed)
+        missing = [i for i in dict.fromkeys(ids) if i not in out]
         if missing:
-            _bounded_update(cache, self.content.get_vectors(missing), VECTOR_CACHE)
-        return {i: cache[i] for i in ids if i in cache}
+            fetched = self.content.get_vectors(missing)
+            _bounded_update(cache, fetched, VECTOR_CACHE)
+            out |= fetched
+        return {i: out[i] for i in ids if i in out}
 
     def _content_signals(self, signals, request, user, liked_recent, seeds, vectors, fetch) -> np.ndarray | None:
         """History, request text and seeds as content-space queries, batched in one Chroma call.

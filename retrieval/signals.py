@@ -10,6 +10,8 @@ A version is a folder of plain files under the signals root (DATA_DIR/signals by
         neighbours.*.npy        CSR float32: CoMentionModel's neighbours
         collab_rows.npy         int32, the items that have a collaborative vector
         collab_vectors.npy      float32, their vectors (collab.fit_item_factors)
+        content_rows.npy        int32, the items whose content vector the job read (optional)
+        content_vectors.npy     float32, those vectors as the content collection holds them
         asked_terms.json        AskedModel's vocabulary (only when someone said something in words)
         asked_idf.npy           float32, its idf per term
         asked_postings.*.npy    CSR float32 [terms, moments]: each past moment's TF-IDF words (unit per moment)
@@ -63,6 +65,11 @@ class Signals:
     counters: dict[str, np.ndarray] = field(default_factory=dict)  # retrieval.live's raw counts, as counters.NAME.npy
     # AskedModel's (vocabulary, idf, postings CSR [terms, moments], labels CSR [moments, item_ids]), None when nobody said anything in words.
     asked: tuple | None = None
+    # Content vectors read from the content collection at fit time (`attach_content`): a worker then
+    # needs no Chroma `get` for a history's or a list's vectors. content_rows: int32 positions in
+    # item_ids; empty when the job had no content collection to read.
+    content_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    content_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -75,6 +82,9 @@ class Signals:
 
     def collab_ids(self) -> list[str]:
         return [self.item_ids[row] for row in self.collab_rows.tolist()]
+
+    def content_ids(self) -> list[str]:
+        return [self.item_ids[row] for row in self.content_rows.tolist()]
 
     @property
     def version(self) -> str | None:
@@ -98,7 +108,11 @@ def publish(signals: Signals, root: str | Path, keep: int = KEEP) -> Path:
     tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        sizes = _write_arrays(signals, tmp)
+        try:
+            previous = current_version(root)
+        except StoreError:  # a damaged pointer: this publish replaces it
+            previous = None
+        sizes = _write_arrays(signals, tmp, previous)
         sizes["items.json"] = _write_json(tmp / "items.json", signals.item_ids)
         if signals.asked is not None:
             sizes["asked_terms.json"] = _write_json(tmp / "asked_terms.json", list(signals.asked[0]))
@@ -183,6 +197,8 @@ def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
         trending=array("trending"), collab_rows=array("collab_rows"), collab_vectors=array("collab_vectors"),
         manifest=manifest, counters={name[9:-4]: array(name[:-4]) for name in manifest["files"] if name.startswith("counters.")},
         asked=asked,
+        **({"content_rows": array("content_rows"), "content_vectors": array("content_vectors")}
+           if "content_rows.npy" in manifest["files"] else {}),
     )
 
 
@@ -215,6 +231,18 @@ def sync_collab_index(index, signals: Signals) -> None:
         index.upsert(ids, np.asarray(signals.collab_vectors))
 
 
+def attach_content(signals: Signals, index) -> None:
+    """Read the catalog's content vectors from `index` (a VectorIndex) into `signals`, so that the
+    version carries them: about 12 s for 200,000 vectors from embedded Chroma. The manifest names
+    the collection; a worker adopts the vectors only while it serves that collection (one per
+    embedding model)."""
+    ids = signals.item_ids[: signals.catalog_items]
+    positions, vectors = index.get_matrix(ids)
+    signals.content_rows = np.asarray(positions, dtype=np.int32)
+    signals.content_vectors = vectors
+    signals.manifest["content_collection"] = index.name
+
+
 def _manifest(folder: Path) -> dict:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -228,8 +256,13 @@ def _manifest(folder: Path) -> dict:
     return manifest
 
 
-def _write_arrays(signals: Signals, folder: Path) -> dict[str, int]:
+SHARED = ("content_rows", "content_vectors")  # arrays that change with the catalog only, not with events
+
+
+def _write_arrays(signals: Signals, folder: Path, previous: Path | None = None) -> dict[str, int]:
     arrays = {name: getattr(signals, name) for name in _ARRAYS} | {f"counters.{k}": v for k, v in signals.counters.items()}
+    if len(signals.content_rows):
+        arrays |= {"content_rows": signals.content_rows, "content_vectors": signals.content_vectors}
     matrices = {name: getattr(signals, name) for name in _MATRICES}
     if signals.asked is not None:
         arrays["asked_idf"] = np.asarray(signals.asked[1], dtype=np.float32)
@@ -240,12 +273,29 @@ def _write_arrays(signals: Signals, folder: Path) -> dict[str, int]:
     sizes = {}
     for name, values in arrays.items():
         path = folder / f"{name}.npy"
+        if name in SHARED and previous is not None and _same_array(previous / path.name, values):
+            # The catalog did not change: one file for both versions (a link), so a fit writes no
+            # second copy of every content vector and workers of either version share its pages.
+            try:
+                os.link(previous / path.name, path)
+                sizes[path.name] = path.stat().st_size
+                continue
+            except OSError:  # a file system without hard links: write the copy
+                pass
         with path.open("wb") as handle:
             np.save(handle, np.ascontiguousarray(values), allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
         sizes[path.name] = path.stat().st_size
     return sizes
+
+
+def _same_array(path: Path, values: np.ndarray) -> bool:
+    try:
+        old = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    return old.shape == values.shape and old.dtype == values.dtype and bool(np.array_equal(old, values))
 
 
 def _write_json(path: Path, value) -> int:

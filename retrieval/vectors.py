@@ -224,6 +224,29 @@ class VectorIndex:
             out.update(zip(result["ids"], vectors))
         return out
 
+    def get_matrix(self, ids: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        """Stored vectors of many ids as one float32 matrix, filled in place (no dict of rows, no
+        list of parts): the positions in `ids` that have a vector, and their vectors in that order."""
+        ids = list(ids)
+        where = {item_id: n for n, item_id in enumerate(ids)}
+        out: np.ndarray | None = None
+        have = np.zeros(len(ids), dtype=bool)
+        step = self.batch_size
+        for start in range(0, len(ids), step):
+            result = self._call("get", ids=list(dict.fromkeys(ids[start : start + step])), include=["embeddings"])
+            if not len(result["ids"]):
+                continue
+            vectors = np.asarray(result["embeddings"], dtype=np.float32)
+            if out is None:
+                out = np.zeros((len(ids), vectors.shape[1]), np.float32)
+            rows = [where[i] for i in result["ids"]]
+            out[rows] = vectors
+            have[rows] = True
+        if out is None:
+            return [], np.zeros((0, 0), np.float32)
+        found = np.flatnonzero(have)
+        return found.tolist(), (out if len(found) == len(ids) else out[found])
+
     def get_ids(self, where: dict, limit: int) -> list[str]:
         """Ids of up to `limit` items whose metadata matches `where` (in no particular order)."""
         if limit <= 0:

@@ -176,3 +176,97 @@ def test_signals_go_where_the_signals_dir_setting_says(tmp_path, monkeypatch):
         assert not (tmp_path / "host-a" / "signals").exists()
     finally:
         engine.close()
+
+
+def test_the_published_version_carries_the_content_vectors_and_a_worker_asks_chroma_for_none(published, tmp_path, monkeypatch):
+    """A worker reads a history's and a list's vectors from the published version (memory-mapped),
+    not from Chroma; the answers are the ones Chroma's vectors give."""
+    import numpy as np
+
+    from retrieval.request import Request
+    from retrieval.vectors import VectorIndex
+
+    manifest = read_manifest(published / "signals")
+    assert "content_vectors.npy" in manifest["files"] and manifest["content_collection"]
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        retriever = engine.retriever
+        assert len(retriever._content_table) == engine.store.item_count()
+        users = ["ana", "ben", "eli"]
+        with_table = [[(c.item.id, round(c.score, 9), c.evidence.near_history) for c in retriever.candidates(u, Request(), k=8)]
+                      for u in users]
+        asked = []
+        real_get = VectorIndex.get_vectors
+        monkeypatch.setattr(VectorIndex, "get_vectors", lambda self, ids: asked.append(list(ids)) or real_get(self, ids))
+        retriever.candidates("dara", Request(query="a sea voyage"), k=8)
+        assert asked == []
+        # The same requests with Chroma's vectors alone give the same lists and evidence.
+        table = retriever._content_table
+        retriever._content_table = type(table)()
+        retriever._vector_cache.clear()
+        retriever.neighbours._entries.clear()
+        retriever.neighbours._by_vector.clear()
+        without = [[(c.item.id, round(c.score, 9), c.evidence.near_history) for c in retriever.candidates(u, Request(), k=8)]
+                   for u in users]
+        assert asked and without == with_table
+        some = table.ids[0]
+        assert np.array_equal(table.get([some])[some], real_get(retriever.content, [some])[some])
+    finally:
+        engine.close()
+
+
+def test_an_item_indexed_after_the_fit_is_read_from_chroma_not_from_the_older_version(published, tmp_path):
+    from retrieval.records import Item
+
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        retriever = engine.retriever
+        item_id = retriever._content_table.ids[0]
+        old = retriever._content_vectors([item_id])[item_id].copy()
+        item = engine.store.get_items([item_id])[item_id]
+        changed = Item(**{**item.__dict__, "text": "a completely different description about deep sea submarines"})
+        engine.upsert_items([changed.__dict__])
+        new = retriever._content_vectors([item_id])[item_id]
+        assert not (new == old).all()
+        assert (new == retriever.content.get_vectors([item_id])[item_id]).all()
+    finally:
+        engine.close()
+
+
+def test_a_version_fitted_over_another_embedding_model_lends_no_vectors(published, tmp_path):
+    import json
+
+    from retrieval.signals import current_version
+
+    folder = current_version(published / "signals")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["content_collection"] = "content-some-other-model-384"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        assert len(engine.retriever._content_table) == 0
+        assert engine.agent.recommend("ben", k=3)["items"]
+    finally:
+        engine.close()
+
+
+def test_a_fit_over_an_unchanged_catalog_links_the_content_vectors_instead_of_copying_them(published, tmp_path):
+    import os
+
+    from retrieval.signals import current_version
+
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        first = current_version(published / "signals") / "content_vectors.npy"
+        engine.add_events([{"user_id": "ben", "type": "view", "item_id": engine.retriever._content_table.ids[3]}])
+        engine.fit()
+        second = current_version(published / "signals") / "content_vectors.npy"
+        assert second != first and os.stat(second).st_ino == os.stat(first).st_ino
+        item = engine.store.get_items([engine.retriever._content_table.ids[0]])
+        changed = {**next(iter(item.values())).__dict__, "text": "now about lighthouses and storms at sea"}
+        engine.upsert_items([changed])
+        engine.fit()
+        third = current_version(published / "signals") / "content_vectors.npy"
+        assert os.stat(third).st_ino != os.stat(second).st_ino
+    finally:
+        engine.close()

@@ -91,6 +91,20 @@ def test_upsert_is_batched_under_the_max_batch_size(client):
     assert sorted(index.all_ids()) == ids[7:]
 
 
+def test_many_vectors_come_as_one_matrix_in_the_order_asked_over_several_batches(client):
+    index = VectorIndex(client, "matrix", HashingEmbedder(dim=16))
+    index._batch = 3
+    ids = [f"i{n}" for n in range(10)]
+    index.upsert(ids, index.embedder([f"word{n} other{n}" for n in range(10)]))
+    asked = ["i9", "nope", "i0", "i4", "i4x", "i7", "i1", "i2", "i3"]
+    positions, matrix = index.get_matrix(asked)
+    assert positions == [0, 2, 3, 5, 6, 7, 8]
+    stored = index.get_vectors(ids)
+    assert matrix.dtype == np.float32 and matrix.shape == (7, 16)
+    assert all((matrix[n] == stored[asked[p]]).all() for n, p in enumerate(positions))
+    assert index.get_matrix(["none", "at all"])[0] == []
+
+
 def test_upsert_replaces_an_existing_vector(index):
     index.upsert(["space"], index.embedder(["wedding romance heart"]))
     assert index.count() == 3
