@@ -91,13 +91,14 @@ def legacy_refit(retriever, store) -> None:
 
 def step_fit(folder: Path, platform: Path, args) -> dict:
     from retrieval.fitting import fit_signals
-    from retrieval.signals import attach_content, publish, sync_collab_index
+    from retrieval.signals import attach_content, load_signals, publish, sync_collab_index
 
     store, retriever = _open(folder)
+    previous = load_signals(folder / "signals")  # what the serving workers hold: it lends its content searches
     began = time.perf_counter()
     signals = fit_signals(store)
     fitted = time.perf_counter()
-    attach_content(signals, retriever.content)  # as Retriever.refit: workers then need no Chroma get for vectors
+    attach_content(signals, retriever.content, previous=previous)  # as Retriever.refit
     read = time.perf_counter()
     version = publish(signals, folder / "signals")  # workers can adopt it from here on
     published = time.perf_counter()
@@ -108,6 +109,7 @@ def step_fit(folder: Path, platform: Path, args) -> dict:
     return {"seconds": done - began, "fit_s": fitted - began, "content_s": read - fitted, "publish_s": published - read, "chroma_s": done - published,
             "fit_peak_rss_mib": fit_rss,
             "parts": signals.manifest["timings"], "artifact_mib": size / 2**20,
+            "searched": signals.manifest.get("answers_searched"),
             "transitions_nnz": signals.transitions.nnz, "neighbours_nnz": signals.neighbours.nnz}
 
 

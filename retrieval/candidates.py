@@ -88,6 +88,7 @@ class Retriever:
         # a machine): no Chroma `get` for them. Items indexed here since are read from Chroma.
         self._content_table = CollabTable()
         self._reindexed: set[str] = set()
+        self._adopted = None  # the signals served (retrieval.signals.Signals)
         self._collab_table = CollabTable()
         self.neighbours = NeighbourCache(content) if content is not None else None  # item -> content neighbours
         self.live = None  # retrieval.live.LiveCounters: popularity and trending that follow new events
@@ -124,7 +125,7 @@ class Retriever:
         signals = fit_signals(store or self.store, self.sequential or SequentialModel(), self.comention, asked=self.asked)
         if self.content is not None:
             try:
-                attach_content(signals, self.content)
+                attach_content(signals, self.content, previous=self._adopted)
             except StoreError as exc:  # workers then read vectors from Chroma, as before
                 log.warning("the published signals carry no content vectors: %s", exc)
         if publish is not None:
@@ -151,6 +152,11 @@ class Retriever:
         same_space = self.content is not None and signals.manifest.get("content_collection") == self.content.name
         # (_reindexed stays: an item indexed while the job read the vectors may be older in this version)
         self._content_table = CollabTable(signals.content_ids(), signals.content_vectors) if same_space else CollabTable()
+        if self.neighbours is not None:
+            breadth = signals.manifest.get("answer_breadth", 0) if same_space else 0
+            self.neighbours.adopt(signals.item_ids, signals.answer_rows if breadth else (), signals.answer_hits,
+                                  signals.answer_scores, breadth)
+        self._adopted = signals  # lends its content searches to the next fit's (attach_content)
         self.fitted_at = signals.created_at or time.time()
         self.signals_version = signals.version
         if self.live is not None:

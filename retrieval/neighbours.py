@@ -36,7 +36,9 @@ class NeighbourCache:
     An answer served from here equals a fresh Chroma query: the key holds the number of results
     asked for, and Chroma answers one query the same way each time. Writes through the index
     (`VectorIndex.version`) empty the cache; an answer older than `max_age_s` is asked again, for
-    writes by other processes.
+    writes by other processes. The searches a fitted version publishes for the most popular items
+    (`adopt`) are served as they were at fit time until a write through this index; another
+    process's catalog writes reach them with the next fit.
     """
 
     def __init__(self, index: VectorIndex, items: int = ITEMS, max_age_s: float = MAX_AGE_S, clock=time.monotonic,
@@ -52,6 +54,17 @@ class NeighbourCache:
         self._by_vector: OrderedDict[tuple[bytes, int], tuple[float, list[str], np.ndarray]] = OrderedDict()
         self._version = index.version
         self._lock = threading.Lock()  # request threads share the cache
+        self.published_hits = 0
+        self._published: dict[str, int] = {}  # item id -> row of the answers a fitted version carries
+        self._published_arrays: tuple | None = None
+
+    def adopt(self, item_ids: Sequence[str], rows, hits, scores, breadth: int) -> None:
+        """Serve the searches a fitting job published (retrieval.signals.attach_content) for the
+        items they name, up to `breadth` results, until something is written through the index."""
+        ids = [sys.intern(i) for i in item_ids]
+        with self._lock:
+            self._published = {ids[position]: row for row, position in enumerate(np.asarray(rows).tolist())}
+            self._published_arrays = (ids, hits, scores, breadth, self.index.version)
 
     def __len__(self) -> int:
         return len(self._entries) + len(self._by_vector)
@@ -88,6 +101,9 @@ class NeighbourCache:
                     table.move_to_end(key)
                     out[position] = list(zip(entry[1][:n], entry[2][:n].tolist()))
                     self.hits += 1
+                elif item_id is not None and (answer := self._published_answer(item_id, breadth, n)) is not None:
+                    out[position] = answer
+                    self.published_hits += 1
                 else:
                     self.misses += 1
         ask = [p for p, hits in enumerate(out) if hits is None]
@@ -101,6 +117,19 @@ class NeighbourCache:
                     for position, hits in zip(ask, answers):
                         self._keep(queries[position][0], keys[position], now, hits)
         return out
+
+    def _published_answer(self, item_id: str, breadth: int, n: int) -> list[tuple[str, float]] | None:
+        """The published search of `item_id` cut to n, when it was asked as wide as `breadth` and
+        nothing was written through the index since it was adopted (under the lock)."""
+        row = self._published.get(item_id)
+        if row is None:
+            return None
+        ids, hits, scores, published_breadth, version = self._published_arrays
+        if breadth > published_breadth or version != self.index.version:
+            return None
+        found = np.asarray(hits[row][:n])
+        keep = found >= 0
+        return list(zip((ids[p] for p in found[keep].tolist()), np.asarray(scores[row][:n])[keep].tolist()))
 
     def _keep(self, item_id: str | None, key: tuple, now: float, hits: list[tuple[str, float]]) -> None:
         table, bound = self._table(item_id)

@@ -12,6 +12,9 @@ A version is a folder of plain files under the signals root (DATA_DIR/signals by
         collab_vectors.npy      float32, their vectors (collab.fit_item_factors)
         content_rows.npy        int32, the items whose content vector the job read (optional)
         content_vectors.npy     float32, those vectors as the content collection holds them
+        answer_rows.npy         int32, the most popular items whose content neighbours the job asked (optional)
+        answer_hits.npy         int32 [rows, breadth], their neighbours as positions in items.json (-1: none)
+        answer_scores.npy       float64 [rows, breadth], the similarities Chroma gave
         asked_terms.json        AskedModel's vocabulary (only when someone said something in words)
         asked_idf.npy           float32, its idf per term
         asked_postings.*.npy    CSR float32 [terms, moments]: each past moment's TF-IDF words (unit per moment)
@@ -46,6 +49,9 @@ KEEP = 3  # versions kept: the current one and two before it (a worker may still
 STALE_TMP_S = 3600.0  # an unfinished folder this old belongs to a fit that died
 _ARRAYS = ("popularity", "trending", "collab_rows", "collab_vectors")
 _MATRICES = ("transitions", "neighbours")
+ANSWERS = ("answer_rows", "answer_hits", "answer_scores")
+ANSWERED_ITEMS = 20_000  # the most popular items whose content search a fit publishes
+ANSWER_BREADTH = 100  # results each: a request asks 60-100 unless its user has seen many items
 
 
 @dataclass
@@ -70,6 +76,12 @@ class Signals:
     # item_ids; empty when the job had no content collection to read.
     content_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     content_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # The content search of each of the most popular items (its own vector as the query), as Chroma
+    # answered it at fit time: a worker that just started serves them as one that ran for hours
+    # would from its kept answers (retrieval.neighbours).
+    answer_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    answer_hits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
+    answer_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float64))
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -199,6 +211,7 @@ def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
         asked=asked,
         **({"content_rows": array("content_rows"), "content_vectors": array("content_vectors")}
            if "content_rows.npy" in manifest["files"] else {}),
+        **({name: array(name) for name in ANSWERS} if "answer_rows.npy" in manifest["files"] else {}),
     )
 
 
@@ -231,16 +244,64 @@ def sync_collab_index(index, signals: Signals) -> None:
         index.upsert(ids, np.asarray(signals.collab_vectors))
 
 
-def attach_content(signals: Signals, index) -> None:
-    """Read the catalog's content vectors from `index` (a VectorIndex) into `signals`, so that the
-    version carries them: about 12 s for 200,000 vectors from embedded Chroma. The manifest names
-    the collection; a worker adopts the vectors only while it serves that collection (one per
-    embedding model)."""
+def attach_content(signals: Signals, index, previous: Signals | None = None, answered: int = ANSWERED_ITEMS,
+                   breadth: int = ANSWER_BREADTH, progress=None) -> None:
+    """Read the catalog's content vectors from `index` (a VectorIndex) into `signals`, and the
+    content search of the `answered` most popular items (`breadth` results each): about 12 s for
+    200,000 vectors from embedded Chroma, and 2.2 ms a search. A `previous` version read from the
+    same unchanged collection lends the searches it already holds, so only items new to the most
+    popular are searched again. The manifest names the collection; a worker adopts all this only
+    while it serves that collection (one per embedding model)."""
     ids = signals.item_ids[: signals.catalog_items]
     positions, vectors = index.get_matrix(ids)
     signals.content_rows = np.asarray(positions, dtype=np.int32)
     signals.content_vectors = vectors
     signals.manifest["content_collection"] = index.name
+    if not answered or not len(positions):
+        return
+    popularity = np.asarray(signals.popularity, dtype=np.float64)[signals.content_rows]
+    chosen = signals.content_rows[np.argsort(-popularity, kind="stable")[:answered]]  # positions in item_ids
+    row_of = {int(p): n for n, p in enumerate(signals.content_rows.tolist())}
+    hits = np.full((len(chosen), breadth), -1, np.int32)
+    scores = np.zeros((len(chosen), breadth), np.float64)
+    lent = _lendable_answers(previous, signals, index.name, breadth)
+    ask = []
+    for n, position in enumerate(chosen.tolist()):
+        old = lent.get(signals.item_ids[position])
+        if old is None:
+            ask.append(n)
+        else:
+            hits[n], scores[n] = old
+    at = {item_id: n for n, item_id in enumerate(signals.item_ids)}
+    step = 256
+    for start in range(0, len(ask), step):
+        part = ask[start : start + step]
+        answers = index.query_many([vectors[row_of[int(chosen[n])]] for n in part], breadth)
+        for n, answer in zip(part, answers):
+            got = [(at[i], s) for i, s in answer if i in at]
+            hits[n, : len(got)] = [p for p, _ in got]
+            scores[n, : len(got)] = [s for _, s in got]
+        if progress is not None:
+            progress(min(start + step, len(ask)), len(ask))
+    signals.answer_rows, signals.answer_hits, signals.answer_scores = chosen.astype(np.int32), hits, scores
+    signals.manifest["answer_breadth"] = breadth
+    signals.manifest["answers_searched"] = len(ask)
+
+
+def _lendable_answers(previous: Signals | None, signals: Signals, collection: str, breadth: int) -> dict:
+    """Item id -> (hits, scores) of `previous`, re-expressed in `signals`' positions, when both read the
+    same collection with the same vectors (the catalog did not change, so neither did the searches)."""
+    if (previous is None or not len(previous.answer_rows) or previous.manifest.get("content_collection") != collection
+            or previous.manifest.get("answer_breadth") != breadth or previous.content_ids() != signals.content_ids()
+            or not np.array_equal(previous.content_vectors, signals.content_vectors)):
+        return {}
+    at = {item_id: n for n, item_id in enumerate(signals.item_ids)}
+    remap = np.array([at.get(i, -1) for i in previous.item_ids] + [-1], dtype=np.int32)  # -1 maps to -1
+    out = {}
+    for row, position in enumerate(np.asarray(previous.answer_rows).tolist()):
+        old = np.asarray(previous.answer_hits[row])
+        out[previous.item_ids[position]] = (remap[old], np.asarray(previous.answer_scores[row]))
+    return out
 
 
 def _manifest(folder: Path) -> dict:
@@ -256,13 +317,15 @@ def _manifest(folder: Path) -> dict:
     return manifest
 
 
-SHARED = ("content_rows", "content_vectors")  # arrays that change with the catalog only, not with events
+SHARED = ("content_rows", "content_vectors", *ANSWERS)  # arrays that change with the catalog (and the most popular), rarely
 
 
 def _write_arrays(signals: Signals, folder: Path, previous: Path | None = None) -> dict[str, int]:
     arrays = {name: getattr(signals, name) for name in _ARRAYS} | {f"counters.{k}": v for k, v in signals.counters.items()}
     if len(signals.content_rows):
         arrays |= {"content_rows": signals.content_rows, "content_vectors": signals.content_vectors}
+    if len(signals.answer_rows):
+        arrays |= {name: getattr(signals, name) for name in ANSWERS}
     matrices = {name: getattr(signals, name) for name in _MATRICES}
     if signals.asked is not None:
         arrays["asked_idf"] = np.asarray(signals.asked[1], dtype=np.float32)

@@ -125,9 +125,10 @@ def test_another_breadth_is_another_answer(index):
 def test_candidates_from_a_warm_cache_equal_the_first_answer(world, liked):
     retriever = world(events("ana", *[("like", i) for i in liked]) + events("bob", *[("like", i) for i in liked]))
     first = retriever.candidates("ana", Request(), k=10)
-    assert retriever.neighbours.hits == 0 and retriever.neighbours.misses >= 1
+    cache = retriever.neighbours
+    assert cache.hits == 0 and cache.misses + cache.published_hits >= 1  # the fit published its items' searches
     again = retriever.candidates("bob", Request(), k=10)  # the same newest liked item: served from the cache
-    assert retriever.neighbours.hits >= 1
+    assert cache.hits + cache.published_hits >= 2
     assert [(c.item.id, c.score, c.evidence) for c in first] == [(c.item.id, c.score, c.evidence) for c in again]
 
 
@@ -143,13 +144,14 @@ def test_a_new_item_reaches_a_liked_items_kept_neighbours(world):
 def test_a_users_next_turn_reuses_the_profile_search_until_the_history_changes(world):
     retriever = world(events("ana", ("like", "s1"), ("like", "s2"), ("like", "s3")))
     first = retriever.candidates("ana", Request(), k=5)
-    misses = retriever.neighbours.misses
+    cache = retriever.neighbours
+    misses, published = cache.misses, cache.published_hits
     again = retriever.candidates("ana", Request(), k=5)
-    assert retriever.neighbours.misses == misses  # the profile and the newest item: both kept
+    assert cache.misses == misses  # the profile kept, the newest item's search published by the fit
     assert [(c.item.id, c.score, c.evidence) for c in again] == [(c.item.id, c.score, c.evidence) for c in first]
     retriever.store.add_events(events("ana", ("like", "s1"), ("like", "s2"), ("like", "s3"), ("like", "c2"))[3:])
     retriever.candidates("ana", Request(), k=5)
-    assert retriever.neighbours.misses == misses + 2  # a new profile and a new newest item
+    assert cache.misses == misses + 1 and cache.published_hits == published + 2  # a new profile; c2 was published
 
 
 def test_concurrent_requests_through_one_slot_answer_as_alone(world):
@@ -161,3 +163,60 @@ def test_concurrent_requests_through_one_slot_answer_as_alone(world):
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda u: (u, ids(retriever.candidates(u, Request(), k=5))), ["ana", "bob"] * 4))
     assert all(found == alone[u] for u, found in together)
+
+
+def _signals_over(index: VectorIndex, popularity: np.ndarray):
+    from retrieval.signals import Signals
+
+    n = len(popularity)
+    empty = __import__("scipy.sparse", fromlist=["csr_matrix"]).csr_matrix((n, n), dtype=np.float32)
+    return Signals(item_ids=[f"v{j}" for j in range(n)], catalog_items=n, popularity=popularity, confidence=1.0,
+                   transitions=empty, neighbours=empty, trending=np.zeros(n, np.float32),
+                   collab_rows=np.zeros(0, np.int32), collab_vectors=np.zeros((0, 4), np.float32))
+
+
+def test_published_searches_of_the_most_popular_items_are_served_as_chroma_answers_them(index):
+    from retrieval.signals import attach_content
+
+    popularity = np.linspace(1.0, 0.0, 1500)  # v0 the most popular
+    signals = _signals_over(index, popularity)
+    attach_content(signals, index, answered=40, breadth=60)
+    assert signals.manifest["answers_searched"] == 40 and len(signals.content_rows) == 1500
+    assert sorted(signals.content_ids()[j] for j in signals.answer_rows.tolist()) == sorted(f"v{j}" for j in range(40))
+    cache = NeighbourCache(index)
+    cache.adopt(signals.item_ids, signals.answer_rows, signals.answer_hits, signals.answer_scores, 60)
+    asked = []
+    real = index.query_many
+    index.query_many = lambda vectors, k, where=None: asked.append(len(vectors)) or real(vectors, k, where)
+    served = cache.query_many([("v3", vector(index, "v3")), ("v7", vector(index, "v7"))], 40, 60)
+    assert asked == [] and cache.published_hits == 2
+    assert served == [hits[:40] for hits in real([vector(index, "v3"), vector(index, "v7")], 60)]
+    assert cache.query_many([("v900", vector(index, "v900"))], 20, 20) == real([vector(index, "v900")], 20)  # not published
+    assert cache.query_many([("v3", vector(index, "v3"))], 80, 80) == real([vector(index, "v3")], 80)  # wider than published
+    assert asked == [1, 1]
+    index.upsert(["v1500"], vector(index, "v3")[None, :])  # a write through the index: Chroma answers again
+    assert cache.query_many([("v3", vector(index, "v3"))], 10, 60)[0][:2] in (
+        [("v3", pytest.approx(1.0, abs=1e-5)), ("v1500", pytest.approx(1.0, abs=1e-5))],
+        [("v1500", pytest.approx(1.0, abs=1e-5)), ("v3", pytest.approx(1.0, abs=1e-5))])
+    assert asked == [1, 1, 1]
+
+
+def test_a_fit_over_the_same_vectors_lends_the_searches_of_the_version_before(index):
+    from retrieval.signals import attach_content
+
+    first = _signals_over(index, np.linspace(1.0, 0.0, 1500))
+    attach_content(first, index, answered=30, breadth=40)
+    shifted = np.linspace(1.0, 0.0, 1500)
+    shifted[[100, 101]] = 2.0  # two items become the most popular: only they are searched
+    second = _signals_over(index, shifted)
+    attach_content(second, index, previous=first, answered=30, breadth=40)
+    assert second.manifest["answers_searched"] == 2
+    assert set(second.answer_rows.tolist()) == {100, 101, *range(28)}
+    for row, position in enumerate(second.answer_rows.tolist()):
+        fresh = index.query_many([vector(index, f"v{position}")], 40)[0]
+        assert [second.item_ids[p] for p in second.answer_hits[row].tolist()] == [i for i, _ in fresh]
+        assert second.answer_scores[row].tolist() == [s for _, s in fresh]
+    index.upsert(["v5"], -vector(index, "v5")[None, :])  # the catalog changed: nothing is lent
+    third = _signals_over(index, shifted)
+    attach_content(third, index, previous=second, answered=30, breadth=40)
+    assert third.manifest["answers_searched"] == 30

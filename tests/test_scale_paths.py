@@ -258,3 +258,17 @@ def test_collab_search_past_its_limit_covers_the_most_had_items_only():
     found = [i for i, _ in limited.top(query, 40)]
     assert set(found) == {f"i{n}" for n in range(30, 40)}  # the ten most had, nothing else
     assert np.allclose(limited.get(["i3"])["i3"], vectors[3])  # every vector still feeds a profile
+
+
+def test_sequential_scores_of_canonical_rows_take_the_plain_add_and_equal_the_product():
+    rng = np.random.default_rng(2)
+    n = 60
+    dense = rng.choice(np.array([0, 0, 0, 0.25, 0.5, 1.0], dtype=np.float32), (n, n))
+    model = SequentialModel().adopt([f"i{j}" for j in range(n)], sp.csr_matrix(dense))
+    assert model._distinct
+    for _ in range(30):
+        recent = [f"i{j}" for j in rng.integers(0, n, int(rng.integers(1, 6)))]
+        scores = model.score_array(recent)
+        positive = np.flatnonzero(scores > 0)
+        best = positive[sorted_top(scores[positive], 10)]
+        assert model.scores(recent, 10) == {f"i{j}": float(scores[j]) for j in best}
