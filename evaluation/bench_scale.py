@@ -109,7 +109,7 @@ def step_fit(folder: Path, platform: Path, args) -> dict:
     return {"seconds": done - began, "fit_s": fitted - began, "content_s": read - fitted, "publish_s": published - read, "chroma_s": done - published,
             "fit_peak_rss_mib": fit_rss,
             "parts": signals.manifest["timings"], "artifact_mib": size / 2**20,
-            "searched": signals.manifest.get("answers_searched"),
+            "searched": signals.manifest.get("content", {}).get("searched"),
             "transitions_nnz": signals.transitions.nnz, "neighbours_nnz": signals.neighbours.nnz}
 
 

@@ -252,11 +252,13 @@ def attach_content(signals: Signals, index, previous: Signals | None = None, ans
     same unchanged collection lends the searches it already holds, so only items new to the most
     popular are searched again. The manifest names the collection; a worker adopts all this only
     while it serves that collection (one per embedding model)."""
+    began = time.perf_counter()
     ids = signals.item_ids[: signals.catalog_items]
     positions, vectors = index.get_matrix(ids)
     signals.content_rows = np.asarray(positions, dtype=np.int32)
     signals.content_vectors = vectors
     signals.manifest["content_collection"] = index.name
+    signals.manifest["content"] = {"vectors": len(positions), "searched": 0, "lent": 0, "seconds": round(time.perf_counter() - began, 3)}
     if not answered or not len(positions):
         return
     popularity = np.asarray(signals.popularity, dtype=np.float64)[signals.content_rows]
@@ -285,7 +287,8 @@ def attach_content(signals: Signals, index, previous: Signals | None = None, ans
             progress(min(start + step, len(ask)), len(ask))
     signals.answer_rows, signals.answer_hits, signals.answer_scores = chosen.astype(np.int32), hits, scores
     signals.manifest["answer_breadth"] = breadth
-    signals.manifest["answers_searched"] = len(ask)
+    signals.manifest["content"] = {"vectors": len(positions), "searched": len(ask), "lent": len(chosen) - len(ask),
+                                   "seconds": round(time.perf_counter() - began, 3)}
 
 
 def _lendable_answers(previous: Signals | None, signals: Signals, collection: str, breadth: int) -> dict:

@@ -78,7 +78,9 @@ def cmd_fit(args) -> int:
     t = m.get("timings", {})
     print(f"fitted {m['events']:,} events of {m['users']:,} users over {m['items']:,} items in {t.get('total_s', 0):.1f} s "
           f"(read {t.get('read_s', 0):.1f} s); {m.get('asked_rows', 0):,} moments of people asking in words; "
-          f"published {m['version']} in {engine.signals_dir}")
+          + (f"content vectors {c['vectors']:,} and {c['searched'] + c['lent']:,} searches of the most popular items "
+             f"({c['searched']:,} new) in {c['seconds']:.1f} s; " if (c := m.get("content")) else "")
+          + f"published {m['version']} in {engine.signals_dir}")
     return 0
 
 

@@ -181,7 +181,7 @@ def test_published_searches_of_the_most_popular_items_are_served_as_chroma_answe
     popularity = np.linspace(1.0, 0.0, 1500)  # v0 the most popular
     signals = _signals_over(index, popularity)
     attach_content(signals, index, answered=40, breadth=60)
-    assert signals.manifest["answers_searched"] == 40 and len(signals.content_rows) == 1500
+    assert signals.manifest["content"]["searched"] == 40 and len(signals.content_rows) == 1500
     assert sorted(signals.content_ids()[j] for j in signals.answer_rows.tolist()) == sorted(f"v{j}" for j in range(40))
     cache = NeighbourCache(index)
     cache.adopt(signals.item_ids, signals.answer_rows, signals.answer_hits, signals.answer_scores, 60)
@@ -210,7 +210,7 @@ def test_a_fit_over_the_same_vectors_lends_the_searches_of_the_version_before(in
     shifted[[100, 101]] = 2.0  # two items become the most popular: only they are searched
     second = _signals_over(index, shifted)
     attach_content(second, index, previous=first, answered=30, breadth=40)
-    assert second.manifest["answers_searched"] == 2
+    assert second.manifest["content"]["searched"] == 2 and second.manifest["content"]["lent"] == 28
     assert set(second.answer_rows.tolist()) == {100, 101, *range(28)}
     for row, position in enumerate(second.answer_rows.tolist()):
         fresh = index.query_many([vector(index, f"v{position}")], 40)[0]
@@ -219,4 +219,4 @@ def test_a_fit_over_the_same_vectors_lends_the_searches_of_the_version_before(in
     index.upsert(["v5"], -vector(index, "v5")[None, :])  # the catalog changed: nothing is lent
     third = _signals_over(index, shifted)
     attach_content(third, index, previous=second, answered=30, breadth=40)
-    assert third.manifest["answers_searched"] == 30
+    assert third.manifest["content"]["searched"] == 30
