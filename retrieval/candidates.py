@@ -120,7 +120,7 @@ class Retriever:
         serve it; `publish(signals)` (retrieval.signals.publish) shares it with other workers before
         the collaborative vectors reach Chroma (the slow part, which workers do not wait for)."""
         from retrieval.fitting import fit_signals
-        from retrieval.signals import attach_content, sync_collab_index
+        from retrieval.signals import attach_content, remap_published, sync_collab_index
 
         signals = fit_signals(store or self.store, self.sequential or SequentialModel(), self.comention, asked=self.asked)
         if self.content is not None:
@@ -129,7 +129,9 @@ class Retriever:
             except StoreError as exc:  # workers then read vectors from Chroma, as before
                 log.warning("the published signals carry no content vectors: %s", exc)
         if publish is not None:
-            publish(signals)  # its manifest then names the version
+            folder = publish(signals)  # its manifest then names the version
+            if folder is not None:
+                remap_published(signals, folder)  # the big catalog arrays from the files: pages shared with other workers
         self.adopt(signals)
         if self.collab is not None:
             sync_collab_index(self.collab, signals)

@@ -291,6 +291,16 @@ def attach_content(signals: Signals, index, previous: Signals | None = None, ans
                                    "seconds": round(time.perf_counter() - began, 3)}
 
 
+def remap_published(signals: Signals, folder: str | Path) -> None:
+    """Point `signals`' content arrays at the files `publish` wrote to `folder` (memory-mapped), so
+    the process that fitted holds them as every other worker does, not as a private copy."""
+    folder = Path(folder)
+    for name in ("content_rows", "content_vectors", *ANSWERS):
+        path = folder / f"{name}.npy"
+        if path.is_file():
+            setattr(signals, name, np.load(path, mmap_mode="r", allow_pickle=False))
+
+
 def _lendable_answers(previous: Signals | None, signals: Signals, collection: str, breadth: int) -> dict:
     """Item id -> (hits, scores) of `previous`, re-expressed in `signals`' positions, when both read the
     same collection with the same vectors (the catalog did not change, so neither did the searches)."""

@@ -270,3 +270,16 @@ def test_a_fit_over_an_unchanged_catalog_links_the_content_vectors_instead_of_co
         assert os.stat(third).st_ino != os.stat(second).st_ino
     finally:
         engine.close()
+
+
+def test_the_process_that_fitted_serves_the_published_files_not_a_private_copy(published, tmp_path):
+    import numpy as np
+
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        engine.fit()
+        adopted = engine.retriever._adopted
+        assert isinstance(adopted.content_vectors, np.memmap) and isinstance(adopted.answer_hits, np.memmap)
+        assert len(engine.retriever._content_table) == engine.store.item_count()
+    finally:
+        engine.close()
