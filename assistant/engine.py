@@ -366,6 +366,7 @@ class Engine:
             "rank_blend": _blend_text(s),
             "llm_summary": _summary_text(s),
             "llm_reasons_remembered": self._remembered_text(),
+            "signals": self._signals_text(),
             "embedding_backend": s.embedding_backend,
             "embedding_model": name,
             "embedding_dim": dim,
@@ -382,6 +383,22 @@ class Engine:
         writer = getattr(self, "_writer", None)
         ahead = f"; {writer.written} written ahead here" if writer is not None else ""
         return f"{kept}; {st['hits']} served, {st['misses']} missed{ahead}"
+
+    def _signals_text(self) -> str:
+        """The published version a worker serves: when, from how much, and what it carries."""
+        from retrieval.signals import read_manifest
+
+        try:
+            m = read_manifest(self.signals_dir)
+        except RecassistError as exc:
+            return f"unreadable: {exc}"
+        if m is None:
+            return "none published yet (`recassist fit`)"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(m.get("created_at", 0)))
+        c = m.get("content")
+        carries = (f"; content vectors of {c['vectors']:,} items and searches of the {c['searched'] + c['lent']:,} most popular"
+                   if c else "; no content vectors (fitted by an older version: `recassist fit` adds them)")
+        return f"{m['version']} fitted {when} on {m.get('events', 0):,} events{carries}"
 
     def close(self) -> None:
         if getattr(self, "_writer", None) is not None:

@@ -283,3 +283,19 @@ def test_the_process_that_fitted_serves_the_published_files_not_a_private_copy(p
         assert len(engine.retriever._content_table) == engine.store.item_count()
     finally:
         engine.close()
+
+
+def test_info_says_which_version_is_served_and_what_it_carries(published, tmp_path):
+    engine = Engine(_settings(tmp_path / "data"), demo="en")
+    try:
+        manifest = read_manifest(published / "signals")
+        text = engine.info()["signals"]
+        assert text.startswith(manifest["version"]) and f"on {manifest['events']:,} events" in text
+        assert f"content vectors of {engine.store.item_count():,} items" in text
+    finally:
+        engine.close()
+    empty = Engine(_settings(tmp_path / "empty"))
+    try:
+        assert empty.info()["signals"].startswith("none published yet")
+    finally:
+        empty.close()
