@@ -190,6 +190,11 @@ def test_sequential_scores_of_adopted_rows_with_ties_and_repeats_equal_the_produ
     indices = rng.integers(0, n, 8 * n)  # repeats within a row, in no order
     data = rng.choice(np.array([0.25, 0.5, 1.0], dtype=np.float32), 8 * n)  # many equal sums
     model = SequentialModel().adopt([f"i{j}" for j in range(n)], sp.csr_matrix((data, indices, indptr), shape=(n, n)))
+    assert not model._distinct
+    _scores_equal_the_product(model, rng, n)
+
+
+def _scores_equal_the_product(model, rng, n):
     for _ in range(30):
         recent = [f"i{j}" for j in rng.integers(0, n, int(rng.integers(1, 6)))]
         dense = model.score_array(recent)
@@ -266,9 +271,4 @@ def test_sequential_scores_of_canonical_rows_take_the_plain_add_and_equal_the_pr
     dense = rng.choice(np.array([0, 0, 0, 0.25, 0.5, 1.0], dtype=np.float32), (n, n))
     model = SequentialModel().adopt([f"i{j}" for j in range(n)], sp.csr_matrix(dense))
     assert model._distinct
-    for _ in range(30):
-        recent = [f"i{j}" for j in rng.integers(0, n, int(rng.integers(1, 6)))]
-        scores = model.score_array(recent)
-        positive = np.flatnonzero(scores > 0)
-        best = positive[sorted_top(scores[positive], 10)]
-        assert model.scores(recent, 10) == {f"i{j}": float(scores[j]) for j in best}
+    _scores_equal_the_product(model, rng, n)
