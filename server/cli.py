@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -266,12 +267,18 @@ def cmd_serve(args) -> int:
                   f"({engine.demo.loading})...", file=sys.stderr)
         engine.load_demo(progress=True)
     print(engine.warm_up(), file=sys.stderr)  # before listening: the first turn is not slower
-    if args.workers > 1:
-        from server.app import serve_workers
+    # uvicorn shuts down on SIGTERM, then raises it again for the handler it found: make that handler
+    # an exit, so the `finally` below runs (the default one would end the process on the spot).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        if args.workers > 1:
+            from server.app import serve_workers
 
-        serve_workers(engine, args.workers, _setting_env(args))
-        return 0
-    serve(engine, settings.host, settings.port)
+            serve_workers(engine, args.workers, _setting_env(args))
+        else:
+            serve(engine, settings.host, settings.port)
+    finally:  # stopped (Ctrl+C, SIGTERM): the model process ends and its socket's folder goes
+        engine.close()
     return 0
 
 

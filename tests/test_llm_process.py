@@ -343,6 +343,24 @@ def served_model(tmp_path_factory, embedded_model_path):
 
 
 @pytest.mark.integration
+def test_a_server_stopped_by_sigterm_ends_its_model_process_and_leaves_nothing_in_the_temp_dir(tmp_path, embedded_model_path):
+    from servers import server_process
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_MODEL_PATH": str(embedded_model_path), "TMPDIR": str(temp)}
+    with server_process(tmp_path / "data", **env) as (proc, base):
+        pid, _ = _model_pid(base)
+        assert pid and [p.name for p in temp.iterdir() if p.name.startswith("recassist-model-")]
+    assert proc.returncode == 128 + signal.SIGTERM  # an orderly exit, not a death by the signal
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("recassist-model-")]
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # the model process ends when its parent closes its stdin
+            os.kill(pid, 0)
+            time.sleep(0.1)
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
 def test_killing_the_model_mid_turn_leaves_the_server_answering_and_loses_nothing(served_model, sig):
     import httpx
