@@ -64,6 +64,7 @@ def test_a_model_that_died_before_its_watcher_noticed_is_reported_as_restarting(
     assert supervisor.down_reason() == "the local model process was killed by SIGKILL; it is restarting"
     supervisor.state, supervisor.last_exit = "down", "exited with status 3"
     assert supervisor.down_reason() == "the local model process exited with status 3; it is restarting"
+    supervisor.stop()
 
 
 # --- the real embedded model in its own process ----------------------------------------------
@@ -218,6 +219,18 @@ def test_callers_in_many_threads_take_turns_on_one_process(supervised):
     assert all(r == pytest.approx(results[0], abs=1e-4) for r in results)
 
 
+def test_a_temp_dir_too_deep_for_a_socket_path_puts_the_socket_in_tmp(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    supervisor = ModelSupervisor(tmp_path / "unused.gguf")
+    try:
+        assert len(supervisor.socket_path.encode()) <= 100 and supervisor.socket_path.startswith("/tmp/recassist-model-")
+        assert list(deep.iterdir()) == []  # nothing left where it did not fit
+    finally:
+        supervisor.stop()
+
+
 def test_a_stopped_supervisor_leaves_no_folder_in_the_temp_dir(tmp_path):
     supervisor = ModelSupervisor(tmp_path / "unused.gguf")
     folder = os.path.dirname(supervisor.socket_path)
@@ -231,8 +244,10 @@ def test_a_stopped_supervisor_leaves_no_folder_in_the_temp_dir(tmp_path):
 def test_a_model_file_that_cannot_load_is_a_clear_error_at_start_up(tmp_path, monkeypatch):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(4096))
+    supervisor = ModelSupervisor(bad)
     with pytest.raises(LLMError, match="could not load .*broken.gguf"):
-        ModelSupervisor(bad).start()
+        supervisor.start()
+    supervisor.stop()
     from assistant.llm.factory import local_llm
     from assistant.settings import Settings
 
@@ -346,10 +361,12 @@ def served_model(tmp_path_factory, embedded_model_path):
 def test_a_server_stopped_by_sigterm_ends_its_model_process_and_leaves_nothing_in_the_temp_dir(tmp_path, embedded_model_path):
     from servers import server_process
 
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    temp = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: a socket's path has a limit
     env = {"RECASSIST_LLM_BACKEND": "llama", "RECASSIST_LLM_MODEL_PATH": str(embedded_model_path), "TMPDIR": str(temp)}
     with server_process(tmp_path / "data", **env) as (proc, base):
+        deadline = time.monotonic() + 60
+        while _model_pid(base)[1] < 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         pid, _ = _model_pid(base)
         assert pid and [p.name for p in temp.iterdir() if p.name.startswith("recassist-model-")]
     assert proc.returncode == 128 + signal.SIGTERM  # an orderly exit, not a death by the signal

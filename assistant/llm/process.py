@@ -125,13 +125,26 @@ def check_model(model_path: str | Path, *, n_ctx: int = 2048, threads: int = 0, 
     return info
 
 
+SOCKET_PATH_MAX = 100  # bytes: Linux allows 107 for a Unix socket's path ("AF_UNIX path too long")
+
+
+def _socket_folder() -> str:
+    """A private folder for the model's socket, in the temp dir unless its path is too long for a
+    socket there (a deep TMPDIR): then in /tmp."""
+    folder = tempfile.mkdtemp(prefix="recassist-model-")
+    if len(os.path.join(folder, "model.sock").encode()) <= SOCKET_PATH_MAX or not os.path.isdir("/tmp"):
+        return folder
+    os.rmdir(folder)
+    return tempfile.mkdtemp(prefix="recassist-model-", dir="/tmp")
+
+
 class ModelSupervisor:
     """Keeps one model process running: start, watch, restart with backoff, stop."""
 
     def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, threads: int = 0, prompt_style: str = "auto",
                  queue_timeout_s: float = 120.0, load_timeout_s: float = 180.0,
                  backoff_s: tuple[float, float] = (0.5, 30.0), batching: bool = True):
-        self._dir = tempfile.mkdtemp(prefix="recassist-model-")
+        self._dir = _socket_folder()
         self.socket_path = os.path.join(self._dir, "model.sock")
         self._cmd = worker_command(model_path, n_ctx=n_ctx, threads=threads, prompt_style=prompt_style,
                                    queue_timeout_s=queue_timeout_s, socket_path=self.socket_path, batching=batching)
