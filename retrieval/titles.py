@@ -83,7 +83,6 @@ class Mention:
 
 
 @functools.lru_cache(maxsize=1 << 16)  # candidates dedupe works by title on every request
-@functools.lru_cache(maxsize=1 << 16)  # every candidate list keys its titles (dedup of works): the same ones again
 def normalize_title(text: str) -> str:
     """Forgiving title key: case, accents, punctuation, leading article and a trailing year ignored."""
     words = [w for w, _, _ in _words(re.sub(r"\(\s*\d{4}\s*\)", " ", text))]
