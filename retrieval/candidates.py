@@ -108,8 +108,7 @@ class Retriever:
             for item in batch:
                 self._vector_cache.pop(item.id, None)
                 self._item_cache.pop(item.id, None)
-                if len(self._content_table):
-                    self._reindexed.add(item.id)
+                self._reindexed.add(item.id)
         if self._popularity is not None:  # new items join the cold-start list at once (refit updates the rest)
             for item in items:
                 self._popularity.setdefault(item.id, _prior(item))

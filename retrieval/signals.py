@@ -245,7 +245,7 @@ def sync_collab_index(index, signals: Signals) -> None:
 
 
 def attach_content(signals: Signals, index, previous: Signals | None = None, answered: int = ANSWERED_ITEMS,
-                   breadth: int = ANSWER_BREADTH, progress=None) -> None:
+                   breadth: int = ANSWER_BREADTH) -> None:
     """Read the catalog's content vectors from `index` (a VectorIndex) into `signals`, and the
     content search of the `answered` most popular items (`breadth` results each): about 12 s for
     200,000 vectors from embedded Chroma, and 2.2 ms a search. A `previous` version read from the
@@ -262,8 +262,8 @@ def attach_content(signals: Signals, index, previous: Signals | None = None, ans
     if not answered or not len(positions):
         return
     popularity = np.asarray(signals.popularity, dtype=np.float64)[signals.content_rows]
-    chosen = signals.content_rows[np.argsort(-popularity, kind="stable")[:answered]]  # positions in item_ids
-    row_of = {int(p): n for n, p in enumerate(signals.content_rows.tolist())}
+    order = np.argsort(-popularity, kind="stable")[:answered]  # rows of content_vectors, most popular first
+    chosen = signals.content_rows[order]  # their positions in item_ids
     hits = np.full((len(chosen), breadth), -1, np.int32)
     scores = np.zeros((len(chosen), breadth), np.float64)
     lent = _lendable_answers(previous, signals, index.name, breadth)
@@ -274,17 +274,15 @@ def attach_content(signals: Signals, index, previous: Signals | None = None, ans
             ask.append(n)
         else:
             hits[n], scores[n] = old
-    at = {item_id: n for n, item_id in enumerate(signals.item_ids)}
+    at = signals.index
     step = 256
     for start in range(0, len(ask), step):
         part = ask[start : start + step]
-        answers = index.query_many([vectors[row_of[int(chosen[n])]] for n in part], breadth)
+        answers = index.query_many(vectors[order[part]], breadth)
         for n, answer in zip(part, answers):
             got = [(at[i], s) for i, s in answer if i in at]
             hits[n, : len(got)] = [p for p, _ in got]
             scores[n, : len(got)] = [s for _, s in got]
-        if progress is not None:
-            progress(min(start + step, len(ask)), len(ask))
     signals.answer_rows, signals.answer_hits, signals.answer_scores = chosen.astype(np.int32), hits, scores
     signals.manifest["answer_breadth"] = breadth
     signals.manifest["content"] = {"vectors": len(positions), "searched": len(ask), "lent": len(chosen) - len(ask),
@@ -308,7 +306,7 @@ def _lendable_answers(previous: Signals | None, signals: Signals, collection: st
             or previous.manifest.get("answer_breadth") != breadth or previous.content_ids() != signals.content_ids()
             or not np.array_equal(previous.content_vectors, signals.content_vectors)):
         return {}
-    at = {item_id: n for n, item_id in enumerate(signals.item_ids)}
+    at = signals.index
     remap = np.array([at.get(i, -1) for i in previous.item_ids] + [-1], dtype=np.int32)  # -1 maps to -1
     out = {}
     for row, position in enumerate(np.asarray(previous.answer_rows).tolist()):
