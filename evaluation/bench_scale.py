@@ -247,14 +247,14 @@ def report(results: dict) -> str:
     runs = results["fits"]
     r = _median_run(runs)
     parts = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in r["parts"].items() if k != "total_s")
+    content = f"content vectors and searches {r['content_s']:.1f}, " if "content_s" in r else ""
     if "fit_peak_rss_mib" in r:
         lines.append(f"| fit_signals + publish (the job) | {r['fit_s'] + r.get('content_s', 0) + r['publish_s']:.1f} | "
                      f"{max(x['fit_peak_rss_mib'] for x in runs):.0f} | fit {r['fit_s']:.1f} ({parts}), "
-                     + (f"content vectors read {r['content_s']:.1f}, " if "content_s" in r else "") + f"publish {r['publish_s']:.1f}; "
+                     + content + f"publish {r['publish_s']:.1f}; "
                      f"artifact {r['artifact_mib']:.0f} MiB; runs {_job_seconds(runs)} s |")
     lines.append(f"| fit_signals + publish + Chroma | {r['seconds']:.1f} | {max(x['peak_rss_mib'] for x in runs):.0f} | "
-                 f"fit {r['fit_s']:.1f} ({parts}), " + (f"content vectors read {r['content_s']:.1f}, " if "content_s" in r else "")
-                 + f"publish {r['publish_s']:.1f}, Chroma {r['chroma_s']:.1f}; "
+                 f"fit {r['fit_s']:.1f} ({parts}), " + content + f"publish {r['publish_s']:.1f}, Chroma {r['chroma_s']:.1f}; "
                  f"artifact {r['artifact_mib']:.0f} MiB; runs {_seconds(runs)} s |")
     r = results["worker"]
     lines.append(f"| worker start (open store and Chroma, load_signals, adopt) | {r['start_s']:.2f} | {r['peak_rss_mib']:.0f} | "
