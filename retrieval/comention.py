@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from retrieval.records import Event, stated_in_chat
-from retrieval.topk import top_k
+from retrieval.topk import top_k, top_per_row
 
 DAY = 86400.0
 TRENDING_CACHE = 1000  # trending items kept ready: the list is the same for every request until the next fit
@@ -85,7 +85,7 @@ class CoMentionModel:
         matrix = (had.T @ weighted).tocsr()
         matrix.setdiag(0)
         matrix.eliminate_zeros()
-        self._state = (ids, items, _top_per_row(matrix, self.keep), trending)
+        self._state = (ids, items, top_per_row(matrix, self.keep), trending)
         return self
 
     def adopt(self, item_ids: list[str], neighbours, trending: np.ndarray, index: dict[str, int] | None = None) -> "CoMentionModel":
@@ -123,23 +123,3 @@ def _best(ids: list[str], scores: np.ndarray, n: int) -> dict[str, float]:
     positive = np.flatnonzero(scores > 0)
     best = positive[top_k(scores[positive], n)]
     return {ids[j]: float(scores[j]) for j in best}
-
-
-def _top_per_row(matrix, keep: int):
-    """The `keep` largest entries of each CSR row (ties broken by column), the rest dropped."""
-    import scipy.sparse as sp
-
-    counts = np.diff(matrix.indptr)
-    if counts.max(initial=0) <= keep:
-        return matrix
-    data, indices, indptr = [], [], [0]
-    for row in range(matrix.shape[0]):
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        values, columns = matrix.data[start:end], matrix.indices[start:end]
-        if end - start > keep:
-            chosen = np.argpartition(-values, keep - 1)[:keep]
-            values, columns = values[chosen], columns[chosen]
-        data.append(values)
-        indices.append(columns)
-        indptr.append(indptr[-1] + len(values))
-    return sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.array(indptr)), shape=matrix.shape)

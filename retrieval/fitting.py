@@ -42,6 +42,7 @@ from retrieval.migrations import event_key, high_water
 from retrieval.records import RATING_LEVELS, SAID_SQL, STATED_IN_CHAT_SQL, event_weight
 from retrieval.sequential import NOT_CONSUMED, SequentialModel
 from retrieval.signals import Signals
+from retrieval.topk import top_per_row, top_per_row_positions
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def fit_signals(store, sequential: SequentialModel | None = None, comention: CoM
     manifest = {
         "events": n_events, "users": len(users), "tail": tail, "asked_rows": asked.rows,
         "watermark": None if watermark is None else {"ts": watermark[0], "id": watermark[1]},
-        "knobs": {"sequential": {k: getattr(sequential, k) for k in ("window", "step_decay", "backward", "source_power", "target_power")},
+        "knobs": {"sequential": {k: getattr(sequential, k) for k in ("window", "step_decay", "backward", "source_power", "target_power", "keep")},
                   "comention": {"half_life_days": comention.half_life_days, "keep": comention.keep}, "collab_dim": dim,
                   "asked": {"neighbours": asked.neighbours, "max_rows": asked.max_rows}},
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -338,7 +339,7 @@ def sequential_transitions(events: EventColumns, model: SequentialModel):
         rows = np.repeat(np.arange(n, dtype=np.int32), np.diff(matrix.indptr))
         matrix.data *= (1.0 / np.maximum(out_degree, 1e-9) ** model.source_power).astype(np.float32)[rows]
         matrix.data *= (1.0 / popularity**model.target_power).astype(np.float32)[matrix.indices]
-    return matrix
+    return top_per_row(matrix, model.keep)
 
 
 def _pairs_matrix(pending, n: int):
@@ -397,7 +398,7 @@ def comention_signals(pair_user, pair_item, newest, n_users: int, n_items: int, 
         rows = np.repeat(np.arange(start, stop), np.diff(block.indptr))
         keep = (block.indices != rows) & (block.data != 0)  # no item is its own neighbour (setdiag(0))
         block_data, block_indices, block_rows = block.data[keep], block.indices[keep], rows[keep] - start
-        chosen = _top_per_row(block_data, block_rows, stop - start, model.keep)
+        chosen = top_per_row_positions(block_data, block_rows, stop - start, model.keep)
         data.append(block_data[chosen])
         indices.append(block_indices[chosen])
         counts.append(np.bincount(block_rows[chosen], minlength=stop - start))
@@ -405,28 +406,6 @@ def comention_signals(pair_user, pair_item, newest, n_users: int, n_items: int, 
     indptr = np.r_[0, np.cumsum(np.concatenate(counts))]
     neighbours = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=(n_items, n_items))
     return neighbours, trending
-
-
-def _top_per_row(data: np.ndarray, rows: np.ndarray, n_rows: int, keep: int) -> np.ndarray:
-    """Positions of the `keep` largest entries of each row (rows ascending; ties: the lower column)."""
-    counts = np.bincount(rows, minlength=n_rows)
-    if counts.max(initial=0) <= keep:
-        return np.arange(len(data))
-    # Only the rows longer than `keep` are sorted (the rest is kept whole), by one stable sort of an
-    # int64 key (row, then the value's float32 bits reversed: non-negative floats order as their
-    # bits) instead of a lexsort of the whole block: half of the co-mention fit's time before.
-    long = np.flatnonzero(counts[rows] > keep)
-    values, long_rows = data[long], rows[long]
-    if values.dtype == np.float32 and (values >= 0).all():
-        key = (long_rows.astype(np.int64) << 32) | (0x7FFFFFFF - values.view(np.int32)).astype(np.int64)
-        order = np.argsort(key, kind="stable")  # stable: equal values keep their column order
-    else:
-        order = np.lexsort((-values, long_rows))
-    long_counts = counts[counts > keep]
-    rank = np.arange(len(order)) - np.repeat(np.r_[0, np.cumsum(long_counts)[:-1]], long_counts)
-    kept = np.concatenate([np.flatnonzero(counts[rows] <= keep), long[order[rank < keep]]])
-    kept.sort()  # back in row, then column, order
-    return kept
 
 
 def collab_vectors_of(pair_user, pair_item, users: list[str], items: list[str], dim: int = DIM):

@@ -19,7 +19,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from retrieval.records import Event
-from retrieval.topk import top_k
+from retrieval.topk import top_k, top_per_row
+
+# Each item's row keeps its ROW_KEEP largest transitions. At 10M synthetic events a popular item's
+# row held up to 132k entries and a request summed 92k of them (~1 ms of its CPU); with 1,000 a row
+# the top 70 of a user's scores were 99.4% the same and the sum took a third of the time. On
+# MovieLens-small 74 rows are longer and Recall@10 and NDCG@10 are unchanged on validation and test
+# (0.1590 / 0.0840 and 0.1377 / 0.0759; 500 a row: the same within 0.0003, 200: lower).
+ROW_KEEP = 1000
 
 # Explicit "no" feedback does not mean the item was consumed; a low rating does (it was watched
 # or read), and keeping low-rated items in the sequences measured slightly better.
@@ -43,6 +50,7 @@ class SequentialModel:
         target_power: float = 0.25,
         last: int = 10,
         decay: float = 0.7,
+        keep: int | None = ROW_KEEP,
     ):
         self.window = window
         self.step_decay = step_decay
@@ -51,6 +59,7 @@ class SequentialModel:
         self.target_power = target_power
         self.last = last
         self.decay = decay
+        self.keep = keep  # entries kept per row, the largest (None: all)
         # (item ids, id -> row, CSR transitions) swapped in whole by fit, so a reader running
         # during a refit sees either the old model or the new one, never a mix.
         self._state: tuple[list[str], dict[str, int], object] = ([], {}, None)
@@ -109,6 +118,7 @@ class SequentialModel:
                 @ matrix
                 @ sp.diags((1.0 / popularity**self.target_power).astype(np.float32))
             ).tocsr()
+            matrix = top_per_row(matrix, self.keep)
         else:
             matrix = sp.csr_matrix((n, n), dtype=np.float32)
         self._state = (list(index), index, matrix)

@@ -106,6 +106,23 @@ def test_sequential_transitions_equal_sequential_model_fit(logs, log, knobs):
 
 
 @pytest.mark.parametrize("log", LOGS)
+def test_sequential_rows_cut_to_keep_as_the_model_cuts_them(logs, log):
+    store = logs[log]
+    reference = SequentialModel(keep=2).fit(store.iter_events())
+    fitted = fit_signals(store, sequential=SequentialModel(keep=2))
+    whole = SequentialModel(keep=None).fit(store.iter_events())
+    assert np.diff(whole._state[2].indptr).max() > 2  # the log has rows to cut
+    assert np.diff(fitted.transitions.indptr).max() == 2
+    for item_id in reference.item_ids:
+        # The two largest of each row (equal values may keep another column: the kept values are equal).
+        mine = np.sort(fitted.transitions[fitted.index[item_id]].data)
+        theirs = np.sort(reference._state[2][reference._state[1][item_id]].data)
+        largest = np.sort(whole._state[2][whole._state[1][item_id]].data)[-2:]
+        assert np.allclose(mine, theirs, rtol=1e-5, atol=0) and np.allclose(theirs, largest, rtol=1e-5, atol=0), item_id
+    assert fitted.manifest["knobs"]["sequential"]["keep"] == 2
+
+
+@pytest.mark.parametrize("log", LOGS)
 @pytest.mark.parametrize("keep", [300, 3])
 def test_comention_neighbours_and_trending_equal_comention_model_fit(logs, log, keep):
     store = logs[log]

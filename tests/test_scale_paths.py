@@ -10,15 +10,15 @@ import pytest
 import scipy.sparse as sp
 
 from evaluation.synthetic import Platform, generate
-from retrieval import fitting
 from retrieval.collab import factorize
 from retrieval.comention import CoMentionModel
+from retrieval import fitting
 from retrieval.fitting import read_event_columns
 from retrieval.ingest import ingest_catalog, ingest_events
 from retrieval.records import Event, Item
 from retrieval.sequential import SequentialModel
 from retrieval.store import Store
-from retrieval.topk import top_k
+from retrieval.topk import top_k, top_per_row, top_per_row_positions
 
 T0 = 1_700_000_000.0
 
@@ -139,8 +139,26 @@ def test_the_row_cut_keeps_what_a_lexsort_kept(seed, values):
     data = {"distinct": lambda: rng.random(len(rows)).astype(np.float32),
             "tied": lambda: rng.choice(np.array([0.5, 1.0, 2.0, 1e-30], np.float32), len(rows)),
             "float64": lambda: rng.random(len(rows))}[values]()
-    got = fitting._top_per_row(data, rows, n_rows, keep)
+    got = top_per_row_positions(data, rows, n_rows, keep)
     assert np.array_equal(got, lexsort_top_per_row(data, rows, n_rows, keep))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_matrix_cut_to_its_largest_entries_per_row(seed):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n, keep = int(rng.integers(2, 30)), int(rng.integers(1, 6))
+    dense = rng.choice(np.array([0, 0, 0.5, 1.0, 2.0, 3.0], np.float32), (n, n)) * (rng.random((n, n)) < 0.6)
+    cut = top_per_row(sp.csr_matrix(dense), keep).toarray()
+    for row, got in zip(dense, cut):
+        # The largest `keep` values stay, equal ones by the lower column; nothing else.
+        order = sorted(np.flatnonzero(row), key=lambda column: (-row[column], column))[:keep]
+        expected = np.zeros_like(row)
+        expected[order] = row[order]
+        assert np.array_equal(got, expected)
+    matrix = sp.csr_matrix(dense)
+    assert top_per_row(matrix, None) is matrix and top_per_row(matrix, n) is matrix  # nothing to cut: no copy
 
 
 def sorted_top(scores, k):
