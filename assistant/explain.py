@@ -113,8 +113,8 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
     """
     zh = is_chinese(language)
     text = clean_generated(hook, max_sentences=1).strip().rstrip(".。!！?？;；:：…").strip()
-    if zh and not _CJK.search(text):
-        return None  # an English phrase in a Chinese sentence: the evidence sentence is all Chinese
+    if zh != bool(_CJK.search(text)):
+        return None  # a phrase in the other script: a translation, nothing in the description to check it by
     if not zh:
         words = text.split()
         if len(words) > (max_words or HOOK_MAX_WORDS):
@@ -128,6 +128,30 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
         return text + (HOOK_JOINS["zh"] + preds[0] if preds else "") + "。"
     text = text[:1].upper() + text[1:]
     return text + (HOOK_JOINS["en"] + preds[0] if preds else "") + "."
+
+
+def quoted_hook_reason(reason: str, candidate: Candidate, language: str) -> str:
+    """A hook reason written in the item's own language (`hook_reason`, checked there) as a reply in
+    another: its phrase quoted as the item's own words, the evidence fact in the reply's language.
+    A Chinese reply about an English book: "「A human child raised by wolves」，它与你喜欢的《Kim》相近。"
+    (the title stays as the catalog writes it, and so does what the book is about)."""
+    phrase = hook_of(reason) or reason.rstrip(".。")
+    zh = is_chinese(language)
+    preds = predicates(candidate, zh, history_first=True)[:1]
+    if zh:
+        return f"「{phrase}」" + (HOOK_JOINS["zh"] + preds[0] if preds else "") + "。"
+    return f"“{phrase}”" + (HOOK_JOINS["en"] + preds[0] if preds else "") + "."
+
+
+def hook_language(item: Item, language: str) -> str:
+    """The language a hook about `item` is asked and checked in for a reply in `language`: the
+    reply's, unless the item is described in the other script (Chinese against Latin letters),
+    then the description's own. The embedded model's translations passed the check 1 time in 60
+    (`python -m evaluation.reason_check collect out.json --language zh`); a phrase copied from the
+    description passes as often as for a reply in its own language, and what was written ahead
+    for the item serves both."""
+    own = about_language(item)
+    return language if is_chinese(language) == is_chinese(own) else own
 
 
 HOOK_MIN_WORDS = 6  # a clause cut shorter than this says too little to stand for the item
@@ -165,8 +189,12 @@ def evidence_reasons(candidates: Sequence[Candidate], language: str = "en") -> d
     for c in candidates:
         text = plain[c.item.id]
         if text in repeated:
-            hook = extracted_hook(c.item, language)
-            text = (hook_reason(hook, c, language, max_words=EXTRACT_MAX_WORDS) if hook else None) or text
+            own = hook_language(c.item, language)
+            hook = extracted_hook(c.item, own)
+            hooked = hook_reason(hook, c, own, max_words=EXTRACT_MAX_WORDS) if hook else None
+            if hooked and own != language:
+                hooked = quoted_hook_reason(hooked, c, language)
+            text = hooked or text
         out[c.item.id] = text
     return out
 
@@ -194,16 +222,10 @@ def _unsupported_characters(phrase: str, candidate: Candidate) -> str:
     return "".join(strange) if len(strange) > 1 else ""
 
 
-def nothing_to_sum_up(item: Item, language: str = "en") -> bool:
-    """No description, one that only restates the item's line ("A comedy film from 1994."), or
-    one the hook would have to translate (a Chinese reply about an English description, or an
-    English one about a Chinese description: the hook template copies words from its About line,
-    and the embedded model's translations passed the check 1 time in 60 on the demo users,
-    `python -m evaluation.reason_check collect out.json --language zh`, before this rule): a hook
-    template's model is not asked, and the evidence sentence says more, in the user's language."""
+def nothing_to_sum_up(item: Item) -> bool:
+    """No description, or one that only restates the item's line ("A comedy film from 1994."): a
+    hook template's model is not asked, and the evidence sentence says more."""
     about = item_about(item)
-    if about and is_chinese(language) != _mostly_cjk(about):
-        return True
     return not about or _says_only_the_line(about, item)
 
 
@@ -233,6 +255,10 @@ def judge_reason(
     that repeats the template's own example is not kept; the rest is `reason_problems`.
     """
     hook_form = template.output.form == "hook"
+    if hook_form and (own := hook_language(candidate.item, language)) != language:
+        # Asked in the description's language (`llm_reasons`): checked in it, then quoted.
+        reason, problems = judge_reason(text, candidate, template, known_titles, request, other_categories, liked_titles, own)
+        return (reason if problems else quoted_hook_reason(reason, candidate, language)), problems
     reason = (hook_reason(text, candidate, language) or "") if hook_form else clean_generated(text)
     if hook_form and not reason:
         return "", ["the phrase was unusable (empty, only the item line, too long, or not in the user's language)"]
@@ -325,10 +351,10 @@ def llm_reasons(
 
     jobs: list[tuple[Candidate, str]] = []
     for candidate in candidates:
-        if hook_form and nothing_to_sum_up(candidate.item, language):
+        if hook_form and nothing_to_sum_up(candidate.item):
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
             continue
-        prompt = reason_prompt(template, candidate, user_context, language)
+        prompt = reason_prompt(template, candidate, user_context, hook_language(candidate.item, language) if hook_form else language)
         text = remembered.get(prompt, max_tokens, stops, stored=about_item_only) if remembered is not None else None
         if text is not None:
             yield final(candidate, prompt, text, False, earlier=True)

@@ -80,7 +80,7 @@ class HookWriter:
             if item is None:
                 continue
             language = about_language(item)
-            if nothing_to_sum_up(item, language):
+            if nothing_to_sum_up(item):
                 continue
             prompt = reason_prompt(template, Candidate(item, 0.0), "", language)
             if prompt in self._done:

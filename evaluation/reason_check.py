@@ -168,14 +168,14 @@ def passes(path: Path) -> None:
     n = passed = 0
     for row in data["rows"]:
         c = candidate(row["item"], row["evidence"])
-        if template.output.form == "hook" and nothing_to_sum_up(c.item, row["language"]):
+        if template.output.form == "hook" and nothing_to_sum_up(c.item):
             continue  # not asked, as llm_reasons does not ask
         reason, problems = judge_reason(row["raw"], c, template, data["titles"], row["request"], row["others"], row.get("liked", ()), row["language"])
         n, passed = n + 1, passed + (not problems)
         print(f"{'PASS' if not problems else 'fail'}  {row['item']['title']}: {reason or row['raw']!r}  {'; '.join(problems)}")
     skipped = len(data["rows"]) - n
-    asked = (f" ({skipped} of the {len(data['rows'])} items have no description, or one in another language, and "
-             "were not asked)" if skipped else "")
+    asked = (f" ({skipped} of the {len(data['rows'])} items have no description beyond their line, and were not asked)"
+             if skipped else "")
     print(f"\n{passed}/{n} reasons pass the check{asked}")
 
 

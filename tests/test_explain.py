@@ -11,7 +11,7 @@ import pytest
 from core.errors import LLMError
 from assistant.events import Card
 from assistant.evidence import evidence_reason, evidence_summary, item_about
-from assistant.explain import clean_generated, hook_reason, llm_reasons, summarize_item, summarize_list
+from assistant.explain import clean_generated, hook_reason, llm_reasons, reason_prompt, summarize_item, summarize_list
 from assistant.grounding import check_reason, reason_problems
 from assistant.llm.fake import FakeLLM
 from prompts import Prompts, parse_template
@@ -215,11 +215,20 @@ def test_a_chinese_hook_is_joined_with_the_chinese_evidence():
     assert (final.final, final.source) == ("亨利·希尔的黑帮生涯，它与你喜欢的《The Godfather》相近。", "llm")
 
 
-def test_a_chinese_user_and_an_english_description_do_not_ask_the_hook_model_to_translate():
-    llm = FakeLLM(["亨利·希尔的黑帮生涯"])
-    final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
-    assert (final.final, final.source) == (evidence_reason(GOODFELLAS, "zh"), "evidence")
-    assert llm.prompts == [], "the evidence sentence, in Chinese, without the model's time"
+def test_a_chinese_reply_about_an_english_description_quotes_the_hook_in_english():
+    # The model is asked as for an English reply (the prompt an English user's turn, or the
+    # writer's spare time, already made: one generation serves both) and its phrase is checked
+    # against the English description, then quoted in the Chinese sentence.
+    english = FakeLLM(["Henry Hill and his life in the mob"])
+    final = [c for c in llm_reasons(english, PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    assert (final.final, final.source) == ("「Henry Hill and his life in the mob」，它与你喜欢的《The Godfather》相近。", "llm")
+    assert english.prompts == [reason_prompt(PROMPTS.get("reason"), GOODFELLAS, "", "en")]
+    # A translation is not asked for and not kept: nothing in the description to check it against.
+    translated = [c for c in llm_reasons(FakeLLM(["亨利·希尔的黑帮生涯"]), PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    assert (translated.final, translated.source) == (evidence_reason(GOODFELLAS, "zh"), "evidence")
+    # The quoted phrase is checked as an English reply's would be: an invented word fails there.
+    invented = [c for c in llm_reasons(FakeLLM(["Henry Hill and his life on Mars"]), PROMPTS, [GOODFELLAS], "", "zh", KNOWN) if c.final][0]
+    assert invented.source == "evidence", invented.final
     english = FakeLLM(["Henry Hill and his life in the mob"])
     assert [c for c in llm_reasons(english, PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final][0].source == "llm"
 
@@ -539,10 +548,15 @@ def test_only_models_that_repeat_themselves_are_remembered():
     assert one.get("p", 8, ["\n"]) is None and len(memory) == 2, "the least recently used goes first"
 
 
-def test_an_english_reply_about_a_chinese_description_does_not_ask_the_hook_model_either():
-    llm = FakeLLM(["Henry Hill in the mob"])
+def test_an_english_reply_about_a_chinese_description_quotes_the_chinese_hook():
+    llm = FakeLLM(["亨利·希尔的黑帮生涯"])
     final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS_ZH], "", "en", KNOWN) if c.final][0]
-    assert final.source == "evidence" and llm.prompts == []
+    assert (final.final, final.source) == ("“亨利·希尔的黑帮生涯”; it is close to The Godfather, which you liked.", "llm")
+    assert "Language: Chinese" in llm.prompts[0].splitlines()[-2]
+    made_up = [c for c in llm_reasons(FakeLLM(["火星上的黑帮"]), PROMPTS, [GOODFELLAS_ZH], "", "en", KNOWN) if c.final][0]
+    assert made_up.source == "evidence", "checked as a Chinese reply's hook: characters the item does not have"
+    english = [c for c in llm_reasons(FakeLLM(["Henry Hill in the mob"]), PROMPTS, [GOODFELLAS_ZH], "", "en", KNOWN) if c.final][0]
+    assert english.source == "evidence", "a translation into English is not kept either"
 
 
 def test_the_hook_template_shows_examples_in_the_replys_language():
@@ -656,6 +670,19 @@ def test_cards_that_would_repeat_one_evidence_sentence_each_open_with_their_own_
     assert len(set(reasons.values())) == 4
     for c in cands:
         assert reason_problems(reasons[c.item.id], c, ["Twenty Thousand Leagues Under the Seas", "Emma"]) == []
+
+
+def test_in_a_chinese_reply_cards_about_english_books_open_with_their_own_words_quoted():
+    from assistant.explain import evidence_reasons
+
+    shared = dict(near_history=[("h1", "Twenty Thousand Leagues Under the Seas", 0.7)], said_liked=["h1"])
+    whale = Item(id="b1", title="Moby-Dick", text="A young sailor signs aboard a whaling ship whose one-legged captain "
+                 "is bent on hunting down the white whale that maimed him.")
+    island = Item(id="b2", title="Robinson Crusoe", text="A headstrong sailor is shipwrecked alone on a tropical island.")
+    cands = [Candidate(whale, 1.0, Evidence(**shared)), Candidate(island, 0.9, Evidence(**shared))]
+    reasons = evidence_reasons(cands, "zh")
+    assert reasons["b2"] == "「A headstrong sailor is shipwrecked alone on a tropical island」，它与你喜欢的《Twenty Thousand Leagues Under the Seas》相近。"
+    assert reasons["b1"].startswith("「A young sailor signs aboard a whaling ship whose one-legged captain is bent on hunting down the white whale」，它")
 
 
 @pytest.mark.parametrize("text, language, expected", [
