@@ -39,8 +39,8 @@ class Settings(BaseModel):
     chroma_host: str = "127.0.0.1"
     chroma_port: int = 8000
     # HNSW search breadth: higher finds more of the exact nearest neighbours, a little slower
-    # (recall@50 against exact search on 100k items: see the retrieval benchmark in the README).
-    hnsw_ef_search: int = Field(default=400, ge=10, le=5000)
+    # (recall@50 against exact search on 100k items, and why 200: retrieval.vectors.DEFAULT_HNSW).
+    hnsw_ef_search: int = Field(default=200, ge=10, le=5000)
     # Popularity and trending follow new events between fits: each worker tails the events table at
     # most this often (seconds) before a request (retrieval/live.py); 0 checks before every request.
     live_poll_s: float = Field(default=5.0, ge=0)

@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=200, help="candidate calls timed per size and mode")
     parser.add_argument("--users", type=int, default=2000, help="synthetic users with events")
     parser.add_argument("--hnsw-sweep", type=int, metavar="N", help="compare HNSW settings on N synthetic items instead")
-    parser.add_argument("--ef-search", type=int, default=400, help="HNSW search breadth (the product default; Chroma's own is 100)")
+    parser.add_argument("--ef-search", type=int, default=200, help="HNSW search breadth (the product default; Chroma's own is 100)")
     parser.add_argument("--real-embeddings", type=int, default=10_000, help="minilm: texts really embedded")
     parser.add_argument("--data-root", type=Path, help="the folder holding movielens-small/ and tmdb-5000/ "
                         "(default: ../shared/data or /work/shared/data)")

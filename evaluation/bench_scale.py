@@ -39,7 +39,9 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _open(folder: Path):
+def _open(folder: Path, ef_search: int | None = None):
+    """The store and a Retriever over the folder; `ef_search` sets the content collection's HNSW
+    search breadth (as `hnsw_ef_search` does; Chroma reads a changed breadth on the next open)."""
     from retrieval.candidates import Retriever
     from retrieval.embeddings import HashingEmbedder
     from retrieval.sequential import SequentialModel
@@ -49,7 +51,8 @@ def _open(folder: Path):
     store = Store.open(f"sqlite:///{folder / 'store.db'}")
     embedder = HashingEmbedder()
     client = open_chroma("persistent", path=str(folder / "chroma"))
-    content = VectorIndex(client, content_collection_name(embedder), embedder)
+    content = VectorIndex(client, content_collection_name(embedder), embedder,
+                          hnsw={"ef_search": ef_search} if ef_search else None)
     retriever = Retriever(store, embedder, content, VectorIndex(client, "collab"), SequentialModel())
     return store, retriever
 
@@ -121,8 +124,10 @@ def step_worker(folder: Path, platform: Path, args) -> dict:
     from retrieval.request import Request
     from retrieval.signals import load_signals
 
+    if args.ef_search:
+        _open(folder, args.ef_search)[1].content.collection  # set the breadth: read on the next open
     began = time.perf_counter()
-    store, retriever = _open(folder)
+    store, retriever = _open(folder, args.ef_search)
     opened = time.perf_counter()
     signals = load_signals(folder / "signals")
     loaded = time.perf_counter()
@@ -161,7 +166,8 @@ def run_step(name: str, folder: Path, platform: Path, args) -> dict:
     """Run one step in a child process; its result and its own peak RSS come back as JSON."""
     command = [sys.executable, "-m", "evaluation.bench_scale", "--step", name, "--folder", str(folder),
                "--platform", str(platform), "--users", str(args.users), "--queries", str(args.queries),
-               "--sessions", str(args.sessions)] + (["--admit", str(args.admit)] if args.admit is not None else [])
+               "--sessions", str(args.sessions)] + (["--admit", str(args.admit)] if args.admit is not None else []) \
+        + (["--ef-search", str(args.ef_search)] if args.ef_search else [])
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -200,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions for the concurrent latency")
     parser.add_argument("--admit", type=int, help="requests the worker lets generate candidates at once "
                         "(the rest wait in arrival order; default: one per core)")
+    parser.add_argument("--ef-search", type=int, help="the worker's HNSW search breadth (default: the product's, "
+                        "retrieval.vectors.DEFAULT_HNSW); the collection keeps it for later runs")
     parser.add_argument("--repeats", type=int, default=2, help="refit and fit runs, alternated (the median is shown)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)

@@ -171,11 +171,12 @@ def read_manifest(root: str | Path) -> dict | None:
     return None if folder is None else _manifest(folder)
 
 
-def load_signals(root: str | Path, mmap: bool = True) -> Signals | None:
-    """The current published signals (arrays memory-mapped unless `mmap` is False), or None if none."""
+def load_signals(root: str | Path, mmap: bool = True, version: str | None = None) -> Signals | None:
+    """The current published signals (arrays memory-mapped unless `mmap` is False), or None if none;
+    `version` names another version under `root` to read instead (benchmarks compare versions)."""
     import scipy.sparse as sp
 
-    folder = current_version(root)
+    folder = Path(root) / version if version else current_version(root)
     if folder is None:
         return None
     manifest = _manifest(folder)

@@ -258,6 +258,16 @@ def test_a_publish_that_dies_before_the_swap_is_never_served(logs, tmp_path, mon
     assert loaded.version == first.name and loaded.item_ids == fit_signals(logs["hand-made"]).item_ids
 
 
+def test_an_earlier_version_can_be_read_by_name_without_serving_it(logs, tmp_path):
+    root = tmp_path / "signals"
+    first = artifact.publish(fit_signals(logs["hand-made"]), root)
+    second = artifact.publish(fit_signals(logs["synthetic"]), root)
+    assert artifact.load_signals(root).version == second.name
+    earlier = artifact.load_signals(root, version=first.name)
+    assert earlier.version == first.name and earlier.item_ids == fit_signals(logs["hand-made"]).item_ids
+    assert artifact.current_version(root) == second  # reading it changed nothing
+
+
 def test_a_publish_that_dies_while_writing_leaves_nothing(logs, tmp_path, monkeypatch):
     root = tmp_path / "signals"
     first = artifact.publish(fit_signals(logs["hand-made"]), root)
