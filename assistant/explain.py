@@ -211,7 +211,8 @@ def _unsupported_characters(phrase: str, candidate: Candidate) -> str:
     Chinese has no spaces to check words by (assistant.claims checks English words); characters
     catch what the embedded model copies from its template's example ("牧师的冬景" for a winter
     essay) or invents ("夏丏尊的父亲"). One stray character is allowed, for a paraphrase. An item
-    described in another language is translated, not copied: nothing to compare with.
+    described in English has nothing to compare with: its hook is asked and checked in English
+    (`hook_language`), and a Chinese phrase about it is refused as a translation (`hook_reason`).
     """
     item, ev = candidate.item, candidate.evidence
     if not _CJK.search(item.text or ""):
