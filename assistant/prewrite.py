@@ -46,6 +46,8 @@ REST_WHEN_DONE_S = 30.0  # every popular item's hook is written: look again afte
 LOCK_RETRY_S = 60.0  # another process writes: try the lock again (it may have stopped)
 
 
+STOP_WAIT_S = 10.0  # how long stop() waits for the writer's model call to end (a piece takes ~30 ms)
+
 class HookWriter:
     """Writes reason hooks ahead in the model's idle time: of the cards turns showed without one,
     and of the `items` most popular items."""
@@ -150,10 +152,17 @@ class HookWriter:
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="recassist-write-ahead", daemon=True)
         thread.start()
+        self._thread = thread
         return thread
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop writing, and wait (up to `wait_s`) for the thread to leave its model call, which it
+        does at the next written piece: a store closed right after (at shutdown) is then no longer
+        written to ("the remembered reasons could not be read or stored ... is closed")."""
         self._stop.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait_s)
 
     def run(self) -> None:
         """Until stopped: hold the data dir's writer lock, then write whenever the model is idle."""

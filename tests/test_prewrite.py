@@ -186,6 +186,31 @@ def test_the_background_writer_fills_in_idle_time_and_stops(make_engine):
     assert writer.written > 0 and writer.pending() == []
     engine.close()
     assert writer._stop.is_set()
+    assert not writer._thread.is_alive(), "closing the engine waits for the writer before the store closes"
+
+
+def test_stopping_the_writer_waits_for_its_work_so_a_closed_store_is_not_read(make_engine, caplog, monkeypatch):
+    # Work in flight when `serve` stops: the writer is told to stop, finishes what it was doing (here
+    # a look in the store for a hook already written, as `pending` makes for each item), and only
+    # then may the store close.
+    entered = threading.Event()
+
+    def in_flight(self, n=None):
+        entered.set()
+        self._stop.wait(10)
+        threading.Event().wait(0.2)
+        _llm, _template, remembered = self.agent.write_ahead_setup()
+        return int(remembered.has("About: a prompt\nHook:", 8, ["\n"]))
+
+    monkeypatch.setattr(HookWriter, "write_some", in_flight)
+    engine = make_engine(llm=_greedy_batching(), rank_blend=0.0, llm_summary=False)
+    writer = engine.write_ahead()
+    assert entered.wait(30), "the writer began its work (once the model had been idle long enough)"
+    with caplog.at_level("WARNING", logger="assistant.llm.memo"):
+        engine.close()
+        threading.Event().wait(0.5)  # what a writer left running would do after the store closed
+    assert not writer._thread.is_alive()
+    assert "could not be read or stored" not in caplog.text
 
 
 @pytest.mark.parametrize("busy", [True, False])
