@@ -122,12 +122,15 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
         text = without_dangling(words)
     if not text or _says_only_the_line(text, candidate.item):
         return None
-    # The phrase already says what the item is; the fact ties it to what the user did.
+    return _with_fact(text if zh else text[:1].upper() + text[1:], candidate, zh)
+
+
+def _with_fact(phrase: str, candidate: Candidate, zh: bool) -> str:
+    """The phrase, then the strongest evidence fact: the phrase already says what the item is; the
+    fact ties it to what the user did."""
     preds = predicates(candidate, zh, history_first=True)[:1]
-    if zh:
-        return text + (HOOK_JOINS["zh"] + preds[0] if preds else "") + "。"
-    text = text[:1].upper() + text[1:]
-    return text + (HOOK_JOINS["en"] + preds[0] if preds else "") + "."
+    join, end = (HOOK_JOINS["zh"], "。") if zh else (HOOK_JOINS["en"], ".")
+    return phrase + (join + preds[0] if preds else "") + end
 
 
 def quoted_hook_reason(reason: str, candidate: Candidate, language: str) -> str:
@@ -137,10 +140,7 @@ def quoted_hook_reason(reason: str, candidate: Candidate, language: str) -> str:
     (the title stays as the catalog writes it, and so does what the book is about)."""
     phrase = hook_of(reason) or reason.rstrip(".。")
     zh = is_chinese(language)
-    preds = predicates(candidate, zh, history_first=True)[:1]
-    if zh:
-        return f"「{phrase}」" + (HOOK_JOINS["zh"] + preds[0] if preds else "") + "。"
-    return f"“{phrase}”" + (HOOK_JOINS["en"] + preds[0] if preds else "") + "."
+    return _with_fact(f"「{phrase}」" if zh else f"“{phrase}”", candidate, zh)
 
 
 def hook_language(item: Item, language: str) -> str:

@@ -44,9 +44,8 @@ BATCH = 2  # hooks per model call: a turn that comes waits for at most one step 
 LOOK_EVERY_S = 1.0  # how often a waiting writer looks again
 REST_WHEN_DONE_S = 30.0  # every popular item's hook is written: look again after new events may have moved popularity
 LOCK_RETRY_S = 60.0  # another process writes: try the lock again (it may have stopped)
-
-
 STOP_WAIT_S = 10.0  # how long stop() waits for the writer's model call to end (a piece takes ~30 ms)
+
 
 class HookWriter:
     """Writes reason hooks ahead in the model's idle time: of the cards turns showed without one,
@@ -60,6 +59,7 @@ class HookWriter:
         self.written = 0  # hooks this writer had the model write
         self._done: set = set()  # prompts known to be remembered
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None  # the background thread, once started
 
     # One round -----------------------------------------------------------------------------------
 
@@ -160,9 +160,8 @@ class HookWriter:
         does at the next written piece: a store closed right after (at shutdown) is then no longer
         written to ("the remembered reasons could not be read or stored ... is closed")."""
         self._stop.set()
-        thread = getattr(self, "_thread", None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(wait_s)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)
 
     def run(self) -> None:
         """Until stopped: hold the data dir's writer lock, then write whenever the model is idle."""
