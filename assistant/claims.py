@@ -92,11 +92,12 @@ _ABOUT_ITEM = re.compile(r"^(?:a|an|this|it|that)\b", re.I)
 
 @functools.lru_cache(maxsize=1 << 16)  # every reason check stems the item's whole text again
 def stem(word: str) -> str:
-    """lowercase; ghosts -> ghost, stories -> story, haunted -> haunt, sailing -> sail."""
+    """lowercase; ghosts -> ghost, stories -> story, spies -> spy, haunted -> haunt, sailing -> sail."""
     w = word.lower().replace("’", "'")
     w = re.sub(r"'s?$", "", w)
     for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", "e"), ("s", "")):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not (suffix == "s" and w.endswith("ss")):
+        root = 2 if suffix == "ies" else 3  # spies -> spy, tries -> try (not "trie", which "trying" never meets)
+        if w.endswith(suffix) and len(w) - len(suffix) >= root and not (suffix == "s" and w.endswith("ss")):
             return w[: -len(suffix)] + repl
     return w
 

@@ -106,20 +106,20 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
     """A reason from a model's phrase about the item plus the strongest evidence fact: the liked
     items it is close to where there are any, else the request match, a creator or categories.
 
-    The phrase must have at most HOOK_MAX_WORDS words: a longer one copied the description
-    instead of summing it up, and a cut one reads broken. None when it is longer, empty, or says
-    nothing beyond the item's line ("Wonder Woman", "a comedy film from 1994"); the caller then
-    uses the evidence sentence, which says more.
+    The phrase may have at most HOOK_MAX_WORDS words. A longer one copied the description instead
+    of summing it up: it is kept up to the last clause that starts within the limit (`clause_cut`,
+    as the description's own opening is cut in `extracted_hook`), never cut inside a clause, which
+    reads broken. None when no clause ends in time, when it is empty, or when it says nothing
+    beyond the item's line ("Wonder Woman", "a comedy film from 1994"); the caller then uses the
+    evidence sentence, which says more.
     """
     zh = is_chinese(language)
     text = clean_generated(hook, max_sentences=1).strip().rstrip(".。!！?？;；:：…").strip()
     if zh != bool(_CJK.search(text)):
         return None  # a phrase in the other script: a translation, nothing in the description to check it by
     if not zh:
-        words = text.split()
-        if len(words) > (max_words or HOOK_MAX_WORDS):
-            return None
-        text = without_dangling(words)
+        words, limit = text.split(), max_words or HOOK_MAX_WORDS
+        text = without_dangling(words) if len(words) <= limit else (clause_cut(words, limit) or "")
     if not text or _says_only_the_line(text, candidate.item):
         return None
     return _with_fact(text if zh else text[:1].upper() + text[1:], candidate, zh)
@@ -156,7 +156,7 @@ def hook_language(item: Item, language: str) -> str:
 
 HOOK_MIN_WORDS = 6  # a clause cut shorter than this says too little to stand for the item
 EXTRACT_MAX_WORDS = ABOUT_WORDS  # the item's own first sentence, whole up to this (a model's phrase: HOOK_MAX_WORDS)
-_CLAUSE_STARTS = frozenset("who whose which that where when while and but after before because".split())
+_CLAUSE_STARTS = frozenset("who whose which that where when while and or but after before because".split())
 
 
 def extracted_hook(item: Item, language: str = "en") -> str | None:
@@ -171,12 +171,26 @@ def extracted_hook(item: Item, language: str = "en") -> str | None:
         clause = re.split(r"[，,；;：:。！？]", about)[0].strip()
         return clause if 4 <= len(clause) <= 30 else None
     words = about.rstrip(".!?").split()
-    if len(words) <= EXTRACT_MAX_WORDS:
-        return " ".join(words)
-    # Longer: up to the last clause that starts within the limit ("A young sailor signs aboard a
-    # whaling ship | whose one-legged captain ..."), never in the middle of one.
-    starts = [j for j in range(HOOK_MIN_WORDS, EXTRACT_MAX_WORDS + 1) if words[j].lower() in _CLAUSE_STARTS]
-    return without_dangling(words[: starts[-1]]) if starts else None
+    return " ".join(words) if len(words) <= EXTRACT_MAX_WORDS else clause_cut(words, EXTRACT_MAX_WORDS)
+
+
+def clause_cut(words: Sequence[str], max_words: int) -> str | None:
+    """The words up to the last clause that starts within `max_words` ("A young sailor signs aboard
+    a whaling ship | whose one-legged captain ..."), never in the middle of one; None when no
+    clause starts between HOOK_MIN_WORDS and the limit.
+
+    "and" and "or" join words as often as clauses ("before her looks and credit run out"), so a
+    cut before them is taken only where no other clause starts in time; one that ends a list
+    ("questions on love, marriage, work, joy and death") joins its last member, never a clause.
+    """
+    def start(j: int) -> int:  # 2: a clause starts here; 1: perhaps ("and", "or"); 0: none
+        word = words[j].lower()
+        if word in ("and", "or"):
+            return 0 if any(w.endswith(",") for w in words[max(0, j - 3): j]) else 1
+        return 2 if word in _CLAUSE_STARTS else 0
+
+    starts = [(start(j), j) for j in range(HOOK_MIN_WORDS, min(max_words, len(words) - 1) + 1) if start(j)]
+    return without_dangling(list(words[: max(starts)[1]])) if starts else None
 
 
 def evidence_reasons(candidates: Sequence[Candidate], language: str = "en") -> dict[str, str]:

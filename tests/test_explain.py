@@ -186,7 +186,7 @@ def test_a_hook_is_streamed_then_joined_with_the_strongest_evidence():
         "a mob story starring Robert De Niro",  # a name found nowhere in the data
         "a crime drama",  # says nothing the item line does not
         "Goodfellas",
-        "the story of Henry Hill and his life in the mob and the crimes he did from 1955 to 1980 in New York",  # too long
+        "the story of Henry Hill, his life in the mob, the crimes he did from 1955 to 1980 in New York",  # too long, no clause to end at
         "a spacecraft crew hunted by a deadly creature",  # the template's own example
         "",
     ],
@@ -259,10 +259,24 @@ def test_a_hook_may_repeat_example_words_its_own_description_holds():
         ("Henry Hill and his", "Henry Hill; it is close to The Godfather, which you liked."),  # no dangling words
         ("a crime film from 1990", None),
         ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen", None),
+        # A copy of the description past the limit is kept up to the last clause that starts in time ...
+        ("the story of Henry Hill and his life in the mob, who rose from a boy running errands to a made man in New York",
+         "The story of Henry Hill and his life in the mob; it is close to The Godfather, which you liked."),
+        # ... preferring a clause word to an "and" that may join two words, never an "and" that ends a list
+        ("Henry Hill, a boy from Brooklyn, grows up in the mob before his luck and his friends run out on him in 1980",
+         "Henry Hill, a boy from Brooklyn, grows up in the mob; it is close to The Godfather, which you liked."),
+        ("Henry Hill lives the mob life of money, guns, cars, drugs and fear from 1955 to 1980 in New York City", None),
     ],
 )
 def test_hook_reason(hook, expected):
     assert hook_reason(hook, GOODFELLAS) == expected
+
+
+@pytest.mark.parametrize("word, backed_by", [("spy", "spies"), ("tries", "trying"), ("flies", "fly"), ("ghosts", "ghost")])
+def test_a_word_is_backed_by_another_form_of_it(word, backed_by):
+    from assistant.claims import Support
+
+    assert Support.of([f"a tale of {backed_by}"]).covers(word)
 
 
 @pytest.mark.parametrize(
