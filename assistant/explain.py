@@ -8,6 +8,7 @@ deterministic sentence built from the evidence, which is always available.
 from __future__ import annotations
 
 import logging
+import time
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -319,6 +320,7 @@ def llm_reasons(
     remembered=None,
     quota: int | None = None,
     fallback: dict[str, str] | None = None,
+    wait_s: float = 0.0,
 ) -> Iterator[ReasonChunk]:
     """Per candidate: the reason's pieces as the model writes them, then one final checked reason.
 
@@ -330,7 +332,9 @@ def llm_reasons(
     used without asking it again (even with `llm` None: a busy model's earlier work is still its
     work); what it writes now to the end is remembered. `quota`: at most this many prompts go to
     the model (a busy model's share); the others get the evidence sentence (`fallback`, by item id,
-    when the caller has made them: `evidence_reasons`).
+    when the caller has made them: `evidence_reasons`). A prompt that a concurrent turn is having
+    the model write is not asked again: its text is awaited, up to `wait_s` seconds after this
+    turn's own reasons (even when the busy model granted this turn none), then checked as ours.
 
     The template's `output.form` says what the model writes: the whole sentence ("sentence"), or
     a phrase on what the item is about ("hook", the embedded model's template), which
@@ -364,7 +368,9 @@ def llm_reasons(
                                tuple(problems), earlier)
         return ReasonChunk(item_id, None, reason, "llm", None, prompt, text, (), earlier)
 
+    wait_until = time.monotonic() + wait_s
     jobs: list[tuple[Candidate, str]] = []
+    waiting: list[tuple[Candidate, str]] = []  # written by a concurrent turn now
     for candidate in candidates:
         if hook_form and nothing_to_sum_up(candidate.item):
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
@@ -373,16 +379,43 @@ def llm_reasons(
         text = remembered.get(prompt, max_tokens, stops, stored=about_item_only) if remembered is not None else None
         if text is not None:
             yield final(candidate, prompt, text, False, earlier=True)
+        elif remembered is not None and remembered.flying(prompt, max_tokens, stops):
+            waiting.append((candidate, prompt))
         elif llm_ok and (quota is None or len(jobs) < quota):
-            jobs.append((candidate, prompt))
+            if remembered is None or remembered.claim(prompt, max_tokens, stops):
+                jobs.append((candidate, prompt))
+            else:  # claimed by another turn since flying() looked
+                waiting.append((candidate, prompt))
         else:
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
+    released: set[int] = set()
+
+    def release(index: int, text: str | None) -> None:
+        """Job `index`'s generation ended (None: unfinished): remembered, and its waiters woken."""
+        if remembered is not None and index not in released:
+            released.add(index)
+            whole = text if text is not None and len(text) <= MAX_REASON_CHARS else None
+            remembered.release(jobs[index][1], max_tokens, stops, whole, keep_stored=about_item_only)
+
+    try:
+        yield from _written(llm, jobs, final, release, max_tokens, stops)
+    finally:
+        for index in range(len(jobs)):  # failed, or the caller stopped reading: the waiters must not wait on
+            release(index, None)
+    for candidate, prompt in waiting:
+        text = remembered.wait(prompt, max_tokens, stops, wait_until - time.monotonic(), stored=about_item_only)
+        if text is not None:
+            yield final(candidate, prompt, text, False, earlier=True)
+        else:
+            yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
+
+
+def _written(llm, jobs, final, release, max_tokens: int, stops) -> Iterator[ReasonChunk]:
+    """The model's reasons for `jobs` ((candidate, prompt) pairs): streamed pieces, then each one's
+    final chunk (`final`); `release(index, text)` as each generation ends."""
     if not jobs:
         return
-
-    def remember(prompt: str, text: str) -> None:
-        if remembered is not None and len(text) <= MAX_REASON_CHARS:
-            remembered.put(prompt, max_tokens, stops, text, keep_stored=about_item_only)
+    llm_ok = llm is not None
 
     if len(jobs) > 1 and getattr(llm, "supports_batch", False):
         # One decode for all of them: each step writes a token of every reason (llm.stream_many).
@@ -396,7 +429,7 @@ def llm_reasons(
                     candidate, prompt = jobs[index]
                     if piece is None:
                         done.add(index)
-                        remember(prompt, texts[index])
+                        release(index, texts[index])
                         yield final(candidate, prompt, texts[index], False)
                     elif len(texts[index]) <= MAX_REASON_CHARS:
                         texts[index] += piece
@@ -411,7 +444,7 @@ def llm_reasons(
                 yield final(candidate, prompt, texts[index], True, failure)
                 failure = None  # one notice is enough
         return
-    for candidate, prompt in jobs:
+    for index, (candidate, prompt) in enumerate(jobs):
         text = ""
         failure = None
         failed = not llm_ok
@@ -421,7 +454,7 @@ def llm_reasons(
                 for piece in _until_stop(pieces, stops, MAX_REASON_CHARS):
                     text += piece
                     yield ReasonChunk(candidate.item.id, piece, None, "llm")
-                remember(prompt, text)
+                release(index, text)
             except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
                 log.warning("LLM reason failed, using evidence reasons: %s", exc)
                 llm_ok, failed = False, True

@@ -50,11 +50,13 @@ def explain(
     known_titles: Collection[str],
     noticed: bool = False,
     remembered=None,
+    wait_s: float = 0.0,
 ) -> Generator[TurnEvent, None, Explained]:
     """Yield reason events for `shown`; return every item's final reason, tokens and trace.
 
     noticed: the turn already told the user about a model problem (one notice per turn is enough).
-    remembered: the model's earlier generations (llm/memo.RememberedFor), used even when `llm` is None."""
+    remembered: the model's earlier generations (llm/memo.RememberedFor), used even when `llm` is None.
+    wait_s: how long the turn may wait for a reason a concurrent turn is having the model write."""
     reasons: dict[str, tuple[str, str]] = {}
     tokens: dict[str, int] = {}
     trace: list[dict] = []
@@ -75,7 +77,7 @@ def explain(
     quota = 0 if llm is None else getattr(llm, "granted", None)
     request = prompt_request(plan.note.get("topic", ""), plan.note.get("context"))
     chunks = llm_reasons(llm, prompts, shown, request, language, known_titles=known_titles, liked_titles=plan.liked_titles,
-                         remembered=remembered, quota=quota, fallback=fallback)
+                         remembered=remembered, quota=quota, fallback=fallback, wait_s=wait_s)
     for chunk in chunks:
         if chunk.final is None:
             yield ReasonDelta(chunk.item_id, chunk.delta or "")

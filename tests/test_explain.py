@@ -546,6 +546,87 @@ def test_a_quota_asks_the_model_for_that_many_and_remembered_ones_are_free():
     assert {c.source for c in none_left.values()} == {"evidence"}
 
 
+def _writing_turn(memory, llm, candidates=None):
+    """A turn whose model call blocks until `started` is set: its hooks are in flight meanwhile."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        out["finals"] = [c for c in llm_reasons(llm, PROMPTS, candidates or [GOODFELLAS], "", "en", KNOWN,
+                                                remembered=memory.bind(llm)) if c.final]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    for _ in range(500):  # until the model has the prompt (the call blocks in its answer)
+        if llm.prompts:
+            break
+        threading.Event().wait(0.01)
+    return thread, out
+
+
+def test_a_hook_another_turn_is_writing_is_awaited_not_asked_again():
+    import threading
+
+    from assistant.llm.memo import Remembered
+
+    memory, go = Remembered(), threading.Event()
+    llm = _greedy(lambda prompt: go.wait(10) and "Henry Hill and his life in the mob")
+    writer, wrote = _writing_turn(memory, llm)
+    threading.Timer(0.2, go.set).start()
+    # A concurrent turn the busy model turned away (llm None) shows the same item: it waits for that text.
+    waited = [c for c in llm_reasons(None, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm), wait_s=30) if c.final][0]
+    writer.join(10)
+    assert (waited.source, waited.earlier) == ("llm", True)
+    assert waited.final == wrote["finals"][0].final == "Henry Hill and his life in the mob; it is close to The Godfather, which you liked."
+    assert len(llm.prompts) == 1, "the model wrote it once"
+    # A turn the model granted reasons to does not ask for it either: its share goes to the others.
+    go.clear()
+    both = _greedy(lambda prompt: go.wait(10) and "Henry Hill and his life in the mob", "a detective hunts a master thief")
+    memory = Remembered()
+    writer, _ = _writing_turn(memory, both)
+    threading.Timer(0.2, go.set).start()
+    finals = {c.item_id: c for c in llm_reasons(both, PROMPTS, [GOODFELLAS, HEAT], "", "en", KNOWN,
+                                                remembered=memory.bind(both), quota=1, wait_s=30) if c.final}
+    writer.join(10)
+    assert finals["gf"].source == "llm" and finals["gf"].earlier
+    assert finals["ht"].source == "llm" and not finals["ht"].earlier
+    assert len(both.prompts) == 2
+
+
+def test_a_turn_does_not_wait_past_its_time_or_for_a_generation_that_stopped():
+    import threading
+
+    from assistant.llm.memo import Remembered
+
+    memory, go = Remembered(), threading.Event()
+    llm = _greedy(lambda prompt: go.wait(10) and "Henry Hill and his life in the mob")
+    writer, _ = _writing_turn(memory, llm)
+    late = [c for c in llm_reasons(None, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm), wait_s=0.05) if c.final][0]
+    assert late.source == "evidence", "out of time: the evidence sentence"
+    go.set()
+    writer.join(10)
+
+    # The writing turn stops reading (its time ran out) before its hook is whole: the waiter is
+    # woken at once with nothing, and gets the evidence sentence instead of waiting its time out.
+    memory = Remembered()
+    slow = _greedy("Henry Hill and his life in the mob")
+    pieces = llm_reasons(slow, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(slow))
+    next(pieces)  # the first word is written: the hook is in flight
+    out: dict = {}
+    waiter = threading.Thread(target=lambda: out.update(finals=[c for c in llm_reasons(
+        None, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(slow), wait_s=60) if c.final]))
+    waiter.start()
+    threading.Event().wait(0.1)
+    pieces.close()
+    waiter.join(30)
+    assert not waiter.is_alive(), "it waited for a generation that had stopped"
+    assert out["finals"][0].source == "evidence"
+    from assistant.explain import reason_limits
+
+    assert memory.bind(slow).get(slow.prompts[0], *reason_limits(PROMPTS.get("reason"))) is None, "half a hook is not remembered"
+
+
 def test_only_models_that_repeat_themselves_are_remembered():
     from assistant.llm.memo import Remembered
 

@@ -6,6 +6,11 @@ hunted by a deadly creature") depends on the item alone, and a platform shows it
 to many users. Under load that is the difference between a model-written reason and none: a
 remembered hook costs no model time, so a turn that the busy model turns away still gets it.
 
+While one turn has the model write a prompt, a concurrent turn that shows the same item waits
+for that text instead of asking the model for it again (`claim` / `release` / `wait`, in this
+process): a burst of users looking at the popular items costs the model each hook once, and a
+turn the busy model turned away still gets the hooks other turns are writing.
+
 Only the text is remembered; every use checks it again against the turn it is shown in. Only
 models that say `greedy_repeats` (the local llama.cpp backends) are remembered: a hosted server
 may sample, and a cache would hide a changed deployment.
@@ -41,6 +46,8 @@ class Remembered:
         self.limit = limit
         self._texts: OrderedDict[tuple, str] = OrderedDict()
         self._lock = threading.Lock()
+        self._landed = threading.Condition(self._lock)  # a generation in flight ended (release)
+        self._flying: set[tuple] = set()  # keys a turn of this process is having the model write
         self.hits = 0
         self.misses = 0
         self._store = store if limit > 0 else None  # remembered_text / remember_text / remembered_count
@@ -81,6 +88,37 @@ class Remembered:
             self._keep(key, text)
             if self._store is not None and keep_stored:
                 self._write(key, text)
+
+    def claim(self, key: tuple) -> bool:
+        """True: the caller has the model write `key` now, and must `release` it however that ends.
+        False: another turn is writing it (`wait` for its text)."""
+        with self._lock:
+            if key in self._flying:
+                return False
+            self._flying.add(key)
+            return True
+
+    def flying(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._flying
+
+    def release(self, key: tuple, text: str | None = None, keep_stored: bool = True) -> None:
+        """The claimed generation ended: with its whole `text` (remembered), or None (failed or
+        stopped early: the waiters go without it)."""
+        if text is not None:
+            self.put(key, text, keep_stored)
+        with self._lock:
+            self._flying.discard(key)
+            self._landed.notify_all()
+
+    def wait(self, key: tuple, timeout_s: float, stored: bool = True) -> str | None:
+        """The text of a generation in flight once it lands; None if it is not written within
+        `timeout_s` or its writer gave up."""
+        with self._lock:
+            self._landed.wait_for(lambda: key not in self._flying, timeout=max(0.0, timeout_s))
+            if key in self._flying:
+                return None
+        return self.get(key, stored)
 
     def _keep(self, key: tuple, text: str) -> None:
         self._texts[key] = text
@@ -148,3 +186,15 @@ class RememberedFor:
 
     def has(self, prompt, max_tokens: int, stops: Sequence[str]) -> bool:
         return self.cache.has(self._key(prompt, max_tokens, stops))
+
+    def claim(self, prompt, max_tokens: int, stops: Sequence[str]) -> bool:
+        return self.cache.claim(self._key(prompt, max_tokens, stops))
+
+    def flying(self, prompt, max_tokens: int, stops: Sequence[str]) -> bool:
+        return self.cache.flying(self._key(prompt, max_tokens, stops))
+
+    def release(self, prompt, max_tokens: int, stops: Sequence[str], text: str | None = None, keep_stored: bool = True) -> None:
+        self.cache.release(self._key(prompt, max_tokens, stops), text, keep_stored)
+
+    def wait(self, prompt, max_tokens: int, stops: Sequence[str], timeout_s: float, stored: bool = True) -> str | None:
+        return self.cache.wait(self._key(prompt, max_tokens, stops), timeout_s, stored)
