@@ -382,7 +382,8 @@ class Engine:
         kept = f"{st['stored']} kept in the store" if st["stored"] is not None else f"{st['entries']} in memory"
         writer = getattr(self, "_writer", None)
         ahead = f"; {writer.written} written ahead here" if writer is not None else ""
-        return f"{kept}; {st['hits']} served, {st['misses']} missed{ahead}"
+        shared = f", {st['shared']} shared by concurrent turns" if st.get("shared") else ""
+        return f"{kept}; {st['hits']} served, {st['misses']} missed{shared}{ahead}"
 
     def _signals_text(self) -> str:
         """The published version a worker serves: when, from how much, and what it carries."""

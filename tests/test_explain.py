@@ -580,6 +580,7 @@ def test_a_hook_another_turn_is_writing_is_awaited_not_asked_again():
     assert (waited.source, waited.earlier) == ("llm", True)
     assert waited.final == wrote["finals"][0].final == "Henry Hill and his life in the mob; it is close to The Godfather, which you liked."
     assert len(llm.prompts) == 1, "the model wrote it once"
+    assert memory.stats()["shared"] == 1
     # A turn the model granted reasons to does not ask for it either: its share goes to the others.
     go.clear()
     both = _greedy(lambda prompt: go.wait(10) and "Henry Hill and his life in the mob", "a detective hunts a master thief")

@@ -50,6 +50,7 @@ class Remembered:
         self._flying: set[tuple] = set()  # keys a turn of this process is having the model write
         self.hits = 0
         self.misses = 0
+        self.shared = 0  # texts a turn awaited while another turn had the model write them
         self._store = store if limit > 0 else None  # remembered_text / remember_text / remembered_count
         self._writes = 0
         self._warned = False
@@ -118,7 +119,11 @@ class Remembered:
             self._landed.wait_for(lambda: key not in self._flying, timeout=max(0.0, timeout_s))
             if key in self._flying:
                 return None
-        return self.get(key, stored)
+        text = self.get(key, stored)
+        if text is not None:
+            with self._lock:
+                self.shared += 1
+        return text
 
     def _keep(self, key: tuple, text: str) -> None:
         self._texts[key] = text
@@ -152,7 +157,8 @@ class Remembered:
         return len(self._texts)
 
     def stats(self) -> dict:
-        """In memory, the bound, hits and misses here; `stored`: in the store (None without one)."""
+        """In memory, the bound, hits and misses here, `shared` (awaited from a concurrent turn's
+        generation); `stored`: in the store (None without one)."""
         stored = None
         with self._lock:
             if self._store is not None:
@@ -160,7 +166,8 @@ class Remembered:
                     stored = self._store.remembered_count()
                 except Exception as exc:  # noqa: BLE001 - a count for /v1/info
                     self._failed(exc)
-        return {"entries": len(self), "limit": self.limit, "hits": self.hits, "misses": self.misses, "stored": stored}
+        return {"entries": len(self), "limit": self.limit, "hits": self.hits, "misses": self.misses, "shared": self.shared,
+                "stored": stored}
 
 
 def _digest(key: tuple) -> str:
