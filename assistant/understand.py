@@ -104,6 +104,11 @@ def detect_language(text: str) -> str:
     return "zh" if cjk and cjk * 2 >= letters / 3 else "en"
 
 
+def names_a_card(message: str) -> bool:
+    """Whether the message points at a card by its place ("the second one", "#3", "第二本")."""
+    return bool(_ORDINAL_RE.search(message.lower()))
+
+
 def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = False) -> Understanding:
     """Rule-based understanding of one message; never fails."""
     text = message.strip()
@@ -117,7 +122,9 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         untitled = untitled[: m.start] + " " + untitled[m.end :]
     remaining = untitled.lower()
 
-    match = _ORDINAL_RE.search(lowered)
+    # "the second one" points at a card only while a list is in view; a new conversation's "I loved
+    # it the first time" or "the first one" of a film series names no card.
+    match = _ORDINAL_RE.search(lowered) if has_last_list else None
     if match:
         word = match.group(1) or match.group(4)
         u.reference = int(match.group(3)) - 1 if match.group(3) else _ORDINALS.get(word.rstrip("个本部项"), None)
