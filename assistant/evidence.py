@@ -127,7 +127,7 @@ def evidence_facts(candidate: Candidate) -> list[str]:
     return facts
 
 
-_DANGLING = frozenset("a an the and or but of to in on at by for with from who whom whose which that where when as his her their its".split())
+_DANGLING = frozenset("a an the and or but of to in on at by for with from who whom whose which that where when as his her their its he she they".split())
 ABOUT_WORDS = 20  # the first sentence of a description, cut here: enough for a phrase to draw on
 
 

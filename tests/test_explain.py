@@ -257,6 +257,7 @@ def test_a_hook_may_repeat_example_words_its_own_description_holds():
     [
         ("henry Hill's life in the mob.", "Henry Hill's life in the mob; it is close to The Godfather, which you liked."),
         ("Henry Hill and his", "Henry Hill; it is close to The Godfather, which you liked."),  # no dangling words
+        ("Henry Hill joins the mob in New York, where he", "Henry Hill joins the mob in New York; it is close to The Godfather, which you liked."),
         ("a crime film from 1990", None),
         ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen", None),
         # A copy of the description past the limit is kept up to the last clause that starts in time ...
@@ -661,7 +662,7 @@ def test_the_hook_template_shows_examples_in_the_replys_language():
     zh = template.render_offered({**offered, "language": "Chinese"})
     en = template.render_offered({**offered, "about": "A thing.", "language": "English"})
     assert "Language: English" not in zh and zh.count("Language: Chinese") == 3
-    assert "Language: Chinese" not in en and en.count("Language: English") == 3
+    assert "Language: Chinese" not in en and en.count("Language: English") == 4
 
 
 @pytest.mark.parametrize("said_liked, language, expected", [
