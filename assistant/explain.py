@@ -92,6 +92,18 @@ class ReasonChunk:
 
 
 HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
+CUT_MARK = "…"  # ends a hook the model was still writing at max_tokens (`marked_if_cut`)
+
+
+def marked_if_cut(llm, text: str, max_tokens: int) -> str:
+    """`text` with CUT_MARK when the model wrote max_tokens of it (it stopped because it had to,
+    likely inside a clause: `hook_reason` keeps only its whole clauses). Set where the text is
+    written, so what is remembered carries it to every later turn."""
+    try:
+        cut = text.strip() != "" and llm.count_tokens(text) >= max_tokens
+    except Exception:  # noqa: BLE001 - no count: judged as written
+        return text
+    return text + CUT_MARK if cut else text
 HOOK_JOINS = {"en": "; it ", "zh": "，它"}  # phrase + join + evidence predicate (hook_reason)
 
 
@@ -110,17 +122,27 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
     The phrase may have at most HOOK_MAX_WORDS words. A longer one copied the description instead
     of summing it up: it is kept up to the last clause that starts within the limit (`clause_cut`,
     as the description's own opening is cut in `extracted_hook`), never cut inside a clause, which
-    reads broken. None when no clause ends in time, when it is empty, or when it says nothing
+    reads broken. So is one the model was still writing when it reached max_tokens (CUT_MARK). None when no clause ends in time, when it is empty, or when it says nothing
     beyond the item's line ("Wonder Woman", "a comedy film from 1994"); the caller then uses the
     evidence sentence, which says more.
     """
     zh = is_chinese(language)
-    text = clean_generated(hook, max_sentences=1).strip().rstrip(".。!！?？;；:：…").strip()
+    raw = hook.rstrip()
+    cut, raw = raw.endswith(CUT_MARK), raw.removesuffix(CUT_MARK)
+    text = clean_generated(raw, max_sentences=1)
+    cut = cut and clean_generated(raw, max_sentences=2) == text  # else its first sentence ended before the cut
+    text = text.strip().rstrip(".。!！?？;；:：…").strip()
     if zh != bool(_CJK.search(text)):
         return None  # a phrase in the other script: a translation, nothing in the description to check it by
-    if not zh:
+    if zh and cut:  # up to its last whole clause
+        text = re.split(r"[，,；;：:、]", text)[0] if re.search(r"[，,；;：:、]", text) else ""
+        text = text if len(text) >= 4 else ""
+    elif not zh:
         words, limit = text.split(), max_words or HOOK_MAX_WORDS
-        text = without_dangling(words) if len(words) <= limit else (clause_cut(words, limit) or "")
+        if cut or len(words) > limit:
+            text = clause_cut(words, limit) or ""
+        else:
+            text = without_dangling(words)
     if not text or _says_only_the_line(text, candidate.item):
         return None
     return _with_fact(text if zh else text[:1].upper() + text[1:], candidate, zh)
@@ -398,7 +420,7 @@ def llm_reasons(
             remembered.release(jobs[index][1], max_tokens, stops, whole, keep_stored=about_item_only)
 
     try:
-        yield from _written(llm, jobs, final, release, max_tokens, stops)
+        yield from _written(llm, jobs, final, release, max_tokens, stops, mark_cut=hook_form)
     finally:
         for index in range(len(jobs)):  # failed, or the caller stopped reading: the waiters must not wait on
             release(index, None)
@@ -410,12 +432,16 @@ def llm_reasons(
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
 
 
-def _written(llm, jobs, final, release, max_tokens: int, stops) -> Iterator[ReasonChunk]:
+def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool = False) -> Iterator[ReasonChunk]:
     """The model's reasons for `jobs` ((candidate, prompt) pairs): streamed pieces, then each one's
-    final chunk (`final`); `release(index, text)` as each generation ends."""
+    final chunk (`final`); `release(index, text)` as each generation ends. `mark_cut`: a text the
+    model wrote to max_tokens ends with CUT_MARK (hooks)."""
     if not jobs:
         return
     llm_ok = llm is not None
+
+    def ended(text: str) -> str:
+        return marked_if_cut(llm, text, max_tokens) if mark_cut else text
 
     if len(jobs) > 1 and getattr(llm, "supports_batch", False):
         # One decode for all of them: each step writes a token of every reason (llm.stream_many).
@@ -429,6 +455,7 @@ def _written(llm, jobs, final, release, max_tokens: int, stops) -> Iterator[Reas
                     candidate, prompt = jobs[index]
                     if piece is None:
                         done.add(index)
+                        texts[index] = ended(texts[index])
                         release(index, texts[index])
                         yield final(candidate, prompt, texts[index], False)
                     elif len(texts[index]) <= MAX_REASON_CHARS:
@@ -454,6 +481,7 @@ def _written(llm, jobs, final, release, max_tokens: int, stops) -> Iterator[Reas
                 for piece in _until_stop(pieces, stops, MAX_REASON_CHARS):
                     text += piece
                     yield ReasonChunk(candidate.item.id, piece, None, "llm")
+                text = ended(text)
                 release(index, text)
             except Exception as exc:  # the backend failed: stop asking it this turn, keep answering
                 log.warning("LLM reason failed, using evidence reasons: %s", exc)

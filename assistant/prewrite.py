@@ -29,6 +29,7 @@ from assistant.explain import (
     MAX_REASON_CHARS,
     _until_stop,
     about_language,
+    marked_if_cut,
     nothing_to_sum_up,
     reason_limits,
     reason_prompt,
@@ -134,7 +135,7 @@ class HookWriter:
                 for index, piece in pieces:
                     if piece is None:
                         if len(texts[index]) <= MAX_REASON_CHARS:
-                            remembered.put(prompts[index], max_tokens, stops, texts[index])
+                            remembered.put(prompts[index], max_tokens, stops, marked_if_cut(llm, texts[index], max_tokens))
                         self._done.add(prompts[index])
                         finished += 1
                     elif len(texts[index]) <= MAX_REASON_CHARS:

@@ -76,6 +76,8 @@ def _reasons_for(llm, prompts, cands, request, language, titles, liked=()) -> li
     for chunk in llm_reasons(llm, prompts, cands, request, language, titles, liked):
         if chunk.delta:
             raw[chunk.item_id] = raw.get(chunk.item_id, "") + chunk.delta
+        elif chunk.raw is not None:
+            raw[chunk.item_id] = chunk.raw  # as judged: with the mark of a hook cut at max_tokens
     others = sorted({cat for c in cands for cat in c.item.categories})
     return [
         {"request": request, "language": language, "item": c.item.to_dict(), "evidence": c.evidence.to_dict(),

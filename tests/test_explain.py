@@ -273,6 +273,35 @@ def test_hook_reason(hook, expected):
     assert hook_reason(hook, GOODFELLAS) == expected
 
 
+@pytest.mark.parametrize("hook, expected", [
+    # Cut at max_tokens inside a clause: kept up to its last whole clause, though short enough.
+    ("the story of Henry Hill and his life in the mob, who rose from a boy running…",
+     "The story of Henry Hill and his life in the mob; it is close to The Godfather, which you liked."),
+    ("Henry Hill lives the mob life from 1955 to 1980 in New…", None),  # no whole clause: evidence instead
+    ("Henry Hill's life in the mob. He rose from a boy running…",  # the first sentence ended before the cut
+     "Henry Hill's life in the mob; it is close to The Godfather, which you liked."),
+])
+def test_a_hook_cut_at_max_tokens_keeps_only_whole_clauses(hook, expected):
+    assert hook_reason(hook, GOODFELLAS) == expected
+
+
+def test_a_hook_the_model_wrote_to_max_tokens_is_marked_and_remembered_so():
+    from assistant.explain import CUT_MARK, reason_limits
+    from assistant.llm.memo import Remembered
+
+    max_tokens, stops = reason_limits(PROMPTS.get("reason"))
+    words = "Henry Hill and his life in the mob, who rose from a boy running errands to a made man in New York City".split()
+    assert len(words) >= max_tokens  # the fake model counts a word as a token
+    memory = Remembered()
+    llm = _greedy(" ".join(words[:max_tokens]))
+    final = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN, remembered=memory.bind(llm)) if c.final][0]
+    assert final.raw.endswith(CUT_MARK) and final.source == "llm"
+    assert final.final == "Henry Hill and his life in the mob; it is close to The Godfather, which you liked."
+    assert memory.bind(llm).get(llm.prompts[0], max_tokens, stops).endswith(CUT_MARK), "later turns judge it as cut too"
+    short = _greedy("Henry Hill and his life in the mob")
+    assert not [c for c in llm_reasons(short, PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final][0].raw.endswith(CUT_MARK)
+
+
 @pytest.mark.parametrize("word, backed_by", [("spy", "spies"), ("tries", "trying"), ("flies", "fly"), ("ghosts", "ghost")])
 def test_a_word_is_backed_by_another_form_of_it(word, backed_by):
     from assistant.claims import Support
