@@ -35,7 +35,7 @@ from assistant.turn import (
     validate_turns,
     validate_user_id,
 )
-from assistant.understand import Understanding, detect_language, names_a_card, parse_message, understand_with_llm
+from assistant.understand import Understanding, detect_language, parse_message, understand_with_llm
 from assistant.vocabulary import CatalogVocabulary
 from assistant.users import Users
 from core.errors import InputError, RecassistError
@@ -225,7 +225,7 @@ class Agent:
         signal. A message with no content words, or one about a card shown ("more like the first
         one", "I've read the first one"), teaches nothing."""
         conv, u = understood.conversation, understood.understanding
-        if not (conv.persist and self.settings.learn_from_requests) or u.intent == "feedback" or u.reference is not None or names_a_card(message):
+        if not (conv.persist and self.settings.learn_from_requests) or u.intent == "feedback" or u.reference is not None:
             return
         if not asked_terms(message):
             return

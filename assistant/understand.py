@@ -104,9 +104,6 @@ def detect_language(text: str) -> str:
     return "zh" if cjk and cjk * 2 >= letters / 3 else "en"
 
 
-def names_a_card(message: str) -> bool:
-    """Whether the message points at a card by its place ("the second one", "#3", "第二本")."""
-    return bool(_ORDINAL_RE.search(message.lower()))
 
 
 def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = False) -> Understanding:
@@ -122,9 +119,12 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         untitled = untitled[: m.start] + " " + untitled[m.end :]
     remaining = untitled.lower()
 
-    # "the second one" points at a card only while a list is in view; a new conversation's "I loved
-    # it the first time" or "the first one" of a film series names no card.
-    match = _ORDINAL_RE.search(lowered) if has_last_list else None
+    # "the second one", "#2", "第二本" point at a card (without a list in view the reply asks which);
+    # a bare "first" does only while a list is in view: a new conversation's "I cried the first
+    # time I saw it" names no card.
+    match = _ORDINAL_RE.search(lowered)
+    if match and not has_last_list and not (match.group(2) or match.group(3) or match.group(0)[-1:] in "个本部项"):
+        match = None
     if match:
         word = match.group(1) or match.group(4)
         u.reference = int(match.group(3)) - 1 if match.group(3) else _ORDINALS.get(word.rstrip("个本部项"), None)

@@ -60,10 +60,11 @@ CASES = [
     ("那个我看过", True, {"intent": "feedback", "reference": None}),
     ("I've already read the first one", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
     ("loved the second one", True, {"intent": "feedback", "feedback": "like", "reference": 1}),
-    # With no list in view a place points at no card: a new conversation's words are taste and a request.
-    ("loved the second one", False, {"intent": "recommend", "reference": None}),
+    # Without a list in view "the second one" still points at a card (the reply asks which), a bare
+    # "first" does not: a new conversation's words are taste and a request.
+    ("loved the second one", False, {"intent": "feedback", "reference": 1}),
     ("I cried the first time I saw it, anything as moving?", False, {"intent": "recommend", "reference": None}),
-    ("tell me about the third one", False, {"intent": "recommend", "reference": None}),
+    ("I cried the first time I saw it", True, {"reference": 0}),
     ("I didn't like the last one", True, {"intent": "feedback", "feedback": "dislike", "reference": -1}),
     ("not interested in the fourth one", True, {"intent": "feedback", "feedback": "not_interested", "reference": 3}),
     ("I loved Dracula, anything like it?", False, {"intent": "recommend", "feedback": "like", "more_like": True, "item_ids": ["bk-156"]}),
