@@ -63,7 +63,7 @@ CASES = [
     # Without a list in view "the second one" still points at a card (the reply asks which), a bare
     # "first" does not: a new conversation's words are taste and a request.
     ("loved the second one", False, {"intent": "feedback", "reference": 1}),
-    ("I cried the first time I saw it, anything as moving?", False, {"intent": "recommend", "reference": None}),
+    ("I cried the first time I saw it, anything as moving?", False, {"intent": "recommend", "reference": None, "query": "cried saw it as moving"}),
     ("I cried the first time I saw it", True, {"reference": 0}),
     ("I didn't like the last one", True, {"intent": "feedback", "feedback": "dislike", "reference": -1}),
     ("not interested in the fourth one", True, {"intent": "feedback", "feedback": "not_interested", "reference": 3}),
