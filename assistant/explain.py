@@ -8,8 +8,8 @@ deterministic sentence built from the evidence, which is always available.
 from __future__ import annotations
 
 import logging
-import time
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Collection, Iterable, Iterator, Sequence
@@ -92,6 +92,7 @@ class ReasonChunk:
 
 
 HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
+HOOK_JOINS = {"en": "; it ", "zh": "，它"}  # phrase + join + evidence predicate (hook_reason)
 CUT_MARK = "…"  # ends a hook the model was still writing at max_tokens (`marked_if_cut`)
 
 
@@ -104,7 +105,6 @@ def marked_if_cut(llm, text: str, max_tokens: int) -> str:
     except Exception:  # noqa: BLE001 - no count: judged as written
         return text
     return text + CUT_MARK if cut else text
-HOOK_JOINS = {"en": "; it ", "zh": "，它"}  # phrase + join + evidence predicate (hook_reason)
 
 
 def _says_only_the_line(text: str, item: Item) -> bool:
@@ -122,9 +122,10 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
     The phrase may have at most HOOK_MAX_WORDS words. A longer one copied the description instead
     of summing it up: it is kept up to the last clause that starts within the limit (`clause_cut`,
     as the description's own opening is cut in `extracted_hook`), never cut inside a clause, which
-    reads broken. So is one the model was still writing when it reached max_tokens (CUT_MARK). None when no clause ends in time, when it is empty, or when it says nothing
-    beyond the item's line ("Wonder Woman", "a comedy film from 1994"); the caller then uses the
-    evidence sentence, which says more.
+    reads broken. So is one the model was still writing when it reached max_tokens (CUT_MARK).
+    None when no clause ends in time, when it is empty, or when it says nothing beyond the item's
+    line ("Wonder Woman", "a comedy film from 1994"); the caller then uses the evidence sentence,
+    which says more.
     """
     zh = is_chinese(language)
     raw = hook.rstrip()
@@ -134,9 +135,9 @@ def hook_reason(hook: str, candidate: Candidate, language: str = "en", max_words
     text = text.strip().rstrip(".。!！?？;；:：…").strip()
     if zh != bool(_CJK.search(text)):
         return None  # a phrase in the other script: a translation, nothing in the description to check it by
-    if zh and cut:  # up to its last whole clause
-        text = re.split(r"[，,；;：:、]", text)[0] if re.search(r"[，,；;：:、]", text) else ""
-        text = text if len(text) >= 4 else ""
+    if zh and cut:  # up to the end of its first clause, when one ended before the cut
+        clauses = re.split(r"[，,；;：:、]", text)
+        text = clauses[0] if len(clauses) > 1 and len(clauses[0]) >= 4 else ""
     elif not zh:
         words, limit = text.split(), max_words or HOOK_MAX_WORDS
         if cut or len(words) > limit:

@@ -104,8 +104,6 @@ def detect_language(text: str) -> str:
     return "zh" if cjk and cjk * 2 >= letters / 3 else "en"
 
 
-
-
 def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = False) -> Understanding:
     """Rule-based understanding of one message; never fails."""
     text = message.strip()

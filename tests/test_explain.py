@@ -285,6 +285,12 @@ def test_a_hook_cut_at_max_tokens_keeps_only_whole_clauses(hook, expected):
     assert hook_reason(hook, GOODFELLAS) == expected
 
 
+def test_a_chinese_hook_cut_at_max_tokens_keeps_its_first_whole_clause():
+    assert hook_reason("亨利·希尔从1955年开始，在黑帮里一步步…", GOODFELLAS_ZH, "zh").startswith("亨利·希尔从1955年开始，它")
+    assert hook_reason("亨利·希尔从1955年开始在黑帮里一步步…", GOODFELLAS_ZH, "zh") is None, "no clause ended before the cut"
+    assert hook_reason("亨利·希尔从1955年开始在黑帮里", GOODFELLAS_ZH, "zh").startswith("亨利·希尔从1955年开始在黑帮里")
+
+
 def test_a_hook_the_model_wrote_to_max_tokens_is_marked_and_remembered_so():
     from assistant.explain import CUT_MARK, reason_limits
     from assistant.llm.memo import Remembered
