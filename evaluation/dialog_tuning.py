@@ -10,8 +10,11 @@ through the real agent ("one message" mode unless --mode says otherwise). The re
     python -m evaluation.dialog_tuning --fold 0 --mode history       # the dialog so far as prior turns
     python -m evaluation.dialog_tuning --fold 0 --llm --env RECASSIST_LLM_PROPOSALS=true --limit-cases 150
                                    # the configured model in the loop (the embedded one by default)
+    python -m evaluation.dialog_tuning --source inspired --fold 0   # INSPIRED's tuning half (dev.tsv)
+    python -m evaluation.dialog_tuning --fold 0 --dump cases.json   # each case: target, rank, words, top ten
 
-Prints one JSON line: the fold, the settings, the number of cases and Recall@1/10/20/50.
+Prints one JSON line: the fold, the settings, the number of cases, Recall@1/10/20/50, and the same for
+popularity (the movies most mentioned in the log fold's dialogs, as the report's baseline).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def apply(settings: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from evaluation.dialog_data import prepare
-    from evaluation.dialog_eval import DialogConfig, list_rank, load_source
+    from evaluation.dialog_eval import DialogConfig, list_rank, load_source, mention_counts
     from evaluation.dialog_play import MODES, PLAYS, build_engine, proposal_counts
     from evaluation.dialogs import dialog_cases
     from evaluation.itemvectors import content_vectors
@@ -65,19 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="RECASSIST_X=VALUE", help="settings for the --llm engine")
     parser.add_argument("--mode", choices=MODES, default="one", help="how the dialog is put to the agent (default: one)")
     parser.add_argument("--limit-cases", type=int, default=None, help="the first N cases (a model in the loop is slow)")
+    parser.add_argument("--source", choices=("redial", "inspired"), default="redial",
+                        help="whose tuning half is split into folds (default: redial)")
+    parser.add_argument("--dump", type=Path, default=None, help="write each case (target, rank, seeker words, top ten) as JSON here")
     args = parser.parse_args(argv)
     apply(args.set)
     root = args.data_root or find_data_root()
     if root is None:
         raise SystemExit("the dialog data was not found: pass --data-root (the folder holding redial-dev/)")
     env = dict(pair.split("=", 1) for pair in args.env)
-    cfg = DialogConfig(source="redial", out=args.work_dir / "out", work_dir=args.work_dir / f"fold{args.fold}",
+    work = args.work_dir if args.source == "redial" else args.work_dir / args.source
+    cfg = DialogConfig(source=args.source, out=work / "out", work_dir=work / f"fold{args.fold}",
                        modes=(args.mode,), progress=False, llm="configured" if args.llm else "none",
                        settings_env={"RECASSIST_LLM_REASONS": "false", **env})
     source = load_source(cfg, root)
     events_half = [d for d in source.tune if fold_of(d.id) == args.fold]
     asked_half = [d for d in source.tune if fold_of(d.id) != args.fold]
-    prepared = prepare(root, args.work_dir / "dialogs", source.names, events_half, f"tune{args.fold}")
+    prepared = prepare(root, args.work_dir / "dialogs", source.names, events_half,
+                       f"tune{args.fold}" if args.source == "redial" else f"{args.source}-tune{args.fold}")
     items = read_catalog(prepared.catalog, prepared.catalog_mapping).records
     index = {item.id: j for j, item in enumerate(items)}
     embedder = create_embedder("minilm")
@@ -90,8 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         engine.close()
     ranks = np.array([list_rank(a.ids, c, 50) for a, c in zip(answers, cases)])
+    popular = mention_counts(events_half, index)
+    order = [items[j].id for j in np.argsort(-popular, kind="stable") if popular[j] > 0]
+    popular_ranks = np.array([list_rank(order, c, 50) for c in cases])
+    if args.dump:
+        title = {item.id: f"{item.title} ({item.year})" if item.year else item.title for item in items}
+        args.dump.write_text(json.dumps([
+            {"dialog": c.dialog_id, "target": title.get(c.target, c.target), "rank": None if np.isinf(r) else int(r),
+             "popularity_rank": None if np.isinf(p) else int(p), "said": list(c.seeker_turns),
+             "mentioned": [title.get(m, m) for m in c.mentioned],
+             "top": [title.get(i, i) for i in [i for i in dict.fromkeys(a.ids) if i not in c.mentioned][:10]]}
+            for a, c, r, p in zip(answers, cases, ranks, popular_ranks)], ensure_ascii=False, indent=1), encoding="utf-8")
     recall = {f"R@{k}": round(float(np.mean(ranks <= k)), 4) for k in (1, 10, 20, 50)}
-    print(json.dumps({"fold": args.fold, "mode": args.mode, "set": args.set, "env": env, "llm": args.llm, "cases": len(cases), **recall,
+    baseline = {f"R@{k}": round(float(np.mean(popular_ranks <= k)), 4) for k in (1, 10, 20, 50)}
+    print(json.dumps({"source": args.source, "fold": args.fold, "mode": args.mode, "set": args.set, "env": env, "llm": args.llm, "cases": len(cases), **recall, "popularity": baseline,
                       "proposals": proposal_counts(turns), "seconds": round(time.perf_counter() - began)}))
     return 0
 
