@@ -163,6 +163,12 @@ class CollabTable:
     def get(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
         return {i: self.matrix[self._row[i]] for i in ids if i in self._row}
 
+    def rows(self, ids: Iterable[str]) -> tuple[list[str], np.ndarray]:
+        """The ids held here (in the order given) and their vectors as one matrix."""
+        row = self._row
+        found = [i for i in ids if i in row]
+        return found, self.matrix[[row[i] for i in found]]
+
     def top(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k items most cosine-similar to `vector` (unit length), best first."""
         if not self.ids or k <= 0:

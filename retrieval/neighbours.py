@@ -90,10 +90,7 @@ class NeighbourCache:
         keys = [self._key(item_id, vector, breadth) for item_id, vector in queries]
         out: list[list[tuple[str, float]] | None] = [None] * len(queries)
         with self._lock:
-            if self._version != self.index.version:  # written through this index: every answer may change
-                self._entries.clear()
-                self._by_vector.clear()
-                self._version = self.index.version
+            self._sync()
             for position, ((item_id, _), key) in enumerate(zip(queries, keys)):
                 table, _ = self._table(item_id)
                 entry = table.get(key)
@@ -117,6 +114,49 @@ class NeighbourCache:
                     for position, hits in zip(ask, answers):
                         self._keep(queries[position][0], keys[position], now, hits)
         return out
+
+    def known(self, item_ids: Sequence[str], n: int, breadth: int | None = None) -> dict[str, list[tuple[str, float]]]:
+        """The answers for these items that need no Chroma call (kept, or published by the fit),
+        cut to n; items without one are absent. Counts nothing as a hit or a miss."""
+        breadth = max(n, breadth or n)
+        now = self.clock()
+        out: dict[str, list[tuple[str, float]]] = {}
+        with self._lock:
+            self._sync()
+            for item_id in dict.fromkeys(item_ids):
+                entry = self._entries.get((item_id, breadth))
+                if entry is not None and now - entry[0] <= self.max_age_s:
+                    out[item_id] = list(zip(entry[1][:n], entry[2][:n].tolist()))
+                elif (answer := self._published_answer(item_id, breadth, n)) is not None:
+                    out[item_id] = answer
+        return out
+
+    def derived(self, vector: np.ndarray, n: int, breadth: int, compute) -> list[tuple[str, float]] | None:
+        """An answer for `vector` worked out without Chroma by `compute()` (hits or None), kept by
+        the vector's bytes apart from Chroma's own answers and served again the same way."""
+        key = (b"derived" + self._key(None, vector, breadth)[0], breadth)
+        now = self.clock()
+        with self._lock:
+            self._sync()
+            entry = self._by_vector.get(key)
+            if entry is not None and now - entry[0] <= self.max_age_s:
+                self._by_vector.move_to_end(key)
+                return list(zip(entry[1][:n], entry[2][:n].tolist()))
+        version = self.index.version
+        hits = compute()
+        if hits is not None:
+            with self._lock:
+                if version == self.index.version == self._version:
+                    self._keep(None, key, now, hits)
+            hits = hits[:n]
+        return hits
+
+    def _sync(self) -> None:
+        """Under the lock: after a write through the index every kept answer may have changed."""
+        if self._version != self.index.version:
+            self._entries.clear()
+            self._by_vector.clear()
+            self._version = self.index.version
 
     def _published_answer(self, item_id: str, breadth: int, n: int) -> list[tuple[str, float]] | None:
         """The published search of `item_id` cut to n, when it was asked as wide as `breadth` and

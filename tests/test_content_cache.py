@@ -220,3 +220,106 @@ def test_a_fit_over_the_same_vectors_lends_the_searches_of_the_version_before(in
     third = _signals_over(index, shifted)
     attach_content(third, index, previous=second, answered=30, breadth=40)
     assert third.manifest["content"]["searched"] == 30
+
+
+# --- answers without Chroma: known items' answers, and a profile searched among them ---------------
+
+
+def test_known_answers_come_from_what_is_kept_or_published_and_count_nothing(index):
+    from retrieval.signals import attach_content
+
+    signals = _signals_over(index, np.linspace(1.0, 0.0, 1500))
+    attach_content(signals, index, answered=40, breadth=60)
+    cache = NeighbourCache(index)
+    cache.adopt(signals.item_ids, signals.answer_rows, signals.answer_hits, signals.answer_scores, 60)
+    cache.query_many([("v900", vector(index, "v900"))], 20, 60)  # kept
+    counts = (cache.hits, cache.misses, cache.published_hits)
+    asked = []
+    real = index.query_many
+    index.query_many = lambda vectors, k, where=None: asked.append(len(vectors)) or real(vectors, k, where)
+    known = cache.known(["v3", "v900", "v1000"], 20, 60)
+    assert asked == [] and (cache.hits, cache.misses, cache.published_hits) == counts
+    assert set(known) == {"v3", "v900"}  # v1000: neither kept nor published
+    assert known["v3"] == real([vector(index, "v3")], 60)[0][:20]
+    assert known["v900"] == real([vector(index, "v900")], 60)[0][:20]
+    assert cache.known(["v3"], 80, 80) == {}  # wider than published
+
+
+def test_a_derived_answer_is_kept_by_its_vector_apart_from_chromas_own(index):
+    cache = NeighbourCache(index)
+    profile = vector(index, "v1") + vector(index, "v2")
+    made = []
+
+    def compute():
+        made.append(1)
+        return [("v7", 0.9), ("v8", 0.8), ("v9", 0.7)]
+
+    assert cache.derived(profile, 2, 20, compute) == [("v7", 0.9), ("v8", 0.8)]
+    assert cache.derived(profile.copy(), 3, 20, compute) == [("v7", 0.9), ("v8", 0.8), ("v9", 0.7)] and made == [1]
+    assert cache.query_many([(None, profile)], 5, 20) == [index.query_many([profile], 20)[0][:5]] and cache.misses == 1
+    assert cache.derived(profile, 2, 20, lambda: None) == [("v7", 0.9), ("v8", 0.8)]  # Chroma's answer did not replace it
+    assert cache.derived(profile + vector(index, "v3"), 2, 20, lambda: None) is None  # nothing derived: nothing kept
+    index.upsert(["v1500"], vector(index, "v3")[None, :])  # a write through the index: worked out again
+    cache.derived(profile, 2, 20, compute)
+    assert made == [1, 1]
+
+
+@pytest.fixture
+def shelf(tmp_path):
+    """A Retriever over 160 items in four word clusters (wider than one content search), fitted."""
+    from retrieval.embeddings import HashingEmbedder
+    from retrieval.sequential import SequentialModel
+    from retrieval.store import Store
+
+    rng = np.random.default_rng(1)
+    clusters = {"s": "rocket astronaut galaxy planet orbit stars launch crew comet nebula",
+                "r": "wedding romance heart marriage kiss letters bride love flowers vows",
+                "c": "detective murder police clue suspect alibi case inspector crime trial",
+                "k": "recipe kitchen chef bread oven flour dinner spices soup garden"}
+    items = [Item(id=f"{p}{n}", title=f"{p.upper()} {n}", text=" ".join(rng.choice(vocab.split(), 6)) + f" own{p}{n}",
+                  categories=[p], popularity=float(rng.random()))
+             for p, vocab in clusters.items() for n in range(40)]
+    store = Store.open(f"sqlite:///{tmp_path}/shelf.db")
+    store.upsert_items(items)
+    embedder = HashingEmbedder()
+    client = open_chroma("persistent", path=str(tmp_path / "shelf"))
+    from retrieval.candidates import Retriever
+
+    retriever = Retriever(store, embedder, VectorIndex(client, "content", embedder), VectorIndex(client, "collab"), SequentialModel())
+    retriever.index_items(items)
+    retriever.refit(store)
+    yield retriever, store
+    store.close()
+
+
+def test_a_profile_of_items_with_known_answers_is_searched_among_their_neighbours(shelf):
+    retriever, store = shelf
+    store.add_events(events("ana", ("like", "s1"), ("like", "s2"), ("like", "c3")))
+    asked, worked_out = [], []
+    real, near = retriever.content.query_many, retriever._near_profile
+    retriever.content.query_many = lambda vectors, k, where=None: asked.append(len(vectors)) or real(vectors, k, where)
+    retriever._near_profile = lambda profile, *rest: worked_out.append((profile, near(profile, *rest))) or worked_out[-1][1]
+    found = retriever.candidates("ana", Request(), k=10)
+    assert asked == []  # every liked item's search was published by the fit: Chroma is not asked
+    assert {c.item.id[0] for c in found[:5]} <= {"s", "c"}
+    # What the profile's search found: the exact cosine top among its items' neighbours, which here
+    # is also what Chroma finds for the profile itself.
+    [(profile, derived)] = worked_out
+    exact = real([profile], 60)[0]
+    assert [i for i, _ in derived[:20]] == [i for i, _ in exact[:20]]
+    assert [s for _, s in derived[:20]] == pytest.approx([s for _, s in exact[:20]], abs=1e-5)
+    again = retriever.candidates("ana", Request(), k=10)  # the next turn, the same history: kept, not worked out
+    assert len(worked_out) == 1 and asked == [] and ids(again) == ids(found)
+
+
+def test_a_profile_whose_items_have_no_known_answers_is_asked_of_chroma(shelf, monkeypatch):
+    import retrieval.candidates as candidates
+
+    retriever, store = shelf
+    store.add_events(events("ana", ("like", "s1"), ("like", "s2"), ("like", "c3")))
+    monkeypatch.setattr(candidates, "PROFILE_FROM_NEIGHBOURS", 1.01)  # no share of known answers is enough
+    asked = []
+    real = retriever.content.query_many
+    retriever.content.query_many = lambda vectors, k, where=None: asked.append(len(vectors)) or real(vectors, k, where)
+    retriever.candidates("ana", Request(), k=10)
+    assert asked == [1]  # the profile (c3, the newest, was published)
