@@ -129,6 +129,12 @@ class Conversation:
             categories += [c for c in said.get("categories", []) + said.get("prefer_categories", []) if c not in categories]
         return " ".join([q for q in queries if q][-turns:]), categories
 
+    def era_so_far(self) -> str:
+        """The era ("old" / "new") the user's latest earlier message that named one asked for."""
+        users = [t for t in self.turns if t.role == "user"][:-1]
+        return next((t.payload.get("understanding", {}).get("era", "") for t in reversed(users)
+                     if t.payload.get("understanding", {}).get("era")), "")
+
     def recent_text(self, turns: int = 4) -> list[tuple[str, str]]:
         return [(t.role, t.content) for t in self.turns[-turns:]]
 

@@ -105,6 +105,10 @@ def plan(
         seed_item_ids=seeds,
         avoid_item_ids=sorted(said_no - set(seeds)),
         prefer_categories=[c for c in prefer if c not in turn["exclude_categories"] and c not in turn["categories"]],
+        # "I like old movies" said once is a preference for the rest of the conversation; a year
+        # range said now ("from the 80s") is the filter instead.
+        prefer_years=None if turn["year_min"] is not None or turn["year_max"] is not None
+        else vocab.era_years(u.era or conv.era_so_far()),
         diversity=0.3,
     )
     # Nothing found: first allow what was shown or named before, then the profile's dislikes.
@@ -116,7 +120,7 @@ def plan(
         fallbacks.append(replace(last_try, exclude_categories=turn["exclude_categories"]))
     note = {
         **turn, "query": query, "topic": topic, "seed_item_ids": seeds, "avoid_categories": avoid,
-        "prefer_categories": request.prefer_categories,
+        "prefer_categories": request.prefer_categories, "prefer_years": request.prefer_years,
         "context": ctx.note, "extra_filters": ctx.extra_filters, "max_length": ctx.max_length,
     }
     return Plan(

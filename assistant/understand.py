@@ -29,6 +29,7 @@ class Understanding:
     exclude_terms: list[str] = field(default_factory=list)  # "no vampires": not a category, a word to avoid
     year_min: int | None = None
     year_max: int | None = None
+    era: str = ""  # "old" / "new": "I like old movies", "any new releases?" (a preference, relative to the catalog)
     older: bool = False  # "older ones": relative to the last list
     newer: bool = False
     shorter: bool = False
@@ -75,6 +76,14 @@ _ABOUT = re.compile(r"\b(?:tell me (?:more )?about|what(?:'s| is) .{1,60} about|
 _MORE_LIKE = re.compile(r"\b(?:more|others?|something|anything|books?|films?|movies?|titles?|stuff)\s+(?:\w+\s+){0,2}(?:like|similar to)\b|\blike that\b|\bsimilar\b|类似|像.{0,12}(?:一样|那样|的)")
 _OLDER = re.compile(r"\bolder\b|\bclassic(?:s)?\b|\bearlier\b|\bless recent\b|更老|更早|老一点|老一些|年代久")
 _NEWER = re.compile(r"\bnewer\b|\bmore recent\b|\brecent\b|\bmodern\b|\blater\b|更新|新一点|新一些|近一点")
+# An era wanted in absolute terms (no list needed): a preference for the catalog's oldest or newest.
+# "the old one" names a work, and "new ones" asks for others: neither is an era.
+_ERA_OLD = re.compile(
+    r"\b(?:old|older|classic|vintage|old[- ]school)\s+(?:movies|films|books|novels|stuff|titles|shows|music|songs)\b"
+    r"|\bclassics\b|\boldies\b|\bgolden age\b|老电影|老片|老书|经典老|老歌")
+_ERA_NEW = re.compile(
+    r"\b(?:new|newer|recent|latest|current)\s+(?:movies|films|books|novels|stuff|titles|shows|music|songs|releases?)\b"
+    r"|\bnew releases?\b|\bjust (?:came|come) out\b|\bin theaters? now\b|新片|新电影|新书|最新|新上映|新出的|近几年")
 _SHORTER = re.compile(r"\bshort(?:er)?\b|\bquick(?:er)?\b|\blight(?:er)? read\b|更短|短一点|短一些|短的")
 _SMALLTALK = re.compile(
     r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|ok(?:ay)?|cool|bye|good (?:morning|evening|night)|how are you|who are you|what can you do|你好|谢谢|再见|您好)\b[\W_]*$"
@@ -205,6 +214,9 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
         u.year_max = int(m.group(1) or m.group(2)) - 1
     if (m := _YEAR_AFTER.search(low)):
         u.year_min = int(m.group(1) or m.group(2)) + 1
+    if u.year_min is None and u.year_max is None:
+        wanted = " ".join(clause for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", low) if not _NEGATION.search(clause))
+        u.era = "old" if _ERA_OLD.search(wanted) else "new" if _ERA_NEW.search(wanted) else ""
     u.older = bool(_OLDER.search(low)) and u.year_max is None
     u.newer = bool(_NEWER.search(low)) and u.year_min is None and not u.older
     u.shorter = bool(_SHORTER.search(low))
@@ -247,7 +259,7 @@ def _has_constraint(u: Understanding) -> bool:
 
 
 _FILLER = re.compile(
-    r"\b(?:(?:for\s+)?the\s+first\s+time|first\s+of\s+all|at\s+first|please|can you|could you|would you|i want|i'd like|i would like|recommend|suggest|me|some|something|anything|"
+    r"\b(?:(?:for\s+)?the\s+first\s+time|first\s+of\s+all|at\s+first|please|can you|could you|would you|you can|you could|i want|i'd like|i would like|recommend|suggest|me|some|something|anything|"
     r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|i|to|read|watch|"
     r"books?|novels?|films?|movies?|titles?|stuff|ones?|one)\b|我想看|我想读|我想要|我要看|我要读|想看点|想读点|关于|推荐|给我|帮我|一些|一本|一部|请|想看|想读|来点|来些|来一[本部点]|有没有|有什么|第一次",
 )
@@ -268,7 +280,9 @@ def _query_text(text: str, u: Understanding) -> str:
             continue
         kept.append(clause)
     query = " ".join(kept)
-    query = _FILLER.sub(" ", query.lower())
+    query = _ERA_NEW.sub(" ", _ERA_OLD.sub(" ", query.lower()))  # an era is a preference, not a topic ("old movies")
+    query = _FILLER.sub(" ", query)
+    query = re.sub(r"(?<![\w'])'(?:m|re|ve|ll|d|s)\b", " ", query)  # what "i" leaves of "i'm", "i've"
     for said in (_SHORTER, _OLDER, _NEWER):  # constraints, not a topic ("要短一点的", "older ones")
         query = said.sub(" ", query)
     query = re.sub(r"(?<![\u4e00-\u9fff])(?:一点|什么|[点要些的了吧呢啊])+(?![\u4e00-\u9fff])", " ", query)  # particles left alone

@@ -13,6 +13,8 @@ from retrieval.titles import Mention, TitleIndex, normalize_title
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
+ERA_SHARE = {"old": 0.25, "new": 0.10}  # of the catalog's items with a year: what "old" and "new" cover
+
 _ARTICLES = {"the", "a", "an", "le", "la", "les", "der", "die", "das", "el"}
 
 
@@ -60,6 +62,18 @@ class CatalogVocabulary:
         self.extra_keys.update(item.extra)
         self.knows_length = self.knows_length or item_length(item) is not None
 
+    def era_years(self, era: str) -> tuple[int | None, int | None] | None:
+        """The years "old" or "new" means in this catalog: its oldest quarter, or its newest tenth
+        (a film catalog's old is not a news archive's); None for no era or no years known."""
+        if era not in ERA_SHARE:
+            return None
+        years = sorted(y for y in self.years.values() if y is not None)
+        if len(years) < 10:
+            return None
+        if era == "old":
+            return None, years[int(ERA_SHARE["old"] * (len(years) - 1))]
+        return years[int((1.0 - ERA_SHARE["new"]) * (len(years) - 1))], None
+
     def find_titles(self, message: str) -> list[str]:
         """Item ids whose title appears in the message, in order (one id per title)."""
         return list(dict.fromkeys(m.item_id for m in self.find_mentions(message)))
@@ -101,6 +115,7 @@ class CatalogVocabulary:
 # Everyday words (English and Chinese) that name a category of the catalog.
 _CATEGORY_WORDS = {
     "scary": "Horror", "creepy": "Horror", "horror": "Horror", "恐怖": "Horror", "鬼": "Horror",
+    "slasher": "Horror", "slashers": "Horror", "spooky": "Horror", "gory": "Horror", "frightening": "Horror", "鬼片": "Horror",
     "sci-fi": "Science Fiction", "sci fi": "Science Fiction", "scifi": "Science Fiction", "science fiction": "Science Fiction",
     "科幻": "Science Fiction",
     "detective": "Mystery", "whodunit": "Mystery", "mystery": "Mystery", "mysteries": "Mystery",
@@ -117,10 +132,15 @@ _CATEGORY_WORDS = {
     "gothic": "Gothic", "哥特": "Gothic",
     "drama": "Drama", "plays": "Drama", "戏剧": "Drama",
     "thriller": "Thriller", "suspense": "Thriller", "suspenseful": "Thriller", "惊悚": "Thriller",
+    "psychological": "Thriller", "mind bender": "Thriller", "mind benders": "Thriller", "mind-bending": "Thriller",
     "animated": "Animation", "animation": "Animation", "cartoon": "Animation", "cartoons": "Animation", "动画": "Animation",
     "documentary": "Documentary", "documentaries": "Documentary", "纪录片": "Documentary",
-    "crime": "Crime", "犯罪": "Crime",
-    "western": "Western", "musical": "Musical", "satire": "Satire", "讽刺": "Satire",
+    "crime": "Crime", "犯罪": "Crime", "gangster": "Crime", "gangsters": "Crime", "mafia": "Crime", "mob": "Crime",
+    "heist": "Crime", "heists": "Crime", "黑帮": "Crime",
+    "martial arts": "Action", "kung fu": "Action", "动作": "Action", "武打": "Action",
+    "tearjerker": "Drama", "tear jerker": "Drama", "tearjerkers": "Drama",
+    "feel good": "Comedy", "feel-good": "Comedy", "romcoms": "Comedy", "rom coms": "Comedy", "rom-coms": "Comedy",
+    "western": "Western", "westerns": "Western", "musical": "Musical", "musicals": "Musical", "歌舞": "Musical", "satire": "Satire", "讽刺": "Satire",
     "tragedy": "Tragedy", "悲剧": "Tragedy",
     # A kind of novel is that kind, not fiction at large (the longer phrase is read first).
     "科幻小说": "Science Fiction", "侦探小说": "Mystery", "推理小说": "Mystery", "爱情小说": "Romance",

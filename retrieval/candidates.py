@@ -239,8 +239,8 @@ class Retriever:
             signals["trending"] = self.comention.trending(fetch)
         if request.conversation and weights["asked"] > 0 and self.asked.fitted:
             signals["asked"] = self.asked.scores(request.conversation, fetch)
-        if request.prefer_categories and weights["category_favourites"] > 0:
-            signals["category_favourites"] = self._category_favourites(request.prefer_categories)
+        if (request.prefer_categories or request.prefer_years) and weights["category_favourites"] > 0:
+            signals["category_favourites"] = self._favourites(request)
         proposed = list(dict.fromkeys(request.proposed_item_ids))
         if proposed and weights["proposed"] > 0:
             signals["proposed"] = {item_id: 1.0 - rank / len(proposed) for rank, item_id in enumerate(proposed)}
@@ -249,8 +249,8 @@ class Retriever:
         if self.freshness is not None:
             self.freshness.decay(fused, found_by)
         ranked = [i for i in sorted(fused, key=fused.__getitem__, reverse=True) if i not in drop]
-        if request.prefer_categories:
-            ranked = self._prefer(ranked, request.prefer_categories, fused, found_by, fetch)
+        if request.prefer_categories or request.prefer_years:
+            ranked = self._prefer(ranked, request, fused, found_by, fetch)
         # Reordering (dislike push-down, MMR) needs a wider pool and its vectors; plain requests
         # only fetch the k they return (a cold cache makes each fetched item cost).
         reorder = request.diversity > 0 or bool(user.disliked)
@@ -422,27 +422,26 @@ class Retriever:
             if hits is not None:
                 signals["collab"] = {i: s for i, s in hits if s > 0}
 
-    def _category_favourites(self, categories: list[str]) -> dict[str, float]:
-        """The items of these categories most had lately (else of all time), id -> that score."""
-        wanted = {c.lower() for c in categories}
+    def _favourites(self, request: Request) -> dict[str, float]:
+        """The items of the preferred categories and era most had lately (else of all time), id -> that score."""
 
-        def of_categories(pool: dict[str, float]) -> dict[str, float]:
+        def preferred(pool: dict[str, float]) -> dict[str, float]:
             items = self._items(list(pool))
-            return {i: s for i, s in pool.items() if i in items and wanted & {c.lower() for c in items[i].categories}}
+            return {i: s for i, s in pool.items() if i in items and _preferences(request, items[i]) == _wanted(request)}
 
-        # All-time popularity is read only when nothing of these categories is trending.
-        return of_categories(self.comention.trending(CATEGORY_POOL)) or of_categories(dict(self.popular(CATEGORY_POOL)))
+        # All-time popularity is read only when nothing preferred is trending.
+        return preferred(self.comention.trending(CATEGORY_POOL)) or preferred(dict(self.popular(CATEGORY_POOL)))
 
-    def _prefer(self, ranked: list[str], categories: list[str], fused: dict, found_by: dict, n: int) -> list[str]:
-        """Items of a preferred category gain CATEGORY_BOOST (among the n best: their items are read)."""
-        wanted = {c.lower() for c in categories}
+    def _prefer(self, ranked: list[str], request: Request, fused: dict, found_by: dict, n: int) -> list[str]:
+        """Items of a preferred category, and of the era wanted, gain CATEGORY_BOOST each (among the
+        n best: their items are read)."""
         head = ranked[:n]
         items = self._items(head)
         for item_id in head:
             item = items.get(item_id)
-            if item is not None and wanted & {c.lower() for c in item.categories}:
+            for kind in _preferences(request, item) if item is not None else ():
                 fused[item_id] += CATEGORY_BOOST
-                found_by.setdefault(item_id, {})["category"] = 1.0
+                found_by.setdefault(item_id, {})[kind] = 1.0
         return sorted(head, key=fused.__getitem__, reverse=True) + ranked[n:]
 
     def _accepted(self, ranked: list[str], request: Request, n: int) -> tuple[dict[str, Item], list[str]]:
@@ -493,6 +492,22 @@ class Retriever:
         "near" enough to cite, a near copy of a disliked one) mean the same for every embedder."""
         floor = getattr(self.embedder, "similarity_floor", 0.0)
         return similarity if not floor else (similarity - floor) / (1.0 - floor)
+
+
+def _wanted(request: Request) -> tuple[str, ...]:
+    return ("category",) * bool(request.prefer_categories) + ("era",) * bool(request.prefer_years)
+
+
+def _preferences(request: Request, item: Item) -> tuple[str, ...]:
+    """Which of the request's soft preferences the item meets: "category", "era"."""
+    met = ()
+    if request.prefer_categories and {c.lower() for c in request.prefer_categories} & {c.lower() for c in item.categories}:
+        met += ("category",)
+    if request.prefer_years and item.year is not None:
+        low, high = request.prefer_years
+        if (low is None or item.year >= low) and (high is None or item.year <= high):
+            met += ("era",)
+    return met
 
 
 def _bounded_update(cache: dict, fresh: dict, limit: int) -> None:

@@ -25,7 +25,7 @@ DEFAULT_WEIGHTS = {
     # dialogs (evaluation/reports/dialogs-tuning.md).
     "comention": 1.0,
     "trending": 0.6,
-    # A category named while talking about taste: its favourites (candidates._category_favourites).
+    # A category or an era named while talking about taste: its favourites (candidates._favourites).
     "category_favourites": 0.5,
     # What people who asked in similar words went on to have (retrieval.asked): the conversation's
     # words against every past search or dialog turn in the log. Chosen on the ReDial tuning

@@ -35,6 +35,7 @@ class Request:
     categories: list[str] = field(default_factory=list)  # any of these
     exclude_categories: list[str] = field(default_factory=list)
     prefer_categories: list[str] = field(default_factory=list)  # soft: a boost for items in any of these
+    prefer_years: tuple[int | None, int | None] | None = None  # soft: (from, to) an era wanted, either end open
     creators: list[str] = field(default_factory=list)  # any of these
     exclude_creators: list[str] = field(default_factory=list)
     year_min: int | None = None

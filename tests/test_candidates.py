@@ -190,6 +190,20 @@ def test_a_category_said_while_talking_brings_its_favourites(world, weight):
         assert not any("category_favourites" in c.evidence.signals for c in found.values())
 
 
+def test_an_era_said_while_talking_brings_its_items_forward(world):
+    """"I like old ones": the catalog's oldest items come forward (the newest are the most popular
+    here), each marked with the era it met; without the preference they do not lead."""
+    retriever = world(events("ana", ("like", "s5")) + events("bob", ("like", "r5"), ("like", "c5")))
+    plain = retriever.candidates("ana", Request(), k=5)
+    old = retriever.candidates("ana", Request(prefer_years=(None, 1980)), k=5)
+    assert sum(c.item.year <= 1980 for c in old[:3]) > sum(c.item.year <= 1980 for c in plain[:3])
+    assert all("era" in c.evidence.signals for c in old if c.item.year <= 1980)
+    assert not any("era" in c.evidence.signals for c in old if c.item.year > 1980)
+    new = retriever.candidates("ana", Request(prefer_years=(2010, None)), k=5)
+    assert [c.item.year for c in new[:2]] == [2010, 2010], [(c.item.id, c.item.year) for c in new]
+    assert all(("era" in c.evidence.signals) == (c.item.year == 2010) for c in new)
+
+
 @pytest.mark.parametrize("kind, liked", [("like", True), ("view", False), ("purchase", False), ("seen", False)])
 def test_evidence_says_which_history_items_were_said_to_be_liked(world, kind, liked):
     retriever = world(events("ana", (kind, "s1"), (kind, "s2")))

@@ -8,6 +8,7 @@ import pytest
 from assistant.engine import Engine
 from assistant.events import CardsEvent
 from assistant.settings import Settings
+from retrieval.records import Item
 
 FILMS = [
     ("alien", "Alien", 1979, "Science Fiction|Horror", "A crew in space meets a deadly creature."),
@@ -270,3 +271,29 @@ def test_a_profile_shows_the_newest_requests_once(make_engine):
     profile = engine.agent.get_profile("asker")
     assert profile["recent_searches"] == ["films about mutants", "a space crew meets a creature", "an orphan who sings"]
     assert profile["onboarding"] == ["about mutants"] and 'Looked for "an orphan who sings"' in profile["summary"]
+
+
+def test_an_era_said_once_is_preferred_for_the_rest_of_the_conversation(demo_engine):
+    """"I like old books": the catalog's oldest quarter is preferred, in this turn and the next
+    ("anything else?"); a decade said later filters instead."""
+    session, requests = None, []
+    for message in ["I like old books", "anything else?", "something from the 1890s"]:
+        events = list(demo_engine.agent.respond("era1", message, session_id=session))
+        session = events[-1].session_id
+        requests.append(events[-1].request)
+    low, high = requests[0]["prefer_years"]
+    assert low is None and high is not None
+    years = [item.year for item in demo_engine.store.iter_items() if item.year is not None]
+    assert len(years) // 4 <= sum(y <= high for y in years) < len(years) // 2  # the oldest quarter of the catalog
+    assert tuple(requests[1]["prefer_years"]) == (low, high)  # said once, still wanted
+    assert requests[2]["prefer_years"] is None and requests[2]["year_min"] == 1890
+
+
+def test_what_an_era_means_depends_on_the_catalog():
+    from assistant.vocabulary import CatalogVocabulary
+
+    films = CatalogVocabulary([Item(id=f"f{y}", title=f"Film {y}", year=y) for y in range(1960, 2020)])
+    news = CatalogVocabulary([Item(id=f"n{d}", title=f"Story {d}", year=2020 + d // 100) for d in range(500)])
+    assert films.era_years("old") == (None, 1974) and films.era_years("new") == (2013, None)
+    assert news.era_years("old") == (None, 2021) and news.era_years("new") == (2024, None)
+    assert films.era_years("") is None and CatalogVocabulary([]).era_years("old") is None

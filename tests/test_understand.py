@@ -71,6 +71,17 @@ CASES = [
     ("I loved The Matrix, anything like it?", False, {"more_like": True, "item_ids": ["mv-1"]}),
     ("something like the matrix (1999)", False, {"more_like": True, "item_ids": ["mv-1"]}),
     ("books like pride & prejudice", False, {"more_like": True, "item_ids": ["bk-001"]}),
+    # An era said in absolute terms is a preference; "the old one" names a work, "new ones" asks for others.
+    ("I like old movies", False, {"intent": "recommend", "era": "old", "older": False, "query": ""}),
+    ("any classics you can recommend?", False, {"era": "old", "query": ""}),
+    ("any new releases you can recommend?", False, {"era": "new", "query": ""}),
+    ("I have not seen the new one but the old one was scary", False, {"era": ""}),
+    ("no old movies please", False, {"era": ""}),
+    ("new ones please", True, {"era": "", "others": True}),
+    ("old horror books from the 1890s", False, {"era": "", "year_min": 1890, "categories": ["Horror"]}),  # the years say it
+    ("想看老电影", False, {"era": "old", "language": "zh"}),
+    ("I'm looking for slasher movies", False, {"categories": ["Horror"], "query": "slasher"}),  # no "'m" left of "I'm"
+    ("I've been craving a good mystery", False, {"categories": ["Mystery"], "query": "been craving good mystery"}),
     ("something else please", True, {"others": True}),
     ("any more suggestions?", True, {"others": True}),
     ("I've seen the second one", True, {"feedback": "seen", "others": False}),  # a reaction, not "others"
