@@ -21,6 +21,8 @@ from retrieval.request import Request, words
 
 TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much of them at most
 
+DIVERSITY = 0.1  # MMR trade-off of a turn's list (retrieval.fusion.mmr): 0 = relevance only (ReDial tuning folds: 0 > 0.1 > 0.3, dialogs-tuning.md)
+
 
 def conversation_words(conv) -> str:
     """The user's messages in this conversation, this one included, the newest CONTEXT_CHARS of them
@@ -109,7 +111,7 @@ def plan(
         # range said now ("from the 80s") is the filter instead.
         prefer_years=None if turn["year_min"] is not None or turn["year_max"] is not None
         else vocab.era_years(u.era or conv.era_so_far()),
-        diversity=0.3,
+        diversity=DIVERSITY,
     )
     # Nothing found: first allow what was shown or named before, then the profile's dislikes.
     fallbacks = []

@@ -33,20 +33,22 @@ def fold_of(dialog_id: str) -> int:
 
 
 def apply(settings: list[str]) -> None:
-    """NAME=VALUE: a DEFAULT_WEIGHTS entry or an upper-case constant of retrieval.fusion or retrieval.candidates."""
+    """NAME=VALUE: a DEFAULT_WEIGHTS entry or an upper-case constant of retrieval.fusion, retrieval.candidates
+    or assistant.planning."""
+    import assistant.planning as planning
     import retrieval.candidates as candidates
     import retrieval.fusion as fusion
 
     for pair in settings:
         name, _, value = pair.partition("=")
-        home = next((m for m in (fusion, candidates) if name.isupper() and hasattr(m, name)), None)
+        home = next((m for m in (fusion, candidates, planning) if name.isupper() and hasattr(m, name)), None)
         if name in fusion.DEFAULT_WEIGHTS:
             fusion.DEFAULT_WEIGHTS[name] = float(value)
         elif home is not None:
             setattr(home, name, type(getattr(home, name))(float(value)))
         else:
             raise SystemExit(f"--set {pair}: use a weight ({', '.join(fusion.DEFAULT_WEIGHTS)}) or a constant of "
-                             "retrieval.fusion or retrieval.candidates")
+                             "retrieval.fusion, retrieval.candidates or assistant.planning")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -186,6 +186,11 @@ def test_the_published_version_carries_the_content_vectors_and_a_worker_asks_chr
     from retrieval.request import Request
     from retrieval.vectors import VectorIndex
 
+    import retrieval.candidates as candidates
+
+    # Profiles searched by Chroma in both runs: without the table they cannot be searched among
+    # their items' neighbours (tests/test_content_cache.py covers that path).
+    monkeypatch.setattr(candidates, "PROFILE_FROM_NEIGHBOURS", 1.01)
     manifest = read_manifest(published / "signals")
     assert "content_vectors.npy" in manifest["files"] and manifest["content_collection"]
     engine = Engine(_settings(tmp_path / "data"), demo="en")
