@@ -21,7 +21,9 @@ from retrieval.request import Request, words
 
 TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much of them at most
 
-DIVERSITY = 0.1  # MMR trade-off of a turn's list (retrieval.fusion.mmr): 0 = relevance only (ReDial tuning folds: 0 > 0.1 > 0.3, dialogs-tuning.md)
+# The MMR trade-off of a turn's list (retrieval.fusion.mmr; 0 = relevance only). On the ReDial tuning
+# folds 0 > 0.1 > 0.3 (evaluation/reports/dialogs-tuning.md); 0 would let five cards be one series.
+DIVERSITY = 0.1
 
 
 def conversation_words(conv) -> str:

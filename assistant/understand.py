@@ -215,7 +215,8 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
     if (m := _YEAR_AFTER.search(low)):
         u.year_min = int(m.group(1) or m.group(2)) + 1
     if u.year_min is None and u.year_max is None:
-        wanted = " ".join(clause for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", low) if not _NEGATION.search(clause))
+        # Read without the titles named ("I loved Old School (2003)" says no era).
+        wanted = " ".join(clause for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", remaining) if not _NEGATION.search(clause))
         u.era = "old" if _ERA_OLD.search(wanted) else "new" if _ERA_NEW.search(wanted) else ""
     u.older = bool(_OLDER.search(low)) and u.year_max is None
     u.newer = bool(_NEWER.search(low)) and u.year_min is None and not u.older

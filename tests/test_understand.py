@@ -212,3 +212,9 @@ def test_a_question_about_no_item_keeps_the_rules_intent(vocab, intent):
     assert (rules.intent, alone.intent) == ("recommend", "recommend")
     with_list = understand_with_llm(FakeLLM([answer], prompt_style="chat"), Prompts("chat"), "a sea adventure", LAST, vocab, rules)
     assert with_list.intent == intent  # with a list shown there is an item to ask about
+
+
+def test_the_words_of_a_title_named_say_no_era():
+    films = CatalogVocabulary([Item(id="x", title="Old Movies Forever", year=1990), Item(id="y", title="Casablanca", year=1942)])
+    assert parse_message("I loved Old Movies Forever (1990), anything like it?", films).era == ""
+    assert parse_message("I loved Casablanca, I like old movies", films).era == "old"
