@@ -39,7 +39,9 @@ def _signal_kinds(signals: dict[str, float]) -> list[str]:
             continue
         name = name.lower()
         kind = (
-            "collab" if "collab" in name or name in {"cf", "als"}
+            "said_kind" if name == "category"  # a genre the user named while talking (retrieval's preference mark)
+            else "said_era" if name == "era"  # an era the user named ("old movies")
+            else "collab" if "collab" in name or name in {"cf", "als"}
             else "sequence" if "seq" in name or "next" in name or "session" in name
             else "popular" if "pop" in name
             else "asked" if name == "asked"
@@ -90,6 +92,8 @@ def predicates(candidate: Candidate, zh: bool, history_first: bool = False) -> l
                 "sequence": ("常在你最近喜欢的作品之后被选择", "often comes next after what you enjoyed recently"),
                 "popular": ("很受其他用户欢迎", "is popular with other users"),
                 "asked": ("常被提出类似要求的人选中", "was chosen by people who asked for something similar"),
+                "said_kind": ("属于你提到的类型", "is of a kind you mentioned"),
+                "said_era": ("来自你提到的年代", "is from the years you mentioned"),
             }[kind][0 if zh else 1]
         )
     return preds
@@ -121,7 +125,8 @@ def evidence_facts(candidate: Candidate) -> list[str]:
         facts.append(f"matches your request: {', '.join(ev.matched_words[:3])}")
     facts += [
         {"collab": "liked by people with similar taste", "sequence": "often chosen next after your recent items",
-         "popular": "popular with other users", "asked": "chosen by people who asked for something similar"}[k]
+         "popular": "popular with other users", "asked": "chosen by people who asked for something similar",
+         "said_kind": "of a kind you mentioned", "said_era": "from the years you mentioned"}[k]
         for k in _signal_kinds(ev.signals)
     ]
     return facts

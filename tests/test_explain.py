@@ -96,6 +96,12 @@ def test_a_category_of_another_candidate_is_a_false_claim():
             "It is liked by people with similar taste and is popular with other users.",
             "它也受到口味相近的用户喜爱，并且很受其他用户欢迎。",
         ),
+        (
+            # A genre and an era the user named while talking (retrieval marks them "category", "era").
+            Evidence(signals={"category": 1.0, "era": 1.0, "category_favourites": 2.1, "popularity": 0.2}),
+            "It is of a kind you mentioned and is from the years you mentioned.",
+            "它属于你提到的类型，并且来自你提到的年代。",
+        ),
         (Evidence(), "A strong Crime and Drama match from the catalog.", "这是目录中与你很匹配的Crime、Drama作品。"),
     ],
 )
@@ -839,3 +845,17 @@ def test_a_description_that_opens_with_a_quotation_gives_a_hook_without_a_stray_
     hook = extracted_hook(item, "zh")
     assert hook == "我冒着严寒回到阔别二十年的故乡"
     assert hook_reason(hook, Candidate(item, 1.0, Evidence(shared_categories=["乡土"])), "zh").startswith("我冒着严寒")
+
+
+@pytest.mark.parametrize("signals, fact", [({"era": 1.0}, "is from the years you mentioned"),
+                                            ({"category": 1.0}, "is of a kind you mentioned")])
+def test_a_hook_joined_with_what_the_user_said_passes_the_checks(signals, fact):
+    """"I like old books" with no other words: the hook's evidence fact is the era said, which the
+    checks accept although nothing was asked in words (it does not claim to be what was asked)."""
+    emma = Candidate(Item("e", "Emma", text="A young woman appoints herself matchmaker for her small village.",
+                          categories=["Romance"], year=1815), 1.0, Evidence(signals={**signals, "popularity": 0.3}))
+    reason = hook_reason("A young woman appoints herself matchmaker for her small village", emma, "en")
+    assert reason.endswith(fact + ".")
+    assert check_reason(reason, emma, KNOWN, "")
+    unsaid = Candidate(emma.item, 1.0, Evidence(signals={"popularity": 0.3}))
+    assert not check_reason(reason, unsaid, KNOWN, "")  # nothing of the kind was said: a false claim
