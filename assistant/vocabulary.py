@@ -31,6 +31,7 @@ class CatalogVocabulary:
         self.creators: dict[str, str] = {}  # normalised name or surname -> display name
         self.categories: dict[str, str] = {}  # lowercase -> display
         self.years: dict[str, int | None] = {}
+        self._sorted_years: list[int] | None = None  # era_years' cut points read from these; None after an add
         self.creator_of: dict[str, str | None] = {}
         self.title_of: dict[str, str] = {}
         self.extra_keys: set[str] = set()  # platform metadata fields some item carries
@@ -47,6 +48,7 @@ class CatalogVocabulary:
             self.titles.setdefault(key, []).append(item.id)
         self.title_index.add(item.id, item.title, item.year)
         self.years[item.id] = item.year
+        self._sorted_years = None
         self.creator_of[item.id] = item.creator
         self.title_of[item.id] = item.title
         if item.creator:
@@ -67,7 +69,9 @@ class CatalogVocabulary:
         (a film catalog's old is not a news archive's); None for no era or no years known."""
         if era not in ERA_SHARE:
             return None
-        years = sorted(y for y in self.years.values() if y is not None)
+        if self._sorted_years is None:  # once per catalog, not every turn that names an era
+            self._sorted_years = sorted(y for y in self.years.values() if y is not None)
+        years = self._sorted_years
         if len(years) < 10:
             return None
         if era == "old":

@@ -341,13 +341,13 @@ class Retriever:
             history_vector = vectors[liked[0][0]]
             queries.append(("history", liked[0][0], history_vector, 1.0))
         elif liked:
-            ages = np.arange(len(liked))[::-1]
-            profile = sum(w * HISTORY_DECAY**age * vectors[i] for (i, w), age in zip(liked, ages))
+            decayed = [(i, w * HISTORY_DECAY**age) for (i, w), age in zip(liked, np.arange(len(liked))[::-1])]
+            profile = sum(w * vectors[i] for i, w in decayed)
             if disliked:
                 profile = profile + 0.5 * sum(w * vectors[i] for i, w in disliked)  # w < 0: subtracts
             history_vector = unit(profile)
             near = self.neighbours.derived(history_vector, fetch, breadth,
-                                           lambda: self._near_profile(history_vector, liked, ages, breadth))
+                                           lambda: self._near_profile(history_vector, decayed, breadth))
             if near is None:
                 queries.append(("history", None, history_vector, 1.0))
             else:
@@ -379,8 +379,7 @@ class Retriever:
                     signals[name] = spread(signals[name])
         return queries[-1][2] if request.query.strip() or seeded else history_vector
 
-    def _near_profile(self, profile: np.ndarray, liked: list[tuple[str, float]], ages: np.ndarray,
-                      breadth: int) -> list[tuple[str, float]] | None:
+    def _near_profile(self, profile: np.ndarray, decayed: list[tuple[str, float]], breadth: int) -> list[tuple[str, float]] | None:
         """The `breadth` items nearest the profile among the neighbours of its items, or None when
         too little of its weight has neighbours known without Chroma (or no vectors are held).
 
@@ -389,7 +388,7 @@ class Retriever:
         the profile by the vectors the fitted version holds."""
         if not len(self._content_table):
             return None
-        weight = {i: abs(w) * HISTORY_DECAY**age for (i, w), age in zip(liked, ages.tolist())}
+        weight = {i: abs(w) for i, w in decayed}  # each item's part in the profile
         answers = self.neighbours.known(list(weight), breadth, breadth)
         total = sum(weight.values())
         if not total or sum(weight[i] for i in answers) < PROFILE_FROM_NEIGHBOURS * total:
@@ -424,10 +423,11 @@ class Retriever:
 
     def _favourites(self, request: Request) -> dict[str, float]:
         """The items of the preferred categories and era most had lately (else of all time), id -> that score."""
+        met, wanted = _preferences(request), _wanted(request)
 
         def preferred(pool: dict[str, float]) -> dict[str, float]:
             items = self._items(list(pool))
-            return {i: s for i, s in pool.items() if i in items and _preferences(request, items[i]) == _wanted(request)}
+            return {i: s for i, s in pool.items() if i in items and met(items[i]) == wanted}
 
         # All-time popularity is read only when nothing preferred is trending.
         return preferred(self.comention.trending(CATEGORY_POOL)) or preferred(dict(self.popular(CATEGORY_POOL)))
@@ -435,11 +435,12 @@ class Retriever:
     def _prefer(self, ranked: list[str], request: Request, fused: dict, found_by: dict, n: int) -> list[str]:
         """Items of a preferred category, and of the era wanted, gain CATEGORY_BOOST each (among the
         n best: their items are read)."""
+        met = _preferences(request)
         head = ranked[:n]
         items = self._items(head)
         for item_id in head:
             item = items.get(item_id)
-            for kind in _preferences(request, item) if item is not None else ():
+            for kind in met(item) if item is not None else ():
                 fused[item_id] += CATEGORY_BOOST
                 found_by.setdefault(item_id, {})[kind] = 1.0
         return sorted(head, key=fused.__getitem__, reverse=True) + ranked[n:]
@@ -498,15 +499,19 @@ def _wanted(request: Request) -> tuple[str, ...]:
     return ("category",) * bool(request.prefer_categories) + ("era",) * bool(request.prefer_years)
 
 
-def _preferences(request: Request, item: Item) -> tuple[str, ...]:
-    """Which of the request's soft preferences the item meets: "category", "era"."""
-    met = ()
-    if request.prefer_categories and {c.lower() for c in request.prefer_categories} & {c.lower() for c in item.categories}:
-        met += ("category",)
-    if request.prefer_years and item.year is not None:
-        low, high = request.prefer_years
-        if (low is None or item.year >= low) and (high is None or item.year <= high):
-            met += ("era",)
+def _preferences(request: Request):
+    """A test of an item against the request's soft preferences: which it meets, "category" and/or "era"."""
+    categories = {c.lower() for c in request.prefer_categories}
+    low, high = request.prefer_years or (None, None)
+
+    def met(item: Item) -> tuple[str, ...]:
+        kinds = ()
+        if categories & {c.lower() for c in item.categories}:
+            kinds += ("category",)
+        if request.prefer_years and item.year is not None and (low is None or item.year >= low) and (high is None or item.year <= high):
+            kinds += ("era",)
+        return kinds
+
     return met
 
 

@@ -92,11 +92,8 @@ class NeighbourCache:
         with self._lock:
             self._sync()
             for position, ((item_id, _), key) in enumerate(zip(queries, keys)):
-                table, _ = self._table(item_id)
-                entry = table.get(key)
-                if entry is not None and now - entry[0] <= self.max_age_s:
-                    table.move_to_end(key)
-                    out[position] = list(zip(entry[1][:n], entry[2][:n].tolist()))
+                if (kept := self._kept(self._table(item_id)[0], key, now, n)) is not None:
+                    out[position] = kept
                     self.hits += 1
                 elif item_id is not None and (answer := self._published_answer(item_id, breadth, n)) is not None:
                     out[position] = answer
@@ -124,10 +121,10 @@ class NeighbourCache:
         with self._lock:
             self._sync()
             for item_id in dict.fromkeys(item_ids):
-                entry = self._entries.get((item_id, breadth))
-                if entry is not None and now - entry[0] <= self.max_age_s:
-                    out[item_id] = list(zip(entry[1][:n], entry[2][:n].tolist()))
-                elif (answer := self._published_answer(item_id, breadth, n)) is not None:
+                answer = self._kept(self._entries, (item_id, breadth), now, n)
+                if answer is None:
+                    answer = self._published_answer(item_id, breadth, n)
+                if answer is not None:
                     out[item_id] = answer
         return out
 
@@ -138,10 +135,8 @@ class NeighbourCache:
         now = self.clock()
         with self._lock:
             self._sync()
-            entry = self._by_vector.get(key)
-            if entry is not None and now - entry[0] <= self.max_age_s:
-                self._by_vector.move_to_end(key)
-                return list(zip(entry[1][:n], entry[2][:n].tolist()))
+            if (kept := self._kept(self._by_vector, key, now, n)) is not None:
+                return kept
         version = self.index.version
         hits = compute()
         if hits is not None:
@@ -150,6 +145,14 @@ class NeighbourCache:
                     self._keep(None, key, now, hits)
             hits = hits[:n]
         return hits
+
+    def _kept(self, table: OrderedDict, key: tuple, now: float, n: int) -> list[tuple[str, float]] | None:
+        """Under the lock: the answer kept under `key` cut to n (and used last), unless older than max_age_s."""
+        entry = table.get(key)
+        if entry is None or now - entry[0] > self.max_age_s:
+            return None
+        table.move_to_end(key)
+        return list(zip(entry[1][:n], entry[2][:n].tolist()))
 
     def _sync(self) -> None:
         """Under the lock: after a write through the index every kept answer may have changed."""
