@@ -177,7 +177,12 @@ class Agent:
         u = understood.understanding
         tokens, note = dict(understood.tokens), {}
         if u.intent == "smalltalk":
-            yield from intents.smalltalk(understood, store=self.store, memory=self.memory, users=self.users)
+            picks = intents.opens_with_picks(understood, self.settings)
+            yield from intents.smalltalk(understood, store=self.store, memory=self.memory, users=self.users, picks=picks)
+            if picks:
+                with self._gate.coming():
+                    more, note = yield from self._recommend(understood, context, k, prompt_overrides, trace, timer)
+                tokens = add_tokens(tokens, more)
         elif u.intent == "why":
             yield from intents.why(understood, store=self.store, memory=self.memory)
         elif u.intent == "about_item":

@@ -17,17 +17,29 @@ from assistant.turn import Understood
 from retrieval.records import CHAT_SOURCE, Candidate
 
 
-def smalltalk(understood: Understood, *, store, memory, users) -> Iterator[TurnEvent]:
+def smalltalk(understood: Understood, *, store, memory, users, picks: bool = False) -> Iterator[TurnEvent]:
+    """A greeting, thanks, or a question off the subject. picks: a list follows (a greeting that
+    opens the conversation), so the text leads into it."""
     u, conv = understood.understanding, understood.conversation
     zh = u.language == "zh"
-    if not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding"):
+    new_user = not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding")
+    if new_user:
         text = (
             "你好！先告诉我：最近你喜欢过哪些作品？有没有不想看的类型？"
             if zh
             else "Hi! To get you started: which titles have you loved lately, and is there anything you'd rather avoid? "
             "You can also just say what you're in the mood for."
         )
+        if picks:
+            text += "先看看大家最近喜欢的：" if zh else " Meanwhile, here is what people enjoy most right now."
         kind = "onboarding"
+    elif picks:
+        text = (
+            "你好！这几部是照你以往喜欢的挑的；也可以直接告诉我你想要什么。"
+            if zh
+            else "Hi again! Here are a few picks from what you've enjoyed; or tell me what you're in the mood for."
+        )
+        kind = "smalltalk"
     else:
         text = (
             "我专门帮你找值得一读/一看的作品。想要什么样的？"
@@ -37,6 +49,13 @@ def smalltalk(understood: Understood, *, store, memory, users) -> Iterator[TurnE
         kind = "smalltalk"
     yield MessageEvent(text, kind)
     conv.add(memory, "assistant", text, {"kind": kind})
+
+
+def opens_with_picks(understood: Understood, settings) -> bool:
+    """A greeting that opens the conversation (no list shown in it yet) is answered with picks too:
+    a person saying hello to a recommender expects something to look at (human recommenders in
+    ReDial name a film after "Hi! How are you?")."""
+    return bool(settings.greeting_picks and understood.understanding.greeting and not understood.conversation.shown_ids())
 
 
 def why(understood: Understood, *, store, memory) -> Iterator[TurnEvent]:

@@ -117,6 +117,9 @@ class Settings(BaseModel):
     # log and a loaded dialog log are: what people asked for and then had is what the `asked`
     # signal learns from (retrieval/asked.py). Delete-my-data removes them with the other events.
     learn_from_requests: bool = True
+    # A conversation that opens with a greeting ("Hi! How are you?") gets picks with the hello:
+    # from the user's history when there is one, else what is popular now. False: the hello only.
+    greeting_picks: bool = True
 
     # Server.
     host: str = "127.0.0.1"

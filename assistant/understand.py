@@ -39,6 +39,7 @@ class Understanding:
     item_ids: list[str] = field(default_factory=list)  # catalog items named in the message
     mentions: list[dict] = field(default_factory=list)  # each named title: item_ids (with twins), text, stance
     feedback: str | None = None  # like, dislike, seen, not_interested
+    greeting: bool = False  # the message only greets ("Hi! How are you?"): a conversation's opener
     language: str = "en"
 
     def to_dict(self) -> dict:
@@ -60,7 +61,7 @@ _ORDINAL_RE = re.compile(
     r"|(第[一二三四五]|最后)\s*[个本部项]?"
 )
 _NEGATION = re.compile(
-    r"(?:\bno\b|\bnot\b|\bwithout\b|\bexcept\b|\bavoid\b|\bhate\b|\bdon'?t\s+(?:want|like|show)\b|\bnothing\b|\bskip\b|\bless\b|\bstop\b|不要|别|不想|没有|除了)"
+    r"(?:\bno\b|\bnot\b|\bwithout\b|\bexcept\b|\bavoid\b|\bhated?\b|\bdisliked?\b|\bdon'?t\s+(?:want|like|show)\b|\bnothing\b|\bskip\b|\bless\b|\bstop\b|不要|别|不想|没有|除了)"
 )
 _NOT_BY_THAT = re.compile(r"not\s+(?:by\s+)?(?:that|this|the same)\s+(?:author|writer|director|creator|one)|不要这个作者|换个作者")
 _BY_CREATOR = re.compile(r"\b(?:by|from|written by|directed by)\s+([A-Z][\w.'-]+(?:\s+[A-Z][\w.'-]+){0,3})")
@@ -89,6 +90,44 @@ _SMALLTALK = re.compile(
     r"^\s*(?:hi|hello|hey|yo|thanks?|thank you|ok(?:ay)?|cool|bye|good (?:morning|evening|night)|how are you|who are you|what can you do|你好|谢谢|再见|您好)\b[\W_]*$"
     r"|\b(?:weather|joke|capital of|stock price|bitcoin|president|football score|recipe)\b|天气|笑话"
 )
+# Greetings and pleasantries. A clause made of them asks for nothing ("Hi! How are you?", "hey
+# there", "good evening, I'm fine thanks"), so its words are no request; a message made of them
+# alone, with a hello among them, is a greeting (ReDial's seekers open most dialogs so, and "hi how
+# are you" searched the catalog for those words).
+_HELLO = (
+    r"(?:hi+|hello+|hey+|hiya|howdy|greetings|yo|hallo|ello|heya)(?:\s+(?:there|again|all|everyone|friend|buddy))?"
+    r"|good\s+(?:morning|afternoon|evening|night|day)"
+    r"|how(?:'?s|\s+is)\s+(?:it\s+going|everything|your\s+(?:day|evening|night|morning|weekend))"
+    r"|how\s+(?:are|r)\s+(?:you|u|ya)(?:\s+doing)?(?:\s+(?:today|tonight|this\s+(?:morning|afternoon|evening)))?"
+    r"|how\s+(?:have\s+you\s+been|do\s+you\s+do)|what'?s\s+up|sup"
+)
+_PLEASANTRY = (
+    r"(?:it'?s\s+)?nice\s+to\s+(?:meet|chat\s+with|talk\s+(?:to|with))\s+you(?:\s+too)?"
+    r"|(?:i'?m|i\s+am|im)\s+(?:good|fine|great|well|ok(?:ay)?|doing\s+(?:well|good|great|fine|ok(?:ay)?))(?:\s+(?:thanks?|thank\s+you))?"
+    r"|(?:and|how\s+about|what\s+about)\s+(?:you|u|yourself)|you"
+    r"|(?:thanks?|thank\s+you)(?:\s+(?:for\s+asking|so\s+much))?|ok(?:ay)?|cool|fine|good|great|well|oh|so"
+)
+_GREETING_CLAUSE = re.compile(rf"^(?:(?:{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$|^(?:你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|你好吗|大家好)+$")
+_HELLO_RE = re.compile(rf"^(?:{_HELLO})$|你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|大家好")
+_LEADING_HELLO = re.compile(rf"^\s*(?:(?:{_HELLO})\s+)+(?=\w)", re.IGNORECASE)
+_CLAUSES = re.compile(r"[,.;:!?\n，。；：！？~…]+|\bbut\b")
+
+
+def _is_greeting(clause: str) -> bool:
+    """A clause of greetings and pleasantries only ("hey there", "how are you doing today")."""
+    words = " ".join(re.sub(r"[^\w'\s]", " ", clause.lower()).split())
+    return bool(words) and bool(_GREETING_CLAUSE.match(words + " " if not _CJK.search(words) else words))
+
+
+def _only_greets(text: str) -> bool:
+    """Every clause greets, and one says hello: "Hi! How are you?", "Good evening", "你好"."""
+    clauses = [" ".join(re.sub(r"[^\w'\s]", " ", c.lower()).split()) for c in _CLAUSES.split(text)]
+    clauses = [c for c in clauses if c]
+    if not clauses or not all(_is_greeting(c) for c in clauses):
+        return False
+    return any(_HELLO_RE.search(unit) for c in clauses for unit in re.split(r"\s+(?=hi|hello|hey|good|how|what)", c))
+
+
 _RECOMMEND = re.compile(
     r"\b(?:recommend|suggest|suggestions?|something|anything|what should i|looking for|in the mood|want to (?:read|watch)|give me|show me|find me|any ideas|more)\b|推荐|想看|想读|来点|有没有"
 )
@@ -145,13 +184,15 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
     u.others = bool(_OTHERS.search(lowered))
 
     feedback = next((kind for rule, kind in _FEEDBACK_RULES if rule.search(lowered)), None)
+    # "I love horror novels" with a list in view says what they like, not which card: no feedback.
+    names_taste = _has_constraint(u) or bool(u.era)
     asks_for_more = bool(_RECOMMEND.search(lowered) or _MORE_LIKE.search(lowered) or "?" in text)
 
     if _WHY.search(lowered) and (u.reference is not None or u.item_ids or has_last_list):
         u.intent = "why"
     elif _ABOUT.search(lowered) and (u.reference is not None or u.item_ids):
         u.intent = "about_item"
-    elif feedback and (u.reference is not None or (has_last_list and not u.item_ids and not asks_for_more)) and not _MORE_LIKE.search(lowered):
+    elif feedback and (u.reference is not None or (has_last_list and not u.item_ids and not asks_for_more and not names_taste)) and not _MORE_LIKE.search(lowered):
         u.intent, u.feedback = "feedback", feedback
     elif feedback and u.item_ids:
         # "I loved The Matrix, anything like it?" is a signal AND a request.
@@ -162,9 +203,9 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         u.intent, u.more_like = ("refine" if u.reference is not None else "recommend"), True
     elif _has_constraint(u) and has_last_list and not _FRESH_REQUEST.search(lowered):
         u.intent = "refine"
-    elif _SMALLTALK.search(lowered) and not (_has_constraint(u) or u.item_ids):
-        u.intent = "smalltalk"
-    elif feedback and has_last_list:
+    elif (_SMALLTALK.search(lowered) or _only_greets(text)) and not (_has_constraint(u) or u.item_ids):
+        u.intent, u.greeting = "smalltalk", _only_greets(text)
+    elif feedback and has_last_list and not names_taste:
         u.intent, u.feedback = "feedback", feedback
     else:
         u.intent = "recommend"
@@ -233,7 +274,7 @@ _NOT_A_SUBJECT = set(
     would yet you your author writer director creator first second third fourth fifth""".split()
 )
 _NEGATION_WORDS = re.compile(
-    r"\b(?:no|not|without|except|avoid|hate|don'?t|do not|want|like|show|nothing|skip|less|stop|please|any|more)\b|不要|别|不想|没有|除了|了|的"
+    r"\b(?:no|not|without|except|avoid|hated?|disliked?|don'?t|do not|want|like|show|nothing|skip|less|stop|please|any|more)\b|不要|别|不想|没有|除了|了|的"
 )
 
 
@@ -279,6 +320,9 @@ def _query_text(text: str, u: Understanding) -> str:
     for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", text):
         if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse
             continue
+        if _is_greeting(clause):  # "Hi! How are you?" asks for nothing
+            continue
+        clause = _LEADING_HELLO.sub(" ", clause)  # "Hello I need a good comedy"
         kept.append(clause)
     query = " ".join(kept)
     query = _ERA_NEW.sub(" ", _ERA_OLD.sub(" ", query.lower()))  # an era is a preference, not a topic ("old movies")
