@@ -91,7 +91,8 @@ def build_engine(cfg: DialogConfig, prepared, items, vectors, embedder):
     overrides = {"data_dir": data_dir, "embedding_backend": cfg.embedding, "candidates": cfg.depth, "top_k": MAX_CARDS,
                  "live_poll_s": 0.0}
     if cfg.llm == "none" and cfg.llm_instance is None:
-        settings = Settings.load(env={}, llm_backend="none", **overrides)
+        # The settings the caller gave (dialog_tuning --env) apply here too; nothing from os.environ.
+        settings = Settings.load(env=dict(cfg.settings_env or {}), llm_backend="none", **overrides)
     else:
         settings = Settings.load(env=cfg.settings_env, **overrides)
     cached = CachedEmbedder(embedder, [item.document() for item in items], vectors)

@@ -139,6 +139,32 @@ def test_cold_start_onboarding_then_answers_count(demo_engine):
     assert demo_engine.agent.get_profile("fresh")["onboarding"] == ["enjoy detective mysteries"]
 
 
+def test_a_greeting_that_opens_a_conversation_brings_picks(demo_engine):
+    """"Hi! How are you?" opens the conversation: a new user gets the onboarding question and what
+    is popular now; a known user picks from their history; a hello later in the session is only
+    a hello."""
+    events, cards, done = run(demo_engine, "greeter", "Hi! How are you?")
+    said = [e for e in events if isinstance(e, MessageEvent)]
+    assert done.intent == "smalltalk" and said[0].kind == "onboarding" and "what people enjoy most" in said[0].text
+    popular = {item_id for item_id, _ in demo_engine.retriever.popular(20)}
+    assert len(cards) == 5 and {c.item_id for c in cards} <= popular
+    assert done.request["topic"] == ""  # "hi how are you" is no request words
+    events, later, _ = run(demo_engine, "greeter", "hello", done.session_id)
+    assert later == [] and len([e for e in events if isinstance(e, MessageEvent)]) == 1
+
+    history = categories(demo_engine, [c for c in run(demo_engine, "ana", "recommend me something")[1]])
+    events, ana, _ = run(demo_engine, "ana", "good morning")
+    assert [e.text for e in events if isinstance(e, MessageEvent)][0].startswith("Hi again!")
+    assert ana and categories(demo_engine, ana) & history and [c.item_id for c in ana] != [c.item_id for c in cards]
+
+
+def test_greeting_picks_off_answers_the_hello_only(make_engine, fake_llm):
+    engine = make_engine(llm=fake_llm, greeting_picks=False)
+    events, cards, done = run(engine, "greeter", "Hi! How are you?")
+    assert cards == [] and done.intent == "smalltalk"
+    assert [e.kind for e in events if isinstance(e, MessageEvent)] == ["onboarding"]
+
+
 def test_session_resumes_after_restart(make_engine, fake_llm):
     engine = make_engine(llm=fake_llm)
     _, first, done = run(engine, "ben", "recommend me something")

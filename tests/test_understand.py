@@ -88,7 +88,19 @@ CASES = [
     ("no horror please, show me others", True, {"exclude_categories": ["Horror"], "others": True}),
     ("hello!", False, {"intent": "smalltalk"}),
     ("hello 👋", False, {"intent": "smalltalk", "query": ""}),  # an emoji is still a greeting, not request words
-    ("thanks", True, {"intent": "smalltalk"}),
+    ("thanks", True, {"intent": "smalltalk", "greeting": False}),  # small talk, but no hello that opens a conversation
+    # Greetings: a message of greetings and pleasantries only asks for nothing; in a request they are no words of it.
+    ("Hi! How are you?", False, {"intent": "smalltalk", "greeting": True, "query": ""}),
+    ("Hello hello How are you tonight", False, {"intent": "smalltalk", "greeting": True}),
+    ("Hey! I'm good, how about you?", False, {"intent": "smalltalk", "greeting": True}),
+    ("hey there", False, {"intent": "smalltalk", "greeting": True, "query": ""}),
+    ("Hello I need a good mystery", False, {"intent": "recommend", "greeting": False, "query": "need good mystery"}),
+    ("hi, fine and you? I like stories of the sea", False, {"intent": "recommend", "query": "stories of sea"}),
+    ("hello darkness my old friend", False, {"intent": "recommend", "greeting": False}),
+    # With a list in view, a taste said in general is a preference, not feedback on a card.
+    ("I love horror novels", True, {"intent": "refine", "feedback": None, "prefer_categories": ["Horror"]}),
+    ("I loved it", True, {"intent": "feedback", "feedback": "like", "reference": 0}),
+    ("I hated the horror ones", True, {"feedback": None, "exclude_categories": ["Horror"], "categories": []}),
     ("what's the weather like in Paris?", False, {"intent": "smalltalk"}),
     ("tell me a joke", False, {"intent": "smalltalk"}),
     ("I love nature writing", False, {"item_ids": []}),  # "nature" is not Emerson's "Nature" here
