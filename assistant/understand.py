@@ -232,7 +232,7 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
         if not clause.strip():
             continue
         negated = bool(_NEGATION.search(clause.replace("有没有", "")))
-        cats = vocab.find_categories(clause)
+        cats = vocab.find_categories(clause, subjects=not negated)
         creators = vocab.find_creators(clause)
         (u.exclude_categories if negated else u.categories).extend(c for c in cats if c not in u.categories + u.exclude_categories)
         (u.exclude_creators if negated else u.creators).extend(c for c in creators if c not in u.creators + u.exclude_creators)
@@ -434,7 +434,7 @@ def understand_with_llm(llm, prompts, message: str, last_cards: list[dict], voca
     merged = replace(rules, intent=data["intent"])
     merged.query = str(data.get("query") or rules.query)[:300]
     merged.categories = list(dict.fromkeys(rules.categories + names("categories", vocab.find_categories)))
-    merged.exclude_categories = list(dict.fromkeys(rules.exclude_categories + names("exclude_categories", vocab.find_categories)))
+    merged.exclude_categories = list(dict.fromkeys(rules.exclude_categories + names("exclude_categories", lambda text: vocab.find_categories(text, subjects=False))))
     # What the model wants excluded that is no category of this catalog is a word to avoid ("vampires").
     unmapped = [
         str(v).strip().lower() for v in (data.get("exclude_categories") or [])

@@ -38,7 +38,7 @@ class CatalogVocabulary:
         self.knows_length = False  # does any item say how long it is (pages, runtime...)?
         self.title_index = TitleIndex()
         # As title tokens are read: "sci-fi" is "sci" and "fi" (a title's tokens never hold a hyphen).
-        self.title_index.describing.update(w for word in _CATEGORY_WORDS if word.isascii() for w in normalize_title(word).split())
+        self.title_index.describing.update(w for word in _CATEGORY_WORDS | _SUBJECT_WORDS if word.isascii() for w in normalize_title(word).split())
         for item in items:
             self.add(item)
 
@@ -91,14 +91,15 @@ class CatalogVocabulary:
         hits = [name for key, name in self.creators.items() if f" {key} " in norm]
         return list(dict.fromkeys(hits))
 
-    def find_categories(self, text: str) -> list[str]:
-        """Categories named in the text, longest phrase first ("science fiction" is not "fiction")."""
+    def find_categories(self, text: str, subjects: bool = True) -> list[str]:
+        """Categories named in the text, longest phrase first ("science fiction" is not "fiction").
+        subjects: also those a subject suggests ("zombies": Horror); not for a refusal."""
         lowered = " " + re.sub(r"[^\w\s-]", " ", text.lower()) + " "
         forms: dict[str, tuple[str, ...]] = {}
         for key, name in self.categories.items():
             for form in (key, key + "s", _SYNONYM_OF.get(key, key)):
                 forms[form] = (name,)
-        for word, cat in _CATEGORY_WORDS.items():
+        for word, cat in (_CATEGORY_WORDS | _SUBJECT_WORDS if subjects else _CATEGORY_WORDS).items():
             if cat.lower() in self.categories:
                 forms[word] = (self.categories[cat.lower()],)
             elif len(word) >= 2 and _CJK.search(word):
@@ -146,9 +147,24 @@ _CATEGORY_WORDS = {
     "feel good": "Comedy", "feel-good": "Comedy", "romcoms": "Comedy", "rom coms": "Comedy", "rom-coms": "Comedy",
     "western": "Western", "westerns": "Western", "musical": "Musical", "musicals": "Musical", "歌舞": "Musical", "satire": "Satire", "讽刺": "Satire",
     "tragedy": "Tragedy", "悲剧": "Tragedy",
+    # How people say them in conversation ("I love to laugh", "family friendly").
+    "hilarious": "Comedy", "laugh": "Comedy", "laughs": "Comedy", "comedic": "Comedy", "goofy": "Comedy",
+    "lighthearted": "Comedy", "light-hearted": "Comedy", "fun movie": "Comedy", "fun movies": "Comedy", "fun film": "Comedy",
+    "fun films": "Comedy", "好笑": "Comedy", "action packed": "Action", "action-packed": "Action",
+    "family friendly": "Family", "family-friendly": "Family", "family movie": "Family",
+    "family movies": "Family", "family films": "Family", "合家欢": "Family",
+    "dramas": "Drama", "thrillers": "Thriller", "romances": "Romance",
     # A kind of novel is that kind, not fiction at large (the longer phrase is read first).
     "科幻小说": "Science Fiction", "侦探小说": "Mystery", "推理小说": "Mystery", "爱情小说": "Romance",
     "恐怖小说": "Horror", "冒险小说": "Adventure", "奇幻小说": "Fantasy", "短篇小说": "Short Stories",
     "小说": "Fiction", "传记": "Biography", "游记": "Travel", "随笔": "Essays",
+}
+# Subjects that say a kind when wanted ("zombies" -> Horror, a preference) but, when refused, refuse
+# only themselves: "no vampires" leaves out vampire stories, not all of horror.
+_SUBJECT_WORDS = {
+    "zombie": "Horror", "zombies": "Horror", "haunted": "Horror", "ghosts": "Horror", "ghost stories": "Horror",
+    "vampire": "Horror", "vampires": "Horror", "丧尸": "Horror", "僵尸": "Horror",
+    "superhero": "Action", "superheroes": "Action", "super hero": "Action", "超级英雄": "Action",
+    "disney": "Animation", "pixar": "Animation", "spy": "Thriller", "spies": "Thriller",
 }
 _SYNONYM_OF = {"science fiction": "sci-fi", "mystery": "mysteries", "comedy": "comedies"}

@@ -100,6 +100,10 @@ CASES = [
     # With a list in view, a taste said in general is a preference, not feedback on a card.
     ("I love horror novels", True, {"intent": "refine", "feedback": None, "prefer_categories": ["Horror"]}),
     ("I loved it", True, {"intent": "feedback", "feedback": "like", "reference": 0}),
+    # Everyday words for a kind; a subject suggests one when wanted, and refuses only itself.
+    ("something hilarious", False, {"categories": ["Comedy"]}),
+    ("I love zombie stories", False, {"prefer_categories": ["Horror"]}),
+    ("no vampires please", True, {"exclude_categories": [], "exclude_terms": ["vampires"]}),
     ("I hated the horror ones", True, {"feedback": None, "exclude_categories": ["Horror"], "categories": []}),
     ("what's the weather like in Paris?", False, {"intent": "smalltalk"}),
     ("tell me a joke", False, {"intent": "smalltalk"}),
