@@ -33,6 +33,13 @@ def smalltalk(understood: Understood, *, store, memory, users, picks: bool = Fal
         if picks:
             text += "先看看大家最近喜欢的：" if zh else " Meanwhile, here is what people enjoy most right now."
         kind = "onboarding"
+    elif u.acknowledgement and understood.last:
+        text = (
+            "不客气！接下来想要什么？可以说“更多像第一部那样的”，或者换个方向。"
+            if zh
+            else "Glad to help! What next: more like one of these, or something different?"
+        )
+        kind = "smalltalk"
     elif picks:
         text = (
             "你好！这几部是照你以往喜欢的挑的；也可以直接告诉我你想要什么。"

@@ -26,6 +26,13 @@ TOPIC_CHARS = 200  # a refinement carries the earlier request's words; this much
 DIVERSITY = 0.1
 
 
+def said_once(*parts: str) -> str:
+    """Request words joined, each word once (a refinement of a refinement repeated the first
+    request's words once per turn), the latest TOPIC_CHARS of them."""
+    words = " ".join(dict.fromkeys(" ".join(filter(None, parts)).split()))
+    return words[-TOPIC_CHARS:].strip()
+
+
 def conversation_words(conv) -> str:
     """The user's messages in this conversation, this one included, the newest CONTEXT_CHARS of them
     (a request reads like the past contexts retrieval.asked matches it with)."""
@@ -74,7 +81,7 @@ def plan(
     topic = u.query
     if u.intent == "refine" or (u.intent == "feedback" and not u.item_ids):
         # "shorter", "not that one": still about what was asked for before ("江南水乡的散文").
-        topic = " ".join(filter(None, [conv.last_request().get("topic", ""), u.query]))[-TOPIC_CHARS:].strip()
+        topic = said_once(conv.last_request().get("topic", ""), u.query)
     prefer = list(u.prefer_categories)
     # The kind asked for before, no longer a filter after a new request that names none (merge_constraints).
     prefer += [c for c in conv.constraints().get("categories", []) if c not in constraints["categories"] and c not in prefer]
@@ -82,7 +89,7 @@ def plan(
         # "What should I read tonight?" after "I only read gothic horror": the taste said before
         # (in this session or the turns a client sent) is what this turn is about.
         earlier_topic, earlier_categories = conv.taste_so_far()
-        topic = " ".join(dict.fromkeys(filter(None, [earlier_topic, topic])))[-TOPIC_CHARS:].strip()  # said once
+        topic = said_once(earlier_topic, topic)
         prefer += [c for c in earlier_categories if c not in prefer]
     query = " ".join(filter(None, [topic, ctx.words, profile_query(profile) if not topic else ""]))
     avoid = [d for d in profile.get("dislikes", []) if d in vocab.categories.values() and d not in turn["categories"]]

@@ -40,6 +40,7 @@ class Understanding:
     mentions: list[dict] = field(default_factory=list)  # each named title: item_ids (with twins), text, stance
     feedback: str | None = None  # like, dislike, seen, not_interested
     greeting: bool = False  # the message only greets ("Hi! How are you?"): a conversation's opener
+    acknowledgement: bool = False  # it only acknowledges ("thanks, I'll check it out"): the list in view stays
     language: str = "en"
 
     def to_dict(self) -> dict:
@@ -99,7 +100,7 @@ _HELLO = (
     r"|good\s+(?:morning|afternoon|evening|night|day)"
     r"|how(?:'?s|\s+is)\s+(?:it\s+going|everything|your\s+(?:day|evening|night|morning|weekend))"
     r"|how\s+(?:are|r)\s+(?:you|u|ya)(?:\s+doing)?(?:\s+(?:today|tonight|this\s+(?:morning|afternoon|evening)))?"
-    r"|how\s+(?:have\s+you\s+been|do\s+you\s+do)|what'?s\s+up|sup"
+    r"|how\s+(?:have\s+you\s+been(?:\s+doing)?|do\s+you\s+do)|what'?s\s+up|sup"
 )
 _PLEASANTRY = (
     r"(?:it'?s\s+)?nice\s+to\s+(?:meet|chat\s+with|talk\s+(?:to|with))\s+you(?:\s+too)?"
@@ -107,6 +108,20 @@ _PLEASANTRY = (
     r"|(?:and|how\s+about|what\s+about)\s+(?:you|u|yourself)|you"
     r"|(?:thanks?|thank\s+you)(?:\s+(?:for\s+asking|so\s+much))?|ok(?:ay)?|cool|fine|good|great|well|oh|so"
 )
+# Acknowledgements and goodbyes: a clause of them says nothing of what to look for ("okey dokey",
+# "thanks for the info", "I'll check it out", "I haven't seen that one", "take it easy"); a
+# message of them only is small talk, and the list in view stays.
+_ACK = (
+    r"(?:ha)+|lol|lmao|yes+|yeah|yep|yup|ya|sure|okey\s+dokey|alright|all\s+right|right|nice|awesome|perfect|wow|hmm+|ah+|uh+|um+"
+    r"|sounds?\s+(?:good|great|interesting|fun|awesome|cool)|that\s+sounds\s+(?:good|great|interesting|fun|awesome|cool)"
+    r"|(?:thanks?|thank\s+you)(?:\s+(?:so\s+much|a\s+lot|again))?(?:\s+for\s+(?:the|your|all\s+the)\s+(?:info|information|help|suggestions?|recommendations?|recs?|advi[cs]e|ideas?|chat|time))?"
+    r"|(?:good)?bye|see\s+(?:you|ya)|take\s+(?:care|it\s+easy)|have\s+a\s+(?:good|great|nice)\s+(?:one|day|night|evening|weekend)|you\s+too"
+    r"|(?:i'?ll|i\s+will|i'?m\s+going\s+to|i\s+should|i\s+(?:may|might)|will)\s+(?:definitely\s+|have\s+to\s+|probably\s+)?"
+    r"(?:check\s+(?:it|that|them|those)\s+out|look\s+(?:it|that|them)\s+up|watch\s+(?:it|that|them)|add\s+(?:it|that|them)\s+to\s+my\s+(?:list|watchlist))"
+    r"|(?:i\s+)?(?:haven'?t|have\s+not|never|havent)\s+(?:seen|heard\s+of|watched)\s+(?:that|it|this|them|those)(?:\s+(?:one|ones|either|yet|before))*"
+    r"|(?:i'?m|im|i\s+am)\s+sure\s+(?:it\s+is|it\s+was)|(?:that'?s|that\s+is|it'?s|it\s+is)\s+(?:a\s+)?(?:good|great|fine|ok(?:ay)?|true)(?:\s+one)?"
+)
+_ACK_CLAUSE = re.compile(rf"^(?:(?:{_ACK}|{_PLEASANTRY})(?:\s+|$))+$")
 _GREETING_CLAUSE = re.compile(rf"^(?:(?:{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$|^(?:你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|你好吗|大家好)+$")
 _HELLO_RE = re.compile(rf"^(?:{_HELLO})$|你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|大家好")
 _LEADING_HELLO = re.compile(rf"^\s*(?:(?:{_HELLO})\s+)+(?=\w)", re.IGNORECASE)
@@ -117,6 +132,18 @@ def _is_greeting(clause: str) -> bool:
     """A clause of greetings and pleasantries only ("hey there", "how are you doing today")."""
     words = " ".join(re.sub(r"[^\w'\s]", " ", clause.lower()).split())
     return bool(words) and bool(_GREETING_CLAUSE.match(words + " " if not _CJK.search(words) else words))
+
+
+def _says_nothing(clause: str) -> bool:
+    """A clause of greetings, pleasantries and acknowledgements only: no words of a request."""
+    words = " ".join(re.sub(r"[^\w'\s]", " ", clause.lower()).split())
+    return _is_greeting(clause) or (bool(words) and bool(_ACK_CLAUSE.match(words + " ")))
+
+
+def _only_acknowledges(text: str) -> bool:
+    """Every clause greets or acknowledges: "okey dokey", "Thanks for the info!", "haha yes"."""
+    clauses = [c for c in _CLAUSES.split(text) if c.strip()]
+    return bool(clauses) and all(_says_nothing(c) for c in clauses)
 
 
 def _only_greets(text: str) -> bool:
@@ -203,8 +230,9 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         u.intent, u.more_like = ("refine" if u.reference is not None else "recommend"), True
     elif _has_constraint(u) and has_last_list and not _FRESH_REQUEST.search(lowered):
         u.intent = "refine"
-    elif (_SMALLTALK.search(lowered) or _only_greets(text)) and not (_has_constraint(u) or u.item_ids):
+    elif (_SMALLTALK.search(lowered) or _only_greets(text) or _only_acknowledges(text)) and not (_has_constraint(u) or u.item_ids or u.era):
         u.intent, u.greeting = "smalltalk", _only_greets(text)
+        u.acknowledgement = not u.greeting and _only_acknowledges(text)
     elif feedback and has_last_list and not names_taste:
         u.intent, u.feedback = "feedback", feedback
     else:
@@ -302,7 +330,7 @@ def _has_constraint(u: Understanding) -> bool:
 
 _FILLER = re.compile(
     r"\b(?:(?:for\s+)?the\s+first\s+time|first\s+of\s+all|at\s+first|please|can you|could you|would you|you can|you could|i want|i'd like|i would like|recommend|suggest|me|some|something|anything|"
-    r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|i|to|read|watch|"
+    r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|and|i|to|read|watch|"
     r"books?|novels?|films?|movies?|titles?|stuff|ones?|one)\b|我想看|我想读|我想要|我要看|我要读|想看点|想读点|关于|推荐|给我|帮我|一些|一本|一部|请|想看|想读|来点|来些|来一[本部点]|有没有|有什么|第一次",
 )
 # A kind word closing a Chinese clause says a book or a film, as "novel" and "movie" do above
@@ -320,7 +348,7 @@ def _query_text(text: str, u: Understanding) -> str:
     for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", text):
         if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse
             continue
-        if _is_greeting(clause):  # "Hi! How are you?" asks for nothing
+        if _says_nothing(clause):  # "Hi! How are you?", "thanks for the info" ask for nothing
             continue
         clause = _LEADING_HELLO.sub(" ", clause)  # "Hello I need a good comedy"
         kept.append(clause)

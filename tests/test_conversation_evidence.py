@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.engine import Engine
-from assistant.events import CardsEvent
+from assistant.events import MessageEvent, CardsEvent
 from assistant.settings import Settings
 from retrieval.records import Item
 
@@ -297,3 +297,18 @@ def test_what_an_era_means_depends_on_the_catalog():
     assert films.era_years("old") == (None, 1974) and films.era_years("new") == (2013, None)
     assert news.era_years("old") == (None, 2021) and news.era_years("new") == (2024, None)
     assert films.era_years("") is None and CatalogVocabulary([]).era_years("old") is None
+
+
+def test_thanks_keeps_the_list_and_request_words_are_said_once(demo_engine):
+    """"Thanks, I'll check it out" answers in words (the list in view stays, no new search with
+    "check"); a refinement of a refinement carries the first request's words once, not once per turn."""
+    session, requests, texts = None, [], []
+    for message in ["a witty romance", "thanks, I'll check it out", "I liked the first one", "shorter", "and older"]:
+        events = list(demo_engine.agent.respond("once1", message, session_id=session))
+        session = events[-1].session_id
+        requests.append(events[-1].request)
+        texts.append(" ".join(e.text for e in events if isinstance(e, MessageEvent)))
+    assert requests[1] == {} and texts[1].startswith("Glad to help")
+    for request in requests[2:]:
+        words = request.get("topic", "").split()
+        assert words and len(words) == len(set(words)), request.get("topic")

@@ -100,6 +100,12 @@ CASES = [
     # With a list in view, a taste said in general is a preference, not feedback on a card.
     ("I love horror novels", True, {"intent": "refine", "feedback": None, "prefer_categories": ["Horror"]}),
     ("I loved it", True, {"intent": "feedback", "feedback": "like", "reference": 0}),
+    # Acknowledgements and goodbyes ask for nothing; with a request they are no words of it.
+    ("okey dokey", True, {"intent": "smalltalk", "acknowledgement": True, "query": ""}),
+    ("Thanks for the info! I'll check it out", True, {"intent": "smalltalk", "acknowledgement": True}),
+    ("I haven't seen that one. take it easy", True, {"intent": "smalltalk", "query": ""}),
+    ("Hi, How have you been doing?", False, {"intent": "smalltalk", "greeting": True}),
+    ("haha yes, something scary", True, {"categories": ["Horror"], "query": "scary"}),
     # Everyday words for a kind; a subject suggests one when wanted, and refuses only itself.
     ("something hilarious", False, {"categories": ["Comedy"]}),
     ("I love zombie stories", False, {"prefer_categories": ["Horror"]}),
