@@ -103,7 +103,7 @@ _HELLO = (
     r"|how\s+(?:have\s+you\s+been(?:\s+doing)?|do\s+you\s+do)|what'?s\s+up|sup"
 )
 _PLEASANTRY = (
-    r"(?:it'?s\s+)?nice\s+to\s+(?:meet|chat\s+with|talk\s+(?:to|with))\s+you(?:\s+too)?"
+    r"(?:it'?s\s+|it\s+was\s+|was\s+)?nice\s+(?:to\s+(?:meet|chat\s+with|talk\s+(?:to|with))|(?:chatting|talking)\s+(?:with|to))\s+you(?:\s+too)?"
     r"|(?:i'?m|i\s+am|im)\s+(?:good|fine|great|well|ok(?:ay)?|doing\s+(?:well|good|great|fine|ok(?:ay)?))(?:\s+(?:thanks?|thank\s+you))?"
     r"|(?:and|how\s+about|what\s+about)\s+(?:you|u|yourself)|you"
     r"|(?:thanks?|thank\s+you)(?:\s+(?:for\s+asking|so\s+much))?|ok(?:ay)?|cool|fine|good|great|well|oh|so"
@@ -113,17 +113,18 @@ _PLEASANTRY = (
 # message of them only is small talk, and the list in view stays.
 _ACK = (
     r"(?:ha)+|lol|lmao|yes+|yeah|yep|yup|ya|sure|okey\s+dokey|alright|all\s+right|right|nice|awesome|perfect|wow|hmm+|ah+|uh+|um+"
+    r"|sorry|no\s+(?:problem|worries)|my\s+bad|oops|good\s+night|good\s+bye|(?:good|nice|great)\s+job(?:\s+(?:on|with)\s+(?:the|your|those)\s+(?:suggestions?|picks?|recommendations?))?"
     r"|sounds?\s+(?:good|great|interesting|fun|awesome|cool)|that\s+sounds\s+(?:good|great|interesting|fun|awesome|cool)"
-    r"|(?:thanks?|thank\s+you)(?:\s+(?:so\s+much|a\s+lot|again))?(?:\s+for\s+(?:the|your|all\s+the)\s+(?:info|information|help|suggestions?|recommendations?|recs?|advi[cs]e|ideas?|chat|time))?"
+    r"|(?:thanks?|thank\s+you)(?:\s+(?:so\s+much|a\s+lot|again))?(?:\s+for\s+(?:the|your|all\s+the)\s+(?:info|information|help|suggestions?|recommendations?|recs?|picks?|advi[cs]e|ideas?|chat|time))?"
     r"|(?:good)?bye|see\s+(?:you|ya)|take\s+(?:care|it\s+easy)|have\s+a\s+(?:good|great|nice)\s+(?:one|day|night|evening|weekend)|you\s+too"
     r"|(?:i'?ll|i\s+will|i'?m\s+going\s+to|i\s+should|i\s+(?:may|might)|will)\s+(?:definitely\s+|have\s+to\s+|probably\s+)?"
-    r"(?:check\s+(?:it|that|them|those)\s+out|look\s+(?:it|that|them)\s+up|watch\s+(?:it|that|them)|add\s+(?:it|that|them)\s+to\s+my\s+(?:list|watchlist))"
-    r"|(?:i\s+)?(?:haven'?t|have\s+not|never|havent)\s+(?:seen|heard\s+of|watched)\s+(?:that|it|this|them|those)(?:\s+(?:one|ones|either|yet|before))*"
+    r"(?:check\s+(?:it|that|them|those)\s+out|look\s+(?:it|that|them)\s+up|look\s+at\s+the\s+reviews|watch\s+(?:it|that|them)|add\s+(?:it|that|them)\s+to\s+my\s+(?:list|watchlist))"
+    r"|(?:i\s+)?(?:haven'?t|have\s+not|never|havent)\s+(?:even\s+)?(?:seen|heard\s+of|watched)\s+(?:that|it|this|them|those)(?:\s+(?:one|ones|either|yet|before))*"
     r"|(?:i'?m|im|i\s+am)\s+sure\s+(?:it\s+is|it\s+was)|(?:that'?s|that\s+is|it'?s|it\s+is)\s+(?:a\s+)?(?:good|great|fine|ok(?:ay)?|true)(?:\s+one)?"
 )
-_ACK_CLAUSE = re.compile(rf"^(?:(?:{_ACK}|{_PLEASANTRY})(?:\s+|$))+$")
+_ACK_CLAUSE = re.compile(rf"^(?:(?:{_ACK}|{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$")
 _GREETING_CLAUSE = re.compile(rf"^(?:(?:{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$|^(?:你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|你好吗|大家好)+$")
-_HELLO_RE = re.compile(rf"^(?:{_HELLO})$|你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|大家好")
+_THANKS_ONLY = re.compile(r"^(?:(?:thanks?|thank\s+you|so\s+much|ok(?:ay)?|cool|fine|good|great|well|oh|so|you)(?:\s+|$))+$")
 _LEADING_HELLO = re.compile(rf"^\s*(?:(?:{_HELLO})\s+)+(?=\w)", re.IGNORECASE)
 _CLAUSES = re.compile(r"[,.;:!?\n，。；：！？~…]+|\bbut\b")
 
@@ -142,17 +143,18 @@ def _says_nothing(clause: str) -> bool:
 
 def _only_acknowledges(text: str) -> bool:
     """Every clause greets or acknowledges: "okey dokey", "Thanks for the info!", "haha yes"."""
-    clauses = [c for c in _CLAUSES.split(text) if c.strip()]
+    clauses = [c for c in _CLAUSES.split(text) if re.search(r"\w", c)]  # ":)" is no clause
     return bool(clauses) and all(_says_nothing(c) for c in clauses)
 
 
 def _only_greets(text: str) -> bool:
-    """Every clause greets, and one says hello: "Hi! How are you?", "Good evening", "你好"."""
+    """Every clause greets, and one does more than thank or agree: "Hi! How are you?", "Good
+    evening", "I'm doing good, how about you?", "你好" (not "thanks" or "ok")."""
     clauses = [" ".join(re.sub(r"[^\w'\s]", " ", c.lower()).split()) for c in _CLAUSES.split(text)]
     clauses = [c for c in clauses if c]
     if not clauses or not all(_is_greeting(c) for c in clauses):
         return False
-    return any(_HELLO_RE.search(unit) for c in clauses for unit in re.split(r"\s+(?=hi|hello|hey|good|how|what)", c))
+    return not all(_THANKS_ONLY.match(c + " ") for c in clauses)
 
 
 _RECOMMEND = re.compile(
@@ -201,7 +203,8 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
     if match:
         word = match.group(1) or match.group(4)
         u.reference = int(match.group(3)) - 1 if match.group(3) else _ORDINALS.get(word.rstrip("个本部项"), None)
-    elif has_last_list and re.search(r"\b(?:it|this one|that one|this|that)\b|这本|那本|这部|那部|这个|那个", lowered):
+    elif has_last_list and not mentions and re.search(r"\b(?:it|this one|that one|this|that)\b|这本|那本|这部|那部|这个|那个", lowered):
+        # (With a title named, "it" is that title: "I've heard great things about Blade, do you recommend it?")
         # "it", "this one": the first card; "that one" could be any of them ("I have seen that one,
         # I like it" asks which), so it points nowhere and the reply asks.
         pointed = re.search(r"\b(?:it|this one|this)\b|这", lowered) and not re.search(r"\bthat(?: one)?\b|那", lowered)
@@ -299,7 +302,9 @@ _NOT_A_SUBJECT = set(
     liked long longer lot maybe more movie movies much new newer novel novels now old older one ones other please pick
     read really recent same see seen short shorter show so some something sort still stuff such sure than thanks that
     the them then there these they thing things this those too type very want watch watched way what which with
-    would yet you your author writer director creator first second third fourth fifth""".split()
+    would yet you your author writer director creator first second third fourth fifth
+    picky fussy particular fan big huge sure certain believe i'm it's that's you're i've i'd he's she's they're
+    we're can't won't isn't wasn't aren't really actually""".split()
 )
 _NEGATION_WORDS = re.compile(
     r"\b(?:no|not|without|except|avoid|hated?|disliked?|don'?t|do not|want|like|show|nothing|skip|less|stop|please|any|more)\b|不要|别|不想|没有|除了|了|的"

@@ -106,6 +106,12 @@ CASES = [
     ("I haven't seen that one. take it easy", True, {"intent": "smalltalk", "query": ""}),
     ("Hi, How have you been doing?", False, {"intent": "smalltalk", "greeting": True}),
     ("haha yes, something scary", True, {"categories": ["Horror"], "query": "scary"}),
+    ("I'm doing good, how about you?", False, {"intent": "smalltalk", "greeting": True}),
+    ("Sorry! :)", True, {"intent": "smalltalk", "acknowledgement": True}),
+    ("yes good night good bye", True, {"intent": "smalltalk", "greeting": False}),
+    ("I'm not really picky about books", True, {"exclude_terms": []}),
+    # With a title named, "it" is that title, not the first card: no feedback on a card.
+    ("I have heard great things about The Time Machine, do you recommend it?", True, {"reference": None, "item_ids": ["bk-182"]}),
     # Everyday words for a kind; a subject suggests one when wanted, and refuses only itself.
     ("something hilarious", False, {"categories": ["Comedy"]}),
     ("I love zombie stories", False, {"prefer_categories": ["Horror"]}),
