@@ -126,7 +126,7 @@ _ACK_CLAUSE = re.compile(rf"^(?:(?:{_ACK}|{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$")
 _GREETING_CLAUSE = re.compile(rf"^(?:(?:{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$|^(?:你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|你好吗|大家好)+$")
 _THANKS_ONLY = re.compile(r"^(?:(?:thanks?|thank\s+you|so\s+much|ok(?:ay)?|cool|fine|good|great|well|oh|so|you)(?:\s+|$))+$")
 _LEADING_HELLO = re.compile(rf"^\s*(?:(?:{_HELLO})\s+)+(?=\w)", re.IGNORECASE)
-_CLAUSES = re.compile(r"[,.;:!?\n，。；：！？~…]+|\bbut\b")
+_CLAUSES = re.compile(r"[,.;:!?\n，。；：！？~…]+|\s[-–—]+\s|\bbut\b")
 
 
 def _is_greeting(clause: str) -> bool:
@@ -259,7 +259,7 @@ def _talks_about_taste(text: str, mentions: list) -> bool:
 
 def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: Understanding) -> None:
     # Split on clause boundaries so "no horror, something romantic" negates only horror.
-    for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b|\band\b|但是|而且", remaining):
+    for clause in re.split(r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b|\band\b|但是|而且", remaining):
         if not clause.strip():
             continue
         negated = bool(_NEGATION.search(clause.replace("有没有", "")))
@@ -288,7 +288,7 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
         u.year_min = int(m.group(1) or m.group(2)) + 1
     if u.year_min is None and u.year_max is None:
         # Read without the titles named ("I loved Old School (2003)" says no era).
-        wanted = " ".join(clause for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", remaining) if not _NEGATION.search(clause))
+        wanted = " ".join(clause for clause in re.split(r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b", remaining) if not _NEGATION.search(clause))
         u.era = "old" if _ERA_OLD.search(wanted) else "new" if _ERA_NEW.search(wanted) else ""
     u.older = bool(_OLDER.search(low)) and u.year_max is None
     u.newer = bool(_NEWER.search(low)) and u.year_min is None and not u.older
@@ -304,7 +304,8 @@ _NOT_A_SUBJECT = set(
     the them then there these they thing things this those too type very want watch watched way what which with
     would yet you your author writer director creator first second third fourth fifth
     picky fussy particular fan big huge sure certain believe i'm it's that's you're i've i'd he's she's they're
-    we're can't won't isn't wasn't aren't really actually""".split()
+    we're can't won't isn't wasn't aren't really actually nah nope will be been being watching reading seeing
+    fact havent haven't didn't don't doesn't think guess""".split()
 )
 _NEGATION_WORDS = re.compile(
     r"\b(?:no|not|without|except|avoid|hated?|disliked?|don'?t|do not|want|like|show|nothing|skip|less|stop|please|any|more)\b|不要|别|不想|没有|除了|了|的"
@@ -350,7 +351,7 @@ def _query_text(text: str, u: Understanding) -> str:
     if u.intent in ("smalltalk", "feedback", "why", "about_item"):
         return ""  # "tell me about the third one" says nothing of what to look for
     kept = []
-    for clause in re.split(r"[,.;!?\n，。；！？]|\bbut\b", text):
+    for clause in re.split(r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b", text):
         if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse
             continue
         if _says_nothing(clause):  # "Hi! How are you?", "thanks for the info" ask for nothing
@@ -361,6 +362,7 @@ def _query_text(text: str, u: Understanding) -> str:
     query = _ERA_NEW.sub(" ", _ERA_OLD.sub(" ", query.lower()))  # an era is a preference, not a topic ("old movies")
     query = _FILLER.sub(" ", query)
     query = re.sub(r"(?<![\w'])'(?:m|re|ve|ll|d|s)\b", " ", query)  # what "i" leaves of "i'm", "i've"
+    query = re.sub(r"(?<!\w)['\"‘’“”]+|['\"‘’“”]+(?!\w)", " ", query)  # quotes around a title taken out
     for said in (_SHORTER, _OLDER, _NEWER):  # constraints, not a topic ("要短一点的", "older ones")
         query = said.sub(" ", query)
     query = re.sub(r"(?<![\u4e00-\u9fff])(?:一点|什么|[点要些的了吧呢啊])+(?![\u4e00-\u9fff])", " ", query)  # particles left alone

@@ -110,6 +110,10 @@ CASES = [
     ("Sorry! :)", True, {"intent": "smalltalk", "acknowledgement": True}),
     ("yes good night good bye", True, {"intent": "smalltalk", "greeting": False}),
     ("I'm not really picky about books", True, {"exclude_terms": []}),
+    # A spaced dash ends a clause: the refusal after it does not take back the taste before it.
+    ("I like mysteries - I'm not too into horror books. I liked 'Emma'", False,
+     {"prefer_categories": ["Mystery"], "exclude_categories": ["Horror"], "query": "mysteries liked"}),
+    ("Nah I will not be watching", True, {"exclude_terms": []}),
     # With a title named, "it" is that title, not the first card: no feedback on a card.
     ("I have heard great things about The Time Machine, do you recommend it?", True, {"reference": None, "item_ids": ["bk-182"]}),
     # Everyday words for a kind; a subject suggests one when wanted, and refuses only itself.
