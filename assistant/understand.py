@@ -336,7 +336,7 @@ def _has_constraint(u: Understanding) -> bool:
 
 _FILLER = re.compile(
     r"\b(?:(?:for\s+)?the\s+first\s+time|first\s+of\s+all|at\s+first|please|can you|could you|would you|you can|you could|i want|i'd like|i would like|recommend|suggest|me|some|something|anything|"
-    r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|and|i|to|read|watch|"
+    r"give|show|find|looking for|what should i (?:read|watch)|any|ideas|more|like|similar to|a|an|the|and|with|about|i|to|read|watch|"
     r"books?|novels?|films?|movies?|titles?|stuff|ones?|one)\b|我想看|我想读|我想要|我要看|我要读|想看点|想读点|关于|推荐|给我|帮我|一些|一本|一部|请|想看|想读|来点|来些|来一[本部点]|有没有|有什么|第一次",
 )
 # A kind word closing a Chinese clause says a book or a film, as "novel" and "movie" do above

@@ -270,7 +270,7 @@ def test_a_profile_shows_the_newest_requests_once(make_engine):
         list(engine.agent.respond("asker", message, k=3))
     profile = engine.agent.get_profile("asker")
     assert profile["recent_searches"] == ["films about mutants", "a space crew meets a creature", "an orphan who sings"]
-    assert profile["onboarding"] == ["about mutants"] and 'Looked for "an orphan who sings"' in profile["summary"]
+    assert profile["onboarding"] == ["mutants"] and 'Looked for "an orphan who sings"' in profile["summary"]
 
 
 def test_an_era_said_once_is_preferred_for_the_rest_of_the_conversation(demo_engine):
