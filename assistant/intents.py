@@ -23,7 +23,14 @@ def smalltalk(understood: Understood, *, store, memory, users, picks: bool = Fal
     u, conv = understood.understanding, understood.conversation
     zh = u.language == "zh"
     new_user = not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding")
-    if new_user:
+    if u.acknowledgement and understood.last:
+        text = (
+            "不客气！接下来想要什么？可以说“更多像第一部那样的”，或者换个方向。"
+            if zh
+            else "Glad to help! What next: more like one of these, or something different?"
+        )
+        kind = "smalltalk"
+    elif new_user:
         text = (
             "你好！先告诉我：最近你喜欢过哪些作品？有没有不想看的类型？"
             if zh
@@ -33,13 +40,6 @@ def smalltalk(understood: Understood, *, store, memory, users, picks: bool = Fal
         if picks:
             text += "先看看大家最近喜欢的：" if zh else " Meanwhile, here is what people enjoy most right now."
         kind = "onboarding"
-    elif u.acknowledgement and understood.last:
-        text = (
-            "不客气！接下来想要什么？可以说“更多像第一部那样的”，或者换个方向。"
-            if zh
-            else "Glad to help! What next: more like one of these, or something different?"
-        )
-        kind = "smalltalk"
     elif picks:
         text = (
             "你好！这几部是照你以往喜欢的挑的；也可以直接告诉我你想要什么。"

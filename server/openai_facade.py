@@ -173,7 +173,8 @@ def markdown_pieces(events: Iterable, stream: bool = True) -> Iterator[str]:
             meta = ", ".join(str(x) for x in (card.year, card.creator) if x)
             line = f"{listed}. **{card.title}**" + (f" ({meta})" if meta else "")
             reason = reasons.get(card.item_id) or card.reason
-            yield from emit(line + (f" — {reason}" if reason else "") + "\n")
+            first = gap() if listed == 1 else ""  # a greeting before the list ends its paragraph
+            yield from emit(first + line + (f" — {reason}" if reason else "") + "\n")
 
     for event in events:
         if isinstance(event, CardsEvent):

@@ -151,6 +151,8 @@ def test_a_greeting_that_opens_a_conversation_brings_picks(demo_engine):
     assert done.request["topic"] == ""  # "hi how are you" is no request words
     events, later, _ = run(demo_engine, "greeter", "hello", done.session_id)
     assert later == [] and len([e for e in events if isinstance(e, MessageEvent)]) == 1
+    events, thanked, _ = run(demo_engine, "greeter", "thanks, I'll check it out", done.session_id)
+    assert thanked == [] and [e.text for e in events if isinstance(e, MessageEvent)][0].startswith("Glad to help")
 
     history = categories(demo_engine, [c for c in run(demo_engine, "ana", "recommend me something")[1]])
     events, ana, _ = run(demo_engine, "ana", "good morning")

@@ -562,6 +562,13 @@ def test_markdown_lists_items_then_summary(stream, ending):
     assert "".join(markdown_pieces(TURN, stream=stream)) == LISTED + ending
 
 
+def test_markdown_a_greeting_before_the_list_is_its_own_paragraph():
+    """"Hi! How are you?" gets a greeting and then picks: the list starts on a line of its own."""
+    turn = [MessageEvent("Hi again! Here are a few picks.", "smalltalk"), *TURN[1:]]
+    text = "".join(markdown_pieces(turn, stream=False))
+    assert text.startswith("Hi again! Here are a few picks.\n\n1. **Beta**")
+
+
 @pytest.mark.integration
 def test_generated_requests_never_get_a_server_error(engine):
     """Schemathesis generates requests from our own OpenAPI document; none may answer 5xx."""
