@@ -76,7 +76,9 @@ _FEEDBACK_RULES: list[tuple[re.Pattern, str]] = [
 _WHY = re.compile(r"\bwhy\b|\bhow come\b|\breason\b|为什么|为何|理由")
 _ABOUT = re.compile(r"\b(?:tell me (?:more )?about|what(?:'s| is) .{1,60} about|more about|describe|summary of|summari[sz]e|plot of)\b|介绍一下|讲什么|是关于什么")
 _MORE_LIKE = re.compile(r"\b(?:more|others?|something|anything|books?|films?|movies?|titles?|stuff)\s+(?:\w+\s+){0,2}(?:like|similar to)\b|\blike that\b|\bsimilar\b|类似|像.{0,12}(?:一样|那样|的)")
-_OLDER = re.compile(r"\bolder\b|\bclassic(?:s)?\b|\bearlier\b|\bless recent\b|更老|更早|老一点|老一些|年代久")
+# "Classic." or "it's a classic" praises a film; "more classic ones" asks for older ones ("classics"
+# alone is an era, _ERA_OLD).
+_OLDER = re.compile(r"\bolder\b|\bmore classic\b|\bclassic ones\b|\bearlier\b|\bless recent\b|更老|更早|老一点|老一些|年代久")
 _NEWER = re.compile(r"\bnewer\b|\bmore recent\b|\brecent\b|\bmodern\b|\blater\b|更新|新一点|新一些|近一点")
 # An era wanted in absolute terms (no list needed): a preference for the catalog's oldest or newest.
 # "the old one" names a work, and "new ones" asks for others: neither is an era.
@@ -120,6 +122,7 @@ _ACK = (
     r"|(?:i'?ll|i\s+will|i'?m\s+going\s+to|i\s+should|i\s+(?:may|might)|will)\s+(?:definitely\s+|have\s+to\s+|probably\s+)?"
     r"(?:check\s+(?:it|that|them|those)\s+out|look\s+(?:it|that|them)\s+up|look\s+at\s+the\s+reviews|watch\s+(?:it|that|them)|add\s+(?:it|that|them)\s+to\s+my\s+(?:list|watchlist))"
     r"|(?:i\s+)?(?:haven'?t|have\s+not|never|havent)\s+(?:even\s+)?(?:seen|heard\s+of|watched)\s+(?:that|it|this|them|those)(?:\s+(?:one|ones|either|yet|before))*"
+    r"|(?:(?:it'?s|it\s+is|that'?s|that\s+is|such)\s+)?(?:a\s+)?(?:true\s+|real\s+|total\s+)?classic"
     r"|(?:i'?m|im|i\s+am)\s+sure\s+(?:it\s+is|it\s+was)|(?:that'?s|that\s+is|it'?s|it\s+is)\s+(?:a\s+)?(?:good|great|fine|ok(?:ay)?|true)(?:\s+one)?"
 )
 _ACK_CLAUSE = re.compile(rf"^(?:(?:{_ACK}|{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$")

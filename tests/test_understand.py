@@ -115,6 +115,9 @@ CASES = [
      {"prefer_categories": ["Mystery"], "exclude_categories": ["Horror"], "query": "mysteries liked"}),
     ("Nah I will not be watching", True, {"exclude_terms": []}),
     ("something with pirates", False, {"query": "pirates"}),  # "with", "about" are no subject
+    # "Classic." praises the film in view; "more classic ones" asks for older ones.
+    ("Classic.", True, {"intent": "smalltalk", "older": False}),
+    ("something more classic", True, {"intent": "refine", "older": True}),
     # With a title named, "it" is that title, not the first card: no feedback on a card.
     ("I have heard great things about The Time Machine, do you recommend it?", True, {"reference": None, "item_ids": ["bk-182"]}),
     # Everyday words for a kind; a subject suggests one when wanted, and refuses only itself.
