@@ -22,7 +22,6 @@ def smalltalk(understood: Understood, *, store, memory, users, picks: bool = Fal
     opens the conversation), so the text leads into it."""
     u, conv = understood.understanding, understood.conversation
     zh = u.language == "zh"
-    new_user = not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding")
     if u.acknowledgement and understood.last:
         text = (
             "不客气！接下来想要什么？可以说“更多像第一部那样的”，或者换个方向。"
@@ -30,8 +29,8 @@ def smalltalk(understood: Understood, *, store, memory, users, picks: bool = Fal
             else "Glad to help! What next: more like one of these, or something different?"
         )
         kind = "smalltalk"
-    elif new_user:
-        text = (
+    elif not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding"):
+        text = (  # a new user
             "你好！先告诉我：最近你喜欢过哪些作品？有没有不想看的类型？"
             if zh
             else "Hi! To get you started: which titles have you loved lately, and is there anything you'd rather avoid? "

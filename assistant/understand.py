@@ -129,35 +129,45 @@ _ACK_CLAUSE = re.compile(rf"^(?:(?:{_ACK}|{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$")
 _GREETING_CLAUSE = re.compile(rf"^(?:(?:{_HELLO}|{_PLEASANTRY})(?:\s+|$))+$|^(?:你好|您好|嗨|哈喽|早上好|上午好|下午好|晚上好|你好吗|大家好)+$")
 _THANKS_ONLY = re.compile(r"^(?:(?:thanks?|thank\s+you|so\s+much|ok(?:ay)?|cool|fine|good|great|well|oh|so|you)(?:\s+|$))+$")
 _LEADING_HELLO = re.compile(rf"^\s*(?:(?:{_HELLO})\s+)+(?=\w)", re.IGNORECASE)
+# Where a clause ends for the constraint and request readers (a spaced dash too: "I like
+# thrillers - not slashers"); _CLAUSES, for what asks for nothing, also ends one at ":", "~", "…".
+_CLAUSE_BREAK = r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b"
 _CLAUSES = re.compile(r"[,.;:!?\n，。；：！？~…]+|\s[-–—]+\s|\bbut\b")
 
 
-def _is_greeting(clause: str) -> bool:
-    """A clause of greetings and pleasantries only ("hey there", "how are you doing today")."""
-    words = " ".join(re.sub(r"[^\w'\s]", " ", clause.lower()).split())
-    return bool(words) and bool(_GREETING_CLAUSE.match(words + " " if not _CJK.search(words) else words))
+def _words_of(clause: str) -> str:
+    """A clause lower-cased, its punctuation gone and spaces single: what the clause patterns read."""
+    return " ".join(re.sub(r"[^\w'\s]", " ", clause.lower()).split())
 
 
-def _says_nothing(clause: str) -> bool:
-    """A clause of greetings, pleasantries and acknowledgements only: no words of a request."""
-    words = " ".join(re.sub(r"[^\w'\s]", " ", clause.lower()).split())
-    return _is_greeting(clause) or (bool(words) and bool(_ACK_CLAUSE.match(words + " ")))
+def _clauses_of(text: str) -> list[str]:
+    """The message's clauses as _words_of reads them; ":)" is no clause."""
+    return [_words_of(c) for c in _CLAUSES.split(text) if re.search(r"\w", c)]
+
+
+def _is_greeting(words: str) -> bool:
+    """A clause (as _words_of reads it) of greetings and pleasantries only ("hey there", "how are you doing today")."""
+    return bool(words) and bool(_GREETING_CLAUSE.match(words))
+
+
+def _says_nothing(words: str) -> bool:
+    """A clause (as _words_of reads it) of greetings, pleasantries and acknowledgements only: no words of a request."""
+    return _is_greeting(words) or (bool(words) and bool(_ACK_CLAUSE.match(words)))
 
 
 def _only_acknowledges(text: str) -> bool:
     """Every clause greets or acknowledges: "okey dokey", "Thanks for the info!", "haha yes"."""
-    clauses = [c for c in _CLAUSES.split(text) if re.search(r"\w", c)]  # ":)" is no clause
+    clauses = _clauses_of(text)
     return bool(clauses) and all(_says_nothing(c) for c in clauses)
 
 
 def _only_greets(text: str) -> bool:
     """Every clause greets, and one does more than thank or agree: "Hi! How are you?", "Good
     evening", "I'm doing good, how about you?", "你好" (not "thanks" or "ok")."""
-    clauses = [" ".join(re.sub(r"[^\w'\s]", " ", c.lower()).split()) for c in _CLAUSES.split(text)]
-    clauses = [c for c in clauses if c]
+    clauses = _clauses_of(text)
     if not clauses or not all(_is_greeting(c) for c in clauses):
         return False
-    return not all(_THANKS_ONLY.match(c + " ") for c in clauses)
+    return not all(_THANKS_ONLY.match(c) for c in clauses)
 
 
 _RECOMMEND = re.compile(
@@ -236,7 +246,8 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
         u.intent, u.more_like = ("refine" if u.reference is not None else "recommend"), True
     elif _has_constraint(u) and has_last_list and not _FRESH_REQUEST.search(lowered):
         u.intent = "refine"
-    elif (_SMALLTALK.search(lowered) or _only_greets(text) or _only_acknowledges(text)) and not (_has_constraint(u) or u.item_ids or u.era):
+    elif not (_has_constraint(u) or u.item_ids or u.era) and (_SMALLTALK.search(lowered) or _only_acknowledges(text)):
+        # (A message that only greets also only acknowledges: _ACK_CLAUSE holds the greetings.)
         u.intent, u.greeting = "smalltalk", _only_greets(text)
         u.acknowledgement = not u.greeting and _only_acknowledges(text)
     elif feedback and has_last_list and not names_taste:
@@ -262,7 +273,7 @@ def _talks_about_taste(text: str, mentions: list) -> bool:
 
 def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: Understanding) -> None:
     # Split on clause boundaries so "no horror, something romantic" negates only horror.
-    for clause in re.split(r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b|\band\b|但是|而且", remaining):
+    for clause in re.split(_CLAUSE_BREAK + r"|\band\b|但是|而且", remaining):
         if not clause.strip():
             continue
         negated = bool(_NEGATION.search(clause.replace("有没有", "")))
@@ -291,7 +302,7 @@ def _parse_constraints(text: str, remaining: str, vocab: CatalogVocabulary, u: U
         u.year_min = int(m.group(1) or m.group(2)) + 1
     if u.year_min is None and u.year_max is None:
         # Read without the titles named ("I loved Old School (2003)" says no era).
-        wanted = " ".join(clause for clause in re.split(r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b", remaining) if not _NEGATION.search(clause))
+        wanted = " ".join(clause for clause in re.split(_CLAUSE_BREAK, remaining) if not _NEGATION.search(clause))
         u.era = "old" if _ERA_OLD.search(wanted) else "new" if _ERA_NEW.search(wanted) else ""
     u.older = bool(_OLDER.search(low)) and u.year_max is None
     u.newer = bool(_NEWER.search(low)) and u.year_min is None and not u.older
@@ -354,10 +365,10 @@ def _query_text(text: str, u: Understanding) -> str:
     if u.intent in ("smalltalk", "feedback", "why", "about_item"):
         return ""  # "tell me about the third one" says nothing of what to look for
     kept = []
-    for clause in re.split(r"[,.;!?\n，。；！？]|\s[-–—]+\s|\bbut\b", text):
+    for clause in re.split(_CLAUSE_BREAK, text):
         if _NEGATION.search(clause.lower().replace("有没有", "")):  # "有没有…" asks, it does not refuse
             continue
-        if _says_nothing(clause):  # "Hi! How are you?", "thanks for the info" ask for nothing
+        if _says_nothing(_words_of(clause)):  # "Hi! How are you?", "thanks for the info" ask for nothing
             continue
         clause = _LEADING_HELLO.sub(" ", clause)  # "Hello I need a good comedy"
         kept.append(clause)
