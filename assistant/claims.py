@@ -102,6 +102,30 @@ def stem(word: str) -> str:
     return w
 
 
+def inflections(text: str) -> list[str]:
+    """The other forms of the Latin-script words of `text` that `stem` takes for the same word
+    (families: family; orphaned: orphan, orphans, orphaning; ghost: ghosts), lowercase, for words of
+    four letters or more:
+    what a phrase drawn from `text` may say without claiming anything new."""
+    forms: set[str] = set()
+    for word in _LATIN_WORD.findall(text):
+        base = stem(word)
+        if len(word) < 4:
+            continue
+        forms.add(base)
+        if word.lower().endswith(("ches", "shes", "sses", "xes")):  # witches: witch (stem keeps "witche")
+            forms.add(word.lower()[:-2])
+        if base.endswith("y"):
+            forms.add(base[:-1] + "ies")
+        elif base.endswith(("s", "x", "ch", "sh")):
+            forms.add(base + "es")
+        else:
+            forms.add(base + "s")
+        if base != word.lower() and word.lower().endswith(("ed", "ing")):  # orphaned, sailing: the verb's forms too
+            forms |= {base + "ed", base + "ing"} if not base.endswith("e") else {base + "d", base[:-1] + "ing"}
+    return sorted(forms - {w.lower() for w in _LATIN_WORD.findall(text)})
+
+
 @dataclass
 class Support:
     """The stems a reason may draw its content words from."""

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Collection, Iterable, Iterator, Sequence
 
-from assistant.claims import Support, content_words
+from assistant.claims import Support, content_words, inflections
 from assistant.evidence import (
     ABOUT_WORDS,
     card_item,
@@ -313,13 +313,28 @@ def reason_limits(template) -> tuple[int, list[str]]:
     return min(template.output.max_tokens, MAX_REASON_TOKENS), list(template.output.stop or ["\n"])
 
 
-def reason_prompt(template, candidate: Candidate, request: str = "", language: str = "en"):
-    """The reason prompt for one card: the template with those of its values it declares."""
-    offered = {
+def _offered(candidate: Candidate, request: str, language: str) -> dict:
+    return {
         "item": item_line(candidate.item), "about": item_about(candidate.item), "facts": evidence_facts(candidate),
         "request": request, "language": language_name(language),
     }
-    return template.render_offered(offered)
+
+
+def reason_prompt(template, candidate: Candidate, request: str = "", language: str = "en"):
+    """The reason prompt for one card: the template with those of its values it declares."""
+    return template.render_offered(_offered(candidate, request, language))
+
+
+def reason_words(template, candidate: Candidate, request: str = "", language: str = "en") -> str | None:
+    """The words the reason template lets the model write for this card (`output.words_from`, the
+    hook's About line, and `output.also_words`), or None when it may write any."""
+    output = template.output
+    if not output.words_from:
+        return None
+    offered = _offered(candidate, request, language)
+    values = [v if isinstance(v, str) else " ".join(map(str, v)) for v in (offered[name] for name in output.words_from)]
+    # The check takes "families" for "family" (claims.stem): the model may write either.
+    return " ".join([*values, *inflections(" ".join(values)), output.also_words])
 
 
 ITEM_ONLY_VARIABLES = frozenset({"item", "about", "language"})
@@ -393,12 +408,14 @@ def llm_reasons(
 
     wait_until = time.monotonic() + wait_s
     jobs: list[tuple[Candidate, str]] = []
+    words: list[str | None] = []  # per job: the words its generation may use (None: any)
     waiting: list[tuple[Candidate, str]] = []  # written by a concurrent turn now
     for candidate in candidates:
         if hook_form and nothing_to_sum_up(candidate.item):
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
             continue
-        prompt = reason_prompt(template, candidate, user_context, hook_language(candidate.item, language) if hook_form else language)
+        asked_in = hook_language(candidate.item, language) if hook_form else language
+        prompt = reason_prompt(template, candidate, user_context, asked_in)
         text = remembered.get(prompt, max_tokens, stops, stored=about_item_only) if remembered is not None else None
         if text is not None:
             yield final(candidate, prompt, text, False, earlier=True)
@@ -407,6 +424,7 @@ def llm_reasons(
         elif llm_ok and (quota is None or len(jobs) < quota):
             if remembered is None or remembered.claim(prompt, max_tokens, stops):
                 jobs.append((candidate, prompt))
+                words.append(reason_words(template, candidate, user_context, asked_in))
             else:  # claimed by another turn since flying() looked
                 waiting.append((candidate, prompt))
         else:
@@ -421,7 +439,7 @@ def llm_reasons(
             remembered.release(jobs[index][1], max_tokens, stops, whole, keep_stored=about_item_only)
 
     try:
-        yield from _written(llm, jobs, final, release, max_tokens, stops, mark_cut=hook_form)
+        yield from _written(llm, jobs, final, release, max_tokens, stops, mark_cut=hook_form, words=words)
     finally:
         for index in range(len(jobs)):  # failed, or the caller stopped reading: the waiters must not wait on
             release(index, None)
@@ -433,10 +451,12 @@ def llm_reasons(
             yield ReasonChunk(candidate.item.id, None, fallback[candidate.item.id], "evidence")
 
 
-def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool = False) -> Iterator[ReasonChunk]:
+def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool = False,
+             words: Sequence[str | None] = ()) -> Iterator[ReasonChunk]:
     """The model's reasons for `jobs` ((candidate, prompt) pairs): streamed pieces, then each one's
     final chunk (`final`); `release(index, text)` as each generation ends. `mark_cut`: a text the
-    model wrote to max_tokens ends with CUT_MARK (hooks)."""
+    model wrote to max_tokens ends with CUT_MARK (hooks). `words`: per job, the words its
+    generation may use (a model that `writes_given_words` is held to them; None: any)."""
     if not jobs:
         return
     llm_ok = llm is not None
@@ -444,13 +464,15 @@ def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool =
     def ended(text: str) -> str:
         return marked_if_cut(llm, text, max_tokens) if mark_cut else text
 
-    if len(jobs) > 1 and getattr(llm, "supports_batch", False):
+    held = getattr(llm, "writes_given_words", False) and any(words)
+    if getattr(llm, "supports_batch", False) and (len(jobs) > 1 or held):
         # One decode for all of them: each step writes a token of every reason (llm.stream_many).
         texts = [""] * len(jobs)
         done: set[int] = set()
         failure = None
         try:
-            pieces = llm.stream_many([prompt for _, prompt in jobs], max_tokens=max_tokens, stop=stops)
+            extra = {"words": list(words)} if held else {}
+            pieces = llm.stream_many([prompt for _, prompt in jobs], max_tokens=max_tokens, stop=stops, **extra)
             try:
                 for index, piece in pieces:
                     candidate, prompt = jobs[index]

@@ -33,6 +33,7 @@ from assistant.explain import (
     nothing_to_sum_up,
     reason_limits,
     reason_prompt,
+    reason_words,
 )
 from assistant.fitted import file_lock
 from core.errors import RecassistError
@@ -59,6 +60,7 @@ class HookWriter:
         self.lock_path = lock_path
         self.written = 0  # hooks this writer had the model write
         self._done: set = set()  # prompts known to be remembered
+        self._words: dict[str, str | None] = {}  # the last pending() prompts: the words each may use
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None  # the background thread, once started
 
@@ -72,6 +74,7 @@ class HookWriter:
             return []
         _llm, template, remembered = setup
         max_tokens, stops = reason_limits(template)
+        self._words = {}
         if len(self._done) > 4 * self.items + 1024:  # popularity moved on for days: forget, the store still knows
             self._done.clear()
         shown = list(reversed(self.agent.unwritten))
@@ -86,6 +89,7 @@ class HookWriter:
             if nothing_to_sum_up(item):
                 continue
             prompt = reason_prompt(template, Candidate(item, 0.0), "", language)
+            self._words[prompt] = reason_words(template, Candidate(item, 0.0), "", language)
             if prompt in self._done:
                 continue
             if remembered.has(prompt, max_tokens, stops):
@@ -125,10 +129,12 @@ class HookWriter:
         texts = [""] * len(prompts)
         finished = 0
         try:
+            words = [self._words.get(prompt) for prompt in prompts]
+            extra = {"words": words} if getattr(llm, "writes_given_words", False) and any(words) else {}
             if hasattr(llm, "stream_many_spare"):  # a turn of any worker that reserves the model stops it
-                pieces = llm.stream_many_spare(prompts, max_tokens=max_tokens, stop=stops)
-            elif getattr(llm, "supports_batch", False) and len(prompts) > 1:
-                pieces = llm.stream_many(prompts, max_tokens=max_tokens, stop=stops)
+                pieces = llm.stream_many_spare(prompts, max_tokens=max_tokens, stop=stops, **extra)
+            elif getattr(llm, "supports_batch", False) and (len(prompts) > 1 or extra):
+                pieces = llm.stream_many(prompts, max_tokens=max_tokens, stop=stops, **extra)
             else:
                 pieces = _one_by_one(llm, prompts, max_tokens, stops)
             try:

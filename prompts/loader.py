@@ -52,6 +52,11 @@ class Output(BaseModel):
     # reason only: "sentence" = the whole reason; "hook" = a short phrase on what the item is
     # about, which the caller joins with the strongest evidence fact (assistant.explain).
     form: Literal["sentence", "hook"] = "sentence"
+    # The model may write only the words of these variables' values and of `also_words` (and
+    # punctuation): a local model is held to them token by token (assistant/llm/words.py), a
+    # hosted one is not. Empty: any words.
+    words_from: list[str] = Field(default_factory=list)
+    also_words: str = ""
 
     @model_validator(mode="after")
     def _schema_for_json(self) -> "Output":
@@ -99,6 +104,9 @@ class PromptTemplate(BaseModel):
             raise ValueError("a completion template needs `template` (and no `messages`)")
         if self.style == "chat" and (not self.messages or self.template is not None):
             raise ValueError("a chat template needs `messages` (and no `template`)")
+        if unknown := sorted(set(self.output.words_from) - self.variable_names):
+            raise ValueError(f"output.words_from names {unknown}, which are not among its variables "
+                             f"{sorted(self.variable_names)}")
         return self
 
     @property

@@ -162,6 +162,23 @@ def test_a_batching_model_writes_every_reason_in_one_call_streamed_as_each_finis
     assert [c.item_id for c in chunks if c.final][0] == TOY_STORY.item.id, "the shorter reason is final first"
 
 
+def test_a_model_that_can_be_held_to_words_writes_the_hook_from_the_about_lines_words_only():
+    llm = FakeLLM(["the story of Henry Hill"], supports_batch=True)
+    llm.writes_given_words = True  # plays the local llama.cpp model (llm/words.py)
+    finals = [c for c in llm_reasons(llm, PROMPTS, [GOODFELLAS], "", "en", KNOWN) if c.final]
+    assert finals[0].source == "llm" and [c["kind"] for c in llm.calls] == ["stream_many"], "one hook goes the held way too"
+    (words,) = llm.calls[0]["words"]
+    assert item_about(GOODFELLAS.item) in words and " who " in f" {words} ", "its About line and the template's few common words"
+    assert "Scorsese" not in words and "mafia" not in words, "only the line the model is asked to sum up"
+    free = FakeLLM(["the story of Henry Hill", "x"], supports_batch=True)  # a hosted model: never held
+    list(llm_reasons(free, PROMPTS, [GOODFELLAS, TOY_STORY], "", "en", KNOWN))
+    assert free.calls and all(c.get("words") is None for c in free.calls)
+    held = FakeLLM(["Like The Godfather, it is a crime drama.", "x"], supports_batch=True)
+    held.writes_given_words = True
+    list(llm_reasons(held, SENTENCE, [GOODFELLAS, TOY_STORY], "", "en", KNOWN))
+    assert held.calls and all(c.get("words") is None for c in held.calls), "a template without words_from lets the model write any words"
+
+
 def test_a_batch_that_fails_midway_keeps_what_finished_and_says_so_once():
     llm = FakeLLM(["Gritty.", LLMError("the local model process died")], supports_batch=True)  # one word: done first
     finals = {c.item_id: c for c in llm_reasons(llm, SENTENCE, [GOODFELLAS, TOY_STORY], "", "en", KNOWN) if c.final}

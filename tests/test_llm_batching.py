@@ -57,8 +57,9 @@ class FakeEngine:
     def free(self, seq):
         self.cells.pop(seq, None)
 
-    def decode(self, entries):
+    def decode(self, entries, allowed=None):
         assert 0 < len(entries) <= self.n_batch
+        assert allowed is None or allowed, "a pass with no held generation passes no `allowed`"
         if self.delay_s:
             time.sleep(self.delay_s)
         self.passes.append(list(entries))
@@ -70,7 +71,8 @@ class FakeEngine:
             self._next_cell += 1
             if wants:
                 tokens = self.tokens(seq)
-                out.append(END if self.end_after and len(tokens) >= self.end_after else next_token(tokens))
+                token = END if self.end_after and len(tokens) >= self.end_after else next_token(tokens)
+                out.append(held_to(token, allowed.get(seq)) if allowed and seq in allowed else token)
         used = len({cell for held in self.cells.values() for cell, _ in held})
         self.peak_cells = max(self.peak_cells, used)
         assert used <= self.n_ctx, f"{used} KV cells in use, n_ctx {self.n_ctx}"
@@ -83,11 +85,18 @@ class FakeEngine:
         return token == END
 
 
-def alone(tokens: list[int], max_tokens: int, stops=("\n",), end_after=None) -> str:
+def held_to(token: int, allowed) -> int:
+    """The fake's choice among `allowed` token ids: the nearest to its free choice (a real model's
+    argmax over the allowed logits)."""
+    return min((int(t) for t in allowed), key=lambda t: (abs(t - token), t))
+
+
+def alone(tokens: list[int], max_tokens: int, stops=("\n",), end_after=None, allowed=None) -> str:
     """What greedy decoding of `tokens` by itself writes (the reference)."""
     tokens, text = list(tokens), ""
     for _ in range(max_tokens):
         token = END if end_after and len(tokens) >= end_after else next_token(tokens)
+        token = held_to(token, allowed) if allowed is not None else token
         if token == END:
             break
         tokens.append(token)
@@ -161,6 +170,21 @@ def test_each_prompt_decoded_in_one_batch_writes_what_it_would_alone(stops):
     assert out == {i: alone(p, 20, stops) for i, p in enumerate(PROMPTS)}
     assert all(not any(s in text for s in stops) for text in out.values())
     assert not any(engine.cells.get(seq) for seq in range(1, 5)), "every sequence is freed at the end"
+
+
+def test_a_generation_held_to_some_tokens_writes_only_those_and_its_neighbours_are_untouched(make_scheduler):
+    vowels = [END] + [LETTERS.index(c) for c in "aeiou \n"]
+    free = alone(PROMPTS[1], 20)
+    assert set(free) - set("aeiou \n"), "the free generation writes other letters: the hold changes something"
+    call = Call(PROMPTS[:3], 20, ("\n",), allowed=[None, vowels, None])
+    out = collect(pair for pair in decode_alone(FakeEngine(), call, parallel=4) if isinstance(pair, tuple))
+    assert out[1] == alone(PROMPTS[1], 20, allowed=vowels) and set(out[1]) <= set("aeiou ")
+    assert (out[0], out[2]) == (alone(PROMPTS[0], 20), alone(PROMPTS[2], 20)), "the others in its passes are free"
+    scheduler = make_scheduler(parallel=4)
+    held = scheduler.submit(PROMPTS[:2], max_tokens=20, stops=("\n",), allowed=[vowels, vowels])
+    assert collect(scheduler.results(held)) == {i: alone(p, 20, allowed=vowels) for i, p in enumerate(PROMPTS[:2])}
+    with pytest.raises(ValueError, match="allowed has 1 entries for 2 prompts"):
+        Call(PROMPTS[:2], 20, ("\n",), allowed=[vowels])
 
 
 @pytest.mark.parametrize("callers", [1, 4, 8])

@@ -183,3 +183,17 @@ def test_a_call_with_no_sequence_by_its_reservations_deadline_is_busy(inline):
         release.set()
         holder.join(10)
     assert write(inline, PROMPTS[2]) == " " + LINES[2]
+
+
+@pytest.mark.parametrize("where", ["inline", "process"])
+def test_a_generation_held_to_given_words_writes_only_those(where, inline, supervised):
+    llm = inline if where == "inline" else supervised
+    assert llm.writes_given_words
+    # Asked to repeat "apple banana cherry grape lemon" but held to three of its words, and with
+    # a second prompt in the same passes left free.
+    many: dict[int, str] = {}
+    for index, piece in llm.stream_many(PROMPTS[:2], max_tokens=16, stop=["\n"], words=["cherry banana apple", None]):
+        many[index] = many.get(index, "") + (piece or "")
+    written = many[0].split()
+    assert written and set(written) <= {"apple", "banana", "cherry"}, many[0]
+    assert many[1] == " " + LINES[1], "the free prompt beside it writes what it writes alone"

@@ -82,6 +82,7 @@ def test_rendering_with_wrong_variables_names_file_and_variable(values, message)
         (("template: |-\n  Hello {{ who }}:\n", "messages: []\n"), "completion template needs `template`"),
         (("template: |-", "lines: {years: false}\ntemplate: |-"), "lines.years: Extra inputs"),
         (("template: |-", "lines: {categories: -1}\ntemplate: |-"), "lines.categories"),
+        (('stop: ["\\n"]}', 'stop: ["\\n"], words_from: [whom]}'), "output.words_from names ['whom'], which are not among"),
     ],
 )
 def test_invalid_template_files_are_rejected_with_the_reason(change, message):

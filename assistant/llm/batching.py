@@ -52,9 +52,10 @@ class Engine(Protocol):
 
     def free(self, seq: int) -> None: ...
 
-    def decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> list[int]:
+    def decode(self, entries: Sequence[tuple[int, int, int, bool]], allowed: dict | None = None) -> list[int]:
         """One forward pass over (sequence, position, token, wants the next token) entries: the
-        greedy next token after each entry that wants one, in order."""
+        greedy next token after each entry that wants one, in order. `allowed` (only passed when
+        some generation has one): sequence -> the token ids its next token is chosen among."""
 
     def piece(self, token: int) -> bytes: ...
 
@@ -75,10 +76,14 @@ class Call:
     when prompt `index` ends, STARTED, DONE, or an exception."""
 
     def __init__(self, prompts: Sequence[Sequence[int]], max_tokens: int, stops: Sequence[str], *,
-                 admit_by: float | None = None, reservation=None):
+                 admit_by: float | None = None, reservation=None, allowed: Sequence | None = None):
+        """`allowed`: per prompt, the token ids (an int array) its generation may write, or None for any."""
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        self.requests = [Request(self, i, list(tokens)) for i, tokens in enumerate(prompts)]
+        if allowed is not None and len(allowed) != len(prompts):
+            raise ValueError(f"allowed has {len(allowed)} entries for {len(prompts)} prompts")
+        self.requests = [Request(self, i, list(tokens), allowed[i] if allowed is not None else None)
+                         for i, tokens in enumerate(prompts)]
         self.max_tokens = max_tokens
         self.stops = tuple(s for s in stops if s)
         self.hold = max((len(s) for s in self.stops), default=1) - 1  # text that might begin a stop sequence
@@ -94,11 +99,12 @@ class Call:
 class Request:
     """One prompt of a call, and how far it has been read and written."""
 
-    __slots__ = ("call", "index", "tokens", "seq", "pos", "source", "share", "next_token", "written", "raw", "sent",
-                 "evaluated")
+    __slots__ = ("call", "index", "tokens", "allowed", "seq", "pos", "source", "share", "next_token", "written", "raw",
+                 "sent", "evaluated")
 
-    def __init__(self, call: Call, index: int, tokens: list[int]):
+    def __init__(self, call: Call, index: int, tokens: list[int], allowed=None):
         self.call, self.index, self.tokens = call, index, tokens
+        self.allowed = allowed  # the token ids it may write (None: any)
         self.seq = 0  # its KV sequence once admitted
         self.pos = 0  # positions in the KV cache (prompt, then written tokens)
         self.source: Request | None = None  # waits for this one to have read `share` shared tokens
@@ -279,7 +285,9 @@ class DecodeBatch:
                     break
         if not entries:
             return None
-        for req, token in zip(rows, self.engine.decode(entries)):
+        allowed = {r.seq: r.allowed for r in rows if r.allowed is not None}
+        tokens = self.engine.decode(entries, allowed) if allowed else self.engine.decode(entries)
+        for req, token in zip(rows, tokens):
             req.next_token = token
         for seq, n in _counts(entries).items():
             self.cells.extend(seq, n)

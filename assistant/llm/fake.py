@@ -73,13 +73,14 @@ class FakeLLM:
         for i, word in enumerate(answer.split(" ")):
             yield word if i == 0 else " " + word
 
-    def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop=None) -> Iterator[tuple[int, str | None]]:
+    def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop=None, words=None) -> Iterator[tuple[int, str | None]]:
         """One queued answer per prompt, written a word of each at a time, as a batched decode
         interleaves them; (index, None) ends a prompt. A queued exception is raised when its
-        prompt's turn comes, after the others have begun."""
+        prompt's turn comes, after the others have begun. `words` is recorded, not enforced."""
         if not self.supports_batch:
             raise LLMError("this fake model was built with supports_batch=False")
-        self.calls.append({"kind": "stream_many", "n": len(prompts), "max_tokens": max_tokens, "stop": stop})
+        self.calls.append({"kind": "stream_many", "n": len(prompts), "max_tokens": max_tokens, "stop": stop,
+                           "words": words})
         answers = []
         for prompt in prompts:
             self.prompts.append(prompt)

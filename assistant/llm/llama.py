@@ -38,6 +38,7 @@ from assistant.llm.batching import Call
 from assistant.llm.llama_engine import LlamaEngine
 from assistant.llm.prompt_cache import PromptCache
 from assistant.llm.scheduler import BatchScheduler
+from assistant.llm.words import AllowedTokens
 
 INSTALL_HINT = "install the local backend with `pip install 'recassist[local]'` (it compiles llama-cpp-python)"
 ZERO_WIDTH_SPACE = "\u200b"
@@ -104,6 +105,7 @@ class LlamaCppLLM:
     supports_logprobs = True
     supports_json_schema = True
     supports_batch = True  # stream_many decodes several prompts in one pass per token
+    writes_given_words = True  # stream_many(words=...) holds a generation to given words (llm/words.py)
     batches_across_calls = True  # greedy streams of several threads share passes (False: batching=False)
 
     def __init__(
@@ -164,6 +166,11 @@ class LlamaCppLLM:
         self._engine = LlamaEngine(self._llama, self.model)
         self.scheduler = BatchScheduler(self._engine, parallel=self.parallel, queue_timeout_s=lock_timeout_s,
                                         name=self.model, stats=self.stats)
+        self._allowed = AllowedTokens(
+            lambda text: self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+            always=[t for t in (self._llama.token_eos(),) if t is not None and t >= 0],
+            containing=self._tokens_containing,
+        )
 
     # The contract ----------------------------------------------------------------------------
 
@@ -232,9 +239,11 @@ class LlamaCppLLM:
         *,
         max_tokens: int,
         stop: Sequence[str] | None = None,
+        words: Sequence[str | None] | None = None,
     ) -> Iterator[tuple[int, str | None]]:
         """Greedy completions of several prompts decoded together: (index, piece) as they are
-        written, (index, None) when prompt `index` is done.
+        written, (index, None) when prompt `index` is done. `words`: per prompt, a text whose
+        words alone (and punctuation) its generation may write, or None (llm/words.py).
 
         The prompts' common head is read once (and reused from the cache like any prompt), copied
         to one sequence per prompt, and each step decodes one token of every unfinished prompt in
@@ -243,18 +252,19 @@ class LlamaCppLLM:
         262k-word output layer makes each extra sequence cost arithmetic, not only memory traffic.
         With batching, other threads' prompts share those passes too.
         """
-        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop)
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, words=words)
 
     def _stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
-                     reservation=None, started=None, alive=None, spare: bool = False) -> Iterator[tuple[int, str | None]]:
+                     reservation=None, started=None, alive=None, spare: bool = False,
+                     words: Sequence[str | None] | None = None) -> Iterator[tuple[int, str | None]]:
         with contextlib.nullcontext() if self.batches_across_calls else self.hold():  # not batching: the model whole
-            yield from self._generate(prompts, max_tokens, stop, reservation, started, alive, spare)
+            yield from self._generate(prompts, max_tokens, stop, reservation, started, alive, spare, words)
 
-    def stream_many_spare(self, prompts: Sequence[Prompt], *, max_tokens: int,
-                          stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
+    def stream_many_spare(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
+                          words: Sequence[str | None] | None = None) -> Iterator[tuple[int, str | None]]:
         """stream_many in the model's spare time: the next turn that reserves model time stops it
         (ModelBusy), so work done ahead never delays a person's answer."""
-        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, spare=True)
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, spare=True, words=words)
 
     def reserve(self, budget_s: float, *, sequences: int = 5, least: int = 1, peers: int = 0):
         """Model time for one turn (base.BatchingLLM): a ReservedLLM granting up to `sequences`
@@ -262,15 +272,22 @@ class LlamaCppLLM:
         model always grants `least`). `peers`: other turns about to ask (they get a share too)."""
         return _reserved(self, self.scheduler, budget_s, sequences, least, peers)
 
-    def _generate(self, prompts, max_tokens, stop, reservation, started, alive, spare=False) -> Iterator[tuple[int, str | None]]:
+    def _generate(self, prompts, max_tokens, stop, reservation, started, alive, spare=False,
+                  words=None) -> Iterator[tuple[int, str | None]]:
         tokens = [self._prompt_tokens(p) for p in prompts]
         for t in tokens:
             self._check_fits(len(t) + max_tokens)
         stops = list(stop or [])
+        if words is not None and len(words) != len(prompts):
+            raise LLMError(f"words has {len(words)} entries for {len(prompts)} prompts")
+        allowed = [self._allowed.ids(w, stops) if w else None for w in words] if words is not None else None
+        if allowed is not None and all(a is None for a in allowed):
+            allowed = None
         if self.scheduler.holds_exclusive():  # this thread has the model to itself: decode here
-            yield from self.scheduler.decode_alone(Call(tokens, max_tokens, stops), started)
+            yield from self.scheduler.decode_alone(Call(tokens, max_tokens, stops, allowed=allowed), started)
             return
-        call = self.scheduler.submit(tokens, max_tokens=max_tokens, stops=stops, reservation=reservation, spare=spare)
+        call = self.scheduler.submit(tokens, max_tokens=max_tokens, stops=stops, reservation=reservation, spare=spare,
+                                     allowed=allowed)
         yield from self.scheduler.results(call, started=started, alive=alive)
 
     # Helpers -----------------------------------------------------------------------------------
@@ -315,6 +332,12 @@ class LlamaCppLLM:
             return self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         # special=True for the template's own turn markers; the contents were defused first.
         return self._llama.tokenize(self._chat_text(prompt).encode("utf-8"), add_bos=True, special=True)
+
+    def _tokens_containing(self, text: str) -> list[int]:
+        """Every token whose text holds `text` (a scan of the vocabulary: ~0.5 s for Gemma's 262k)."""
+        needle = text.encode("utf-8")
+        detokenize = self._llama.detokenize
+        return [t for t in range(self._llama.n_vocab()) if needle in detokenize([t], prev_tokens=None)]
 
     def _is_control(self, token: int) -> bool:
         import llama_cpp

@@ -55,7 +55,7 @@ class LlamaEngine:
 
         llama_cpp.llama_memory_seq_rm(self.llama._ctx.memory, seq, -1, -1)
 
-    def decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> list[int]:
+    def decode(self, entries: Sequence[tuple[int, int, int, bool]], allowed: dict | None = None) -> list[int]:
         import llama_cpp
 
         batch, ctx = self._batch, self.llama._ctx.ctx
@@ -71,10 +71,11 @@ class LlamaEngine:
         if code != 0:
             raise LLMError(f"llama.cpp could not decode a batch of {len(entries)} tokens with {self.model_name} (code {code})")
         out = []
-        for j, entry in enumerate(entries):
-            if entry[3]:
-                logits = llama_cpp.llama_get_logits_ith(ctx, j)
-                out.append(int(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax()))
+        for j, (seq, _, _, wants) in enumerate(entries):
+            if wants:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, j), shape=(self.n_vocab,))
+                ids = allowed.get(seq) if allowed else None
+                out.append(int(logits.argmax()) if ids is None else int(ids[logits[ids].argmax()]))
         return out
 
     def piece(self, token: int) -> bytes:

@@ -256,6 +256,7 @@ class ModelProcessLLM:
     supports_logprobs = True
     supports_json_schema = True
     supports_batch = True
+    writes_given_words = True  # the model process holds a generation to given words (llm/words.py)
 
     def __init__(self, socket_path: str, *, timeout_s: float = 30.0, queue_timeout_s: float = 120.0,
                  supervisor: ModelSupervisor | None = None, info: dict | None = None):
@@ -288,21 +289,24 @@ class ModelProcessLLM:
                     return
                 yield message["text"]
 
-    def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int,
-                    stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
-        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop)
+    def stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
+                    words: Sequence[str | None] | None = None) -> Iterator[tuple[int, str | None]]:
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, words=words)
 
-    def stream_many_spare(self, prompts: Sequence[Prompt], *, max_tokens: int,
-                          stop: Sequence[str] | None = None) -> Iterator[tuple[int, str | None]]:
+    def stream_many_spare(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
+                          words: Sequence[str | None] | None = None) -> Iterator[tuple[int, str | None]]:
         """stream_many in the model's spare time: the next turn of any worker that reserves model
         time stops it (ModelBusy)."""
-        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, spare=True)
+        return self._stream_many(prompts, max_tokens=max_tokens, stop=stop, spare=True, words=words)
 
     def _stream_many(self, prompts: Sequence[Prompt], *, max_tokens: int, stop: Sequence[str] | None = None,
-                     reservation: str | None = None, spare: bool = False) -> Iterator[tuple[int, str | None]]:
+                     reservation: str | None = None, spare: bool = False,
+                     words: Sequence[str | None] | None = None) -> Iterator[tuple[int, str | None]]:
         args = {"prompts": list(prompts), "max_tokens": max_tokens, "stop": list(stop or []), "reservation": reservation}
         if spare:
             args["spare"] = True  # a model process from before this flag rejects no call without it
+        if words is not None:
+            args["words"] = list(words)
         with self._connection("stream_many", args) as messages:
             for message in messages:
                 if "done" in message:

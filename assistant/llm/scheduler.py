@@ -110,13 +110,14 @@ class BatchScheduler:
     # Generations -------------------------------------------------------------------------------
 
     def submit(self, prompts: Sequence[Sequence[int]], *, max_tokens: int, stops: Sequence[str] = (),
-               reservation: Reservation | None = None, spare: bool = False) -> Call:
+               reservation: Reservation | None = None, spare: bool = False, allowed: Sequence | None = None) -> Call:
         """Queue greedy generations of `prompts` (token ids); read them with results().
 
         `spare`: work for the model's spare time (reason hooks written ahead, assistant/prewrite.py):
-        the next turn that reserves model time stops it, and its reader gets ModelBusy."""
+        the next turn that reserves model time stops it, and its reader gets ModelBusy.
+        `allowed`: per prompt, the token ids its generation may write (None: any)."""
         admit_by = reservation.deadline if reservation is not None else time.monotonic() + self.queue_timeout_s
-        call = Call(prompts, max_tokens, stops, admit_by=admit_by, reservation=reservation)
+        call = Call(prompts, max_tokens, stops, admit_by=admit_by, reservation=reservation, allowed=allowed)
         call.spare = spare
         with self._cv:
             if self._closed:
