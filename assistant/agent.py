@@ -90,9 +90,10 @@ class Agent:
         prompts = self._prompt_sets[style]
         return prompts.with_overrides(overrides) if overrides else prompts
 
-    def _model(self):
-        """A context manager: the LLM for this turn's stages, or None (none, or busy with other turns)."""
-        return self._gate.turn()
+    def _model(self, spent_s: float = 0.0):
+        """A context manager: the LLM for this turn's stages, or None (none, or busy with other turns).
+        `spent_s`: the turn's time so far, which its budget for the model's share loses."""
+        return self._gate.turn(spent_s)
 
     def idle_s(self) -> float:
         """Seconds since this process's last turn left the model; 0 while one is on its way to it."""
@@ -276,7 +277,7 @@ class Agent:
             return dict(proposals.tokens), dict(plan.note)
         yield CardsEvent([card_of(c, u.language) for c in retrieved.candidates[: plan.k]], "retrieved")
 
-        with self._model() as llm:
+        with self._model(timer.elapsed_s()) as llm:
             if llm is None and self.parts.llm() is not None:
                 yield NoticeEvent(reply("model_busy", u.language), "info")
             ranked = rank_step(llm, prompts, self.store, retrieved, plan, self.settings, priors=self._rank_priors,

@@ -91,6 +91,7 @@ class ReasonChunk:
     earlier: bool = False  # the model wrote it for the same prompt in an earlier turn (llm/memo.py)
 
 
+OUT_OF_TIME = "out of time"  # a final chunk's failure when the turn's time ended before its reason
 HOOK_MAX_WORDS = 16  # a hook longer than this copied the description instead of summing it up
 HOOK_JOINS = {"en": "; it ", "zh": "，它"}  # phrase + join + evidence predicate (hook_reason)
 CUT_MARK = "…"  # ends a hook the model was still writing at max_tokens (`marked_if_cut`)
@@ -359,6 +360,7 @@ def llm_reasons(
     quota: int | None = None,
     fallback: dict[str, str] | None = None,
     wait_s: float = 0.0,
+    until: float | None = None,
 ) -> Iterator[ReasonChunk]:
     """Per candidate: the reason's pieces as the model writes them, then one final checked reason.
 
@@ -439,7 +441,7 @@ def llm_reasons(
             remembered.release(jobs[index][1], max_tokens, stops, whole, keep_stored=about_item_only)
 
     try:
-        yield from _written(llm, jobs, final, release, max_tokens, stops, mark_cut=hook_form, words=words)
+        yield from _written(llm, jobs, final, release, max_tokens, stops, mark_cut=hook_form, words=words, until=until)
     finally:
         for index in range(len(jobs)):  # failed, or the caller stopped reading: the waiters must not wait on
             release(index, None)
@@ -452,11 +454,14 @@ def llm_reasons(
 
 
 def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool = False,
-             words: Sequence[str | None] = ()) -> Iterator[ReasonChunk]:
+             words: Sequence[str | None] = (), until: float | None = None) -> Iterator[ReasonChunk]:
     """The model's reasons for `jobs` ((candidate, prompt) pairs): streamed pieces, then each one's
     final chunk (`final`); `release(index, text)` as each generation ends. `mark_cut`: a text the
     model wrote to max_tokens ends with CUT_MARK (hooks). `words`: per job, the words its
-    generation may use (a model that `writes_given_words` is held to them; None: any)."""
+    generation may use (a model that `writes_given_words` is held to them; None: any).
+    `until` (time.monotonic()): the turn's time ends then; the batch stops, a hook still being
+    written keeps its whole clauses (as at max_tokens, not remembered), the rest get the evidence
+    (their final chunk says OUT_OF_TIME)."""
     if not jobs:
         return
     llm_ok = llm is not None
@@ -470,6 +475,7 @@ def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool =
         texts = [""] * len(jobs)
         done: set[int] = set()
         failure = None
+        late = False
         try:
             extra = {"words": list(words)} if held else {}
             pieces = llm.stream_many([prompt for _, prompt in jobs], max_tokens=max_tokens, stop=stops, **extra)
@@ -484,13 +490,25 @@ def _written(llm, jobs, final, release, max_tokens: int, stops, mark_cut: bool =
                     elif len(texts[index]) <= MAX_REASON_CHARS:
                         texts[index] += piece
                         yield ReasonChunk(candidate.item.id, piece, None, "llm")
+                    if until is not None and len(done) < len(jobs) and time.monotonic() > until:
+                        late = True
+                        break
             finally:
                 pieces.close()  # stopping early must end the generation now
         except Exception as exc:  # the backend failed: the rest come from the evidence
             log.warning("LLM reasons failed, using evidence reasons: %s", exc)
             failure = f"{type(exc).__name__}: {exc}"
         for index, (candidate, prompt) in enumerate(jobs):
-            if index not in done:
+            if index in done:
+                continue
+            if late and mark_cut and texts[index].strip():
+                kept = final(candidate, prompt, texts[index] + CUT_MARK, False)  # its whole clauses, if any
+                if kept.source == "llm":
+                    yield kept
+                    continue
+            if late:
+                yield final(candidate, prompt, texts[index], True, OUT_OF_TIME)
+            else:
                 yield final(candidate, prompt, texts[index], True, failure)
                 failure = None  # one notice is enough
         return

@@ -74,14 +74,18 @@ class ModelGate:
             return 0.0 if self._coming else time.monotonic() - self._last_end
 
     @contextmanager
-    def turn(self) -> Iterator[object]:
+    def turn(self, spent_s: float = 0.0) -> Iterator[object]:
+        """`spent_s`: how long the turn has taken so far (understanding, retrieving); the model's
+        share must fit the rest of the turn's budget, not a whole budget of its own, or a turn that
+        waited for the cores under load would answer well past it."""
         llm = self._llm()
         if llm is None or not llm.one_call_at_a_time:
             yield llm
             return
         if getattr(llm, "batches_across_calls", False):
             peers = max(0, self._coming - 1)  # the others coming; this turn counts itself in too
-            with llm.reserve(self._budget_s, sequences=self._sequences, least=1, peers=peers) as view:
+            budget = max(0.0, self._budget_s - spent_s)
+            with llm.reserve(budget, sequences=self._sequences, least=1, peers=peers) as view:
                 yield view  # None: no room within the budget (the turn says the model was busy)
             return
         with self._turns.take(self._wait_s) as got:

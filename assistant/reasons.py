@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from assistant.events import Card, NoticeEvent, ReasonDelta, ReasonEvent, TurnEvent
 from assistant.evidence import evidence_reason
-from assistant.explain import evidence_reasons, llm_reasons, summarize_list
+from assistant.explain import OUT_OF_TIME, evidence_reasons, llm_reasons, summarize_list
 from assistant.replies import reply
 from assistant.turn import Explained, Plan, prompt_request
 from retrieval.records import Candidate, Evidence
@@ -74,10 +74,14 @@ def explain(
     # model turned the turn away); what it wrote earlier for the same prompt costs nothing; the
     # other cards keep their evidence reasons.
     deadline = time.monotonic() + settings.llm_timeout_s
+    # A reserved share ends with the turn's budget (ReservedLLM.deadline): what is not written by
+    # then is not waited for, or a turn on a busy machine answers well past its budget.
+    until = getattr(llm, "deadline", None)
     quota = 0 if llm is None else getattr(llm, "granted", None)
     request = prompt_request(plan.note.get("topic", ""), plan.note.get("context"))
     chunks = llm_reasons(llm, prompts, shown, request, language, known_titles=known_titles, liked_titles=plan.liked_titles,
-                         remembered=remembered, quota=quota, fallback=fallback, wait_s=wait_s)
+                         remembered=remembered, quota=quota, fallback=fallback, wait_s=wait_s, until=until)
+    late = False
     for chunk in chunks:
         if chunk.final is None:
             yield ReasonDelta(chunk.item_id, chunk.delta or "")
@@ -88,7 +92,9 @@ def explain(
                     "kept": chunk.source == "llm", "reason": chunk.final, "problems": list(chunk.problems),
                     "earlier": chunk.earlier,
                 })
-            if chunk.failure and not noticed:
+            if chunk.failure == OUT_OF_TIME:
+                late = True
+            elif chunk.failure and not noticed:
                 yield NoticeEvent(reply("reasons_failed", language, failure=chunk.failure[:160]), "warning")
             if chunk.source == "llm" and not chunk.earlier:
                 tokens["completion"] = tokens.get("completion", 0) + llm.count_tokens(chunk.final)
@@ -101,6 +107,8 @@ def explain(
     for c in shown:
         if c.item.id not in reasons:
             yield final(c.item.id, fallback[c.item.id], "evidence")
+    if late:  # the turn's time ended before some reasons were written
+        yield NoticeEvent(reply("model_slow", language), "info")
     return Explained(reasons, tokens, tuple(trace))
 
 

@@ -111,7 +111,11 @@ class Timer:
 
     def __init__(self):
         self.marks: dict[str, float] = {}
-        self._t = time.perf_counter()
+        self._t = self._start = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        """Seconds since the turn began."""
+        return time.perf_counter() - self._start
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()

@@ -81,13 +81,16 @@ class Reply:
     items: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     model_reasons: int = 0  # items whose reason the LLM wrote (the rest come from the evidence)
+    stages: dict = field(default_factory=dict)  # the server's milliseconds per stage of the turn (timings_ms)
 
 
 def check_chat_json(body) -> Reply:
     """A /v1/chat JSON answer must list items (each with a title and a reason) or say something."""
     if not isinstance(body, dict) or not isinstance(body.get("items"), list) or not isinstance(body.get("summary"), str):
         return Reply("not a chat response (needs items: list and summary: str)")
-    return _check_answer(body["items"], body["summary"], list(body.get("notices") or []))
+    reply = _check_answer(body["items"], body["summary"], list(body.get("notices") or []))
+    reply.stages = dict(body.get("timings") or {})
+    return reply
 
 
 def check_chat_sse(lines: list[str]) -> Reply:
@@ -118,7 +121,9 @@ def check_chat_sse(lines: list[str]) -> Reply:
         for card in items
     ]
     text = "\n".join(e.get("text", "") for e in events if e["type"] == "message")
-    return _check_answer(items, text, [e.get("text", "") for e in events if e["type"] == "notice"])
+    reply = _check_answer(items, text, [e.get("text", "") for e in events if e["type"] == "notice"])
+    reply.stages = dict(events[-1].get("timings_ms") or {})
+    return reply
 
 
 def _check_answer(items: list, text: str, notices: list[str]) -> Reply:
@@ -149,6 +154,7 @@ class Sample:
     model_reasons: int = 0
     listed: int = 0  # items the reply listed (a "why the first one?" answer lists none: it has no reasons to write)
     message: str = ""  # what the chat turn said
+    stages: dict = field(default_factory=dict)  # the server's milliseconds per stage (streamed turns)
     posted: int = 0  # events in the request
     acknowledged: int = 0  # events the server said were new
 
@@ -181,7 +187,7 @@ def chat_turn(client: httpx.Client, user: str, session_id: str, message: str, st
         return Sample("chat", time.perf_counter() - start, None, f"{type(exc).__name__}: {exc}"), Reply()
     seconds = time.perf_counter() - start
     return Sample("chat", seconds, 200, reply.problem, first, reply.notices, reply.model_reasons, len(reply.items),
-                  message), reply
+                  message, reply.stages), reply
 
 
 def post_events(client: httpx.Client, rows: list[dict]) -> Sample:
@@ -283,6 +289,9 @@ def summarize(level: int, turns: int, samples: list[Sample], wall_s: float) -> d
         "listed_without_model_reasons": dict(Counter(s.message for s in chats if s.listed and not s.model_reasons).most_common(8)),
         "events_posted": sum(s.posted for s in posts),
         "events_acknowledged": sum(s.acknowledged for s in posts),
+        # Where the slowest turns' time went, as the server counted it (the rest is queueing and HTTP).
+        "slowest": [{"ms": round(s.seconds * 1000), "message": s.message, "stages": s.stages}
+                    for s in sorted(chats, key=lambda s: -s.seconds)[:3] if s.stages],
     }
 
 
@@ -419,6 +428,10 @@ def report_markdown(result: dict, settings: dict) -> str:
             if lv.get("listed_without_model_reasons"):
                 seen = "; ".join(f"{text!r} x{count}" for text, count in lv["listed_without_model_reasons"].items())
                 lines.append(f"\nN={lv['sessions']} lists without a model-written reason, by message: {seen}.")
+            if lv.get("slowest"):
+                seen = "; ".join(f"{t['ms']} ms {t['message']!r} ({', '.join(f'{k} {v:.0f}' for k, v in t['stages'].items())})"
+                                 for t in lv["slowest"])
+                lines.append(f"\nN={lv['sessions']} slowest turns, server stages in ms: {seen}.")
             if lv["examples"]:
                 lines.append(f"\nN={lv['sessions']} problems: {lv['examples']}.")
     return "\n".join(lines) + "\n"

@@ -528,11 +528,29 @@ def test_a_turn_asks_the_batching_model_for_the_reasons_it_was_granted_only(make
     llm = _batching_fake(grant=2)
     engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False, llm_turn_budget_s=1.5, llm_turn_sequences=5)
     events, cards, done = run(engine, "ben", "recommend me something")
-    assert llm.reservations == [{"budget_s": 1.5, "sequences": 5, "least": 1, "peers": 0}]
+    (reserved,) = llm.reservations
+    assert {**reserved, "budget_s": None} == {"budget_s": None, "sequences": 5, "least": 1, "peers": 0}
+    assert 1.5 - done.timings_ms["understand"] / 1000 - done.timings_ms["retrieve"] / 1000 >= reserved["budget_s"] > 0.5, \
+        "what is left of the turn's budget once it has understood and retrieved"
     reasons = [e for e in events if isinstance(e, ReasonEvent)]
     assert {r.item_id for r in reasons} == {c.item_id for c in cards}  # every card has a reason
     assert len(llm.prompts) == 2  # the two granted reason prompts, no more
     assert sum(r.source == "evidence" for r in reasons) >= len(cards) - 2
+
+
+def test_reasons_not_written_when_the_turns_budget_ends_come_from_the_evidence_with_a_notice(make_engine):
+    llm = _batching_fake(grant=5)
+    llm.default = "a sea story of a crew and a whale"  # written a word a step: unfinished at the deadline
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False, llm_turn_budget_s=0.001)
+    events, cards, done = run(engine, "ben", "recommend me something")
+    reasons = [e for e in events if isinstance(e, ReasonEvent)]
+    assert cards and {r.item_id for r in reasons} == {c.item_id for c in cards}, "every card still has a reason"
+    assert all(r.source == "evidence" for r in reasons), "one word of a hook is no clause to keep"
+    assert any(isinstance(e, NoticeEvent) and "The model was slow" in e.text for e in events)
+    roomy = _batching_fake(grant=5)
+    roomy.default = "a sea story of a crew and a whale"
+    events = run(make_engine(llm=roomy, rank_blend=0.0, llm_summary=False, llm_turn_budget_s=30.0), "ben", "recommend me something")[0]
+    assert not any(isinstance(e, NoticeEvent) and "slow" in e.text for e in events)
 
 
 def test_no_room_within_the_budget_answers_without_the_model_and_says_so(make_engine):
