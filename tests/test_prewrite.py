@@ -119,6 +119,21 @@ def test_hooks_written_ahead_serve_the_next_turn_without_asking_the_model(make_e
         assert card.reason.lower().startswith(about.lower()[:10])
 
 
+def test_hooks_written_ahead_are_held_to_each_items_words_like_a_turns(make_engine):
+    llm = _greedy_batching()
+    llm.writes_given_words = True  # plays the local llama.cpp model (llm/words.py)
+    engine = make_engine(llm=llm, rank_blend=0.0, llm_summary=False)
+    writer = _writer(engine, items=4)
+    assert writer.write_some() > 0
+    prompts, held = iter(llm.prompts), []
+    for call in llm.calls:  # stream_many calls only: their prompts, in order
+        batch = [str(next(prompts)) for _ in range(call["n"])]
+        held += zip(batch, call["words"] or [None] * len(batch))
+    assert held and all(words for _, words in held)
+    for prompt, words in held:
+        assert _about_line(prompt).split()[0] in words.split(), "each prompt's own About line, not another's"
+
+
 def test_the_next_start_and_the_other_workers_find_what_was_written(make_engine, tmp_path):
     data = tmp_path / "shared"
     llm = _greedy_batching()
