@@ -29,8 +29,9 @@ def smalltalk(understood: Understood, *, store, memory, users, picks: bool = Fal
             else "Glad to help! What next: more like one of these, or something different?"
         )
         kind = "smalltalk"
-    elif not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding"):
-        text = (  # a new user
+    elif (not store.events_for_user(conv.user_id, limit=1) and not users.overrides(conv.user_id).get("onboarding")
+          and not any(t.role == "assistant" and t.payload.get("kind") == "onboarding" for t in conv.turns)):
+        text = (  # a new user, asked once a conversation
             "你好！先告诉我：最近你喜欢过哪些作品？有没有不想看的类型？"
             if zh
             else "Hi! To get you started: which titles have you loved lately, and is there anything you'd rather avoid? "

@@ -150,7 +150,9 @@ def test_a_greeting_that_opens_a_conversation_brings_picks(demo_engine):
     assert len(cards) == 5 and {c.item_id for c in cards} <= popular
     assert done.request["topic"] == ""  # "hi how are you" is no request words
     events, later, _ = run(demo_engine, "greeter", "hello", done.session_id)
-    assert later == [] and len([e for e in events if isinstance(e, MessageEvent)]) == 1
+    said = [e for e in events if isinstance(e, MessageEvent)]
+    assert later == [] and len(said) == 1
+    assert said[0].kind == "smalltalk", "the onboarding question is asked once a conversation"
     events, thanked, _ = run(demo_engine, "greeter", "thanks, I'll check it out", done.session_id)
     assert thanked == [] and [e.text for e in events if isinstance(e, MessageEvent)][0].startswith("Glad to help")
 

@@ -364,14 +364,17 @@ def test_an_idle_model_grants_the_whole_turn_and_a_loaded_one_fewer_or_none(make
     costs = CostModel(fixed=0.01, per_row=0.01, per_token=0.002)
     scheduler = make_scheduler(FakeEngine(delay_s=0.01), parallel=8, costs=costs)
     idle = scheduler.reserve(2.0, 5)
-    assert idle is not None and idle.sequences == 5
+    assert idle is not None and idle.sequences == 5 and idle.alone, "a lone turn shares with nobody"
+    with_peers = scheduler.reserve(2.0, 5, peers=1)
+    assert with_peers is not None and not with_peers.alone
     scheduler.release(idle)
+    scheduler.release(with_peers)
     hogs = [scheduler.submit([p], max_tokens=200, stops=()) for p in PROMPTS]
     scheduler.avg_written = 200.0
     assert scheduler.reserve(0.5, 5) is None
     loaded = scheduler.estimate_s(5)
     some = scheduler.reserve(loaded * 0.9, 5)
-    assert some is not None and 1 <= some.sequences < 5
+    assert some is not None and 1 <= some.sequences < 5 and not some.alone
     for call in hogs:
         scheduler.cancel(call)
 

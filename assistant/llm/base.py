@@ -78,9 +78,11 @@ class ReservedLLM:
     """The LLM a turn gets from `reserve()`: the same model, its generations counted against the
     reservation and admitted by its deadline (ModelBusy after it). `granted` says how many
     generations fit the budget: ask the model for that many and take the rest from the evidence.
-    `deadline` (time.monotonic() in this process) is when the budget ends: stop reading then."""
+    `deadline` (time.monotonic() in this process) is when the budget ends: stop reading then. None
+    when an idle model granted it to a turn with no peers: that turn shares the model with nobody,
+    so it is not cut short (a slower machine or a bigger model still writes its reasons)."""
 
-    def __init__(self, llm, reservation, granted: int, deadline: float):
+    def __init__(self, llm, reservation, granted: int, deadline: float | None):
         self._llm = llm
         self.reservation = reservation
         self.granted = granted

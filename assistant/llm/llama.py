@@ -470,6 +470,7 @@ def _reserved(llm, scheduler: BatchScheduler, budget_s: float, sequences: int, l
         yield None
         return
     try:
-        yield ReservedLLM(llm, reservation, reservation.sequences, reservation.deadline)
+        # The turn's budget ends its reading only where it shares the model (base.ReservedLLM).
+        yield ReservedLLM(llm, reservation, reservation.sequences, None if reservation.alone else time.monotonic() + budget_s)
     finally:
         scheduler.release(reservation)

@@ -338,6 +338,8 @@ class ModelProcessLLM:
             result = None
         except LLMError:
             result = {"id": None, "granted": sequences}
+        if result is not None and result.get("alone"):
+            deadline = None  # an idle model's lone turn: its budget stops nobody's reading (base.ReservedLLM)
         with held:  # the connection, open until the turn is done with the model
             yield None if result is None else ReservedLLM(self, result["id"], int(result["granted"]), deadline)
 

@@ -76,9 +76,10 @@ class Reservation:
     """Model time promised to one turn: `sequences` generations, written by `deadline`."""
 
     sequences: int
-    deadline: float  # time.monotonic()
+    deadline: float  # time.monotonic(): its calls are admitted by then
     estimate_s: float
     submitted: int = 0
+    alone: bool = False  # granted by an idle model to a turn with no peers: it shares with nobody
     id: str = field(default_factory=lambda: f"r{next(_ids)}")
 
 
@@ -262,7 +263,7 @@ class BatchScheduler:
             for n in range(min(sequences, share), least - 1, -1):
                 estimate = self._estimate(n)
                 if estimate <= budget_s or idle:  # a lone turn gets all it asks: sharing is not at stake
-                    reservation = Reservation(n, admit_by, estimate)
+                    reservation = Reservation(n, admit_by, estimate, alone=idle and others == 0)
                     self._reservations.add(reservation)
                     log.debug("granted %d of %d generations (estimate %.2fs, %d others)", n, sequences, estimate, others)
                     return reservation

@@ -130,7 +130,7 @@ class _Handler(socketserver.StreamRequestHandler):
             key = f"{id(self):x}"
             worker.reservations[key] = view.reservation
             try:
-                self._send({"result": {"id": key, "granted": view.granted}})
+                self._send({"result": {"id": key, "granted": view.granted, "alone": view.deadline is None}})
                 self.rfile.read()  # held until the caller closes the connection
             finally:
                 del worker.reservations[key]
