@@ -292,7 +292,7 @@ class Agent:
             explained = yield from explain(llm, prompts, shown, plan, u.language, settings=self.settings,
                                            known_titles=known_titles, noticed=bool(ranked.note),
                                            remembered=self._remembered.bind(self.parts.llm()),
-                                           wait_s=self.settings.llm_turn_budget_s - sum(timer.marks.values()) / 1000)
+                                           wait_s=self.settings.llm_turn_budget_s - timer.elapsed_s())
             # Shown without the model's words (busy, out of time): the hook writer writes them next.
             self.unwritten.extend(i for i, (_, source) in explained.reasons.items() if source == "evidence")
             _extend(trace, explained.trace)

@@ -109,19 +109,19 @@ def inflections(text: str) -> list[str]:
     what a phrase drawn from `text` may say without claiming anything new."""
     forms: set[str] = set()
     for word in _LATIN_WORD.findall(text):
-        base = stem(word)
         if len(word) < 4:
             continue
+        word, base = word.lower(), stem(word)
         forms.add(base)
-        if word.lower().endswith(("ches", "shes", "sses", "xes")):  # witches: witch (stem keeps "witche")
-            forms.add(word.lower()[:-2])
+        if word.endswith(("ches", "shes", "sses", "xes")):  # witches: witch (stem keeps "witche")
+            forms.add(word[:-2])
         if base.endswith("y"):
             forms.add(base[:-1] + "ies")
         elif base.endswith(("s", "x", "ch", "sh")):
             forms.add(base + "es")
         else:
             forms.add(base + "s")
-        if base != word.lower() and word.lower().endswith(("ed", "ing")):  # orphaned, sailing: the verb's forms too
+        if base != word and word.endswith(("ed", "ing")):  # orphaned, sailing: the verb's forms too
             forms |= {base + "ed", base + "ing"} if not base.endswith("e") else {base + "d", base[:-1] + "ing"}
     return sorted(forms - {w.lower() for w in _LATIN_WORD.findall(text)})
 

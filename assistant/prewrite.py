@@ -89,12 +89,12 @@ class HookWriter:
             if nothing_to_sum_up(item):
                 continue
             prompt = reason_prompt(template, Candidate(item, 0.0), "", language)
-            self._words[prompt] = reason_words(template, Candidate(item, 0.0), "", language)
             if prompt in self._done:
                 continue
             if remembered.has(prompt, max_tokens, stops):
                 self._done.add(prompt)
                 continue
+            self._words[prompt] = reason_words(template, Candidate(item, 0.0), "", language)
             out.append(prompt)
             if limit is not None and len(out) >= limit:
                 break

@@ -154,7 +154,7 @@ class Sample:
     model_reasons: int = 0
     listed: int = 0  # items the reply listed (a "why the first one?" answer lists none: it has no reasons to write)
     message: str = ""  # what the chat turn said
-    stages: dict = field(default_factory=dict)  # the server's milliseconds per stage (streamed turns)
+    stages: dict = field(default_factory=dict)  # the server's milliseconds per stage (Reply.stages)
     posted: int = 0  # events in the request
     acknowledged: int = 0  # events the server said were new
 

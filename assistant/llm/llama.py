@@ -167,7 +167,7 @@ class LlamaCppLLM:
         self.scheduler = BatchScheduler(self._engine, parallel=self.parallel, queue_timeout_s=lock_timeout_s,
                                         name=self.model, stats=self.stats)
         self._allowed = AllowedTokens(
-            lambda text: self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+            self._token_ids,
             always=[t for t in (self._llama.token_eos(),) if t is not None and t >= 0],
             containing=self._tokens_containing,
         )
@@ -231,7 +231,7 @@ class LlamaCppLLM:
         return {label: float(np.logaddexp.reduce(logprobs[ids])) for label, ids in zip(labels, forms)}
 
     def count_tokens(self, text: str) -> int:
-        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self._token_ids(text))
 
     def stream_many(
         self,
@@ -340,6 +340,7 @@ class LlamaCppLLM:
         return sorted({t for n in range(1, 33) for t in self._token_ids(text * n)})
 
     def _token_ids(self, text: str) -> list[int]:
+        """`text`'s tokens as they appear within a prompt (no BOS; control-token look-alikes stay text)."""
         return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def _is_control(self, token: int) -> bool:
