@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from assistant.vocabulary import CatalogVocabulary
 
@@ -73,8 +74,13 @@ _FEEDBACK_RULES: list[tuple[re.Pattern, str]] = [
     (re.compile(r"\b(?:hated?|disliked?|didn'?t like|did not like|boring|awful|terrible)\b|不喜欢|讨厌"), "dislike"),
     (re.compile(r"\b(?:loved?|liked|adored?|enjoyed|favou?rite|amazing|great)\b|喜欢|太棒|很好看|爱"), "like"),
 ]
-_WHY = re.compile(r"\bwhy\b|\bhow come\b|\breason\b|为什么|为何|理由")
+_WHY = re.compile(r"\bwhy\b|\bhow come\b|\breasons?\s+(?:for|why|behind|you)\b|\bany reason\b|\bwhat(?:'s| is| was) the reason\b|为什么|为何|理由")
+# "I don't know why but I like old movies", "that's why I loved it": a why that asks nothing.
+_WHY_TOLD = re.compile(r"\b(?:know|knows|knew|see|understand|wonder|idea|sure|that's|thats|this is|that is|explains?)\s+why\b|不知道为什么")
 _ABOUT = re.compile(r"\b(?:tell me (?:more )?about|what(?:'s| is) .{1,60} about|more about|describe|summary of|summari[sz]e|plot of)\b|介绍一下|讲什么|是关于什么")
+# "Can you tell me about other funny movies?" asks for items, not about one.
+_ABOUT_KINDS = re.compile(r"\babout\s+(?:[\w'-]+\s+){0,3}(?:movies|films|books|shows|series|ones|titles|options|novels|recommendations|suggestions)\b")
+_SENTENCE = re.compile(r"[^.!?\n。！？]+[.!?\n。！？]*")
 _MORE_LIKE = re.compile(r"\b(?:more|others?|something|anything|books?|films?|movies?|titles?|stuff)\s+(?:\w+\s+){0,2}(?:like|similar to)\b|\blike that\b|\bsimilar\b|类似|像.{0,12}(?:一样|那样|的)")
 # "Classic." or "it's a classic" praises a film; "more classic ones" asks for older ones ("classics"
 # alone is an era, _ERA_OLD).
@@ -231,9 +237,9 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
     names_taste = _has_constraint(u) or bool(u.era)
     asks_for_more = bool(_RECOMMEND.search(lowered) or _MORE_LIKE.search(lowered) or "?" in text)
 
-    if _WHY.search(lowered) and (u.reference is not None or u.item_ids or has_last_list):
+    if _asked_last(text, mentions, _asks_why) and (u.reference is not None or u.item_ids or has_last_list):
         u.intent = "why"
-    elif _ABOUT.search(lowered) and (u.reference is not None or u.item_ids):
+    elif _asked_last(text, mentions, _asks_about) and (u.reference is not None or u.item_ids):
         u.intent = "about_item"
     elif feedback and (u.reference is not None or (has_last_list and not u.item_ids and not asks_for_more and not names_taste)) and not _MORE_LIKE.search(lowered):
         u.intent, u.feedback = "feedback", feedback
@@ -263,6 +269,29 @@ def parse_message(message: str, vocab: CatalogVocabulary, has_last_list: bool = 
 
 
 _TASTE = re.compile(r"\b(?:i|we)\s+(?:\w+\s+){0,2}(?:like|love|enjoy|prefer|adore)\b|\b(?:into|fan of|favou?rites?)\b|我(?:很|也|比较)?喜欢|爱看")
+
+
+def _asks_why(sentence: str) -> bool:
+    return bool(_WHY.search(sentence)) and not _WHY_TOLD.search(sentence)
+
+
+def _asks_about(sentence: str) -> bool:
+    return bool(_ABOUT.search(sentence)) and not _ABOUT_KINDS.search(sentence)
+
+
+def _asked_last(text: str, mentions: list, asks: Callable[[str], bool]) -> bool:
+    """Whether the message's last say is this question: a sentence asks it and nothing after it asks
+    or tells more (another question, a request, a taste, a title). A message that holds a
+    conversation so far ("What is it about? ... I like comedy") is answered on what it says last."""
+    found = None
+    for match in _SENTENCE.finditer(text):
+        if asks(match.group(0).lower()):
+            found = match
+    if found is None:
+        return False
+    later = text[found.end():].lower()
+    return not ("?" in later or "？" in later or _RECOMMEND.search(later) or _MORE_LIKE.search(later)
+                or _TASTE.search(later) or any(m.start >= found.end() for m in mentions))
 
 
 def _talks_about_taste(text: str, mentions: list) -> bool:

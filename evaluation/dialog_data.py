@@ -32,7 +32,7 @@ from evaluation.movielens import (
     _read_tmdb,
     split_title,
 )
-from retrieval.dialog_log import MAX_SAID, said_time
+from retrieval.dialog_log import LINE_SPACING_S, MAX_SAID, said_time
 
 Key = tuple[str, "int | None"]
 MENTION_TIME = 1_600_000_000  # mentions come after every MovieLens rating (2018 and before)
@@ -168,7 +168,7 @@ def write_events(path: Path, data_root: Path, linker: TitleLinker, tune: Iterabl
             # As `recassist ingest-dialogs` logs a conversation (retrieval/dialog_log.py): each seeker
             # message a search with its words, then the works named after it; a stated verdict is a
             # like or dislike, any other named work a mention (weight 1).
-            start, position, since, named = MENTION_TIME + ordinal * 3600, 0, 0, set()
+            start, position, since, named = MENTION_TIME + ordinal * LINE_SPACING_S, 0, 0, set()
             for message in dialog.messages:
                 if message.role == "seeker" and message.text.strip():
                     write(user, "", "search", "", said_time(start, position, since), " ".join(message.text.split())[:MAX_SAID])

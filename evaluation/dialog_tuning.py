@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-cases", type=int, default=None, help="the first N cases (a model in the loop is slow)")
     parser.add_argument("--source", choices=("redial", "inspired"), default="redial",
                         help="whose tuning half is split into folds (default: redial)")
+    parser.add_argument("--log-share", type=float, default=1.0,
+                        help="keep this share of the log fold's dialogs (by id hash): how a signal grows with the log")
     parser.add_argument("--dump", type=Path, default=None, help="write each case (target, rank, seeker words, top ten) as JSON here")
     args = parser.parse_args(argv)
     apply(args.set)
@@ -84,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                        modes=(args.mode,), progress=False, llm="configured" if args.llm else "none",
                        settings_env={"RECASSIST_LLM_REASONS": "false", **env})
     source = load_source(cfg, root)
-    events_half = [d for d in source.tune if fold_of(d.id) == args.fold]
+    events_half = [d for d in source.tune if fold_of(d.id) == args.fold
+                   and int(hashlib.sha1(("share" + d.id).encode("utf-8")).hexdigest()[:8], 16) / 2**32 < args.log_share]
     asked_half = [d for d in source.tune if fold_of(d.id) != args.fold]
     prepared = prepare(root, args.work_dir / "dialogs", source.names, events_half,
-                       f"tune{args.fold}" if args.source == "redial" else f"{args.source}-tune{args.fold}")
+                       f"tune{args.fold}" + (f"-share{args.log_share:g}" if args.log_share < 1 else "") if args.source == "redial" else f"{args.source}-tune{args.fold}")
     items = read_catalog(prepared.catalog, prepared.catalog_mapping).records
     index = {item.id: j for j, item in enumerate(items)}
     embedder = create_embedder("minilm")

@@ -50,6 +50,11 @@ ITEM_CACHE = 50_000
 NEAR_MIN_SIMILARITY = 0.2  # below this a liked item is not "near" enough to cite as evidence
 CONFIDENT_EVENTS_PER_ITEM = 5.0  # below this, sequential/collab weights shrink proportionally
 POPULAR_CACHE = 1000
+# Co-mention counts only as far as the log supports it: fusion scales each signal to its best score,
+# so one conversation naming two films together would weigh as much as a thousand. The weight is
+# scaled by best / (best + COMENTION_SUPPORT); a best of 1 is about five short conversations (or
+# one decayed history) having both (CoMentionModel's units: each user's pairs weigh 1 / their items).
+COMENTION_SUPPORT = 1.0
 # A category named while talking about taste also brings its own favourites: the items of that
 # category among this many of the most had lately (all-time popularity without a log).
 CATEGORY_POOL = 1000
@@ -235,6 +240,8 @@ class Retriever:
             signals["popularity"] = dict(self.popular(fetch if cold else min(fetch, 100)))
         if seeds and weights["comention"] > 0:
             signals["comention"] = self.comention.scores(seeds, fetch)
+            best = max(signals["comention"].values(), default=0.0)
+            weights["comention"] *= best / (best + COMENTION_SUPPORT) if best > 0 else 0.0
         if weights["trending"] > 0:
             signals["trending"] = self.comention.trending(fetch)
         if request.conversation and weights["asked"] > 0 and self.asked.fitted:

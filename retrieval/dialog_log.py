@@ -11,7 +11,8 @@ as their "Title (Year)"), just before the works named after it: what people who 
 words went on to have (retrieval.asked) learns from these.
 
 Event ids are deterministic (the base time is fixed per file), so loading the same file again
-stores nothing twice, and a load cut short can simply be run again.
+stores nothing twice, and a load cut short can simply be run again. The file dates no dialog: each
+is logged a second after the one above it (LINE_SPACING_S), so file order makes no recency.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _MENTION = re.compile(r"@([A-Za-z0-9][\w-]*)")
 _USER_CHARS = re.compile(r"[^A-Za-z0-9_.@:-]")
 VERDICTS = {1: "like", 0: "dislike"}
 MAX_SAID = 2000  # characters of one message kept as a search event
+# A ReDial file dates no dialog: its dialogs are logged at the file's time, a second apart in file
+# order. An hour apart (before), a 10,000-dialog file spanned 14 months of made-up time, and trending
+# (half-life 180 days) weighed its first dialogs at a fifth of its last: file order, not recency.
+LINE_SPACING_S = 1.0
 
 
 def said_time(start: float, named: int, since: int) -> float:
@@ -58,7 +63,7 @@ def redial_events(path: Path, catalog_ids: set[str], titles: TitleIndex, base_ti
                 continue
             try:
                 raw = json.loads(line)
-                yield line_no, _dialog_events(raw, catalog_ids, titles, base_time + line_no * 3600.0, user_prefix)
+                yield line_no, _dialog_events(raw, catalog_ids, titles, base_time + line_no * LINE_SPACING_S, user_prefix)
             except json.JSONDecodeError as exc:
                 yield line_no, f"not JSON ({exc.msg} at column {exc.colno}); each line must be one dialog object"
             except (KeyError, TypeError, AttributeError) as exc:

@@ -312,3 +312,23 @@ def test_thanks_keeps_the_list_and_request_words_are_said_once(demo_engine):
     for request in requests[2:]:
         words = request.get("topic", "").split()
         assert words and len(words) == len(set(words)), request.get("topic")
+
+
+def test_a_long_dialog_file_makes_no_recency_of_its_line_order(tmp_path):
+    """The file dates no dialog: a film named only on its first line trends as one named only on its last."""
+    import json
+
+    from retrieval.comention import CoMentionModel
+    from retrieval.dialog_log import load_redial
+    from retrieval.titles import TitleIndex
+
+    log = tmp_path / "many.jsonl"
+    n = 5000
+    mentions = ["first"] + ["filler"] * (n - 2) + ["last"]
+    log.write_text("".join(json.dumps(_dialog(f"d{i}", "Any ideas?", f"Try @{m}", {m: m.title()})) + "\n"
+                           for i, m in enumerate(mentions)), encoding="utf-8")
+    loaded = load_redial(log, {"first", "filler", "last"}, TitleIndex(), base_time=1_700_000_000.0)
+    assert loaded.dialogs == n and not loaded.rejects
+    trending = CoMentionModel(half_life_days=180.0).fit(loaded.events).trending(3)
+    assert set(trending) == {"first", "filler", "last"}
+    assert trending["first"] == pytest.approx(trending["last"], rel=0.01)  # an hour a line apart: 0.37 against 0.69

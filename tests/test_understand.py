@@ -55,6 +55,15 @@ CASES = [
     ("why Dracula?", True, {"intent": "why", "item_ids": ["bk-156"]}),
     ("tell me about the third one", True, {"intent": "about_item", "reference": 2, "query": ""}),  # no topic
     ("what is Moby-Dick about?", False, {"intent": "about_item", "item_ids": ["bk-084"]}),
+    ("what is Moby-Dick about? I'm curious.", False, {"intent": "about_item", "item_ids": ["bk-084"]}),
+    # A message that holds a conversation so far is answered on what it says last.
+    ("I haven't read Moby-Dick. What is it about? I like horror", False, {"intent": "recommend"}),
+    ("What is Moby-Dick about? I loved Dracula, anything like it?", False, {"intent": "recommend", "more_like": True}),
+    ("Can you tell me about other scary books?", False, {"intent": "recommend", "categories": ["Horror"]}),
+    ("I don't know why but I love Dracula", False, {"intent": "recommend", "item_ids": ["bk-156"]}),
+    ("For some reason I love Dracula", False, {"intent": "recommend"}),
+    ("what's the reason for Dracula?", True, {"intent": "why"}),
+    ("any reason you picked the second one?", True, {"intent": "why", "reference": 1}),
     ("I've seen it", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
     ("I have seen that one, I like it", True, {"intent": "feedback", "reference": None}),  # which? the reply asks
     ("那个我看过", True, {"intent": "feedback", "reference": None}),
@@ -133,6 +142,8 @@ CASES = [
     ("不要恐怖的", True, {"intent": "refine", "exclude_categories": ["Horror"], "language": "zh"}),
     ("更老一点的", True, {"intent": "refine", "older": True, "language": "zh"}),
     ("为什么推荐第二个？", True, {"intent": "why", "reference": 1, "language": "zh"}),
+    ("第二本讲什么？", True, {"intent": "about_item", "reference": 1}),
+    ("不知道为什么，我喜欢恐怖小说", False, {"intent": "recommend", "prefer_categories": ["Horror"]}),
     ("第一本我看过了", True, {"intent": "feedback", "feedback": "seen", "reference": 0}),
     ("有没有侦探小说", False, {"intent": "recommend", "categories": ["Mystery"]}),
     ("推荐一本小说", False, {"categories": ["Fiction"]}),  # Chinese words for the English catalog's categories
