@@ -80,7 +80,8 @@ _WHY_TOLD = re.compile(r"\b(?:know|knows|knew|see|understand|wonder|idea|sure|th
 _ABOUT = re.compile(r"\b(?:tell me (?:more )?about|what(?:'s| is) .{1,60} about|more about|describe|summary of|summari[sz]e|plot of)\b|介绍一下|讲什么|是关于什么")
 # "Can you tell me about other funny movies?" asks for items, not about one.
 _ABOUT_KINDS = re.compile(r"\babout\s+(?:[\w'-]+\s+){0,3}(?:movies|films|books|shows|series|ones|titles|options|novels|recommendations|suggestions)\b")
-_SENTENCE = re.compile(r"[^.!?\n。！？]+[.!?\n。！？]*")
+_SENTENCE_ENDS = re.compile(r"[.!?\n。！？]+")
+_SENTENCE = re.compile(r"[^.!?\n。！？]+" + "(?:" + _SENTENCE_ENDS.pattern + ")?")  # one sentence with its end
 _MORE_LIKE = re.compile(r"\b(?:more|others?|something|anything|books?|films?|movies?|titles?|stuff)\s+(?:\w+\s+){0,2}(?:like|similar to)\b|\blike that\b|\bsimilar\b|类似|像.{0,12}(?:一样|那样|的)")
 # "Classic." or "it's a classic" praises a film; "more classic ones" asks for older ones ("classics"
 # alone is an era, _ERA_OLD).
@@ -296,7 +297,7 @@ def _asked_last(text: str, mentions: list, asks: Callable[[str], bool]) -> bool:
 
 def _talks_about_taste(text: str, mentions: list) -> bool:
     """Several sentences, titles named, or "I like ...": talk about taste rather than one request."""
-    sentences = [part for part in re.split(r"[.!?\n。！？]+", text) if len(part.split()) >= 3 or len(_CJK.findall(part)) >= 4]
+    sentences = [part for part in _SENTENCE_ENDS.split(text) if len(part.split()) >= 3 or len(_CJK.findall(part)) >= 4]
     return len(sentences) >= 2 or bool(mentions) or bool(_TASTE.search(text.lower()))
 
 

@@ -28,8 +28,13 @@ from pathlib import Path
 import numpy as np
 
 
+def _hashed(salt: str, dialog_id: str) -> int:
+    """The first 32 bits of sha1(salt + id): stable across runs, machines and file order."""
+    return int(hashlib.sha1((salt + dialog_id).encode("utf-8")).hexdigest()[:8], 16)
+
+
 def fold_of(dialog_id: str) -> int:
-    return int(hashlib.sha1(("fold" + dialog_id).encode("utf-8")).hexdigest()[:8], 16) % 2
+    return _hashed("fold", dialog_id) % 2
 
 
 def apply(settings: list[str]) -> None:
@@ -86,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                        modes=(args.mode,), progress=False, llm="configured" if args.llm else "none",
                        settings_env={"RECASSIST_LLM_REASONS": "false", **env})
     source = load_source(cfg, root)
-    events_half = [d for d in source.tune if fold_of(d.id) == args.fold
-                   and int(hashlib.sha1(("share" + d.id).encode("utf-8")).hexdigest()[:8], 16) / 2**32 < args.log_share]
+    events_half = [d for d in source.tune if fold_of(d.id) == args.fold and _hashed("share", d.id) / 2**32 < args.log_share]
     asked_half = [d for d in source.tune if fold_of(d.id) != args.fold]
-    prepared = prepare(root, args.work_dir / "dialogs", source.names, events_half,
-                       f"tune{args.fold}" + (f"-share{args.log_share:g}" if args.log_share < 1 else "") if args.source == "redial" else f"{args.source}-tune{args.fold}")
+    log_name = f"tune{args.fold}" if args.source == "redial" else f"{args.source}-tune{args.fold}"
+    if args.source == "redial" and args.log_share < 1:
+        log_name += f"-share{args.log_share:g}"
+    prepared = prepare(root, args.work_dir / "dialogs", source.names, events_half, log_name)
     items = read_catalog(prepared.catalog, prepared.catalog_mapping).records
     index = {item.id: j for j, item in enumerate(items)}
     embedder = create_embedder("minilm")
